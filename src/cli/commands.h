@@ -1,0 +1,13 @@
+// Subcommands of the floe binary. Each Register* adds its subcommand to the
+// app; the callback it installs sets the process exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace floe::cli {
+
+void RegisterLogCommands(CLI::App& app, int* exit_code);
+void RegisterDemoCommand(CLI::App& app, int* exit_code);
+void RegisterBenchCommands(CLI::App& app, int* exit_code);
+
+}  // namespace floe::cli

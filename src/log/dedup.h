@@ -1,0 +1,56 @@
+// Producer dedup window: for each producer session id, the producer seqs the
+// stream holds (or has in doubt) and the stream seq of each, for the most
+// recent `per_producer` of them and at most `max_producers` producers.
+//
+// The stream records here; the caller that serves a producer session (the
+// broker, which handles one session's publishes in order) asks Lookup before
+// appending, so a resent (session, producer seq) is stored at most once.
+// Rebuilt from the tail of the log when a stream opens.
+//
+// Not thread-safe: the owning Stream serialises calls under its mutex.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <unordered_map>
+
+namespace floe::log {
+
+class DedupIndex {
+ public:
+  DedupIndex(size_t per_producer, size_t max_producers)
+      : per_producer_(per_producer), max_producers_(max_producers) {}
+
+  void Record(uint64_t producer_id, uint64_t producer_seq, uint64_t seq);
+  // Forgets the entry of a message whose write failed (its seq is a hole), so
+  // a resend is accepted as new.
+  void Forget(uint64_t producer_id, uint64_t producer_seq, uint64_t seq);
+
+  enum class Found { kNew, kKnown, kBelowWindow };
+  struct Lookup {
+    Found found = Found::kNew;
+    uint64_t seq = 0;  // with kKnown: the stream seq holding it (maybe still in doubt)
+  };
+  Lookup Find(uint64_t producer_id, uint64_t producer_seq) const;
+  // Highest producer seq held for the producer, 0 if none.
+  uint64_t Highest(uint64_t producer_id, uint64_t* seq = nullptr) const;
+  size_t producers() const { return windows_.size(); }
+
+ private:
+  struct Entry {
+    uint64_t producer_seq;
+    uint64_t seq;
+  };
+  struct Window {
+    std::deque<Entry> entries;  // sorted by producer_seq
+    bool trimmed = false;       // older entries were dropped
+  };
+  void Evict();
+
+  size_t per_producer_;
+  size_t max_producers_;
+  std::unordered_map<uint64_t, Window> windows_;
+};
+
+}  // namespace floe::log
