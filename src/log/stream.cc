@@ -7,6 +7,7 @@
 #include <list>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -125,8 +126,16 @@ class Stream::Impl {
     uint64_t offset;
     std::shared_ptr<const std::string> bytes;
   };
-  std::mutex cache_mu_;
-  std::list<CachedBatch> cache_;  // most recent first
+  std::mutex cache_mu_;              // after mu_ when both are held
+  std::list<CachedBatch> cache_;     // most recent first
+  struct CacheKeyHash {
+    size_t operator()(const std::pair<uint64_t, uint64_t>& k) const {
+      return std::hash<uint64_t>()(k.first * 0x9E3779B97F4A7C15ull ^ k.second);
+    }
+  };
+  std::unordered_map<std::pair<uint64_t, uint64_t>, std::list<CachedBatch>::iterator, CacheKeyHash> cache_index_;
+  uint64_t cache_used_ = 0;          // bytes in cache_
+  void CacheInsert(uint64_t segment_id, uint64_t offset, std::shared_ptr<const std::string> bytes);
 
  private:
   void WriterLoop();
@@ -303,11 +312,18 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   SegmentHeader h{id, base_seq, static_cast<int64_t>(env_->NowMicros())};
   auto appender = std::make_unique<SegmentAppender>(wfile, 0, std::string());
   if (options_.preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
+  // The header alone first: a crash can then tear only a file of at most one
+  // block, which recovery recognises and removes.
   const std::string header = EncodeSegmentHeader(h);
-  std::string_view pieces[2] = {header, first_batch};
-  FLOE_RETURN_IF_ERROR(appender->Append(std::span(pieces, first_batch.empty() ? 1 : 2)));
+  std::string_view pieces[1] = {header};
+  FLOE_RETURN_IF_ERROR(appender->Append(pieces));
   FLOE_RETURN_IF_ERROR(appender->Sync());
   FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
+  if (!first_batch.empty()) {
+    pieces[0] = first_batch;
+    FLOE_RETURN_IF_ERROR(appender->Append(pieces));
+    FLOE_RETURN_IF_ERROR(appender->Sync());
+  }
   auto rf = env_->Open(path, {});
   if (!rf) return rf.error();
 
@@ -499,7 +515,9 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
         if (seg.end_seq == seg.base_seq) seg.first_ts = g.first_ts;
         seg.last_ts = g.last_ts;
         seg.end_seq = g.base_seq + g.count;
+        const uint64_t batch_offset = offset;
         offset += g.buf.size();
+        CacheInsert(seg.id, batch_offset, std::make_shared<const std::string>(std::move(g.buf)));
       } else {
         // Not stored: forget the producer seqs so a resend counts as new.
         RecordIterator ri(BatchHeader{0, static_cast<uint32_t>(g.buf.size()), BatchType::kData, g.base_seq, g.count},
@@ -612,11 +630,10 @@ void Stream::Impl::Close() {
 Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment& seg, uint64_t offset) {
   {
     std::lock_guard l(cache_mu_);
-    for (auto it = cache_.begin(); it != cache_.end(); ++it) {
-      if (it->segment_id == seg.id && it->offset == offset) {
-        cache_.splice(cache_.begin(), cache_, it);
-        return it->bytes;
-      }
+    auto found = cache_index_.find({seg.id, offset});
+    if (found != cache_index_.end()) {
+      cache_.splice(cache_.begin(), cache_, found->second);
+      return found->second->bytes;
     }
   }
   std::string head(kBatchHeaderSize, '\0');
@@ -631,10 +648,24 @@ Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment
   if (*n != bytes->size()) return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
   auto v = VerifyBatch(*bytes);
   if (!v) return Err(Status::Corruption(fmt::format("{} at offset {}: {}", seg.path, offset, v.error().message())));
+  std::shared_ptr<const std::string> out = std::move(bytes);
+  CacheInsert(seg.id, offset, out);
+  return out;
+}
+
+void Stream::Impl::CacheInsert(uint64_t segment_id, uint64_t offset, std::shared_ptr<const std::string> bytes) {
   std::lock_guard l(cache_mu_);
-  cache_.push_front({seg.id, offset, bytes});
-  if (cache_.size() > 8) cache_.pop_back();
-  return std::shared_ptr<const std::string>(std::move(bytes));
+  auto [it, inserted] = cache_index_.try_emplace({segment_id, offset});
+  if (!inserted) return;  // a concurrent reader loaded it first
+  cache_used_ += bytes->size();
+  cache_.push_front({segment_id, offset, std::move(bytes)});
+  it->second = cache_.begin();
+  // Keep at least the newest batch so a reader of one huge batch reuses it.
+  while (cache_used_ > options_.cache_bytes && cache_.size() > 1) {
+    cache_used_ -= cache_.back().bytes->size();
+    cache_index_.erase({cache_.back().segment_id, cache_.back().offset});
+    cache_.pop_back();
+  }
 }
 
 // Finds the segment holding `seq` and where to start scanning for it.
@@ -710,9 +741,10 @@ Result<ReadResult> Stream::Impl::Read(const ReadOptions& options) {
       e.timestamp_us = r.timestamp_us;
       e.producer_id = r.producer_id;
       e.producer_seq = r.producer_seq;
-      e.key.assign(r.key);
-      e.headers.assign(r.headers);
-      e.payload.assign(r.payload);
+      e.key = r.key;
+      e.headers = r.headers;
+      e.payload = r.payload;
+      e.bytes = *batch;
       out.entries.push_back(std::move(e));
       seq = r.seq + 1;
     }

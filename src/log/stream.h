@@ -58,6 +58,10 @@ struct StreamOptions {
   uint64_t max_group_bytes = 8ull << 20;     // bytes per batch written
   uint64_t max_pending_bytes = 64ull << 20;  // appends block while this much waits
   uint64_t index_interval_bytes = 4096;
+  // Recently written and read batches kept in memory for readers: direct-I/O
+  // writes bypass the page cache, so tailing consumers would otherwise read
+  // from the disk.
+  uint64_t cache_bytes = 64ull << 20;
   uint64_t dedup_window_bytes = 64ull << 20; // log tail re-read at open to rebuild dedup
   size_t dedup_per_producer = 4096;
   size_t dedup_max_producers = 100000;
@@ -74,7 +78,8 @@ struct AppendResult {
 };
 using AppendCallback = std::function<void(const AppendResult&)>;
 
-// One item of a read: a message, or a gap of `gap_count` hole seqs.
+// One item of a read: a message, or a gap of `gap_count` hole seqs. The views
+// point into a batch that `bytes` keeps alive (no copy per message).
 struct Entry {
   enum class Kind : uint8_t { kMessage, kGap };
   Kind kind = Kind::kMessage;
@@ -83,9 +88,10 @@ struct Entry {
   int64_t timestamp_us = 0;
   uint64_t producer_id = 0;
   uint64_t producer_seq = 0;
-  std::string key;
-  std::string headers;  // encoded; see ParseHeaders
-  std::string payload;
+  std::string_view key;
+  std::string_view headers;  // encoded; see ParseHeaders
+  std::string_view payload;
+  std::shared_ptr<const std::string> bytes;  // owns what the views point to
 };
 
 struct ReadOptions {
