@@ -311,21 +311,31 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   ++next_segment_id_;  // never reuse an id, even if this attempt fails
   SegmentHeader h{id, base_seq, static_cast<int64_t>(env_->NowMicros())};
   auto appender = std::make_unique<SegmentAppender>(wfile, 0, std::string());
-  if (options_.preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
-  // The header alone first: a crash can then tear only a file of at most one
-  // block, which recovery recognises and removes.
-  const std::string header = EncodeSegmentHeader(h);
-  std::string_view pieces[1] = {header};
-  FLOE_RETURN_IF_ERROR(appender->Append(pieces));
-  FLOE_RETURN_IF_ERROR(appender->Sync());
-  FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
-  if (!first_batch.empty()) {
-    pieces[0] = first_batch;
+  auto write = [&]() -> Status {
+    if (options_.preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
+    // The header alone first: a crash can then tear only a file of at most
+    // one block, which recovery recognises and removes.
+    const std::string header = EncodeSegmentHeader(h);
+    std::string_view pieces[1] = {header};
     FLOE_RETURN_IF_ERROR(appender->Append(pieces));
     FLOE_RETURN_IF_ERROR(appender->Sync());
+    FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
+    if (!first_batch.empty()) {
+      pieces[0] = first_batch;
+      FLOE_RETURN_IF_ERROR(appender->Append(pieces));
+      FLOE_RETURN_IF_ERROR(appender->Sync());
+    }
+    return Status::OK();
+  };
+  Status ws = write();
+  auto rf = ws.ok() ? env_->Open(path, {}) : Result<std::unique_ptr<File>>(Err(ws));
+  if (!rf) {
+    // Best effort: leave no half-made segment behind to confuse recovery.
+    wfile.reset();
+    appender.reset();
+    if (env_->Remove(path).ok()) (void)env_->SyncDir(dir_);
+    return rf.error();
   }
-  auto rf = env_->Open(path, {});
-  if (!rf) return rf.error();
 
   auto seg = std::make_shared<Segment>();
   seg->id = id;
