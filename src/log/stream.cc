@@ -253,8 +253,9 @@ Status Stream::Impl::Recover() {
     }
     seg->end_seq = scan->end_seq;
     seg->size = scan->end_offset;
-    seg->first_ts = scan->first_ts;
-    seg->last_ts = scan->last_ts;
+    // Empty segments inherit the previous timestamp (see CreateSegment).
+    seg->first_ts = scan->batches ? scan->first_ts : last_ts_;
+    seg->last_ts = scan->batches ? scan->last_ts : last_ts_;
     seg->index = std::move(scan->index);
     last_ts_ = std::max(last_ts_, scan->last_ts);
     if (last) report_.batches_in_last_segment = scan->batches;
@@ -345,6 +346,12 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   seg->read_file = std::move(*rf);
   seg->size = appender->end();
   seg->end_seq = base_seq;
+  {
+    // An empty segment takes the newest timestamp so far, keeping segment
+    // timestamps non-decreasing for SeekTime's binary search.
+    std::lock_guard l(mu_);
+    seg->first_ts = seg->last_ts = last_ts_;
+  }
   if (!first_batch.empty()) {
     auto bh = DecodeBatchHeader({first_batch.data(), first_batch.size()});
     seg->end_seq = bh->end_seq();
@@ -493,7 +500,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     const uint64_t end = groups.back().base_seq + groups.back().count;
     Status hole = already_failed ? failed_
                                  : CreateSegment(first, EncodeHoleBatch(first, static_cast<uint32_t>(end - first),
-                                                                        static_cast<int64_t>(env_->NowMicros())));
+                                                                        groups.back().last_ts));
     if (hole.ok()) {
       state = SlotState::kHole;
       Log(fmt::format("write of seqs [{}, {}) failed ({}); recorded them as holes in segment {}", first, end,
@@ -773,9 +780,7 @@ Result<uint64_t> Stream::Impl::SeekTime(int64_t ts) {
     // Timestamps never decrease along the stream: binary search the segments,
     // then the sparse index, then scan at most an index interval of batches.
     auto seg = std::lower_bound(segments_.begin(), segments_.end(), ts,
-                                [](const std::shared_ptr<Segment>& s, int64_t t) {
-                                  return s->end_seq == s->base_seq || s->last_ts < t;
-                                });
+                                [](const std::shared_ptr<Segment>& s, int64_t t) { return s->last_ts < t; });
     if (seg == segments_.end()) return frontier + 1;
     const Segment& s = **seg;
     auto ix = std::lower_bound(s.index.begin(), s.index.end(), ts,
