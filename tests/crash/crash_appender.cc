@@ -62,14 +62,15 @@ void WriteAll(const std::string& s) {
   }
 }
 
-// Sizes: mostly small, some medium, a few above 64 KiB (larger than a
-// direct-I/O staging block run and many pages), rarely above 1 MiB (larger
-// than the appender's initial staging buffer).
+// Sizes: mostly small, some medium, a few above 64 KiB (many direct-I/O
+// blocks in one record), rarely above 1 MiB (more than the appender's initial
+// staging buffer). The mix keeps the stream to a few hundred MB over a run,
+// since the parent re-reads all of it after every kill.
 size_t PickSize(std::mt19937_64& rng) {
-  const uint64_t r = rng() % 1000;
-  if (r < 700) return kPayloadHeader + rng() % 500;
-  if (r < 960) return 512 + rng() % (16 << 10);
-  if (r < 998) return (64 << 10) + 1 + rng() % (192 << 10);
+  const uint64_t r = rng() % 10000;
+  if (r < 7500) return kPayloadHeader + rng() % 500;
+  if (r < 9880) return 512 + rng() % (4 << 10);
+  if (r < 9995) return (64 << 10) + 1 + rng() % (128 << 10);
   return (1 << 20) + rng() % (512 << 10);
 }
 

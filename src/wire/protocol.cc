@@ -1,0 +1,405 @@
+#include "wire/protocol.h"
+
+#include <fmt/format.h>
+
+namespace floe::wire {
+
+bool IsKnownFrameType(uint8_t t) {
+  switch (static_cast<FrameType>(t)) {
+    case FrameType::kHello: case FrameType::kHelloOk: case FrameType::kPing: case FrameType::kPong:
+    case FrameType::kGoodbye: case FrameType::kError: case FrameType::kOk: case FrameType::kSessionOpen:
+    case FrameType::kSessionOk: case FrameType::kPublish: case FrameType::kPublishAck: case FrameType::kFetch:
+    case FrameType::kDelivery: case FrameType::kSubscribe: case FrameType::kCredit: case FrameType::kAnswer:
+    case FrameType::kAnswerOk: case FrameType::kStreamCreate: case FrameType::kStreamDelete:
+    case FrameType::kStreamList: case FrameType::kStreamListOk: case FrameType::kStreamInfo:
+    case FrameType::kStreamInfoOk:
+      return true;
+  }
+  return false;
+}
+
+std::string_view FrameTypeName(FrameType t) {
+  switch (t) {
+    case FrameType::kHello: return "HELLO";
+    case FrameType::kHelloOk: return "HELLO_OK";
+    case FrameType::kPing: return "PING";
+    case FrameType::kPong: return "PONG";
+    case FrameType::kGoodbye: return "GOODBYE";
+    case FrameType::kError: return "ERROR";
+    case FrameType::kOk: return "OK";
+    case FrameType::kSessionOpen: return "SESSION_OPEN";
+    case FrameType::kSessionOk: return "SESSION_OK";
+    case FrameType::kPublish: return "PUBLISH";
+    case FrameType::kPublishAck: return "PUBLISH_ACK";
+    case FrameType::kFetch: return "FETCH";
+    case FrameType::kDelivery: return "DELIVERY";
+    case FrameType::kSubscribe: return "SUBSCRIBE";
+    case FrameType::kCredit: return "CREDIT";
+    case FrameType::kAnswer: return "ANSWER";
+    case FrameType::kAnswerOk: return "ANSWER_OK";
+    case FrameType::kStreamCreate: return "STREAM_CREATE";
+    case FrameType::kStreamDelete: return "STREAM_DELETE";
+    case FrameType::kStreamList: return "STREAM_LIST";
+    case FrameType::kStreamListOk: return "STREAM_LIST_OK";
+    case FrameType::kStreamInfo: return "STREAM_INFO";
+    case FrameType::kStreamInfoOk: return "STREAM_INFO_OK";
+  }
+  return "UNKNOWN";
+}
+
+Result<FrameHeader> DecodeFrameHeader(std::span<const char> bytes, uint32_t max_frame_bytes) {
+  if (bytes.size() < kFrameHeaderSize) return Err(Status::InvalidArgument("frame header truncated"));
+  FrameHeader h;
+  h.length = DecodeFixed32(bytes.data());
+  if (h.length < kFrameHeaderSize - 4)
+    return Err(Status::InvalidArgument(fmt::format("frame length {} below the header's 12 bytes", h.length)));
+  if (h.length > max_frame_bytes)
+    return Err(Status::OutOfRange(fmt::format("frame of {} bytes exceeds the limit of {}", h.length, max_frame_bytes)));
+  h.type = static_cast<FrameType>(static_cast<uint8_t>(bytes[4]));
+  h.flags = static_cast<uint8_t>(bytes[5]);
+  if (h.flags != 0 || DecodeFixed16(bytes.data() + 6) != 0)
+    return Err(Status::InvalidArgument("frame flags and reserved bytes must be 0"));
+  h.request_id = DecodeFixed64(bytes.data() + 8);
+  return h;
+}
+
+// --- Hello -----------------------------------------------------------------
+
+void Hello::EncodeBody(Encoder& e) const {
+  e.U32(kHelloMagic);
+  e.U16(min_version);
+  e.U16(max_version);
+  e.String(client);
+}
+Result<Hello> Hello::DecodeBody(Decoder& d) {
+  if (d.U32() != kHelloMagic && d.ok()) d.Fail("bad hello magic");
+  Hello h;
+  h.min_version = d.U16();
+  h.max_version = d.U16();
+  h.client = d.String();
+  return h;
+}
+
+void HelloOk::EncodeBody(Encoder& e) const {
+  e.U16(version);
+  e.U32(max_frame_bytes);
+  e.U32(max_message_bytes);
+  e.String(node);
+}
+Result<HelloOk> HelloOk::DecodeBody(Decoder& d) {
+  HelloOk h;
+  h.version = d.U16();
+  h.max_frame_bytes = d.U32();
+  h.max_message_bytes = d.U32();
+  h.node = d.String();
+  return h;
+}
+
+void Error::EncodeBody(Encoder& e) const {
+  e.U16(static_cast<uint16_t>(code));
+  e.U8(retriable ? 1 : 0);
+  e.String(message);
+}
+Result<Error> Error::DecodeBody(Decoder& d) {
+  Error x;
+  x.code = static_cast<WireError>(d.U16());
+  x.retriable = d.U8() != 0;
+  x.message = d.String();
+  return x;
+}
+
+// --- Sessions ----------------------------------------------------------------
+
+void SessionOpen::EncodeBody(Encoder& e) const {
+  e.U64(session_id);
+  e.U8(static_cast<uint8_t>(role));
+  e.String(stream);
+  e.String(consumer);
+}
+Result<SessionOpen> SessionOpen::DecodeBody(Decoder& d) {
+  SessionOpen s;
+  s.session_id = d.U64();
+  const uint8_t role = d.U8();
+  if (d.ok() && role != 1 && role != 2) d.Fail("unknown session role");
+  s.role = static_cast<Role>(role);
+  s.stream = d.String();
+  s.consumer = d.String();
+  return s;
+}
+
+void SessionOk::EncodeBody(Encoder& e) const {
+  e.U64(session_id);
+  e.U64(epoch);
+  e.U64(highest_producer_seq);
+  e.U64(highest_seq);
+  e.U64(ack_floor);
+  e.U32(static_cast<uint32_t>(pending.size()));
+  for (const auto& p : pending) {
+    e.U64(p.seq);
+    e.U32(p.delivery_count);
+  }
+}
+Result<SessionOk> SessionOk::DecodeBody(Decoder& d) {
+  SessionOk s;
+  s.session_id = d.U64();
+  s.epoch = d.U64();
+  s.highest_producer_seq = d.U64();
+  s.highest_seq = d.U64();
+  s.ack_floor = d.U64();
+  const uint32_t n = d.Count(12);
+  s.pending.resize(n);
+  for (auto& p : s.pending) {
+    p.seq = d.U64();
+    p.delivery_count = d.U32();
+  }
+  return s;
+}
+
+// --- Publish -----------------------------------------------------------------
+
+void Publish::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(messages.size()));
+  for (const auto& m : messages) {
+    e.U64(m.producer_seq);
+    e.Blob(m.key);
+    e.Blob(m.headers);
+    e.Blob(m.payload);
+  }
+}
+Result<Publish> Publish::DecodeBody(Decoder& d) {
+  Publish p;
+  const uint32_t n = d.Count(20);
+  p.messages.resize(n);
+  for (auto& m : p.messages) {
+    m.producer_seq = d.U64();
+    m.key = d.Blob();
+    m.headers = d.Blob();
+    m.payload = d.Blob();
+  }
+  if (d.ok() && n == 0) d.Fail("publish of no messages");
+  return p;
+}
+
+void PublishAck::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(results.size()));
+  for (const auto& r : results) {
+    e.U64(r.producer_seq);
+    e.U16(static_cast<uint16_t>(r.code));
+    e.U8(r.duplicate ? 1 : 0);
+    e.U64(r.seq);
+  }
+}
+Result<PublishAck> PublishAck::DecodeBody(Decoder& d) {
+  PublishAck a;
+  const uint32_t n = d.Count(19);
+  a.results.resize(n);
+  for (auto& r : a.results) {
+    r.producer_seq = d.U64();
+    r.code = static_cast<WireError>(d.U16());
+    r.duplicate = d.U8() != 0;
+    r.seq = d.U64();
+  }
+  return a;
+}
+
+// --- Consuming ---------------------------------------------------------------
+
+void Fetch::EncodeBody(Encoder& e) const {
+  e.U32(max_messages);
+  e.U32(max_bytes);
+  e.U32(wait_ms);
+}
+Result<Fetch> Fetch::DecodeBody(Decoder& d) {
+  Fetch f;
+  f.max_messages = d.U32();
+  f.max_bytes = d.U32();
+  f.wait_ms = d.U32();
+  return f;
+}
+
+void Subscribe::EncodeBody(Encoder& e) const { e.U32(credit); }
+Result<Subscribe> Subscribe::DecodeBody(Decoder& d) { return Subscribe{.credit = d.U32()}; }
+void Credit::EncodeBody(Encoder& e) const { e.U32(credit); }
+Result<Credit> Credit::DecodeBody(Decoder& d) { return Credit{.credit = d.U32()}; }
+
+void Delivery::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(entries.size()));
+  for (const auto& x : entries) {
+    e.U8(static_cast<uint8_t>(x.kind));
+    e.U64(x.seq);
+    if (x.kind == Delivered::Kind::kGap) {
+      e.U64(x.gap_count);
+      continue;
+    }
+    e.U32(x.delivery_count);
+    e.I64(x.timestamp_us);
+    e.Blob(x.key);
+    e.Blob(x.headers);
+    e.Blob(x.payload);
+  }
+}
+Result<Delivery> Delivery::DecodeBody(Decoder& d) {
+  Delivery v;
+  const uint32_t n = d.Count(17);
+  v.entries.resize(n);
+  for (auto& x : v.entries) {
+    const uint8_t kind = d.U8();
+    x.seq = d.U64();
+    if (kind == static_cast<uint8_t>(Delivered::Kind::kGap)) {
+      x.kind = Delivered::Kind::kGap;
+      x.gap_count = d.U64();
+      continue;
+    }
+    if (kind != static_cast<uint8_t>(Delivered::Kind::kMessage)) {
+      d.Fail("unknown delivery kind");
+      break;
+    }
+    x.delivery_count = d.U32();
+    x.timestamp_us = d.I64();
+    x.key = d.Blob();
+    x.headers = d.Blob();
+    x.payload = d.Blob();
+  }
+  return v;
+}
+
+void Answer::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(items.size()));
+  for (const auto& a : items) {
+    e.U64(a.seq);
+    e.U8(static_cast<uint8_t>(a.kind));
+    e.U32(a.delay_ms);
+  }
+}
+Result<Answer> Answer::DecodeBody(Decoder& d) {
+  Answer a;
+  const uint32_t n = d.Count(13);
+  a.items.resize(n);
+  for (auto& x : a.items) {
+    x.seq = d.U64();
+    const uint8_t kind = d.U8();
+    if (d.ok() && (kind < 1 || kind > 4)) d.Fail("unknown answer kind");
+    x.kind = static_cast<AnswerKind>(kind);
+    x.delay_ms = d.U32();
+  }
+  return a;
+}
+
+void AnswerOk::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(results.size()));
+  for (const auto& r : results) {
+    e.U64(r.seq);
+    e.U16(static_cast<uint16_t>(r.code));
+  }
+}
+Result<AnswerOk> AnswerOk::DecodeBody(Decoder& d) {
+  AnswerOk a;
+  const uint32_t n = d.Count(10);
+  a.results.resize(n);
+  for (auto& r : a.results) {
+    r.seq = d.U64();
+    r.code = static_cast<WireError>(d.U16());
+  }
+  return a;
+}
+
+// --- Admin -------------------------------------------------------------------
+
+void StreamConfig::Encode(Encoder& e) const {
+  e.U64(retention_bytes);
+  e.U64(retention_age_ms);
+  e.U32(max_message_bytes);
+  e.U8(static_cast<uint8_t>(sync));
+  e.U32(ack_wait_ms);
+  e.U32(max_deliveries);
+  e.String(dead_letter);
+}
+StreamConfig StreamConfig::Decode(Decoder& d) {
+  StreamConfig c;
+  c.retention_bytes = d.U64();
+  c.retention_age_ms = d.U64();
+  c.max_message_bytes = d.U32();
+  const uint8_t sync = d.U8();
+  if (d.ok() && sync > 1) d.Fail("unknown sync mode");
+  c.sync = static_cast<SyncMode>(sync);
+  c.ack_wait_ms = d.U32();
+  c.max_deliveries = d.U32();
+  c.dead_letter = std::string(d.String());
+  return c;
+}
+
+void StreamCreate::EncodeBody(Encoder& e) const {
+  e.String(name);
+  config.Encode(e);
+}
+Result<StreamCreate> StreamCreate::DecodeBody(Decoder& d) {
+  StreamCreate c;
+  c.name = d.String();
+  c.config = StreamConfig::Decode(d);
+  return c;
+}
+
+void StreamDelete::EncodeBody(Encoder& e) const { e.String(name); }
+Result<StreamDelete> StreamDelete::DecodeBody(Decoder& d) { return StreamDelete{.name = d.String()}; }
+void StreamInfo::EncodeBody(Encoder& e) const { e.String(name); }
+Result<StreamInfo> StreamInfo::DecodeBody(Decoder& d) { return StreamInfo{.name = d.String()}; }
+
+void StreamListOk::EncodeBody(Encoder& e) const {
+  e.U32(static_cast<uint32_t>(names.size()));
+  for (auto n : names) e.String(n);
+}
+Result<StreamListOk> StreamListOk::DecodeBody(Decoder& d) {
+  StreamListOk l;
+  const uint32_t n = d.Count(2);
+  l.names.resize(n);
+  for (auto& x : l.names) x = d.String();
+  return l;
+}
+
+void StreamInfoOk::EncodeBody(Encoder& e) const {
+  e.String(name);
+  config.Encode(e);
+  e.U64(first_seq);
+  e.U64(frontier);
+  e.U64(bytes);
+  e.U32(static_cast<uint32_t>(consumers.size()));
+  for (const auto& c : consumers) {
+    e.String(c.name);
+    e.U64(c.ack_floor);
+    e.U64(c.next_seq);
+    e.U32(c.pending);
+    e.U64(c.lag);
+  }
+}
+Result<StreamInfoOk> StreamInfoOk::DecodeBody(Decoder& d) {
+  StreamInfoOk s;
+  s.name = d.String();
+  s.config = StreamConfig::Decode(d);
+  s.first_seq = d.U64();
+  s.frontier = d.U64();
+  s.bytes = d.U64();
+  const uint32_t n = d.Count(30);
+  s.consumers.resize(n);
+  for (auto& c : s.consumers) {
+    c.name = d.String();
+    c.ack_floor = d.U64();
+    c.next_seq = d.U64();
+    c.pending = d.U32();
+    c.lag = d.U64();
+  }
+  return s;
+}
+
+Status ValidateStreamName(std::string_view name) {
+  if (name.empty() || name.size() > 128)
+    return Status::InvalidArgument(fmt::format("name must be 1 to 128 bytes, got {}", name.size()));
+  if (name[0] == '.') return Status::InvalidArgument("name must not start with '.'");
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return Status::InvalidArgument(fmt::format("name '{}' may use only A-Z a-z 0-9 . _ -", name));
+  }
+  return Status::OK();
+}
+
+}  // namespace floe::wire
