@@ -1,0 +1,135 @@
+// The floe C++ client: a producer with batching, pipelining and idempotent
+// resend; a consumer with pull (fetch) and push (subscribe) and ACK/NAK; an
+// admin handle. Producers and consumers reconnect on their own, trying the
+// servers in turn, and resume their session by id (docs/protocol.md).
+//
+// Thread safety: Producer::Send/Flush may be called from several threads;
+// ack callbacks run on the producer's receive thread (keep them short).
+// A Consumer is used by one thread at a time (its push handler runs on the
+// consumer's receive thread).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "wire/protocol.h"
+
+namespace floe::client {
+
+struct ClientOptions {
+  std::vector<std::string> servers = {"127.0.0.1:7650"};  // "host:port", tried in turn
+  std::string client_name = "floe-client";
+  int connect_timeout_ms = 2000;
+  // Reconnection: backoff doubles from min to max between attempts; give up
+  // (operations fail with Unavailable) after this long without a connection.
+  int reconnect_min_backoff_ms = 20;
+  int reconnect_max_backoff_ms = 1000;
+  int reconnect_give_up_ms = 30000;
+};
+
+// "h1:p1,h2:p2" -> {"h1:p1", "h2:p2"}; InvalidArgument if an entry lacks a port.
+Result<std::vector<std::string>> ParseServers(std::string_view list);
+
+struct StreamInfo {
+  std::string name;
+  wire::StreamConfig config;
+  uint64_t first_seq = 0;
+  uint64_t frontier = 0;
+  uint64_t bytes = 0;
+  struct Consumer {
+    std::string name;
+    uint64_t ack_floor = 0;
+    uint64_t next_seq = 0;
+    uint32_t pending = 0;
+    uint64_t lag = 0;
+  };
+  std::vector<Consumer> consumers;
+};
+
+class Admin {
+ public:
+  static Result<std::unique_ptr<Admin>> Connect(const ClientOptions& options);
+  virtual ~Admin() = default;
+  virtual Status CreateStream(const std::string& name, const wire::StreamConfig& config) = 0;
+  virtual Status DeleteStream(const std::string& name) = 0;
+  virtual Result<std::vector<std::string>> ListStreams() = 0;
+  virtual Result<StreamInfo> Info(const std::string& name) = 0;
+};
+
+struct PublishOutcome {
+  Status status;              // OK: durable in the stream
+  uint64_t producer_seq = 0;
+  uint64_t seq = 0;           // the stream seq
+  bool duplicate = false;     // a resend the node recognised: seq is the original
+};
+using AckCallback = std::function<void(const PublishOutcome&)>;
+
+struct ProducerOptions : ClientOptions {
+  std::string stream;
+  uint64_t session_id = 0;          // 0: a new session
+  size_t max_inflight = 1000;       // unacknowledged messages at most; Send blocks beyond
+  uint32_t linger_us = 0;           // wait this long for more messages before sending a batch
+  size_t max_batch_messages = 1000;
+  size_t max_batch_bytes = 1 << 20;
+};
+
+class Producer {
+ public:
+  static Result<std::unique_ptr<Producer>> Open(const ProducerOptions& options);
+  virtual ~Producer() = default;
+  // Queues one message (a copy is kept until it is acknowledged) and returns
+  // its producer seq (1, 2, 3, … per session). `done` runs once, when the
+  // node acknowledged it or it failed for good.
+  virtual Result<uint64_t> Send(std::string_view payload, AckCallback done, std::string_view key = {},
+                                std::string_view headers = {}) = 0;
+  // Waits until every message sent so far is acknowledged or failed.
+  virtual Status Flush() = 0;
+  // Flushes, says goodbye, closes.
+  virtual Status Close() = 0;
+  virtual uint64_t session_id() const = 0;
+  virtual uint64_t reconnects() const = 0;
+};
+
+struct ConsumerOptions : ClientOptions {
+  std::string stream;
+  std::string consumer;             // durable consumer name
+  uint64_t session_id = 0;
+};
+
+struct ReceivedMessage {
+  uint64_t seq = 0;
+  bool gap = false;                 // seqs [seq, seq+gap_count) are holes: no message
+  uint64_t gap_count = 0;
+  uint32_t delivery_count = 0;      // 1 on first delivery
+  int64_t timestamp_us = 0;
+  std::string key;
+  std::string headers;
+  std::string payload;
+};
+
+class Consumer {
+ public:
+  static Result<std::unique_ptr<Consumer>> Open(const ConsumerOptions& options);
+  virtual ~Consumer() = default;
+  // Pull: up to max_messages / max_bytes, waiting up to wait_ms for the first.
+  virtual Result<std::vector<ReceivedMessage>> Fetch(uint32_t max_messages, uint32_t max_bytes, uint32_t wait_ms) = 0;
+  // Answers; each returns once the node confirmed them persisted.
+  virtual Status Ack(std::span<const uint64_t> seqs) = 0;
+  virtual Status Nak(uint64_t seq, uint32_t delay_ms = 0) = 0;
+  virtual Status InProgress(uint64_t seq) = 0;
+  virtual Status Terminate(uint64_t seq) = 0;
+  // Push: the node sends as credit allows; the handler runs on the receive
+  // thread; each handled message gives one credit back. Stop() ends it.
+  virtual Status Subscribe(uint32_t credit, std::function<void(const ReceivedMessage&)> handler) = 0;
+  virtual void Stop() = 0;
+  virtual Status Close() = 0;
+  virtual uint64_t session_id() const = 0;
+  virtual uint64_t reconnects() const = 0;
+};
+
+}  // namespace floe::client
