@@ -37,7 +37,7 @@ namespace {
 // Keep in step with crash_test.cc.
 constexpr uint32_t kWritersPerRound = 16;
 constexpr int kThreads = 4;
-constexpr std::ptrdiff_t kInFlightPerThread = 48;  // AppendAsync calls awaiting their callback
+constexpr std::ptrdiff_t kInFlightPerThread = 32;  // AppendAsync calls awaiting their callback
 // Payload layout (little-endian):
 //   [0, 8)   counter
 //   [8, 12)  writer
@@ -68,8 +68,8 @@ void WriteAll(const std::string& s) {
 // since the parent re-reads all of it after every kill.
 size_t PickSize(std::mt19937_64& rng) {
   const uint64_t r = rng() % 10000;
-  if (r < 7500) return kPayloadHeader + rng() % 500;
-  if (r < 9880) return 512 + rng() % (4 << 10);
+  if (r < 9000) return kPayloadHeader + rng() % 500;
+  if (r < 9950) return 512 + rng() % (4 << 10);
   if (r < 9995) return (64 << 10) + 1 + rng() % (128 << 10);
   return (1 << 20) + rng() % (512 << 10);
 }

@@ -246,7 +246,7 @@ TEST(CrashTest, AcknowledgedMessagesSurviveSigkill) {
     // the previous kill's tail, rebuilding its producer window (its first ack
     // comes 100-300 ms after the spawn on a stream of a few hundred MB).
     const bool early = rng() % 4 == 0;
-    const microseconds delay(early ? rng() % 200000 : rng() % 250000);
+    const microseconds delay(early ? rng() % 200000 : rng() % 200000);
     ChildOutcome child = RunAndKill(dir, static_cast<uint32_t>(round), rng(), early, delay);
     ASSERT_TRUE(WIFSIGNALED(child.wait_status) && WTERMSIG(child.wait_status) == SIGKILL)
         << "the child ended by itself (status " << child.wait_status

@@ -103,6 +103,8 @@ class FaultEnv final : public Env {
 
   // --- Crashes ---
   // Loses power now (see the file comment). The env is down until Restart().
+  // Injected faults and an armed CrashAtSync are cleared: the machine comes
+  // back healthy unless the test injects again.
   void Crash(CrashOptions options = {});
   // Powers the machine back on: calls work again on the post-crash state.
   void Restart();
@@ -162,6 +164,9 @@ class FaultEnv final : public Env {
   bool ParentExists(const std::string& path) const;
   // True if this Sync (of `path`) is to fail; consumes the fault.
   bool TakeSyncFault(SyncFault* fault, const std::string& path, int* error);
+  // Shrinks *len to what the write fault lets through; sets *error if the
+  // write is to fail.
+  void TakeWriteFault(const std::string& path, size_t* len, int* error);
   void CrashLocked(const CrashOptions& options);
   void ClearFaultsLocked();
 
