@@ -14,10 +14,14 @@ size_t HeadersSize(std::span<const Header> headers) {
   return n;
 }
 
+size_t EncodedHeadersSize(const Message& m) {
+  return m.headers.empty() ? m.encoded_headers.size() : HeadersSize(m.headers);
+}
+
 }  // namespace
 
 size_t RecordSize(const Message& m) {
-  return kRecordFixedSize + m.key.size() + HeadersSize(m.headers) + m.payload.size();
+  return kRecordFixedSize + m.key.size() + EncodedHeadersSize(m) + m.payload.size();
 }
 
 void AppendRecord(std::string* dst, const Message& m, uint32_t seq_delta, int64_t timestamp_us) {
@@ -34,8 +38,12 @@ void AppendRecord(std::string* dst, const Message& m, uint32_t seq_delta, int64_
   EncodeFixed32(p, static_cast<uint32_t>(m.key.size()));
   std::memcpy(p + 4, m.key.data(), m.key.size());
   p += 4 + m.key.size();
-  EncodeFixed32(p, static_cast<uint32_t>(HeadersSize(m.headers)));
+  EncodeFixed32(p, static_cast<uint32_t>(EncodedHeadersSize(m)));
   p += 4;
+  if (m.headers.empty() && !m.encoded_headers.empty()) {
+    std::memcpy(p, m.encoded_headers.data(), m.encoded_headers.size());
+    p += m.encoded_headers.size();
+  }
   for (const Header& h : m.headers) {
     EncodeFixed16(p, static_cast<uint16_t>(h.name.size()));
     std::memcpy(p + 2, h.name.data(), h.name.size());

@@ -24,6 +24,9 @@ struct Message {
   std::string_view payload;
   std::string_view key;
   std::span<const Header> headers;
+  // Headers already encoded (as ParseHeaders reads them); used when `headers`
+  // is empty, so a broker can store what a producer sent without re-encoding.
+  std::string_view encoded_headers;
   uint64_t producer_id = 0;   // producer session id; 0 = anonymous (no dedup)
   uint64_t producer_seq = 0;
 };
