@@ -1,0 +1,151 @@
+#include "broker/cursor.h"
+
+#include <algorithm>
+#include <climits>
+
+#include <fmt/format.h>
+
+#include "wire/codec.h"
+
+namespace floe::broker {
+
+namespace {
+constexpr uint8_t kCursorEncodingVersion = 1;
+}
+
+std::vector<uint64_t> Cursor::Due(int64_t now_ms, size_t max) const {
+  std::vector<uint64_t> out;
+  for (const auto& [seq, p] : pending_) {
+    if (out.size() >= max) break;
+    if (p.deadline_ms <= now_ms) out.push_back(seq);
+  }
+  return out;
+}
+
+void Cursor::Delivered(uint64_t seq, uint64_t session, int64_t deadline_ms) {
+  PendingEntry& p = pending_[seq];
+  ++p.delivery_count;
+  p.session_id = session;
+  p.deadline_ms = deadline_ms;
+  AdvanceNext(seq + 1);
+}
+
+void Cursor::Done(uint64_t seq) {
+  pending_.erase(seq);
+  if (seq > ack_floor_) done_above_.insert(seq);
+  AdvanceNext(seq + 1);
+  Raise();
+}
+
+void Cursor::Gap(uint64_t first, uint64_t count) {
+  const uint64_t end = first + count;
+  if (first == ack_floor_ + 1 && pending_.empty() && done_above_.empty()) {
+    ack_floor_ = end - 1;  // the common case: no work
+  } else {
+    for (uint64_t s = std::max(first, ack_floor_ + 1); s < end; ++s) {
+      if (!pending_.count(s)) done_above_.insert(s);
+    }
+  }
+  AdvanceNext(end);
+  Raise();
+}
+
+Status Cursor::Apply(const wire::AnswerItem& item, uint64_t session, int64_t now_ms, int64_t ack_wait_ms) {
+  auto it = pending_.find(item.seq);
+  if (it == pending_.end()) {
+    if (IsAnswered(item.seq)) return Status::OK();
+    return Status::NotFound(fmt::format("seq {} is not pending for this consumer", item.seq));
+  }
+  (void)session;
+  switch (item.kind) {
+    case wire::AnswerKind::kAck:
+    case wire::AnswerKind::kTerminate:
+      Done(item.seq);
+      break;
+    case wire::AnswerKind::kNak:
+      it->second.session_id = 0;
+      it->second.deadline_ms = now_ms + item.delay_ms;
+      break;
+    case wire::AnswerKind::kInProgress:
+      it->second.deadline_ms = now_ms + ack_wait_ms;
+      break;
+  }
+  return Status::OK();
+}
+
+void Cursor::Release(uint64_t session, int64_t now_ms) {
+  for (auto& [seq, p] : pending_) {
+    if (p.session_id == session) {
+      p.session_id = 0;
+      p.deadline_ms = std::min(p.deadline_ms, now_ms);
+    }
+  }
+}
+
+void Cursor::ReleaseAll(int64_t now_ms) {
+  for (auto& [seq, p] : pending_) {
+    if (p.session_id != 0) p.deadline_ms = std::min(p.deadline_ms, now_ms);
+    p.session_id = 0;
+  }
+}
+
+const PendingEntry* Cursor::Find(uint64_t seq) const {
+  auto it = pending_.find(seq);
+  return it == pending_.end() ? nullptr : &it->second;
+}
+
+int64_t Cursor::NextDeadline() const {
+  int64_t d = INT64_MAX;
+  for (const auto& [seq, p] : pending_) d = std::min(d, p.deadline_ms);
+  return d;
+}
+
+void Cursor::Raise() {
+  while (!done_above_.empty() && *done_above_.begin() == ack_floor_ + 1) {
+    done_above_.erase(done_above_.begin());
+    ++ack_floor_;
+  }
+}
+
+std::string Cursor::Encode() const {
+  std::string out;
+  wire::Encoder e(&out);
+  e.U8(kCursorEncodingVersion);
+  e.U64(ack_floor_);
+  e.U64(next_seq_);
+  e.U32(static_cast<uint32_t>(done_above_.size()));
+  for (uint64_t s : done_above_) e.U64(s);
+  e.U32(static_cast<uint32_t>(pending_.size()));
+  for (const auto& [seq, p] : pending_) {
+    e.U64(seq);
+    e.U32(p.delivery_count);
+    e.I64(p.deadline_ms);
+    e.U64(p.session_id);
+  }
+  return out;
+}
+
+Result<Cursor> Cursor::Decode(std::string_view bytes) {
+  wire::Decoder d({bytes.data(), bytes.size()});
+  if (d.U8() != kCursorEncodingVersion) return Err(Status::Corruption("unknown cursor encoding version"));
+  Cursor c;
+  c.ack_floor_ = d.U64();
+  c.next_seq_ = d.U64();
+  uint32_t n = d.Count(8);
+  for (uint32_t i = 0; i < n; ++i) c.done_above_.insert(d.U64());
+  n = d.Count(28);
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t seq = d.U64();
+    PendingEntry p;
+    p.delivery_count = d.U32();
+    p.deadline_ms = d.I64();
+    p.session_id = d.U64();
+    c.pending_[seq] = p;
+  }
+  Status s = d.Finish();
+  if (!s.ok()) return Err(Status::Corruption("cursor: " + std::string(s.message())));
+  if (c.next_seq_ <= c.ack_floor_) return Err(Status::Corruption("cursor: next seq not above the ack floor"));
+  return c;
+}
+
+}  // namespace floe::broker

@@ -1,0 +1,58 @@
+// A floe node (`floe serve`): accepts client connections, speaks the wire
+// protocol (docs/protocol.md), publishes into streams and delivers from them
+// through durable consumers whose cursors live in the bank.
+//
+// Threads: `io_threads` Asio threads run every connection (each on its own
+// strand); each stream's log has its writer thread (group commit); one
+// thread persists cursors (CursorFlusher). Publish ACKs are sent only after
+// the log's group commit (fdatasync) resolved the message.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "wire/protocol.h"
+
+namespace floe::broker {
+
+struct NodeOptions {
+  std::string node_id = "node-1";
+  std::string data_dir = "./floe-data";
+  std::string listen = "127.0.0.1:7650";    // HOST:PORT; port 0 picks a free one
+  std::string bank;                         // "" = sqlite:<data_dir>/bank.db
+  int io_threads = 2;
+  uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;
+  size_t max_connections = 1024;
+  // A connection stops reading publishes while this many bytes await their
+  // ACK (backpressure on fast producers); the node as a whole, max_node_inflight.
+  uint64_t max_connection_inflight_bytes = 32ull << 20;
+  uint64_t max_node_inflight_bytes = 256ull << 20;
+  uint32_t max_ack_pending = 10000;         // per durable consumer
+  bool direct_io = true;
+};
+
+class Node {
+ public:
+  // Opens the bank and every stream, binds, and starts serving.
+  static Result<std::unique_ptr<Node>> Start(const NodeOptions& options);
+  ~Node();
+  uint16_t port() const;
+  // Graceful stop: no new connections or requests; in-flight publishes are
+  // written and acknowledged, answers persisted; then connections close.
+  void Stop();
+  // Blocks until Stop() (from another thread or a SIGINT/SIGTERM if
+  // HandleSignals() was called).
+  void Wait();
+  void HandleSignals();
+
+  class Impl;
+
+ private:
+  explicit Node(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floe::broker

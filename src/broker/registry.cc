@@ -1,0 +1,288 @@
+#include "broker/registry.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+namespace floe::broker {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+constexpr uint8_t kConfigEncodingVersion = 1;
+constexpr std::string_view kStreamsPrefix = "streams/";
+constexpr std::string_view kCursorsPrefix = "cursors/";
+}  // namespace
+
+std::string EncodeStreamConfig(const wire::StreamConfig& c) {
+  std::string out;
+  wire::Encoder e(&out);
+  e.U8(kConfigEncodingVersion);
+  c.Encode(e);
+  return out;
+}
+
+Result<wire::StreamConfig> DecodeStreamConfig(std::string_view bytes) {
+  wire::Decoder d({bytes.data(), bytes.size()});
+  if (d.U8() != kConfigEncodingVersion) return Err(Status::Corruption("unknown stream config version"));
+  wire::StreamConfig c = wire::StreamConfig::Decode(d);
+  Status s = d.Finish();
+  if (!s.ok()) return Err(Status::Corruption("stream config: " + std::string(s.message())));
+  return c;
+}
+
+std::string CursorKey(const std::string& stream, const std::string& consumer) {
+  return fmt::format("{}{}/{}", kCursorsPrefix, stream, consumer);
+}
+
+// --- StreamEntry ---------------------------------------------------------------
+
+StreamEntry::StreamEntry(std::string name, wire::StreamConfig config, std::unique_ptr<log::Stream> log)
+    : name_(std::move(name)), config_(std::move(config)), log_(std::move(log)) {
+  log_->SetFrontierListener([this](uint64_t f) { OnFrontier(f); });
+}
+
+StreamEntry::~StreamEntry() {
+  log_.reset();  // writes what is pending; its callbacks run now
+  WakeAll();
+}
+
+std::shared_ptr<ConsumerGroup> StreamEntry::GetOrCreateConsumer(const std::string& name) {
+  std::lock_guard l(mu_);
+  auto& c = consumers_[name];
+  if (!c) {
+    c = std::make_shared<ConsumerGroup>();
+    c->name = name;
+    c->cursor = Cursor(log_->stats().first_seq);
+  }
+  return c;
+}
+
+std::shared_ptr<ConsumerGroup> StreamEntry::FindConsumer(const std::string& name) {
+  std::lock_guard l(mu_);
+  auto it = consumers_.find(name);
+  return it == consumers_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<ConsumerGroup>> StreamEntry::Consumers() {
+  std::lock_guard l(mu_);
+  std::vector<std::shared_ptr<ConsumerGroup>> out;
+  for (auto& [n, c] : consumers_) out.push_back(c);
+  return out;
+}
+
+void StreamEntry::AddLoadedConsumer(std::shared_ptr<ConsumerGroup> c) {
+  std::lock_guard l(mu_);
+  consumers_[c->name] = std::move(c);
+}
+
+void StreamEntry::AddFrontierWaiter(std::function<void()> fn) {
+  std::lock_guard l(mu_);
+  waiters_.push_back(std::move(fn));
+}
+
+void StreamEntry::OnFrontier(uint64_t) { WakeAll(); }
+
+void StreamEntry::WakeAll() {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard l(mu_);
+    ready.swap(waiters_);
+  }
+  for (auto& fn : ready) fn();
+}
+
+// --- CursorFlusher ----------------------------------------------------------------
+
+CursorFlusher::CursorFlusher(bank::Bank* bank) : bank_(bank), thread_([this] { Loop(); }) {}
+
+CursorFlusher::~CursorFlusher() { Stop(); }
+
+void CursorFlusher::Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group,
+                            std::function<void(Status)> done) {
+  std::string key = CursorKey(stream, group->name);
+  {
+    std::lock_guard l(mu_);
+    if (stop_) {
+      if (done) done(Status::FailedPrecondition("node is stopping"));
+      return;
+    }
+    queue_.push_back({std::move(key), std::move(group), std::move(done)});
+  }
+  cv_.notify_one();
+}
+
+void CursorFlusher::Stop() {
+  {
+    std::lock_guard l(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+uint64_t CursorFlusher::commits() const {
+  std::lock_guard l(mu_);
+  return commits_;
+}
+
+void CursorFlusher::Loop() {
+  std::vector<Item> items;
+  while (true) {
+    {
+      std::unique_lock l(mu_);
+      cv_.wait(l, [&] { return !queue_.empty() || stop_; });
+      if (queue_.empty() && stop_) return;
+      items.swap(queue_);
+    }
+    // One put per distinct cursor, encoded now: later changes go in the next
+    // commit.
+    std::map<std::string, std::string> latest;
+    for (Item& it : items) {
+      if (latest.count(it.key)) continue;
+      std::lock_guard g(it.group->mu);
+      latest[it.key] = it.group->cursor.Encode();
+    }
+    std::vector<bank::Op> ops;
+    ops.reserve(latest.size());
+    for (auto& [k, v] : latest) ops.push_back(bank::Op::Put(k, std::move(v)));
+    auto r = bank_->Commit(ops);
+    Status s = r ? Status::OK() : r.error();
+    {
+      std::lock_guard l(mu_);
+      ++commits_;
+    }
+    for (Item& it : items)
+      if (it.done) it.done(s);
+    items.clear();
+  }
+}
+
+// --- Registry ---------------------------------------------------------------------
+
+Registry::Registry(RegistryOptions options, bank::Bank* bank) : options_(std::move(options)), bank_(bank) {}
+
+Registry::~Registry() { CloseAll(); }
+
+Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& name, const wire::StreamConfig& config) {
+  log::StreamOptions o;
+  o.direct_io = options_.direct_io;
+  o.sync = config.sync == wire::SyncMode::kNone ? log::SyncMode::kNone : log::SyncMode::kFdatasync;
+  o.retention_bytes = config.retention_bytes;
+  o.retention_age_us = config.retention_age_ms * 1000;
+  // A record is the payload plus key, headers and 44 bytes of fixed fields.
+  o.max_message_bytes = std::min(config.max_message_bytes, options_.max_message_bytes) + 64 * 1024;
+  o.max_group_bytes = std::max<uint64_t>(o.max_group_bytes, o.max_message_bytes);
+  auto s = log::Stream::Open(options_.data_dir + "/streams/" + name, o);
+  if (!s) return Err(Status(s.error().code(), fmt::format("stream {}: {}", name, s.error().message())));
+  return std::make_shared<StreamEntry>(name, config, std::move(*s));
+}
+
+Status Registry::Load() {
+  auto configs = bank_->List(kStreamsPrefix);
+  if (!configs) return configs.error();
+  std::lock_guard l(mu_);
+  for (const auto& kv : *configs) {
+    const std::string name = kv.key.substr(kStreamsPrefix.size());
+    auto config = DecodeStreamConfig(kv.value);
+    if (!config) return Status(config.error().code(), "stream " + name + ": " + std::string(config.error().message()));
+    auto entry = OpenStream(name, *config);
+    if (!entry) return entry.error();
+    auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
+    if (!cursors) return cursors.error();
+    const int64_t now = NowMs();
+    for (const auto& ckv : *cursors) {
+      auto cursor = Cursor::Decode(ckv.value);
+      if (!cursor) return Status(cursor.error().code(), ckv.key + ": " + std::string(cursor.error().message()));
+      auto group = std::make_shared<ConsumerGroup>();
+      group->name = ckv.key.substr(kCursorsPrefix.size() + name.size() + 1);
+      group->cursor = std::move(*cursor);
+      group->cursor.ReleaseAll(now);  // no session survives a restart
+      (*entry)->AddLoadedConsumer(std::move(group));
+    }
+    streams_[name] = *entry;
+  }
+  return Status::OK();
+}
+
+Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, const wire::StreamConfig& config) {
+  Status valid = wire::ValidateStreamName(name);
+  if (!valid.ok()) return Err(valid);
+  if (!config.dead_letter.empty()) {
+    valid = wire::ValidateStreamName(config.dead_letter);
+    if (!valid.ok()) return Err(Status::InvalidArgument("dead-letter " + std::string(valid.message())));
+    if (config.dead_letter == name) return Err(Status::InvalidArgument("a stream cannot be its own dead-letter stream"));
+  }
+  if (config.max_message_bytes == 0 || config.max_message_bytes > options_.max_message_bytes)
+    return Err(Status::InvalidArgument(
+        fmt::format("max message bytes must be 1 to {} (the node's limit)", options_.max_message_bytes)));
+  std::lock_guard l(mu_);
+  if (streams_.count(name)) return Err(Status::AlreadyExists(fmt::format("stream {} exists", name)));
+  // Record it in the bank first (version 0: must be new), then create it.
+  auto put = bank_->Put(std::string(kStreamsPrefix) + name, EncodeStreamConfig(config), 0);
+  if (!put) {
+    if (put.error().code() == ErrorCode::kAborted)
+      return Err(Status::AlreadyExists(fmt::format("stream {} exists", name)));
+    return Err(put.error());
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(options_.data_dir + "/streams/" + name, ec);  // leftovers of a half-done delete
+  auto entry = OpenStream(name, config);
+  if (!entry) {
+    (void)bank_->Delete(std::string(kStreamsPrefix) + name);
+    return entry;
+  }
+  streams_[name] = *entry;
+  return entry;
+}
+
+Status Registry::Delete(const std::string& name) {
+  std::shared_ptr<StreamEntry> entry;
+  {
+    std::lock_guard l(mu_);
+    auto it = streams_.find(name);
+    if (it == streams_.end()) return Status::NotFound(fmt::format("stream {} does not exist", name));
+    entry = it->second;
+    streams_.erase(it);
+    std::vector<bank::Op> ops{bank::Op::Delete(std::string(kStreamsPrefix) + name)};
+    auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
+    if (cursors)
+      for (const auto& kv : *cursors) ops.push_back(bank::Op::Delete(kv.key));
+    auto r = bank_->Commit(ops);
+    if (!r) return r.error();
+  }
+  entry.reset();  // the last user closes the log
+  std::error_code ec;
+  std::filesystem::remove_all(options_.data_dir + "/streams/" + name, ec);
+  if (ec) return Status::IOError(fmt::format("removing stream {}: {}", name, ec.message()));
+  return Status::OK();
+}
+
+std::shared_ptr<StreamEntry> Registry::Get(const std::string& name) {
+  std::lock_guard l(mu_);
+  auto it = streams_.find(name);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+std::vector<std::string> Registry::List() {
+  std::lock_guard l(mu_);
+  std::vector<std::string> out;
+  for (auto& [n, e] : streams_) out.push_back(n);
+  return out;
+}
+
+void Registry::CloseAll() {
+  std::map<std::string, std::shared_ptr<StreamEntry>> streams;
+  {
+    std::lock_guard l(mu_);
+    streams.swap(streams_);
+  }
+  streams.clear();
+}
+
+}  // namespace floe::broker

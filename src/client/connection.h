@@ -1,0 +1,164 @@
+// Internal to the client library: one blocking TCP connection to a floe node
+// speaking wire protocol v1 (docs/protocol.md), and the helper that connects
+// to the configured servers in turn with backoff.
+//
+// Thread ownership of a Connection:
+//   * SendFrame/Send may be called from any thread: a mutex keeps each frame
+//     whole on the wire.
+//   * ReadFrame/Call are for ONE reader thread at a time (the frame returned
+//     points into the connection's read buffer until the next read).
+//   * Shutdown/ShutdownWrite may be called from any thread, at any time: they
+//     wake a reader blocked in ReadFrame and a writer blocked in SendFrame.
+// The socket is closed only by the destructor, so a Connection kept alive by
+// a shared_ptr never has its descriptor reused under a concurrent caller.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "client/client.h"
+#include "wire/protocol.h"
+
+namespace floe::client::internal {
+
+// How long a request may wait for its reply before the connection is deemed
+// dead (added to a fetch's own wait_ms).
+inline constexpr int kRequestTimeoutMs = 30000;
+
+// Wakes blocking connects and backoff sleeps from another thread (Close and
+// destructors), so shutting a client down never waits out a backoff.
+class Canceller {
+ public:
+  void Cancel();
+  bool cancelled() const;
+  // Sleeps up to `ms`; false when cancelled (before or during the sleep).
+  bool SleepFor(int ms);
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool cancelled_ = false;  // guarded by mu_
+};
+
+// One frame read from the server. `body` points into the connection's read
+// buffer and stays valid until the next ReadFrame or Call on it.
+struct Frame {
+  wire::FrameHeader header;
+  std::span<const char> body;
+};
+
+class Connection {
+ public:
+  // Resolves `server` ("host:port" or "[v6]:port"), connects within
+  // options.connect_timeout_ms, sets TCP_NODELAY and runs the HELLO
+  // handshake. Socket failures and timeouts are Unavailable; a non-retriable
+  // Error from the node (UNSUPPORTED_VERSION) keeps its mapped code.
+  static Result<std::unique_ptr<Connection>> Open(const std::string& server, const ClientOptions& options,
+                                                  const Canceller* cancel);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Request ids increase per connection, from 1.
+  uint64_t NextRequestId() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Writes one whole frame. Any failure leaves the connection unusable.
+  Status SendFrame(std::string_view frame);
+  template <typename M>
+  Status Send(uint64_t request_id, const M& msg) {
+    std::string frame;
+    wire::AppendFrame(&frame, request_id, msg);
+    return SendFrame(frame);
+  }
+
+  // Reads the next frame; timeout_ms < 0 waits forever. Unavailable when the
+  // connection is closed or broken, TimedOut on timeout, InvalidArgument or
+  // OutOfRange for a bad header (the connection is then unusable).
+  Result<Frame> ReadFrame(int timeout_ms = -1);
+
+  // Synchronous request/reply, for a connection that has no reader thread
+  // (handshakes, Admin): sends `request` and reads until the frame answering
+  // it arrives. An Error reply becomes a Status (ErrorToStatus). The reply's
+  // views point into the read buffer (valid until the next read).
+  template <typename Reply, typename Request>
+  Result<Reply> Call(const Request& request, int timeout_ms);
+
+  void Shutdown();       // both directions
+  void ShutdownWrite();  // half-close after GOODBYE: the node sees EOF
+
+  const std::string& server() const { return server_; }
+  const std::string& node() const { return node_; }
+  uint32_t max_frame_bytes() const { return max_frame_bytes_; }
+  uint32_t max_message_bytes() const { return max_message_bytes_; }
+
+ private:
+  Connection(int fd, std::string server);
+  Status Hello(const ClientOptions& options, int timeout_ms);
+  // Waits until the read buffer holds `n` bytes from rstart_, growing it.
+  Status Fill(size_t n, int64_t deadline_ms);
+  Status Waited(int64_t deadline_ms, const char* what);
+  Result<std::span<const char>> AwaitReply(uint64_t request_id, wire::FrameType type, int timeout_ms);
+
+  const int fd_;
+  const std::string server_;
+  std::string node_;
+  uint32_t max_frame_bytes_ = wire::kDefaultMaxFrameBytes;
+  uint32_t max_message_bytes_ = wire::kDefaultMaxMessageBytes;
+  std::atomic<uint64_t> next_request_id_{1};
+  std::mutex write_mu_;  // one frame at a time on the wire
+
+  // Read side, owned by the one reader thread.
+  std::unique_ptr<char[]> rbuf_;
+  size_t rcap_ = 0;
+  size_t rstart_ = 0;    // first unread byte
+  size_t rend_ = 0;      // one past the last received byte
+  size_t consumed_ = 0;  // size of the frame last returned, dropped on the next read
+};
+
+template <typename Reply, typename Request>
+Result<Reply> Connection::Call(const Request& request, int timeout_ms) {
+  const uint64_t id = NextRequestId();
+  FLOE_RETURN_ERR_IF_ERROR(Send(id, request));
+  auto body = AwaitReply(id, Reply::kType, timeout_ms);
+  if (!body) return Err(body.error());
+  auto reply = wire::DecodeBodyAs<Reply>(*body);
+  if (!reply) return Err(Status::Internal(std::string("bad reply from node: ") + std::string(reply.error().message())));
+  return reply;
+}
+
+// The Status for an Error frame (or a per-item wire code): retriable codes
+// become Unavailable; the rest keep their meaning (NotFound, AlreadyExists,
+// InvalidArgument, …). The message carries the wire code's name and the
+// node's text.
+Status ErrorToStatus(wire::WireError code, bool retriable, std::string_view text);
+// Decodes an Error frame's body into its Status.
+Status ErrorFrameToStatus(std::span<const char> body);
+// Whether connecting again (or to another server) may cure `s`.
+bool IsRetriableStatus(const Status& s);
+
+// Runs on each fresh connection after HELLO, before it is handed out: the
+// session handshake (SESSION_OPEN). A retriable failure moves on to the next
+// server; any other failure is returned at once.
+using OnConnect = std::function<Status(Connection&)>;
+
+// Connects to options.servers in turn, starting at *next_server (updated to
+// the server that worked, so a reconnect tries it first). After each full
+// round of failures it sleeps, the backoff doubling from
+// reconnect_min_backoff_ms to reconnect_max_backoff_ms; after
+// reconnect_give_up_ms it fails with Unavailable naming the last error.
+// Cancelling fails it with Aborted.
+Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
+                                               Canceller* cancel, size_t* next_server);
+
+// Milliseconds on the steady clock, for deadlines.
+int64_t NowMs();
+
+}  // namespace floe::client::internal
