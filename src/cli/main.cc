@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
                "Streams are append-only logs on disk; an append is acknowledged only once it is durable."};
   app.require_subcommand(1);
   int exit_code = 0;
+  floe::cli::RegisterServeCommand(app, &exit_code);
   floe::cli::RegisterLogCommands(app, &exit_code);
   floe::cli::RegisterDemoCommand(app, &exit_code);
   floe::cli::RegisterBenchCommands(app, &exit_code);

@@ -81,8 +81,13 @@ class Connection {
 
   // Reads the next frame; timeout_ms < 0 waits forever. Unavailable when the
   // connection is closed or broken, TimedOut on timeout, InvalidArgument or
-  // OutOfRange for a bad header (the connection is then unusable).
+  // OutOfRange for a bad header. Any failure leaves the connection unusable
+  // (a timeout may have cut a frame in half).
   Result<Frame> ReadFrame(int timeout_ms = -1);
+
+  // True once a read or write failed: the connection must be replaced. An
+  // Error frame from the node does not break it.
+  bool broken() const { return broken_.load(std::memory_order_relaxed); }
 
   // Synchronous request/reply, for a connection that has no reader thread
   // (handshakes, Admin): sends `request` and reads until the frame answering
@@ -104,6 +109,7 @@ class Connection {
   Status Hello(const ClientOptions& options, int timeout_ms);
   // Waits until the read buffer holds `n` bytes from rstart_, growing it.
   Status Fill(size_t n, int64_t deadline_ms);
+  Result<Frame> ReadFrameOnce(int timeout_ms);
   Status Waited(int64_t deadline_ms, const char* what);
   Result<std::span<const char>> AwaitReply(uint64_t request_id, wire::FrameType type, int timeout_ms);
 
@@ -113,6 +119,7 @@ class Connection {
   uint32_t max_frame_bytes_ = wire::kDefaultMaxFrameBytes;
   uint32_t max_message_bytes_ = wire::kDefaultMaxMessageBytes;
   std::atomic<uint64_t> next_request_id_{1};
+  std::atomic<bool> broken_{false};
   std::mutex write_mu_;  // one frame at a time on the wire
 
   // Read side, owned by the one reader thread.

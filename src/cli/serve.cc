@@ -1,0 +1,41 @@
+// `floe serve`: run a node.
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "broker/node.h"
+#include "cli/commands.h"
+
+namespace floe::cli {
+
+void RegisterServeCommand(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<broker::NodeOptions>();
+  auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank)");
+  serve->add_option("--data", o->data_dir, "Data directory (streams and the SQLite bank)")->default_val("./floe-data");
+  serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")->default_val("127.0.0.1:7650");
+  serve->add_option("--bank", o->bank, "Information bank: sqlite:PATH (default sqlite:DATA/bank.db)");
+  serve->add_option("--node-id", o->node_id, "This node's id")->default_val("node-1");
+  serve->add_option("--io-threads", o->io_threads, "Network threads")->default_val(2)->check(CLI::Range(1, 64));
+  serve->add_option("--max-connections", o->max_connections, "Connections at most")->default_val(1024);
+  serve->add_option("--max-message-bytes", o->max_message_bytes, "Largest message payload the node accepts")
+      ->default_val(o->max_message_bytes);
+  serve->add_flag("--no-direct-io", [o](int64_t) { o->direct_io = false; }, "Write segments through the page cache");
+  serve->callback([o, exit_code] {
+    auto node = broker::Node::Start(*o);
+    if (!node) {
+      fmt::print(stderr, "floe serve: {}\n", node.error().ToString());
+      *exit_code = 1;
+      return;
+    }
+    (*node)->HandleSignals();
+    // Tests and scripts wait for this line.
+    fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
+               o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
+    std::fflush(stdout);
+    (*node)->Wait();
+    fmt::print("floe: node {} stopped\n", o->node_id);
+    *exit_code = 0;
+  });
+}
+
+}  // namespace floe::cli
