@@ -355,7 +355,15 @@ void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   if (role_ == wire::Role::kProducer) {
     ok.highest_producer_seq = stream_->log().HighestProducerSeq(session_id_, &ok.highest_seq);
   } else {
-    consumer_ = stream_->GetOrCreateConsumer(std::string(so->consumer));
+    const auto st = stream_->log().stats();
+    uint64_t start = st.first_seq;
+    if (so->start_at == wire::StartAt::kSeq) start = std::max(so->start_value, st.first_seq);
+    if (so->start_at == wire::StartAt::kNew) start = st.frontier + 1;
+    if (so->start_at == wire::StartAt::kTime) {
+      auto t = stream_->log().SeekTime(static_cast<int64_t>(so->start_value));
+      if (t) start = std::max(*t, st.first_seq);
+    }
+    consumer_ = stream_->GetOrCreateConsumer(std::string(so->consumer), start);
     std::lock_guard l(consumer_->mu);
     ok.ack_floor = consumer_->cursor.ack_floor();
     for (const auto& [seq, p] : consumer_->cursor.pending())

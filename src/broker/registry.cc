@@ -51,13 +51,13 @@ StreamEntry::~StreamEntry() {
   WakeAll();
 }
 
-std::shared_ptr<ConsumerGroup> StreamEntry::GetOrCreateConsumer(const std::string& name) {
+std::shared_ptr<ConsumerGroup> StreamEntry::GetOrCreateConsumer(const std::string& name, uint64_t start_seq) {
   std::lock_guard l(mu_);
   auto& c = consumers_[name];
   if (!c) {
     c = std::make_shared<ConsumerGroup>();
     c->name = name;
-    c->cursor = Cursor(log_->stats().first_seq);
+    c->cursor = Cursor(std::max<uint64_t>(start_seq, 1));
   }
   return c;
 }

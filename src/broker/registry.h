@@ -42,7 +42,8 @@ class StreamEntry {
   const wire::StreamConfig& config() const { return config_; }
   log::Stream& log() { return *log_; }
 
-  std::shared_ptr<ConsumerGroup> GetOrCreateConsumer(const std::string& name);
+  // Creates the consumer at `start_seq` if it does not exist yet.
+  std::shared_ptr<ConsumerGroup> GetOrCreateConsumer(const std::string& name, uint64_t start_seq);
   std::shared_ptr<ConsumerGroup> FindConsumer(const std::string& name);
   std::vector<std::shared_ptr<ConsumerGroup>> Consumers();
   void AddLoadedConsumer(std::shared_ptr<ConsumerGroup> c);

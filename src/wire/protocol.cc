@@ -115,6 +115,8 @@ void SessionOpen::EncodeBody(Encoder& e) const {
   e.U8(static_cast<uint8_t>(role));
   e.String(stream);
   e.String(consumer);
+  e.U8(static_cast<uint8_t>(start_at));
+  e.U64(start_value);
 }
 Result<SessionOpen> SessionOpen::DecodeBody(Decoder& d) {
   SessionOpen s;
@@ -124,6 +126,10 @@ Result<SessionOpen> SessionOpen::DecodeBody(Decoder& d) {
   s.role = static_cast<Role>(role);
   s.stream = d.String();
   s.consumer = d.String();
+  const uint8_t start = d.U8();
+  if (d.ok() && start > 3) d.Fail("unknown consumer start");
+  s.start_at = static_cast<StartAt>(start);
+  s.start_value = d.U64();
   return s;
 }
 

@@ -116,12 +116,22 @@ struct Error {
 
 enum class Role : uint8_t { kProducer = 1, kConsumer = 2 };
 
+// Where a durable consumer starts when SESSION_OPEN creates it.
+enum class StartAt : uint8_t {
+  kFirst = 0,  // the stream's first seq
+  kSeq = 1,    // start_value is a seq
+  kTime = 2,   // start_value is a timestamp (µs since the epoch)
+  kNew = 3,    // only messages published from now on
+};
+
 struct SessionOpen {
   static constexpr FrameType kType = FrameType::kSessionOpen;
   uint64_t session_id = 0;  // 0: a new session; the node picks the id
   Role role = Role::kProducer;
   std::string_view stream;
   std::string_view consumer;  // consumers: the durable consumer's name
+  StartAt start_at = StartAt::kFirst;  // consumers: used only when the consumer is new
+  uint64_t start_value = 0;
   void EncodeBody(Encoder& e) const;
   static Result<SessionOpen> DecodeBody(Decoder& d);
 };
