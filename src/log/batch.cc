@@ -14,6 +14,12 @@ size_t HeadersSize(std::span<const Header> headers) {
   return n;
 }
 
+// memcpy with a null source is undefined even for 0 bytes, and an empty
+// string_view may have a null data().
+inline void CopyBytes(char* dst, std::string_view src) {
+  if (!src.empty()) std::memcpy(dst, src.data(), src.size());
+}
+
 size_t EncodedHeadersSize(const Message& m) {
   return m.headers.empty() ? m.encoded_headers.size() : HeadersSize(m.headers);
 }
@@ -36,24 +42,24 @@ void AppendRecord(std::string* dst, const Message& m, uint32_t seq_delta, int64_
   EncodeFixed64(p + 24, m.producer_seq);
   p += 32;
   EncodeFixed32(p, static_cast<uint32_t>(m.key.size()));
-  std::memcpy(p + 4, m.key.data(), m.key.size());
+  CopyBytes(p + 4, m.key);
   p += 4 + m.key.size();
   EncodeFixed32(p, static_cast<uint32_t>(EncodedHeadersSize(m)));
   p += 4;
   if (m.headers.empty() && !m.encoded_headers.empty()) {
-    std::memcpy(p, m.encoded_headers.data(), m.encoded_headers.size());
+    CopyBytes(p, m.encoded_headers);
     p += m.encoded_headers.size();
   }
   for (const Header& h : m.headers) {
     EncodeFixed16(p, static_cast<uint16_t>(h.name.size()));
-    std::memcpy(p + 2, h.name.data(), h.name.size());
+    CopyBytes(p + 2, h.name);
     p += 2 + h.name.size();
     EncodeFixed32(p, static_cast<uint32_t>(h.value.size()));
-    std::memcpy(p + 4, h.value.data(), h.value.size());
+    CopyBytes(p + 4, h.value);
     p += 4 + h.value.size();
   }
   EncodeFixed32(p, static_cast<uint32_t>(m.payload.size()));
-  if (!m.payload.empty()) std::memcpy(p + 4, m.payload.data(), m.payload.size());
+  CopyBytes(p + 4, m.payload);
 }
 
 void FinishBatch(std::span<char> buf, BatchType type, uint64_t base_seq, uint32_t count, int64_t first_ts,
