@@ -137,6 +137,7 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   logb->add_flag("--buffered", a->buffered, "Buffered writes instead of O_DIRECT");
   logb->add_flag("--keep", a->keep, "Keep the stream directory");
   logb->callback([=] { *exit_code = BenchLog(*a); });
+  RegisterBrokerBenchCommands(bench, exit_code);
 }
 
 }  // namespace floe::cli

@@ -11,6 +11,7 @@
 
 #include "base/env.h"
 #include "cli/commands.h"
+#include "cli/json.h"
 #include "log/format.h"
 #include "log/segment.h"
 #include "log/stream.h"
@@ -20,23 +21,6 @@ namespace {
 
 using log::Stream;
 using log::StreamOptions;
-
-std::string JsonEscape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 Result<std::unique_ptr<Stream>> OpenStream(const std::string& dir, bool create, bool sync) {
   StreamOptions o;

@@ -34,12 +34,12 @@ class AdminImpl final : public Admin {
     req.name = name;
     req.config = config;
     std::lock_guard lk(mu_);
-    return Call<wire::Ok>(req).error_or(Status::OK());
+    return StatusOf(Call<wire::Ok>(req));
   }
 
   Status DeleteStream(const std::string& name) override {
     std::lock_guard lk(mu_);
-    return Call<wire::Ok>(wire::StreamDelete{.name = name}).error_or(Status::OK());
+    return StatusOf(Call<wire::Ok>(wire::StreamDelete{.name = name}));
   }
 
   Result<std::vector<std::string>> ListStreams() override {
@@ -78,6 +78,8 @@ class AdminImpl final : public Admin {
     }
     return reply;
   }
+
+  static Status StatusOf(const Result<wire::Ok>& r) { return r ? Status::OK() : r.error(); }
 
   static StreamInfo ToStreamInfo(const wire::StreamInfoOk& r) {
     StreamInfo info;

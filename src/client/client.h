@@ -99,6 +99,9 @@ struct ConsumerOptions : ClientOptions {
   std::string stream;
   std::string consumer;             // durable consumer name
   uint64_t session_id = 0;
+  // Where the consumer starts if it does not exist yet (see wire::StartAt).
+  wire::StartAt start_at = wire::StartAt::kFirst;
+  uint64_t start_value = 0;
 };
 
 struct ReceivedMessage {

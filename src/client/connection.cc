@@ -355,6 +355,19 @@ Result<std::span<const char>> Connection::AwaitReply(uint64_t request_id, wire::
   }
 }
 
+// --- ReconnectPacer -----------------------------------------------------------
+
+int ReconnectPacer::DelayMs() {
+  constexpr int64_t kYoungMs = 1000;
+  if (progressed_ || NowMs() - connected_at_ms_ >= kYoungMs) {
+    delay_ms_ = 0;
+  } else {
+    const int lo = std::max(options_.reconnect_min_backoff_ms, 1);
+    delay_ms_ = delay_ms_ == 0 ? lo : std::min(delay_ms_ * 2, std::max(options_.reconnect_max_backoff_ms, lo));
+  }
+  return delay_ms_;
+}
+
 // --- ConnectAny --------------------------------------------------------------
 
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,

@@ -168,4 +168,27 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
 // Milliseconds on the steady clock, for deadlines.
 int64_t NowMs();
 
+// Paces reconnects after connections that die young: a node that accepts the
+// session and drops us at once must not make a client spin. A connection
+// that carried a frame after the handshake, or lived a second, was healthy:
+// reconnect at once. Otherwise the delay doubles from min to max backoff.
+// Used by the one thread that reconnects (and reads).
+class ReconnectPacer {
+ public:
+  explicit ReconnectPacer(const ClientOptions& options) : options_(options) {}
+  void Connected() {
+    connected_at_ms_ = NowMs();
+    progressed_ = false;
+  }
+  void Progressed() { progressed_ = true; }
+  // How long to wait before reconnecting after the current connection broke.
+  int DelayMs();
+
+ private:
+  const ClientOptions& options_;
+  int64_t connected_at_ms_ = 0;
+  bool progressed_ = false;
+  int delay_ms_ = 0;
+};
+
 }  // namespace floe::client::internal

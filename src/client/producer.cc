@@ -26,6 +26,7 @@
 // error. If no server accepts us for reconnect_give_up_ms, every unacked
 // message fails with Unavailable and the producer is broken: Send and Flush
 // return that status from then on.
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -122,7 +123,9 @@ class ProducerImpl final : public Producer {
   internal::Canceller cancel_;
   std::atomic<uint64_t> session_id_{0};
   std::atomic<uint64_t> reconnects_{0};
-  size_t next_server_ = 0;  // used by the one thread connecting: Start, then the receiver
+  // Used by the one thread connecting: Start, then the receiver.
+  size_t next_server_ = 0;
+  internal::ReconnectPacer pacer_{options_};
 
   std::mutex mu_;
   std::condition_variable sender_cv_;  // the sender: work, a connection, the token, stop
@@ -192,6 +195,7 @@ Status ProducerImpl::OpenSession(Connection& conn) {
 }
 
 void ProducerImpl::InstallConnection(std::unique_ptr<Connection> conn) {
+  pacer_.Connected();
   std::lock_guard lk(mu_);
   max_frame_bytes_ = conn->max_frame_bytes();
   conn_ = std::move(conn);
@@ -423,6 +427,7 @@ void ProducerImpl::ReceiverLoop() {
       DropConnection(conn);
       continue;
     }
+    pacer_.Progressed();
     Dispatch(*conn, *frame);
   }
   std::lock_guard lk(mu_);
@@ -439,6 +444,7 @@ void ProducerImpl::DropConnection(const std::shared_ptr<Connection>& conn) {
 // Gives up (false) when closing or when no server accepted us in time; then
 // every unacked message fails and the producer is broken.
 bool ProducerImpl::Reconnect() {
+  if (!cancel_.SleepFor(pacer_.DelayMs())) return false;
   auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
                                    &next_server_);
   Completions done;

@@ -144,6 +144,7 @@ class Stream::Impl {
   Status CreateSegment(uint64_t base_seq, std::string_view first_batch);
   void Maintain();
   Result<std::shared_ptr<const std::string>> LoadBatch(const Segment& seg, uint64_t offset);
+  Result<BatchHeader> LoadHeader(const Segment& seg, uint64_t offset);
   bool NextView(uint64_t seq, SegmentView* view);
   Status ScanAll();
 };
@@ -612,7 +613,8 @@ Status Stream::Impl::EnforceRetention() {
     while (drop + 1 < segments_.size()) {
       const Segment& s = *segments_[drop];
       const bool too_big = options_.retention_bytes > 0 && total > options_.retention_bytes;
-      const bool too_old = options_.retention_age_us > 0 && s.end_seq > s.base_seq &&
+      // Empty segments carry the previous segment's newest timestamp.
+      const bool too_old = options_.retention_age_us > 0 &&
                            now - s.last_ts > static_cast<int64_t>(options_.retention_age_us);
       if (!too_big && !too_old) break;
       total -= s.size;
@@ -643,6 +645,21 @@ void Stream::Impl::Close() {
 
 // ---------------------------------------------------------------------------
 // Reading
+
+Result<BatchHeader> Stream::Impl::LoadHeader(const Segment& seg, uint64_t offset) {
+  {
+    std::lock_guard l(cache_mu_);
+    auto found = cache_index_.find({seg.id, offset});
+    if (found != cache_index_.end()) return DecodeBatchHeader(*found->second->bytes);
+  }
+  char head[kBatchHeaderSize];
+  auto n = seg.read_file->ReadAt(offset, {head, sizeof head});
+  if (!n) return Err(n.error());
+  if (*n != sizeof head) return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
+  auto h = DecodeBatchHeader({head, sizeof head});
+  if (!h) return Err(Status::Corruption(fmt::format("{} at offset {}: {}", seg.path, offset, h.error().message())));
+  return h;
+}
 
 Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment& seg, uint64_t offset) {
   {
@@ -728,12 +745,19 @@ Result<ReadResult> Stream::Impl::Read(const ReadOptions& options) {
       offset = view.start_offset;
       continue;
     }
+    // Skip batches below `seq` by their header alone: a damaged batch
+    // nobody asked for must not fail the read.
+    auto head = LoadHeader(*view.seg, offset);
+    if (!head) return Err(head.error());
+    if (head->end_seq() <= seq) {
+      offset += head->length;
+      continue;
+    }
     auto batch = LoadBatch(*view.seg, offset);
     if (!batch) return Err(batch.error());
     const std::string& b = **batch;
     auto h = DecodeBatchHeader(b);  // verified by LoadBatch
     offset += h->length;
-    if (h->end_seq() <= seq) continue;
     if (h->type == BatchType::kHole) {
       Entry e;
       e.kind = Entry::Kind::kGap;
@@ -793,12 +817,17 @@ Result<uint64_t> Stream::Impl::SeekTime(int64_t ts) {
   }
   uint64_t offset = view.start_offset;
   while (offset < view.size) {
+    auto head = LoadHeader(*view.seg, offset);
+    if (!head) return Err(head.error());
+    if (head->base_seq >= view.end_seq) break;
+    if (head->last_ts < ts) {
+      offset += head->length;
+      continue;
+    }
     auto batch = LoadBatch(*view.seg, offset);
     if (!batch) return Err(batch.error());
     auto h = DecodeBatchHeader(**batch);
     offset += h->length;
-    if (h->base_seq >= view.end_seq) break;
-    if (h->last_ts < ts) continue;
     if (h->type == BatchType::kHole) return std::min(h->base_seq, frontier + 1);
     RecordIterator it(*h, **batch);
     RecordView r;

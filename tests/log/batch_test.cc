@@ -153,6 +153,72 @@ TEST(BatchTest, DataBatchRoundTrip) {
   EXPECT_TRUE(recs[1].headers.empty());
 }
 
+TEST(BatchTest, EmptyFieldsRoundTrip) {
+  // Default (null) views: no key, no headers, no payload; a header with a
+  // null name and one with a null value. Must encode without touching them
+  // (UBSan checks memcpy is never handed a null pointer).
+  const Header h[] = {{std::string_view(), "v"}, {"n", std::string_view()}};
+  Message bare;
+  Message nulls;
+  nulls.headers = h;
+  const std::string b = EncodeBatch({bare, nulls}, 3);
+  ASSERT_EQ(b.size(), kBatchHeaderSize + 2 * kRecordFixedSize + (2 + 4 + 1) + (2 + 1 + 4));
+  auto hdr = VerifyBatch(b);
+  ASSERT_TRUE(hdr.has_value()) << hdr.error().ToString();
+  const auto recs = ReadRecords(*hdr, b);
+  ASSERT_EQ(recs.size(), 2u);
+  for (const RecordView& r : recs) {
+    EXPECT_TRUE(r.key.empty());
+    EXPECT_TRUE(r.payload.empty());
+    EXPECT_EQ(r.producer_id, 0u);
+  }
+  EXPECT_TRUE(recs[0].headers.empty());
+  Status s;
+  auto parsed = Headers(recs[1].headers, &s);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(parsed.size(), 2u);
+  EXPECT_EQ(parsed[0], std::make_pair(std::string(), std::string("v")));
+  EXPECT_EQ(parsed[1], std::make_pair(std::string("n"), std::string()));
+}
+
+TEST(BatchTest, PreEncodedHeadersAreStoredAsGiven) {
+  // A broker stores the header bytes a producer sent without re-encoding.
+  std::string encoded;
+  PutFixed16(&encoded, 2);
+  encoded += "id";
+  PutFixed32(&encoded, 3);
+  encoded += "abc";
+  Message m;
+  m.payload = "p";
+  m.encoded_headers = encoded;
+  EXPECT_EQ(RecordSize(m), kRecordFixedSize + 1 + encoded.size());
+  const std::string b = EncodeBatch({m}, 1);
+  auto h = VerifyBatch(b);
+  ASSERT_TRUE(h.has_value()) << h.error().ToString();
+  const auto recs = ReadRecords(*h, b);
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0].headers, encoded);
+  Status s;
+  auto parsed = Headers(recs[0].headers, &s);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(parsed.size(), 1u);
+  EXPECT_EQ(parsed[0], std::make_pair(std::string("id"), std::string("abc")));
+
+  // Structured headers win when both are given.
+  const Header structured[] = {{"n", "v"}};
+  m.headers = structured;
+  const std::string b2 = EncodeBatch({m}, 1);
+  auto h2 = VerifyBatch(b2);
+  ASSERT_TRUE(h2.has_value()) << h2.error().ToString();
+  const auto recs2 = ReadRecords(*h2, b2);
+  ASSERT_EQ(recs2.size(), 1u);
+  auto parsed2 = Headers(recs2[0].headers, &s);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(parsed2.size(), 1u);
+  EXPECT_EQ(parsed2[0], std::make_pair(std::string("n"), std::string("v")));
+  EXPECT_EQ(RecordSize(m), kRecordFixedSize + 1 + (2 + 1 + 4 + 1));
+}
+
 TEST(BatchTest, LargePayloadRoundTrip) {
   std::string big(300'000, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 31 + 7);

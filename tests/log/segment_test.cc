@@ -247,7 +247,9 @@ class AppenderTest : public SegmentTest, public ::testing::WithParamInterface<bo
   std::shared_ptr<CheckingFile> OpenForAppend(const std::string& path) {
     auto f = env_->Open(path, {.create = true, .writable = true, .direct = direct()});
     EXPECT_TRUE(f.has_value()) << f.error().ToString();
-    if (!direct()) EXPECT_FALSE((*f)->direct());
+    if (!direct()) {
+      EXPECT_FALSE((*f)->direct());
+    }
     auto reader = env_->Open(path, {});
     EXPECT_TRUE(reader.has_value());
     return std::make_shared<CheckingFile>(std::move(*f), std::move(*reader));
@@ -291,7 +293,9 @@ TEST_P(AppenderTest, BytesWrittenEqualBytesAppended) {
   AppendAndCheck(&a, file.get(), {RandomBytes(kDirectIoAlignment - 1, 3)}, &expected, path);
   AppendAndCheck(&a, file.get(), {RandomBytes((1 << 20) + 5000, 4), RandomBytes(100, 5)}, &expected, path);
   AppendAndCheck(&a, file.get(), {RandomBytes(10, 6)}, &expected, path);
-  if (file->direct()) EXPECT_GT(file->rewrites, 0);  // the tail block was rewritten, unchanged
+  if (file->direct()) {
+    EXPECT_GT(file->rewrites, 0);  // the tail block was rewritten, unchanged
+  }
 
   // Nothing to write: no write at all.
   const int writes = file->writes;

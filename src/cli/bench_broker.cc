@@ -1,0 +1,216 @@
+// `floe bench publish|consume`: the workloads W1–W3 of BENCHMARKS.md against
+// a running node.
+//   W1: floe bench publish --messages 200000 --size 100 --inflight 1000 [--connections 4]
+//   W2: floe bench publish --messages 5000 --size 100 --inflight 1 --warmup 100
+//   W3: floe bench consume --messages 200000 (a fresh durable consumer, batches of 100,
+//       ACK every message and wait for the confirmation before the next fetch)
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/coding.h"
+#include "client/client.h"
+#include "cli/commands.h"
+
+namespace floe::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchArgs {
+  std::string server = "127.0.0.1:7650";
+  std::string stream = "bench";
+  std::string consumer;
+  uint64_t messages = 200000;
+  size_t size = 100;
+  size_t inflight = 1000;
+  size_t connections = 1;
+  uint64_t warmup = 0;
+  uint32_t batch = 100;
+  uint32_t linger_us = 0;
+  bool json = false;
+  bool create = true;
+};
+
+uint32_t Percentile(std::vector<uint32_t>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * double(v.size() - 1))];
+}
+
+int Fail(const Status& s) {
+  fmt::print(stderr, "error: {}\n", s.ToString());
+  return 1;
+}
+
+Result<client::ClientOptions> Options(const BenchArgs& a) {
+  auto list = client::ParseServers(a.server);
+  if (!list) return Err(list.error());
+  client::ClientOptions o;
+  o.servers = *list;
+  o.client_name = "floe-bench";
+  return o;
+}
+
+int BenchPublish(const BenchArgs& a) {
+  if (a.size < 8) return Fail(Status::InvalidArgument("--size must be at least 8 (bytes 0-7 hold the index)"));
+  if (a.connections == 0 || a.inflight < a.connections)
+    return Fail(Status::InvalidArgument("need 1 <= --connections <= --inflight"));
+  auto o = Options(a);
+  if (!o) return Fail(o.error());
+  if (a.create) {
+    auto admin = client::Admin::Connect(*o);
+    if (!admin) return Fail(admin.error());
+    wire::StreamConfig c;
+    c.max_message_bytes = static_cast<uint32_t>(std::max<size_t>(a.size, 1 << 20));
+    Status s = (*admin)->CreateStream(a.stream, c);
+    if (!s.ok() && s.code() != ErrorCode::kAlreadyExists) return Fail(s);
+  }
+  std::vector<std::unique_ptr<client::Producer>> producers;
+  for (size_t i = 0; i < a.connections; ++i) {
+    client::ProducerOptions po;
+    static_cast<client::ClientOptions&>(po) = *o;
+    po.stream = a.stream;
+    po.max_inflight = a.inflight / a.connections;
+    po.linger_us = a.linger_us;
+    auto p = client::Producer::Open(po);
+    if (!p) return Fail(p.error());
+    producers.push_back(std::move(*p));
+  }
+  std::string payload(a.size, 'x');
+  // Warm-up (W2): untimed, one at a time.
+  for (uint64_t i = 0; i < a.warmup; ++i) {
+    auto r = producers[0]->Send(payload, nullptr);
+    if (!r) return Fail(r.error());
+    Status s = producers[0]->Flush();
+    if (!s.ok()) return Fail(s);
+  }
+  std::vector<uint32_t> latency(a.messages);
+  std::atomic<uint64_t> failures{0};
+  std::atomic<uint64_t> duplicates{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t c = 0; c < a.connections; ++c) {
+    threads.emplace_back([&, c] {
+      std::string buf = payload;
+      for (uint64_t i = c; i < a.messages; i += a.connections) {
+        EncodeFixed64(buf.data(), i);
+        const auto sent = Clock::now();
+        auto r = producers[c]->Send(buf, [&, i, sent](const client::PublishOutcome& out) {
+          latency[i] = static_cast<uint32_t>(
+              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
+          if (!out.status.ok()) ++failures;
+          if (out.duplicate) ++duplicates;
+        });
+        if (!r) {
+          ++failures;
+          break;
+        }
+        if (a.inflight == 1) (void)producers[c]->Flush();  // W2: each after the previous ACK
+      }
+      (void)producers[c]->Flush();
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& p : producers) (void)p->Close();
+  const double msgs_per_s = a.messages / secs;
+  const double mb_per_s = a.messages * double(a.size) / secs / 1e6;
+  const uint32_t p50 = Percentile(latency, 0.5), p99 = Percentile(latency, 0.99);
+  if (a.json) {
+    fmt::print("{{\"workload\":\"publish\",\"messages\":{},\"size\":{},\"inflight\":{},\"connections\":{},"
+               "\"msgs_per_s\":{:.0f},\"mb_per_s\":{:.1f},\"p50_us\":{},\"p99_us\":{},\"failures\":{}}}\n",
+               a.messages, a.size, a.inflight, a.connections, msgs_per_s, mb_per_s, p50, p99, failures.load());
+  } else {
+    fmt::print("publish: {} msgs of {} B, {} in flight over {} connection(s), in {:.3f} s\n"
+               "         {:.0f} msgs/s, {:.1f} MB/s; ACK latency p50 {} us, p99 {} us; failures {}\n",
+               a.messages, a.size, a.inflight, a.connections, secs, msgs_per_s, mb_per_s, p50, p99,
+               failures.load());
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+int BenchConsume(const BenchArgs& a) {
+  auto o = Options(a);
+  if (!o) return Fail(o.error());
+  client::ConsumerOptions co;
+  static_cast<client::ClientOptions&>(co) = *o;
+  co.stream = a.stream;
+  co.consumer = a.consumer.empty() ? fmt::format("bench-{:x}", std::random_device{}()) : a.consumer;
+  auto consumer = client::Consumer::Open(co);
+  if (!consumer) return Fail(consumer.error());
+  std::vector<uint8_t> seen(a.messages, 0);
+  uint64_t got = 0, dup = 0, bad = 0;
+  std::vector<uint32_t> cycles;
+  std::vector<uint64_t> acks;
+  const auto start = Clock::now();
+  while (got < a.messages) {
+    const auto t0 = Clock::now();
+    auto batch = (*consumer)->Fetch(a.batch, 8 << 20, 2000);
+    if (!batch) return Fail(batch.error());
+    if (batch->empty()) break;
+    acks.clear();
+    for (const auto& m : *batch) {
+      if (m.gap) continue;
+      acks.push_back(m.seq);
+      if (m.payload.size() < 8) { ++bad; continue; }
+      const uint64_t idx = DecodeFixed64(m.payload.data());
+      if (idx >= a.messages) { ++bad; continue; }
+      if (seen[idx]) ++dup;
+      else { seen[idx] = 1; ++got; }
+    }
+    Status s = (*consumer)->Ack(acks);  // returns once the node persisted them
+    if (!s.ok()) return Fail(s);
+    cycles.push_back(static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  (void)(*consumer)->Close();
+  const bool exact = got == a.messages && dup == 0 && bad == 0;
+  const uint32_t p50 = Percentile(cycles, 0.5), p99 = Percentile(cycles, 0.99);
+  if (a.json) {
+    fmt::print("{{\"workload\":\"consume\",\"messages\":{},\"msgs_per_s\":{:.0f},\"mb_per_s\":{:.1f},"
+               "\"p50_us\":{},\"p99_us\":{},\"cycles\":{},\"duplicates\":{},\"exactly_once\":{}}}\n",
+               got, got / secs, got * double(a.size) / secs / 1e6, p50, p99, cycles.size(), dup, exact);
+  } else {
+    fmt::print("consume: {} msgs in {:.3f} s: {:.0f} msgs/s; fetch+ack cycle p50 {} us, p99 {} us ({} cycles)\n"
+               "         {}\n",
+               got, secs, got / secs, p50, p99, cycles.size(),
+               exact ? "each message exactly once" : fmt::format("MISMATCH: {} duplicates, {} bad", dup, bad));
+  }
+  return exact ? 0 : 1;
+}
+
+}  // namespace
+
+void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* pub = bench->add_subcommand("publish", "W1/W2: pipelined durable publish to a running node");
+  pub->add_option("--server", a->server, "HOST:PORT[,…]")->default_val("127.0.0.1:7650");
+  pub->add_option("--stream", a->stream, "Stream (created if missing)")->default_val("bench");
+  pub->add_option("--messages", a->messages, "Messages")->default_val(200000);
+  pub->add_option("--size", a->size, "Payload bytes (>= 8)")->default_val(100);
+  pub->add_option("--inflight", a->inflight, "Unacknowledged messages at most, in total")->default_val(1000);
+  pub->add_option("--connections", a->connections, "Producer connections")->default_val(1);
+  pub->add_option("--warmup", a->warmup, "Untimed messages first, one at a time")->default_val(0);
+  pub->add_option("--linger-us", a->linger_us, "Producer batching linger")->default_val(0);
+  pub->add_flag("--json", a->json, "One JSON object");
+  pub->callback([=] { *exit_code = BenchPublish(*a); });
+  auto* con = bench->add_subcommand("consume", "W3: a fresh durable consumer reads and ACKs the stream");
+  con->add_option("--server", a->server, "HOST:PORT[,…]")->default_val("127.0.0.1:7650");
+  con->add_option("--stream", a->stream, "Stream")->default_val("bench");
+  con->add_option("--consumer", a->consumer, "Consumer name (default: a new random one)");
+  con->add_option("--messages", a->messages, "Messages to expect (indexes 0..N-1)")->default_val(200000);
+  con->add_option("--size", a->size, "Payload size (for MB/s)")->default_val(100);
+  con->add_option("--batch", a->batch, "Messages per fetch")->default_val(100);
+  con->add_flag("--json", a->json, "One JSON object");
+  con->callback([=] { *exit_code = BenchConsume(*a); });
+}
+
+}  // namespace floe::cli

@@ -1,0 +1,610 @@
+// Consumer: pull (FETCH) and push (SUBSCRIBE + CREDIT) with ACK/NAK, over one
+// connection at a time, resuming its session by id after any break.
+//
+// Threads and what each owns:
+//   * The caller (one thread at a time, per client.h; the push handler may
+//     call Ack/Nak/… too): sends requests and waits for the reply routed to
+//     it by request id (Request). It never reads the socket.
+//   * The receiver thread: the socket's only reader and the owner of the
+//     connection's lifecycle. It hands replies to waiters by request id,
+//     decodes pushed DELIVERY frames (those carrying the SUBSCRIBE's request
+//     id) into deliveries_, answers PING, and on any connection failure
+//     reconnects (ConnectAny), reopens the session with the same id and
+//     subscribes again if a subscription is on.
+//   * The delivery thread: runs the push handler for each queued message and
+//     gives credit back (CREDIT) in batches of half the subscription's
+//     credit. It is separate from the receiver so a handler may call Ack and
+//     wait for ANSWER_OK, which the receiver must read; this is the
+//     "consumer's receive thread" client.h refers to. The queue is bounded by
+//     the credit granted.
+// Every field below mu_ is guarded by it.
+//
+// After a break: a FETCH or an answer whose reply was lost is sent once more
+// on the new connection. Answers are idempotent on the node, so that is
+// safe. A lost FETCH reply leaves its messages pending on the node, which
+// redelivers them after the stream's ack wait: nothing is lost, some
+// messages come later. If reconnecting gives up, every call returns that
+// Unavailable status from then on.
+//
+// Stop() ends a subscription by cutting the connection (the protocol has no
+// unsubscribe; the node's subscription and its leftover credit die with the
+// connection) and resuming the session at once on a new one. Deliveries
+// queued but not yet handled are dropped; the node redelivers them after the
+// ack wait.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "client/connection.h"
+
+namespace floe::client {
+namespace {
+
+using internal::Connection;
+using Handler = std::function<void(const ReceivedMessage&)>;
+
+// Answers per ANSWER frame (13 bytes each): far below any frame limit.
+constexpr size_t kMaxAnswersPerFrame = 65536;
+
+std::vector<ReceivedMessage> ToMessages(const wire::Delivery& d) {
+  std::vector<ReceivedMessage> out;
+  out.reserve(d.entries.size());
+  for (const wire::Delivered& e : d.entries) {
+    ReceivedMessage m;
+    m.seq = e.seq;
+    m.gap = e.kind == wire::Delivered::Kind::kGap;
+    m.gap_count = e.gap_count;
+    m.delivery_count = e.delivery_count;
+    m.timestamp_us = e.timestamp_us;
+    m.key.assign(e.key);
+    m.headers.assign(e.headers);
+    m.payload.assign(e.payload);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+class ConsumerImpl final : public Consumer {
+ public:
+  explicit ConsumerImpl(const ConsumerOptions& options) : options_(options) { session_id_ = options.session_id; }
+  ~ConsumerImpl() override { Shutdown(/*graceful=*/false); }
+
+  Status Start();
+  Result<std::vector<ReceivedMessage>> Fetch(uint32_t max_messages, uint32_t max_bytes, uint32_t wait_ms) override;
+  Status Ack(std::span<const uint64_t> seqs) override;
+  Status Nak(uint64_t seq, uint32_t delay_ms) override;
+  Status InProgress(uint64_t seq) override;
+  Status Terminate(uint64_t seq) override;
+  Status Subscribe(uint32_t credit, Handler handler) override;
+  void Stop() override;
+  Status Close() override;
+  uint64_t session_id() const override { return session_id_.load(); }
+  uint64_t reconnects() const override { return reconnects_.load(); }
+
+ private:
+  // A caller waiting for the reply to one request.
+  struct Waiter {
+    bool done = false;
+    bool lost = false;  // the connection broke first
+    wire::FrameType type = wire::FrameType::kError;
+    std::string body;
+  };
+  // Pushed messages from one DELIVERY frame.
+  struct Batch {
+    uint64_t conn_gen;  // credit is owed to the connection they came on
+    std::vector<ReceivedMessage> messages;
+  };
+
+  Status OpenSession(Connection& conn);
+  void InstallConnection(std::unique_ptr<Connection> conn);
+  Status WaitForConnection(std::unique_lock<std::mutex>& lk);
+
+  template <typename M>
+  Result<std::string> Request(const M& msg, wire::FrameType reply_type, int timeout_ms);
+  Status Answer(std::vector<wire::AnswerItem> items);
+  Status AnswerChunk(std::span<const wire::AnswerItem> items);
+
+  // Receiver side.
+  void ReceiverLoop();
+  bool Reconnect();
+  void DropConnection(const std::shared_ptr<Connection>& conn);
+  void Dispatch(Connection& conn, const internal::Frame& frame);
+  void HandleSubscriptionFrame(Connection& conn, const internal::Frame& frame);
+
+  // Delivery side.
+  void DeliveryLoop();
+  void GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_gen);
+
+  void Shutdown(bool graceful);
+
+  const ConsumerOptions options_;
+  internal::Canceller cancel_;
+  std::atomic<uint64_t> session_id_{0};
+  std::atomic<uint64_t> reconnects_{0};
+  // Used by the one thread connecting: Start, then the receiver.
+  size_t next_server_ = 0;
+  internal::ReconnectPacer pacer_{options_};
+
+  std::mutex mu_;
+  std::condition_variable cv_;           // waiters, connection changes, handler idle, receiver exit
+  std::condition_variable delivery_cv_;  // the delivery thread: queue, stop
+  std::shared_ptr<Connection> conn_;     // null while reconnecting
+  uint64_t conn_gen_ = 0;                // bumped for each installed connection
+  Connection* handshake_conn_ = nullptr;  // a connection in SESSION_OPEN, so Shutdown can wake it
+  Status broken_;                        // set when reconnecting gave up
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool receiver_exited_ = false;
+  bool planned_reset_ = false;           // Stop cut the connection: not a reconnect to count
+  std::unordered_map<uint64_t, Waiter*> waiters_;  // by request id, all on conn_
+
+  // The subscription. States: off (subscribed_ false); on and live on conn_
+  // (sub_request_id_ != 0); on and waiting for a connection (0). Subscribe
+  // turns it on; Stop, Close or a non-retriable ERROR turn it off; the
+  // receiver renews it on each new connection.
+  bool subscribed_ = false;
+  uint32_t credit_ = 0;
+  std::shared_ptr<const Handler> handler_;
+  uint64_t sub_request_id_ = 0;
+  uint32_t credit_owed_ = 0;             // handled on conn_ but not yet given back
+  Status sub_error_;                     // why the node ended the last subscription
+  std::deque<Batch> deliveries_;
+  bool handler_running_ = false;
+  std::thread::id delivery_thread_id_;
+
+  std::thread receiver_;
+  std::thread delivery_;
+};
+
+// --- Connecting --------------------------------------------------------------
+
+Status ConsumerImpl::Start() {
+  FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(options_.stream));
+  if (options_.consumer.empty()) return Status::InvalidArgument("a durable consumer name is required");
+  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
+                                   &next_server_);
+  if (!conn) return conn.error();
+  InstallConnection(std::move(*conn));
+  receiver_ = std::thread([this] { ReceiverLoop(); });
+  delivery_ = std::thread([this] { DeliveryLoop(); });
+  std::lock_guard lk(mu_);
+  delivery_thread_id_ = delivery_.get_id();
+  return Status::OK();
+}
+
+// Runs on the connecting thread, on a connection no other thread sees yet.
+Status ConsumerImpl::OpenSession(Connection& conn) {
+  const uint64_t asked = session_id_.load();
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return Status::Aborted("consumer closed");
+    handshake_conn_ = &conn;
+  }
+  wire::SessionOpen open{.session_id = asked,
+                         .role = wire::Role::kConsumer,
+                         .stream = options_.stream,
+                         .consumer = options_.consumer};
+  auto ok = conn.Call<wire::SessionOk>(open, internal::kRequestTimeoutMs);
+  std::lock_guard lk(mu_);
+  handshake_conn_ = nullptr;
+  if (!ok) return ok.error();
+  if (ok->session_id == 0) return Status::Internal("node opened session 0");
+  if (asked != 0 && ok->session_id != asked)
+    return Status::FailedPrecondition(
+        fmt::format("asked to resume session {} but the node opened session {}", asked, ok->session_id));
+  session_id_ = ok->session_id;
+  return Status::OK();
+}
+
+// Installs a connection whose session is open, and renews the subscription
+// on it. The SUBSCRIBE is sent after the lock is released; deliveries for it
+// can only be read by the receiver, which is this thread or not yet started.
+void ConsumerImpl::InstallConnection(std::unique_ptr<Connection> fresh) {
+  std::shared_ptr<Connection> conn = std::move(fresh);
+  pacer_.Connected();
+  uint64_t sub_id = 0;
+  uint32_t credit = 0;
+  {
+    std::lock_guard lk(mu_);
+    conn_ = conn;
+    if (conn_gen_++ > 0) {
+      if (planned_reset_) planned_reset_ = false;
+      else ++reconnects_;
+    }
+    credit_owed_ = 0;
+    if (subscribed_) {
+      sub_id = sub_request_id_ = conn->NextRequestId();
+      credit = credit_;
+    }
+    cv_.notify_all();
+  }
+  // A failed send shows up as a failed read, and the next connection retries.
+  if (sub_id != 0) (void)conn->Send(sub_id, wire::Subscribe{.credit = credit});
+}
+
+// Waits until a connection is installed; fails when closing or broken.
+Status ConsumerImpl::WaitForConnection(std::unique_lock<std::mutex>& lk) {
+  cv_.wait(lk, [&] { return conn_ || stopping_ || !broken_.ok(); });
+  if (stopping_) return Status::FailedPrecondition("consumer closed");
+  return broken_;
+}
+
+// --- Requests ------------------------------------------------------------------
+
+// Sends `msg` and waits for its reply; returns the reply's body. Sent at most
+// twice: once more if the connection broke before the reply came (see the
+// file comment for why that is safe). A reply that takes longer than
+// timeout_ms cuts the connection: the node is not answering.
+template <typename M>
+Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_type, int timeout_ms) {
+  for (int attempt = 0;; ++attempt) {
+    Waiter w;
+    std::shared_ptr<Connection> conn;
+    uint64_t id;
+    {
+      std::unique_lock lk(mu_);
+      FLOE_RETURN_ERR_IF_ERROR(WaitForConnection(lk));
+      conn = conn_;
+      id = conn->NextRequestId();
+      waiters_[id] = &w;
+    }
+    // A failed send leaves the waiter registered: the receiver, woken by the
+    // shutdown, marks it lost once it dropped this connection, so the resend
+    // goes to the next one.
+    if (!conn->Send(id, msg).ok()) conn->Shutdown();
+    std::unique_lock lk(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (!cv_.wait_until(lk, deadline, [&] { return w.done; })) {
+      waiters_.erase(id);
+      lk.unlock();
+      conn->Shutdown();
+      return Err(Status::TimedOut(fmt::format("no reply from {} within {} ms", conn->server(), timeout_ms)));
+    }
+    if (w.lost) {
+      if (attempt == 0) continue;
+      return Err(Status::Unavailable("connection lost twice while waiting for the reply"));
+    }
+    if (w.type == wire::FrameType::kError) return Err(internal::ErrorFrameToStatus(w.body));
+    if (w.type != reply_type)
+      return Err(Status::Internal(fmt::format("node answered {} with {}", wire::FrameTypeName(M::kType),
+                                              wire::FrameTypeName(w.type))));
+    return std::move(w.body);
+  }
+}
+
+Result<std::vector<ReceivedMessage>> ConsumerImpl::Fetch(uint32_t max_messages, uint32_t max_bytes,
+                                                         uint32_t wait_ms) {
+  const wire::Fetch req{.max_messages = max_messages, .max_bytes = max_bytes, .wait_ms = wait_ms};
+  const int timeout = static_cast<int>(std::min<int64_t>(int64_t{internal::kRequestTimeoutMs} + wait_ms, INT32_MAX));
+  auto body = Request(req, wire::FrameType::kDelivery, timeout);
+  if (!body) return Err(body.error());
+  auto delivery = wire::DecodeBodyAs<wire::Delivery>(*body);
+  if (!delivery) return Err(Status::Internal(fmt::format("bad DELIVERY from node: {}", delivery.error().message())));
+  return ToMessages(*delivery);
+}
+
+Status ConsumerImpl::Ack(std::span<const uint64_t> seqs) {
+  std::vector<wire::AnswerItem> items;
+  items.reserve(seqs.size());
+  for (uint64_t seq : seqs) items.push_back({.seq = seq, .kind = wire::AnswerKind::kAck});
+  return Answer(std::move(items));
+}
+
+Status ConsumerImpl::Nak(uint64_t seq, uint32_t delay_ms) {
+  return Answer({{.seq = seq, .kind = wire::AnswerKind::kNak, .delay_ms = delay_ms}});
+}
+
+Status ConsumerImpl::InProgress(uint64_t seq) { return Answer({{.seq = seq, .kind = wire::AnswerKind::kInProgress}}); }
+
+Status ConsumerImpl::Terminate(uint64_t seq) { return Answer({{.seq = seq, .kind = wire::AnswerKind::kTerminate}}); }
+
+Status ConsumerImpl::Answer(std::vector<wire::AnswerItem> items) {
+  std::span<const wire::AnswerItem> rest(items);
+  while (!rest.empty()) {
+    const size_t n = std::min(rest.size(), kMaxAnswersPerFrame);
+    FLOE_RETURN_IF_ERROR(AnswerChunk(rest.first(n)));
+    rest = rest.subspan(n);
+  }
+  return Status::OK();
+}
+
+// One ANSWER frame. Per-item failures (NOT_DELIVERED for a seq not pending
+// for this consumer, OUT_OF_RANGE, …) become one Status naming every failed
+// seq; its code is the first failure's.
+Status ConsumerImpl::AnswerChunk(std::span<const wire::AnswerItem> items) {
+  wire::Answer req;
+  req.items.assign(items.begin(), items.end());
+  auto body = Request(req, wire::FrameType::kAnswerOk, internal::kRequestTimeoutMs);
+  if (!body) return body.error();
+  auto ok = wire::DecodeBodyAs<wire::AnswerOk>(*body);
+  if (!ok) return Status::Internal(fmt::format("bad ANSWER_OK from node: {}", ok.error().message()));
+  Status first;
+  std::string failed;
+  size_t count = 0;
+  for (const wire::AnswerResult& r : ok->results) {
+    if (r.code == wire::WireError::kOk) continue;
+    if (first.ok()) first = internal::ErrorToStatus(r.code, wire::IsRetriable(r.code), "");
+    if (++count <= 10) failed += fmt::format("{}seq {}: {}", failed.empty() ? "" : ", ", r.seq, wire::WireErrorName(r.code));
+  }
+  if (first.ok()) return Status::OK();
+  if (count > 10) failed += fmt::format(" and {} more", count - 10);
+  return Status(first.code(), fmt::format("{} of {} answers refused: {}", count, items.size(), failed));
+}
+
+// --- Push ----------------------------------------------------------------------
+
+Status ConsumerImpl::Subscribe(uint32_t credit, Handler handler) {
+  if (credit == 0) return Status::InvalidArgument("subscribe needs a credit of at least 1");
+  if (!handler) return Status::InvalidArgument("subscribe needs a handler");
+  std::shared_ptr<Connection> conn;
+  uint64_t id;
+  {
+    std::unique_lock lk(mu_);
+    if (subscribed_) return Status::FailedPrecondition("already subscribed: Stop() first");
+    FLOE_RETURN_IF_ERROR(WaitForConnection(lk));
+    handler_ = std::make_shared<const Handler>(std::move(handler));
+    credit_ = credit;
+    credit_owed_ = 0;
+    sub_error_ = Status::OK();
+    subscribed_ = true;
+    conn = conn_;
+    id = sub_request_id_ = conn->NextRequestId();
+  }
+  // If this fails, the receiver sees the broken connection and subscribes
+  // again on the next one.
+  if (!conn->Send(id, wire::Subscribe{.credit = credit}).ok()) conn->Shutdown();
+  return Status::OK();
+}
+
+void ConsumerImpl::Stop() {
+  std::shared_ptr<Connection> live;
+  {
+    std::unique_lock lk(mu_);
+    if (!subscribed_) return;
+    subscribed_ = false;
+    deliveries_.clear();
+    if (sub_request_id_ != 0) live = conn_;
+    sub_request_id_ = 0;
+    // After Stop returns the handler is not running and will not run again,
+    // unless Stop was called from the handler itself.
+    if (std::this_thread::get_id() != delivery_thread_id_) cv_.wait(lk, [&] { return !handler_running_; });
+    if (live != conn_) live.reset();  // it broke meanwhile; its successor has no subscription
+    if (live) planned_reset_ = true;
+  }
+  if (live) live->Shutdown();
+}
+
+// Runs the handler for each queued message, with the lock released.
+void ConsumerImpl::DeliveryLoop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    delivery_cv_.wait(lk, [&] { return stopping_ || !deliveries_.empty(); });
+    if (stopping_) return;
+    Batch batch = std::move(deliveries_.front());
+    deliveries_.pop_front();
+    for (const ReceivedMessage& m : batch.messages) {
+      if (!subscribed_ || stopping_) break;  // Stop dropped the rest
+      std::shared_ptr<const Handler> handler = handler_;
+      handler_running_ = true;
+      lk.unlock();
+      (*handler)(m);
+      lk.lock();
+      handler_running_ = false;
+      cv_.notify_all();
+      GiveCredit(lk, batch.conn_gen);
+    }
+  }
+}
+
+// One credit per handled entry (message or gap), given back once half the
+// subscription's credit is owed: the node never waits on a credit we hold
+// back, since at most credit/2 is ever owed.
+void ConsumerImpl::GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_gen) {
+  if (!subscribed_ || sub_request_id_ == 0 || conn_gen != conn_gen_ || !conn_) return;
+  if (++credit_owed_ < std::max<uint32_t>(1, credit_ / 2)) return;
+  const uint32_t n = credit_owed_;
+  credit_owed_ = 0;
+  std::shared_ptr<Connection> conn = conn_;
+  const uint64_t id = sub_request_id_;
+  lk.unlock();
+  if (!conn->Send(id, wire::Credit{.credit = n}).ok()) conn->Shutdown();
+  lk.lock();
+}
+
+// --- Receiver ------------------------------------------------------------------
+
+void ConsumerImpl::ReceiverLoop() {
+  for (;;) {
+    std::shared_ptr<Connection> conn;
+    {
+      std::lock_guard lk(mu_);
+      if (stopping_ && !conn_) break;
+      conn = conn_;
+    }
+    if (!conn) {
+      if (!Reconnect()) break;
+      continue;
+    }
+    auto frame = conn->ReadFrame();
+    if (!frame) {
+      DropConnection(conn);
+      continue;
+    }
+    pacer_.Progressed();
+    Dispatch(*conn, *frame);
+  }
+  std::lock_guard lk(mu_);
+  receiver_exited_ = true;
+  cv_.notify_all();
+}
+
+// Every request in flight was on this connection: its waiters learn it is
+// lost (and resend once), and the subscription waits for the next one.
+void ConsumerImpl::DropConnection(const std::shared_ptr<Connection>& conn) {
+  conn->Shutdown();
+  std::lock_guard lk(mu_);
+  if (conn_ != conn) return;
+  conn_.reset();
+  for (auto& [id, w] : waiters_) {
+    w->lost = true;
+    w->done = true;
+  }
+  waiters_.clear();
+  sub_request_id_ = 0;
+  credit_owed_ = 0;
+  cv_.notify_all();
+}
+
+// Gives up (false) when closing or when no server accepted us in time; then
+// the consumer is broken and every call fails with that status.
+bool ConsumerImpl::Reconnect() {
+  bool planned;
+  {
+    std::lock_guard lk(mu_);
+    planned = planned_reset_;
+  }
+  // Stop's own reset is no sign of a sick node: no pause after it.
+  if (!planned && !cancel_.SleepFor(pacer_.DelayMs())) return false;
+  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
+                                   &next_server_);
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return false;
+    if (!conn) {
+      broken_ = conn.error();
+      subscribed_ = false;
+      sub_error_ = broken_;
+      deliveries_.clear();
+      cv_.notify_all();
+      return false;
+    }
+  }
+  InstallConnection(std::move(*conn));
+  return true;
+}
+
+void ConsumerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
+  const wire::FrameHeader& h = frame.header;
+  if (h.type == wire::FrameType::kPing) {
+    (void)conn.Send(h.request_id, wire::Pong{});
+    return;
+  }
+  bool for_subscription = false;
+  {
+    std::lock_guard lk(mu_);
+    if (auto it = waiters_.find(h.request_id); it != waiters_.end()) {
+      Waiter* w = it->second;
+      w->type = h.type;
+      w->body.assign(frame.body.data(), frame.body.size());
+      w->done = true;
+      waiters_.erase(it);
+      cv_.notify_all();
+      return;
+    }
+    for_subscription = sub_request_id_ != 0 && h.request_id == sub_request_id_;
+  }
+  if (for_subscription) {
+    HandleSubscriptionFrame(conn, frame);
+  } else if (h.type == wire::FrameType::kError && h.request_id == 0) {
+    conn.Shutdown();  // about the connection itself; the node closes it next
+  }
+  // Anything else answers a request we gave up on: dropped.
+}
+
+// DELIVERY: queue for the handler. ERROR: a retriable one (the node is busy
+// or moving the stream) is retried on a fresh connection; any other ends the
+// subscription, and Close reports it. OK (a node may confirm
+// the SUBSCRIBE): nothing to do.
+void ConsumerImpl::HandleSubscriptionFrame(Connection& conn, const internal::Frame& frame) {
+  const wire::FrameHeader& h = frame.header;
+  if (h.type == wire::FrameType::kDelivery) {
+    auto delivery = wire::DecodeBodyAs<wire::Delivery>(frame.body);
+    if (!delivery) {
+      conn.Shutdown();
+      return;
+    }
+    std::vector<ReceivedMessage> messages = ToMessages(*delivery);
+    std::lock_guard lk(mu_);
+    if (!subscribed_ || h.request_id != sub_request_id_) return;
+    deliveries_.push_back({conn_gen_, std::move(messages)});
+    delivery_cv_.notify_one();
+    return;
+  }
+  if (h.type != wire::FrameType::kError) return;
+  const Status why = internal::ErrorFrameToStatus(frame.body);
+  if (internal::IsRetriableStatus(why)) {
+    conn.Shutdown();  // the reconnect pacer spaces out repeated refusals
+    return;
+  }
+  std::lock_guard lk(mu_);
+  if (h.request_id != sub_request_id_) return;
+  subscribed_ = false;
+  sub_request_id_ = 0;
+  sub_error_ = why;
+  deliveries_.clear();
+}
+
+// --- Close -----------------------------------------------------------------------
+
+Status ConsumerImpl::Close() {
+  if (std::this_thread::get_id() == delivery_.get_id())
+    return Status::FailedPrecondition("Close from the push handler: call Stop() there, Close() elsewhere");
+  Shutdown(/*graceful=*/true);
+  std::lock_guard lk(mu_);
+  if (!broken_.ok()) return broken_;
+  return sub_error_;
+}
+
+// Stops both threads. Graceful: says GOODBYE and half-closes, giving the node
+// a second to close its side before cutting the connection. A caller waiting
+// for a reply (the handler, in Ack) fails with FailedPrecondition.
+void ConsumerImpl::Shutdown(bool graceful) {
+  std::shared_ptr<Connection> conn;
+  {
+    std::lock_guard lk(mu_);
+    if (closed_) return;
+    closed_ = true;
+    stopping_ = true;
+    subscribed_ = false;
+    deliveries_.clear();
+    for (auto& [id, w] : waiters_) {
+      w->lost = true;
+      w->done = true;
+    }
+    waiters_.clear();
+    conn = conn_;
+    if (handshake_conn_) handshake_conn_->Shutdown();
+  }
+  cancel_.Cancel();
+  cv_.notify_all();
+  delivery_cv_.notify_all();
+  if (delivery_.joinable()) delivery_.join();
+  if (conn) {
+    if (graceful && conn->Send(conn->NextRequestId(), wire::Goodbye{}).ok()) {
+      conn->ShutdownWrite();
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::seconds(1), [&] { return receiver_exited_; });
+    }
+    conn->Shutdown();
+  }
+  if (receiver_.joinable()) receiver_.join();
+  std::lock_guard lk(mu_);
+  conn_.reset();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Consumer>> Consumer::Open(const ConsumerOptions& options) {
+  auto consumer = std::make_unique<ConsumerImpl>(options);
+  FLOE_RETURN_ERR_IF_ERROR(consumer->Start());
+  return std::unique_ptr<Consumer>(std::move(consumer));
+}
+
+}  // namespace floe::client
