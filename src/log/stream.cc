@@ -239,7 +239,9 @@ Status Stream::Impl::Recover() {
     } else if (scan->bad_tail) {
       auto size = seg->read_file->Size();
       const uint64_t cut = size ? *size - scan->end_offset : 0;
-      if (scan->good_after_bad)
+      // Under sync=none several unsynced writes may reach the disk in any
+      // order, so a good batch after a bad one proves nothing there.
+      if (scan->good_after_bad && options_.sync == SyncMode::kFdatasync)
         return Status::Corruption(fmt::format("segment {}: damaged batch followed by good ones ({}); not a torn tail",
                                               seg->path, scan->tail_error.message()));
       if (options_.recovery == RecoveryPolicy::kAbsoluteConsistency)
@@ -450,7 +452,11 @@ void Stream::Impl::WriterLoop() {
         continue;
       }
     }
-    groups.swap(pending_);
+    // One batch per write and fdatasync: then at most the last batch of a
+    // segment can be unsynced at a crash, and a good batch after a bad one
+    // proves damage to synced data rather than a torn tail (docs/format.md).
+    groups.push_back(std::move(pending_.front()));
+    pending_.pop_front();
     Status fail = failed_;
     l.unlock();
     Status s = fail.ok() ? WriteGroups(groups) : fail;
