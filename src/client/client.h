@@ -6,7 +6,7 @@
 // Thread safety: Producer::Send/Flush may be called from several threads;
 // ack callbacks run on the producer's receive thread (keep them short).
 // A Consumer is used by one thread at a time (its push handler runs on the
-// consumer's receive thread).
+// consumer's delivery thread, and may call Ack and friends).
 #pragma once
 
 #include <cstdint>
@@ -126,8 +126,8 @@ class Consumer {
   virtual Status Nak(uint64_t seq, uint32_t delay_ms = 0) = 0;
   virtual Status InProgress(uint64_t seq) = 0;
   virtual Status Terminate(uint64_t seq) = 0;
-  // Push: the node sends as credit allows; the handler runs on the receive
-  // thread; each handled message gives one credit back. Stop() ends it.
+  // Push: the node sends as credit allows; the handler runs on the delivery
+  // thread; each handled entry gives one credit back. Stop() ends it.
   virtual Status Subscribe(uint32_t credit, std::function<void(const ReceivedMessage&)> handler) = 0;
   virtual void Stop() = 0;
   virtual Status Close() = 0;

@@ -345,8 +345,10 @@ Result<std::span<const char>> Connection::AwaitReply(uint64_t request_id, wire::
       FLOE_RETURN_ERR_IF_ERROR(Send(h.request_id, wire::Pong{}));
       continue;
     }
-    if (h.type == wire::FrameType::kError && (h.request_id == request_id || h.request_id == 0))
+    if (h.type == wire::FrameType::kError && (h.request_id == request_id || h.request_id == 0)) {
+      if (h.request_id == 0) broken_ = true;  // about the connection itself: the node closes it
       return Err(ErrorFrameToStatus(frame->body));
+    }
     if (h.request_id != request_id) continue;  // a late reply to an abandoned request
     if (h.type != type)
       return Err(Status::Internal(fmt::format("{}: node answered {} with {}", server_, wire::FrameTypeName(type),
@@ -359,8 +361,10 @@ Result<std::span<const char>> Connection::AwaitReply(uint64_t request_id, wire::
 
 int ReconnectPacer::DelayMs() {
   constexpr int64_t kYoungMs = 1000;
-  if (progressed_ || NowMs() - connected_at_ms_ >= kYoungMs) {
+  const int64_t now = NowMs();
+  if (progressed_ || now - connected_at_ms_ >= kYoungMs) {
     delay_ms_ = 0;
+    failing_since_ms_ = now;
   } else {
     const int lo = std::max(options_.reconnect_min_backoff_ms, 1);
     delay_ms_ = delay_ms_ == 0 ? lo : std::min(delay_ms_ * 2, std::max(options_.reconnect_max_backoff_ms, lo));
@@ -371,10 +375,10 @@ int ReconnectPacer::DelayMs() {
 // --- ConnectAny --------------------------------------------------------------
 
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server) {
+                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms) {
   if (options.servers.empty()) return Err(Status::InvalidArgument("no server to connect to"));
   const size_t n = options.servers.size();
-  const int64_t give_up_at = NowMs() + std::max(options.reconnect_give_up_ms, 0);
+  const int64_t give_up_at = give_up_at_ms >= 0 ? give_up_at_ms : NowMs() + std::max(options.reconnect_give_up_ms, 0);
   int backoff = std::max(options.reconnect_min_backoff_ms, 1);
   Status last;
   for (;;) {
@@ -392,8 +396,8 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
       *next_server = index + 1;
     }
     if (NowMs() + backoff > give_up_at)
-      return Err(Status::Unavailable(fmt::format("no server accepted us for {} ms; last error: {}",
-                                                 options.reconnect_give_up_ms, last.ToString())));
+      return Err(Status::Unavailable(
+          fmt::format("no usable connection for {} ms; last error: {}", options.reconnect_give_up_ms, last.ToString())));
     if (!cancel->SleepFor(backoff)) return Err(Status::Aborted("client closed while connecting"));
     backoff = std::min(backoff * 2, std::max(options.reconnect_max_backoff_ms, backoff));
   }

@@ -159,34 +159,40 @@ using OnConnect = std::function<Status(Connection&)>;
 // Connects to options.servers in turn, starting at *next_server (updated to
 // the server that worked, so a reconnect tries it first). After each full
 // round of failures it sleeps, the backoff doubling from
-// reconnect_min_backoff_ms to reconnect_max_backoff_ms; after
-// reconnect_give_up_ms it fails with Unavailable naming the last error.
-// Cancelling fails it with Aborted.
+// reconnect_min_backoff_ms to reconnect_max_backoff_ms; at give_up_at_ms
+// (default: reconnect_give_up_ms from now) it fails with Unavailable naming
+// the last error, having tried every server at least once. Cancelling fails
+// it with Aborted.
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server);
+                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms = -1);
 
 // Milliseconds on the steady clock, for deadlines.
 int64_t NowMs();
 
 // Paces reconnects after connections that die young: a node that accepts the
-// session and drops us at once must not make a client spin. A connection
-// that carried a frame after the handshake, or lived a second, was healthy:
-// reconnect at once. Otherwise the delay doubles from min to max backoff.
-// Used by the one thread that reconnects (and reads).
+// session and drops us at once must not make a client spin, nor keep it from
+// ever giving up. A connection that carried a frame after the handshake, or
+// lived a second, was healthy: reconnect at once. Otherwise the delay doubles
+// from min to max backoff, and reconnect_give_up_ms counts from the end of
+// the last healthy connection. Used by the one thread that reconnects.
 class ReconnectPacer {
  public:
   explicit ReconnectPacer(const ClientOptions& options) : options_(options) {}
   void Connected() {
     connected_at_ms_ = NowMs();
+    if (failing_since_ms_ == 0) failing_since_ms_ = connected_at_ms_;
     progressed_ = false;
   }
   void Progressed() { progressed_ = true; }
-  // How long to wait before reconnecting after the current connection broke.
+  // Call once per break: how long to wait before reconnecting.
   int DelayMs();
+  // When reconnecting should give up (for ConnectAny).
+  int64_t GiveUpAtMs() const { return failing_since_ms_ + options_.reconnect_give_up_ms; }
 
  private:
   const ClientOptions& options_;
   int64_t connected_at_ms_ = 0;
+  int64_t failing_since_ms_ = 0;
   bool progressed_ = false;
   int delay_ms_ = 0;
 };

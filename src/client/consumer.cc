@@ -21,16 +21,17 @@
 //
 // After a break: a FETCH or an answer whose reply was lost is sent once more
 // on the new connection. Answers are idempotent on the node, so that is
-// safe. A lost FETCH reply leaves its messages pending on the node, which
-// redelivers them after the stream's ack wait: nothing is lost, some
-// messages come later. If reconnecting gives up, every call returns that
-// Unavailable status from then on.
+// safe. A lost FETCH reply leaves its messages pending for the old
+// connection; the node releases a closed connection's pending deliveries
+// and redelivers them (docs/protocol.md, Sessions): nothing is lost, some
+// messages come again with a higher delivery count. If reconnecting gives
+// up, every call returns that Unavailable status from then on.
 //
 // Stop() ends a subscription by cutting the connection (the protocol has no
 // unsubscribe; the node's subscription and its leftover credit die with the
 // connection) and resuming the session at once on a new one. Deliveries
-// queued but not yet handled are dropped; the node redelivers them after the
-// ack wait.
+// queued but not yet handled are dropped; the node releases them with the
+// closed connection and delivers them again.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -187,10 +188,14 @@ Status ConsumerImpl::OpenSession(Connection& conn) {
     if (stopping_) return Status::Aborted("consumer closed");
     handshake_conn_ = &conn;
   }
+  // start_at matters only when the node creates the durable consumer; an
+  // existing one (every resume) keeps its cursor.
   wire::SessionOpen open{.session_id = asked,
                          .role = wire::Role::kConsumer,
                          .stream = options_.stream,
-                         .consumer = options_.consumer};
+                         .consumer = options_.consumer,
+                         .start_at = options_.start_at,
+                         .start_value = options_.start_value};
   auto ok = conn.Call<wire::SessionOk>(open, internal::kRequestTimeoutMs);
   std::lock_guard lk(mu_);
   handshake_conn_ = nullptr;
@@ -471,9 +476,15 @@ bool ConsumerImpl::Reconnect() {
     planned = planned_reset_;
   }
   // Stop's own reset is no sign of a sick node: no pause after it.
-  if (!planned && !cancel_.SleepFor(pacer_.DelayMs())) return false;
-  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_);
+  if (planned) pacer_.Progressed();
+  if (!cancel_.SleepFor(pacer_.DelayMs())) return false;
+  // Connections that keep dying at once count against the give-up time too.
+  Result<std::unique_ptr<Connection>> conn =
+      internal::NowMs() >= pacer_.GiveUpAtMs()
+          ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
+                                                options_.reconnect_give_up_ms)))
+          : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
+                                 pacer_.GiveUpAtMs());
   {
     std::lock_guard lk(mu_);
     if (stopping_) return false;

@@ -23,9 +23,13 @@
 // resending after a break never stores twice. A message NAKed with a
 // retriable code is resent with the same producer seq after a backoff, for
 // at most reconnect_give_up_ms; a non-retriable NAK completes it with an
-// error. If no server accepts us for reconnect_give_up_ms, every unacked
-// message fails with Unavailable and the producer is broken: Send and Flush
-// return that status from then on.
+// error. A retried message may land in the stream after later ones: stream
+// order follows producer-seq order only while nothing is retried. If no
+// usable connection is had for reconnect_give_up_ms, every unacked message
+// fails with Unavailable and the producer is broken: Send and Flush return
+// that status from then on. Flush otherwise returns OK once every message
+// it waits for has completed; each message's own outcome goes to its
+// callback.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -358,7 +362,7 @@ void ProducerImpl::SenderLoop() {
 }
 
 // Moves messages from ready_ into publish_, marking them in flight under
-// `rid`. A message too big for this node's frame limit (it shrank across a
+// `rid`, producer seqs increasing. A message too big for this node's frame limit (it shrank across a
 // reconnect) can never be sent: it fails.
 void ProducerImpl::TakeBatch(uint64_t rid, size_t frame_budget, Completions* done) {
   const size_t budget = std::min(frame_budget, std::max(options_.max_batch_bytes, size_t{1}));
@@ -366,6 +370,10 @@ void ProducerImpl::TakeBatch(uint64_t rid, size_t frame_budget, Completions* don
   publish_.messages.clear();
   while (!ready_.empty() && publish_.messages.size() < options_.max_batch_messages) {
     const Ready r = ready_.front();
+    // The node refuses producer seqs that do not increase within a frame
+    // (docs/protocol.md); retries with unequal backoffs can leave ready_ out
+    // of order, so such a seq starts the next frame instead.
+    if (!publish_.messages.empty() && r.seq <= publish_.messages.back().producer_seq) break;
     auto it = unacked_.find(r.seq);
     if (it != unacked_.end() && it->second.inflight_rid == 0 && r.wire_bytes > frame_budget) {
       ready_.pop_front();
@@ -445,8 +453,13 @@ void ProducerImpl::DropConnection(const std::shared_ptr<Connection>& conn) {
 // every unacked message fails and the producer is broken.
 bool ProducerImpl::Reconnect() {
   if (!cancel_.SleepFor(pacer_.DelayMs())) return false;
-  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_);
+  // Connections that keep dying at once count against the give-up time too.
+  Result<std::unique_ptr<Connection>> conn =
+      internal::NowMs() >= pacer_.GiveUpAtMs()
+          ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
+                                                options_.reconnect_give_up_ms)))
+          : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
+                                 pacer_.GiveUpAtMs());
   Completions done;
   {
     std::lock_guard lk(mu_);
