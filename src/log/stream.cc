@@ -270,6 +270,11 @@ Status Stream::Impl::Recover() {
   auto wf = env_->Open(active.path, {.writable = true, .direct = options_.direct_io});
   if (!wf) return wf.error();
   std::shared_ptr<File> wfile = std::move(*wf);
+  // What the scan found may exist only in the page cache (the previous
+  // process died between write and fdatasync): make it and the directory
+  // durable before the frontier can show it.
+  FLOE_RETURN_IF_ERROR(wfile->Sync());
+  FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
   std::string tail;
   if (wfile->direct()) {
     const uint64_t start = active.size & ~(uint64_t{kDirectIoAlignment} - 1);
@@ -505,6 +510,18 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     }
     const uint64_t first = groups.front().base_seq;
     const uint64_t end = groups.back().base_seq + groups.back().count;
+    {
+      // After a failed write or fdatasync the bytes past the committed end
+      // may be in the page cache but never reach the disk (Linux forgets
+      // pages whose write-back failed): cut them so that a reopened stream
+      // cannot read and serve them.
+      uint64_t committed;
+      {
+        std::lock_guard l(mu_);
+        committed = segments_.back()->size;
+      }
+      (void)appender_->file()->Truncate(committed);
+    }
     Status hole = already_failed ? failed_
                                  : CreateSegment(first, EncodeHoleBatch(first, static_cast<uint32_t>(end - first),
                                                                         groups.back().last_ts));

@@ -18,7 +18,9 @@
 //    open File and FileLock goes stale; and the env stays *down* (every call
 //    fails with kIOError) until Restart(). The owner destroys whatever still
 //    uses the old handles (the dead "process") between Crash() and Restart(),
-//    so nothing it does after the crash reaches the post-crash disk.
+//    so nothing it does after the crash reaches the post-crash disk. A crash
+//    with power_loss = false is kill -9 of the process alone: the same, except
+//    that every file and entry stays as it was (unsynced, in the page cache).
 //
 // Thread safety: every method, of the env, its files and its locks, may be
 // called from any thread; one mutex guards all state. Files and locks hold a
@@ -57,6 +59,10 @@ const char* CrashModeName(CrashMode mode);
 struct CrashOptions {
   CrashMode mode = CrashMode::kDropUnsynced;
   uint64_t seed = 0;  // drives every random choice of the crash
+  // false: only the process dies (kill -9), the machine does not: the page
+  // cache survives, every byte written stays (still unsynced), every entry
+  // stays; handles and locks die as with a power loss. `mode` is unused.
+  bool power_loss = true;
 };
 
 struct FaultEnvOptions {
@@ -117,6 +123,15 @@ class FaultEnv final : public Env {
   // Waits until the env has crashed `count` times in all; false on timeout.
   bool WaitForCrashes(uint64_t count, uint64_t timeout_ms);
 
+  // --- Pausing ---
+  // While paused, File::Sync calls block on entry (before anything else), so
+  // a test can let appends pile up behind a sync in progress; the env's mutex
+  // is released while they wait. ResumeSyncs lets them go on.
+  void PauseSyncs();
+  void ResumeSyncs();
+  // Waits until `count` Sync calls are blocked by PauseSyncs.
+  void WaitForPausedSyncs(int count);
+
   // --- Faults (each replaces the earlier one of its kind) ---
   // Fails `count` File::Sync calls (kForever: every one) after letting `skip`
   // succeed, with `error` (errno), on files whose path contains path_filter.
@@ -168,6 +183,7 @@ class FaultEnv final : public Env {
   // write is to fail.
   void TakeWriteFault(const std::string& path, size_t* len, int* error);
   void CrashLocked(const CrashOptions& options);
+  void LosePowerLocked(const CrashOptions& options);
   void ClearFaultsLocked();
 
   const FaultEnvOptions options_;
@@ -187,6 +203,9 @@ class FaultEnv final : public Env {
   bool write_fault_armed_ = false;
   WriteFault write_fault_;
   uint64_t write_budget_ = 0;
+  bool syncs_paused_ = false;
+  int paused_syncs_ = 0;  // Sync calls blocked now
+  std::condition_variable pause_cv_;
   int crash_at_sync_ = 0;  // 0: not armed
   CrashOptions crash_at_sync_options_;
 
