@@ -59,6 +59,16 @@ class Node::Impl {
   // any, is closed (the client reconnected).
   void ClaimSession(uint64_t id, const std::shared_ptr<Connection>& conn);
   void ReleaseSession(uint64_t id, const Connection* conn);
+  // The lock every connection of session `id` holds while it checks for
+  // duplicates and appends, so an old connection still finishing a PUBLISH
+  // and the new one resending it cannot both store a message.
+  std::shared_ptr<std::mutex> PublishLock(uint64_t id) {
+    std::lock_guard l(sessions_mu_);
+    auto& weak = publish_locks_[id];
+    auto lock = weak.lock();
+    if (!lock) weak = lock = std::make_shared<std::mutex>();
+    return lock;
+  }
   void Forget(const Connection* conn);
 
   const NodeOptions options_;
@@ -75,6 +85,7 @@ class Node::Impl {
   std::mutex sessions_mu_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::unordered_map<uint64_t, std::weak_ptr<Connection>> sessions_;
+  std::unordered_map<uint64_t, std::weak_ptr<std::mutex>> publish_locks_;
   std::set<std::shared_ptr<Connection>> connections_;
 
   std::mutex stop_mu_;
@@ -93,16 +104,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : node_(node),
         socket_(std::move(socket)),
         strand_(socket_.get_executor()),
-        out_signal_(strand_),
         inflight_signal_(strand_) {
-    out_signal_.expires_at(asio::steady_timer::time_point::max());
     inflight_signal_.expires_at(asio::steady_timer::time_point::max());
   }
 
   void Start() {
     auto self = shared_from_this();
     asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->ReadLoop(); }, asio::detached);
-    asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->WriteLoop(); }, asio::detached);
   }
 
   // Any thread.
@@ -112,11 +120,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Any thread: finish what is queued, then close.
   void CloseSoon() {
     asio::post(strand_, [self = shared_from_this()] {
-      self->close_after_flush_ = true;
-      self->reading_ = false;
       asio::error_code ec;
       self->socket_.shutdown(tcp::socket::shutdown_receive, ec);
-      self->out_signal_.cancel();
+      self->RequestClose();
     });
   }
   // Any thread: stop taking requests (node stopping).
@@ -132,11 +138,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   struct PublishWait;  // a PUBLISH whose messages are still being resolved
 
+  // Frames queue in outbox_ while a write is in flight; the write's
+  // completion sends whatever queued meanwhile, in one write.
   void Enqueue(std::string_view frame) {
     if (closed_) return;
     outbox_.append(frame);
-    out_signal_.cancel();
+    if (!writing_) StartWrite();
   }
+  void StartWrite();
+  void OnWritten(const asio::error_code& ec);
+  // Stop reading; close once everything queued is written.
+  void RequestClose() {
+    close_after_flush_ = true;
+    reading_ = false;
+    if (!writing_) FinishClose();
+  }
+  void FinishClose();
   void Error(uint64_t request_id, wire::WireError code, std::string_view message, bool close = false) {
     Enqueue(ErrorFrame(request_id, code, message));
     if (close) {
@@ -145,7 +162,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
-  awaitable<void> WriteLoop();
   awaitable<void> ReadLoop();
   awaitable<void> Dispatch(const wire::FrameHeader& h, std::span<const char> body);
   void OnHello(uint64_t req, std::span<const char> body);
@@ -165,9 +181,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Node::Impl* node_;
   tcp::socket socket_;
   Strand strand_;
-  asio::steady_timer out_signal_;       // wakes WriteLoop
   asio::steady_timer inflight_signal_;  // wakes ReadLoop blocked on backpressure
-  std::string outbox_;
+  std::string outbox_;   // frames waiting for the current write to finish
+  std::string sending_;  // the bytes of the write in flight
+  bool writing_ = false;
   bool hello_ = false;
   bool reading_ = true;
   bool closed_ = false;
@@ -177,6 +194,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The session, once opened.
   uint64_t session_id_ = 0;
   wire::Role role_ = wire::Role::kProducer;
+  std::shared_ptr<std::mutex> publish_lock_;
   std::shared_ptr<StreamEntry> stream_;
   std::shared_ptr<ConsumerGroup> consumer_;
   // Push subscription.
@@ -186,20 +204,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<asio::steady_timer> push_wake_;
 };
 
-awaitable<void> Connection::WriteLoop() {
-  std::string buf;
-  while (true) {
-    if (outbox_.empty()) {
-      if (closed_ || close_after_flush_) break;
-      out_signal_.expires_at(asio::steady_timer::time_point::max());
-      co_await out_signal_.async_wait(kNoThrow);
-      continue;
-    }
-    buf.clear();
-    buf.swap(outbox_);
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(buf), kNoThrow);
-    if (ec) break;
-  }
+void Connection::StartWrite() {
+  writing_ = true;
+  sending_.clear();
+  sending_.swap(outbox_);
+  // The completion runs on the socket's executor, the connection's strand.
+  asio::async_write(socket_, asio::buffer(sending_),
+                    [self = shared_from_this()](const asio::error_code& ec, size_t) { self->OnWritten(ec); });
+}
+
+void Connection::OnWritten(const asio::error_code& ec) {
+  writing_ = false;
+  if (ec) return FinishClose();
+  if (!outbox_.empty()) return StartWrite();
+  if (close_after_flush_) FinishClose();
+}
+
+void Connection::FinishClose() {
+  if (closed_) return;
   closed_ = true;
   asio::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
@@ -238,12 +260,9 @@ awaitable<void> Connection::ReadLoop() {
     }
     co_await Dispatch(*h, body);
   }
-  reading_ = false;
-  if (!close_after_flush_ && !closed_) {
-    // The peer went away (or we stopped reading): let the writer finish.
-    close_after_flush_ = true;
-    out_signal_.cancel();
-  }
+  // The peer went away, we stopped reading, or a bad frame: close once what
+  // is queued is written.
+  if (!closed_) RequestClose();
 }
 
 awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const char> body) {
@@ -260,9 +279,7 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
       Enqueue([&] { std::string f; wire::AppendFrame(&f, h.request_id, wire::Pong{}); return f; }());
       break;
     case FrameType::kGoodbye:
-      close_after_flush_ = true;
-      reading_ = false;
-      out_signal_.cancel();
+      RequestClose();
       break;
     case FrameType::kSessionOpen:
       OnSessionOpen(h.request_id, body);
@@ -349,6 +366,7 @@ void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   role_ = so->role;
   stream_ = stream;
   node_->ClaimSession(session_id_, shared_from_this());
+  if (role_ == wire::Role::kProducer) publish_lock_ = node_->PublishLock(session_id_);
   wire::SessionOk ok;
   ok.session_id = session_id_;
   ok.epoch = 1;
@@ -396,6 +414,10 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
   std::vector<size_t> fresh_index;
   uint64_t last = 0;
   log::Stream& log = stream_->log();
+  std::unique_lock session_lock(*publish_lock_);
+  // Producer seqs above the highest the stream holds (or has in doubt) are
+  // new: the common case needs no lookup per message.
+  const uint64_t highest = log.HighestProducerSeq(session_id_);
   for (size_t i = 0; i < pub->messages.size(); ++i) {
     const wire::PublishMessage& m = pub->messages[i];
     wire::PublishResult& r = wait->ack.results[i];
@@ -413,7 +435,8 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
       continue;
     }
     last = m.producer_seq;
-    auto found = log.LookupProducer(session_id_, m.producer_seq);
+    auto found = m.producer_seq > highest ? log::Stream::ProducerLookup{}
+                                          : log.LookupProducer(session_id_, m.producer_seq);
     switch (found.state) {
       case log::Stream::ProducerLookup::State::kCommitted:
         r.duplicate = true;
@@ -464,6 +487,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
       finish(fresh_index.size());
     });
   }
+  session_lock.unlock();
   // Duplicates of in-doubt messages: wait for the frontier to pass them. If
   // the first copy failed (its seq became a hole), the producer is told to
   // resend: the dedup window forgot it, so the resend is stored.

@@ -105,15 +105,21 @@ CursorFlusher::~CursorFlusher() { Stop(); }
 void CursorFlusher::Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group,
                             std::function<void(Status)> done) {
   std::string key = CursorKey(stream, group->name);
+  const bool urgent = done != nullptr;
   {
     std::lock_guard l(mu_);
     if (stop_) {
       if (done) done(Status::FailedPrecondition("node is stopping"));
       return;
     }
-    queue_.push_back({std::move(key), std::move(group), std::move(done)});
+    if (urgent) {
+      queue_.push_back({std::move(key), std::move(group), std::move(done)});
+    } else {
+      if (lazy_.empty()) lazy_since_ = std::chrono::steady_clock::now();
+      lazy_.try_emplace(std::move(key), std::move(group));
+    }
   }
-  cv_.notify_one();
+  if (urgent) cv_.notify_one();
 }
 
 void CursorFlusher::Stop() {
@@ -133,12 +139,19 @@ uint64_t CursorFlusher::commits() const {
 
 void CursorFlusher::Loop() {
   std::vector<Item> items;
+  std::map<std::string, std::shared_ptr<ConsumerGroup>> lazy;
   while (true) {
     {
       std::unique_lock l(mu_);
-      cv_.wait(l, [&] { return !queue_.empty() || stop_; });
-      if (queue_.empty() && stop_) return;
+      // Urgent items (someone waits for them) go at once; lazy ones (delivery
+      // bookkeeping) ride along, or go after lazy_delay_ at the latest.
+      while (queue_.empty() && !stop_) {
+        if (lazy_.empty()) cv_.wait(l);
+        else if (cv_.wait_until(l, lazy_since_ + kLazyDelay) == std::cv_status::timeout) break;
+      }
+      if (queue_.empty() && lazy_.empty() && stop_) return;
       items.swap(queue_);
+      lazy.swap(lazy_);
     }
     // One put per distinct cursor, encoded now: later changes go in the next
     // commit.
@@ -147,6 +160,11 @@ void CursorFlusher::Loop() {
       if (latest.count(it.key)) continue;
       std::lock_guard g(it.group->mu);
       latest[it.key] = it.group->cursor.Encode();
+    }
+    for (auto& [key, group] : lazy) {
+      if (latest.count(key)) continue;
+      std::lock_guard g(group->mu);
+      latest[key] = group->cursor.Encode();
     }
     std::vector<bank::Op> ops;
     ops.reserve(latest.size());
@@ -160,6 +178,7 @@ void CursorFlusher::Loop() {
     for (Item& it : items)
       if (it.done) it.done(s);
     items.clear();
+    lazy.clear();
   }
 }
 

@@ -7,6 +7,7 @@
 //   sessions/<id:016x>           session record
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -71,7 +72,8 @@ class CursorFlusher {
   explicit CursorFlusher(bank::Bank* bank);
   ~CursorFlusher();
   // Persists the consumer's cursor as it is when the flusher takes it; `done`
-  // (may be null) runs on the flusher thread after the commit.
+  // runs on the flusher thread after the commit. Without `done` the write is
+  // lazy: it joins the next commit, at most kLazyDelay later.
   void Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group, std::function<void(Status)> done);
   void Stop();  // persists what is queued, then stops
   uint64_t commits() const;
@@ -83,10 +85,13 @@ class CursorFlusher {
     std::shared_ptr<ConsumerGroup> group;
     std::function<void(Status)> done;
   };
+  static constexpr std::chrono::milliseconds kLazyDelay{100};
   bank::Bank* bank_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Item> queue_;
+  std::map<std::string, std::shared_ptr<ConsumerGroup>> lazy_;
+  std::chrono::steady_clock::time_point lazy_since_;
   bool stop_ = false;
   uint64_t commits_ = 0;
   std::thread thread_;
