@@ -37,6 +37,10 @@ class Stmt {
 class SqliteBank final : public Bank {
  public:
   ~SqliteBank() override {
+    next_.reset();
+    get_.reset();
+    put_.reset();
+    del_.reset();
     if (db_) sqlite3_close(db_);
     if (lock_fd_ >= 0) ::close(lock_fd_);
   }
@@ -124,12 +128,22 @@ class SqliteBank final : public Bank {
   };
 
   Result<std::vector<uint64_t>> CommitLocked(std::span<const Op> ops) {
-    Stmt next(db_, "UPDATE meta SET value = value + 1 WHERE name = 'version' RETURNING value");
-    Stmt get(db_, "SELECT version FROM kv WHERE key = ?1");
-    Stmt put(db_, "INSERT INTO kv(key, value, version) VALUES(?1, ?2, ?3) "
-                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version");
-    Stmt del(db_, "DELETE FROM kv WHERE key = ?1");
-    if (!next || !get || !put || !del) return Err(Error("prepare commit"));
+    // Prepared once per connection: preparing costs more than a small write.
+    if (!next_) {
+      next_ = std::make_unique<Stmt>(db_, "UPDATE meta SET value = value + 1 WHERE name = 'version' RETURNING value");
+      get_ = std::make_unique<Stmt>(db_, "SELECT version FROM kv WHERE key = ?1");
+      put_ = std::make_unique<Stmt>(db_, "INSERT INTO kv(key, value, version) VALUES(?1, ?2, ?3) "
+                                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version");
+      del_ = std::make_unique<Stmt>(db_, "DELETE FROM kv WHERE key = ?1");
+      if (!*next_ || !*get_ || !*put_ || !*del_) {
+        next_.reset();
+        return Err(Error("prepare commit"));
+      }
+    }
+    Stmt& next = *next_;
+    Stmt& get = *get_;
+    Stmt& put = *put_;
+    Stmt& del = *del_;
     // Compares first, so a failed compare writes nothing.
     for (const Op& op : ops) {
       if (!op.expected_version) continue;
@@ -143,6 +157,7 @@ class SqliteBank final : public Bank {
         return Err(Status::Aborted(fmt::format("bank key {} has version {}, expected {}", op.key, have,
                                                *op.expected_version)));
     }
+    sqlite3_reset(get.get());
     std::vector<uint64_t> versions(ops.size(), 0);
     for (size_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
@@ -164,6 +179,9 @@ class SqliteBank final : public Bank {
       if (sqlite3_step(put.get()) != SQLITE_DONE) return Err(Error("put"));
       versions[i] = static_cast<uint64_t>(version);
     }
+    sqlite3_reset(next.get());
+    sqlite3_reset(put.get());
+    sqlite3_reset(del.get());
     return versions;
   }
 
@@ -188,6 +206,7 @@ class SqliteBank final : public Bank {
 
   std::mutex mu_;  // one connection, used by one thread at a time
   sqlite3* db_ = nullptr;
+  std::unique_ptr<Stmt> next_, get_, put_, del_;  // guarded by mu_
   int lock_fd_ = -1;
   std::string path_;
 };

@@ -102,6 +102,9 @@ class ProducerImpl final : public Producer {
   // Sender side.
   void SenderLoop();
   bool ShouldLinger(Clock::time_point now) const;
+  uint32_t LingerUs() const;
+  static constexpr size_t kEagerBatch = 64;
+  static constexpr uint32_t kAutoLingerUs = 50;
   void PromoteDueRetries(Clock::time_point now);
   void PushReady(uint64_t seq, size_t wire_bytes);
   void SendBatch(std::unique_lock<std::mutex>& lk, Completions* done);
@@ -243,7 +246,9 @@ Result<uint64_t> ProducerImpl::Send(std::string_view payload, AckCallback done, 
     SendBatch(lk, &failed);
     lk.unlock();
     RunCompletions(failed);
-  } else {
+  } else if (ready_.size() == 1 || ready_.size() == kEagerBatch || ready_.size() >= options_.max_batch_messages) {
+    // Wake the sender only when it has something new to decide: a first
+    // message, or a batch full enough to go without lingering.
     sender_cv_.notify_one();
   }
   return seq;
@@ -315,10 +320,21 @@ void ProducerImpl::PushReady(uint64_t seq, size_t wire_bytes) {
   ready_bytes_ += wire_bytes;
 }
 
+uint32_t ProducerImpl::LingerUs() const {
+  if (options_.linger_us > 0) return options_.linger_us;
+  // With messages already in flight, a small batch waits a moment for more:
+  // the ACKs it would race are not back yet, and fuller frames cost the node
+  // (and this process) much less per message. With nothing in flight it goes
+  // at once, so one-at-a-time latency is unchanged.
+  const bool in_flight = unacked_.size() > ready_.size();
+  return in_flight && ready_.size() < kEagerBatch ? kAutoLingerUs : 0;
+}
+
 bool ProducerImpl::ShouldLinger(Clock::time_point now) const {
-  if (options_.linger_us == 0 || flushers_ > 0) return false;
+  if (flushers_ > 0) return false;
   if (ready_.size() >= options_.max_batch_messages || ready_bytes_ >= options_.max_batch_bytes) return false;
-  return now < ready_since_ + std::chrono::microseconds(options_.linger_us);
+  const uint32_t linger = LingerUs();
+  return linger > 0 && now < ready_since_ + std::chrono::microseconds(linger);
 }
 
 void ProducerImpl::PromoteDueRetries(Clock::time_point now) {
@@ -349,7 +365,7 @@ void ProducerImpl::SenderLoop() {
       continue;
     }
     if (ShouldLinger(now)) {
-      sender_cv_.wait_until(lk, ready_since_ + std::chrono::microseconds(options_.linger_us));
+      sender_cv_.wait_until(lk, ready_since_ + std::chrono::microseconds(LingerUs()));
       continue;
     }
     SendBatch(lk, &done);

@@ -75,7 +75,7 @@ class Stream::Impl {
   void StartWriter() { writer_ = std::thread([this] { WriterLoop(); }); }
   void Close();
 
-  void AppendAsync(std::span<const Message> messages, AppendCallback done);
+  void AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode);
   Result<ReadResult> Read(const ReadOptions& options);
   Result<uint64_t> SeekTime(int64_t ts);
   bool WaitFor(uint64_t seq, std::chrono::milliseconds timeout);
@@ -109,6 +109,7 @@ class Stream::Impl {
   Status failed_;
   bool closing_ = false;
   bool closed_ = false;
+  bool writer_active_ = false;   // the writer token: its holder owns appender_
   bool roll_requested_ = false;  // TEST_RollSegment
   uint64_t rolls_done_ = 0;
   Status roll_status_;
@@ -139,6 +140,7 @@ class Stream::Impl {
 
  private:
   void WriterLoop();
+  void WriteOneGroup(std::unique_lock<std::mutex>& l);
   Status WriteGroups(std::deque<Group>& groups);
   void FinishGroups(std::deque<Group>& groups, const Status& write_status);
   Status CreateSegment(uint64_t base_seq, std::string_view first_batch);
@@ -377,7 +379,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
 // ---------------------------------------------------------------------------
 // Appending
 
-void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback done) {
+void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode) {
   size_t bytes = 0;
   for (const Message& m : messages) {
     const size_t size = RecordSize(m);
@@ -426,49 +428,74 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
   g.last_ts = ts;
   g.waiters.push_back({first, count, std::move(done)});
   pending_bytes_ += bytes;
-  const bool wake = pending_.size() == 1 && g.waiters.size() == 1;
+  if (mode == WriteMode::kWriteIfIdle && !writer_active_ && pending_.size() == 1 && g.waiters.size() == 1) {
+    // The writer is idle and this is the only append waiting: write it from
+    // this thread rather than wake the writer (one hand-off less each way).
+    WriteOneGroup(l);
+    const bool more = !pending_.empty();
+    l.unlock();
+    if (more) writer_cv_.notify_one();
+    return;
+  }
+  const bool wake = !writer_active_;
   l.unlock();
   if (wake) writer_cv_.notify_one();
 }
 
+// The writer token (writer_active_) gives one thread at a time the active
+// segment. The writer thread takes it for each group; an appender takes it
+// itself when the writer is idle (WriteOneGroup from AppendAsync), saving
+// two thread hand-offs when appends come one at a time.
 void Stream::Impl::WriterLoop() {
-  std::deque<Group> groups;
   std::unique_lock l(mu_);
   while (true) {
-    if (pending_.empty() && roll_requested_) {
+    writer_cv_.wait_for(l, std::chrono::seconds(1), [&] {
+      return !writer_active_ && (!pending_.empty() || roll_requested_ || closing_);
+    });
+    if (writer_active_) continue;
+    if (!pending_.empty()) {
+      WriteOneGroup(l);
+      continue;
+    }
+    if (roll_requested_) {
       roll_requested_ = false;
+      writer_active_ = true;
       const uint64_t next = slots_.next_seq();
       Status fail = failed_;
       l.unlock();
       Status s = fail.ok() ? CreateSegment(next, {}) : fail;
       l.lock();
+      writer_active_ = false;
       roll_status_ = s;
       ++rolls_done_;
       frontier_cv_.notify_all();
       continue;
     }
-    if (pending_.empty()) {
-      if (closing_) break;
-      writer_cv_.wait_for(l, std::chrono::seconds(1));
-      if (pending_.empty()) {
-        l.unlock();
-        Maintain();
-        l.lock();
-        continue;
-      }
-    }
-    // One batch per write and fdatasync: then at most the last batch of a
-    // segment can be unsynced at a crash, and a good batch after a bad one
-    // proves damage to synced data rather than a torn tail (docs/format.md).
-    groups.push_back(std::move(pending_.front()));
-    pending_.pop_front();
-    Status fail = failed_;
+    if (closing_) break;
+    writer_active_ = true;
     l.unlock();
-    Status s = fail.ok() ? WriteGroups(groups) : fail;
-    FinishGroups(groups, s);
-    groups.clear();
+    Maintain();
     l.lock();
+    writer_active_ = false;
   }
+}
+
+// Requires mu_ held by `l`, the token free and a group pending; writes the
+// front group and resolves its appends. Returns with `l` held.
+void Stream::Impl::WriteOneGroup(std::unique_lock<std::mutex>& l) {
+  writer_active_ = true;
+  // One batch per write and fdatasync: then at most the last batch of a
+  // segment can be unsynced at a crash, and a good batch after a bad one
+  // proves damage to synced data rather than a torn tail (docs/format.md).
+  std::deque<Group> groups;
+  groups.push_back(std::move(pending_.front()));
+  pending_.pop_front();
+  Status fail = failed_;
+  l.unlock();
+  Status s = fail.ok() ? WriteGroups(groups) : fail;
+  FinishGroups(groups, s);
+  l.lock();
+  writer_active_ = false;
 }
 
 Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
@@ -882,8 +909,8 @@ Result<std::unique_ptr<Stream>> Stream::Open(const std::string& dir, StreamOptio
 Stream::Stream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Stream::~Stream() = default;
 
-void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done) {
-  impl_->AppendAsync(messages, std::move(done));
+void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode) {
+  impl_->AppendAsync(messages, std::move(done), mode);
 }
 
 AppendResult Stream::Append(std::span<const Message> messages) {
@@ -891,7 +918,7 @@ AppendResult Stream::Append(std::span<const Message> messages) {
   std::condition_variable cv;
   bool ready = false;
   AppendResult out;
-  impl_->AppendAsync(messages, [&](const AppendResult& r) {
+  AppendAsync(messages, [&](const AppendResult& r) {
     std::lock_guard l(m);
     out = r;
     ready = true;
