@@ -23,7 +23,7 @@ struct BenchLogArgs {
   std::string dir;
   uint64_t messages = 200000;
   size_t size = 100;
-  size_t inflight = 4096;
+  size_t inflight = 1000;
   size_t batch = 1;
   bool json = false;
   bool no_sync = false;
@@ -130,7 +130,7 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   logb->add_option("--dir", a->dir, "Directory for the bench stream (default: a new one under /tmp)");
   logb->add_option("--messages", a->messages, "Messages to append")->default_val(200000);
   logb->add_option("--size", a->size, "Payload bytes per message (>= 8)")->default_val(100);
-  logb->add_option("--inflight", a->inflight, "Appends awaiting their ACK at most")->default_val(4096);
+  logb->add_option("--inflight", a->inflight, "Appends awaiting their ACK at most (W1 uses 1000)")->default_val(1000);
   logb->add_option("--batch", a->batch, "Messages per append call")->default_val(1);
   logb->add_flag("--json", a->json, "Print one JSON object");
   logb->add_flag("--no-sync", a->no_sync, "sync=none: no fdatasync (not durable; for comparison)");
