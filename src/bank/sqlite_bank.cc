@@ -144,6 +144,18 @@ class SqliteBank final : public Bank {
     Stmt& get = *get_;
     Stmt& put = *put_;
     Stmt& del = *del_;
+    // Every return path resets the cached statements: one left mid-query
+    // keeps a read snapshot open, and the next write transaction on this
+    // connection would then fail with SQLITE_BUSY_SNAPSHOT.
+    struct ResetAll {
+      Stmt* s[4];
+      ~ResetAll() {
+        for (Stmt* x : s) {
+          sqlite3_reset(x->get());
+          sqlite3_clear_bindings(x->get());
+        }
+      }
+    } reset_all{{&next, &get, &put, &del}};
     // Compares first, so a failed compare writes nothing.
     for (const Op& op : ops) {
       if (!op.expected_version) continue;
@@ -157,7 +169,6 @@ class SqliteBank final : public Bank {
         return Err(Status::Aborted(fmt::format("bank key {} has version {}, expected {}", op.key, have,
                                                *op.expected_version)));
     }
-    sqlite3_reset(get.get());
     std::vector<uint64_t> versions(ops.size(), 0);
     for (size_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
@@ -179,16 +190,15 @@ class SqliteBank final : public Bank {
       if (sqlite3_step(put.get()) != SQLITE_DONE) return Err(Error("put"));
       versions[i] = static_cast<uint64_t>(version);
     }
-    sqlite3_reset(next.get());
-    sqlite3_reset(put.get());
-    sqlite3_reset(del.get());
     return versions;
   }
 
   Status Exec(const char* sql) {
     char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      Status s = Status::IOError(fmt::format("bank {}: {}: {}", path_, sql, err ? err : "?"));
+    if (int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err); rc != SQLITE_OK) {
+      std::string msg = fmt::format("bank {}: {}: {}", path_, sql, err ? err : "?");
+      const int primary = rc & 0xFF;
+      Status s = primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? Status::Unavailable(msg) : Status::IOError(msg);
       sqlite3_free(err);
       return s;
     }

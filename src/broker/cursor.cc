@@ -32,20 +32,21 @@ void Cursor::Delivered(uint64_t seq, uint64_t session, int64_t deadline_ms) {
 
 void Cursor::Done(uint64_t seq) {
   pending_.erase(seq);
-  if (seq > ack_floor_) done_above_.insert(seq);
+  if (seq > ack_floor_) AddDone(seq, seq + 1);
   AdvanceNext(seq + 1);
   Raise();
 }
 
 void Cursor::Gap(uint64_t first, uint64_t count) {
   const uint64_t end = first + count;
-  if (first == ack_floor_ + 1 && pending_.empty() && done_above_.empty()) {
-    ack_floor_ = end - 1;  // the common case: no work
-  } else {
-    for (uint64_t s = std::max(first, ack_floor_ + 1); s < end; ++s) {
-      if (!pending_.count(s)) done_above_.insert(s);
-    }
+  // Holes never hold a delivered message; should a gap notice claim a
+  // pending seq anyway, that delivery stays pending.
+  uint64_t from = std::max(first, ack_floor_ + 1);
+  for (auto it = pending_.lower_bound(from); it != pending_.end() && it->first < end; ++it) {
+    if (from < it->first) AddDone(from, it->first);
+    from = it->first + 1;
   }
+  if (from < end) AddDone(from, end);
   AdvanceNext(end);
   Raise();
 }
@@ -101,10 +102,36 @@ int64_t Cursor::NextDeadline() const {
 }
 
 void Cursor::Raise() {
-  while (!done_above_.empty() && *done_above_.begin() == ack_floor_ + 1) {
+  // Ranges never touch, so at most the first one starts at the floor.
+  if (!done_above_.empty() && done_above_.begin()->first == ack_floor_ + 1) {
+    ack_floor_ = done_above_.begin()->second - 1;
     done_above_.erase(done_above_.begin());
-    ++ack_floor_;
   }
+}
+
+void Cursor::AddDone(uint64_t first, uint64_t end) {
+  // Merge with a range that ends at or after `first` and starts before it.
+  auto it = done_above_.upper_bound(first);
+  if (it != done_above_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second >= first) {
+      first = prev->first;
+      end = std::max(end, prev->second);
+      it = done_above_.erase(prev);
+    }
+  }
+  // Absorb the ranges that start within [first, end].
+  while (it != done_above_.end() && it->first <= end) {
+    end = std::max(end, it->second);
+    it = done_above_.erase(it);
+  }
+  done_above_.emplace(first, end);
+}
+
+bool Cursor::IsAnswered(uint64_t seq) const {
+  if (seq <= ack_floor_) return true;
+  auto it = done_above_.upper_bound(seq);
+  return it != done_above_.begin() && std::prev(it)->second > seq;
 }
 
 std::string Cursor::Encode() const {
@@ -114,7 +141,10 @@ std::string Cursor::Encode() const {
   e.U64(ack_floor_);
   e.U64(next_seq_);
   e.U32(static_cast<uint32_t>(done_above_.size()));
-  for (uint64_t s : done_above_) e.U64(s);
+  for (const auto& [first, end] : done_above_) {
+    e.U64(first);
+    e.U64(end);
+  }
   e.U32(static_cast<uint32_t>(pending_.size()));
   for (const auto& [seq, p] : pending_) {
     e.U64(seq);
@@ -131,11 +161,20 @@ Result<Cursor> Cursor::Decode(std::string_view bytes) {
   Cursor c;
   c.ack_floor_ = d.U64();
   c.next_seq_ = d.U64();
-  uint32_t n = d.Count(8);
-  for (uint32_t i = 0; i < n; ++i) c.done_above_.insert(d.U64());
+  uint32_t n = d.Count(16);
+  uint64_t prev_end = c.ack_floor_ + 1;
+  for (uint32_t i = 0; i < n && d.ok(); ++i) {
+    const uint64_t first = d.U64(), end = d.U64();
+    // Ranges in order, not touching each other or the floor, below next_seq.
+    if (d.ok() && (first <= prev_end || end <= first || end > c.next_seq_)) d.Fail("answered range out of order");
+    c.done_above_.emplace(first, end);
+    prev_end = end;
+  }
   n = d.Count(28);
-  for (uint32_t i = 0; i < n; ++i) {
+  for (uint32_t i = 0; i < n && d.ok(); ++i) {
     uint64_t seq = d.U64();
+    if (d.ok() && (seq <= c.ack_floor_ || seq >= c.next_seq_ || c.IsAnswered(seq) || c.pending_.count(seq)))
+      d.Fail("pending seq outside (ack floor, next seq) or already answered");
     PendingEntry p;
     p.delivery_count = d.U32();
     p.deadline_ms = d.I64();

@@ -18,7 +18,6 @@
 
 #include <cstdint>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -60,7 +59,7 @@ class Cursor {
   uint64_t ack_floor() const { return ack_floor_; }
   uint64_t next_seq() const { return next_seq_; }
   const std::map<uint64_t, PendingEntry>& pending() const { return pending_; }
-  bool IsAnswered(uint64_t seq) const { return seq <= ack_floor_ || done_above_.count(seq) > 0; }
+  bool IsAnswered(uint64_t seq) const;
   const PendingEntry* Find(uint64_t seq) const;
   // Earliest deadline of any pending entry (INT64_MAX if none).
   int64_t NextDeadline() const;
@@ -71,10 +70,15 @@ class Cursor {
 
  private:
   void Raise();  // moves ack_floor over answered seqs
+  // Adds [first, end) to done_above_, merging with neighbours.
+  void AddDone(uint64_t first, uint64_t end);
 
   uint64_t ack_floor_;
   uint64_t next_seq_;
-  std::set<uint64_t> done_above_;
+  // Answered seqs above the floor, as disjoint ranges first -> end
+  // (exclusive), not adjacent to one another: a gap of a million holes is one
+  // entry.
+  std::map<uint64_t, uint64_t> done_above_;
   std::map<uint64_t, PendingEntry> pending_;
 };
 
