@@ -475,7 +475,8 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
   // time) is written by this I/O thread if the stream's writer is idle,
   // saving two thread hand-offs. With publishes in flight it queues, so the
   // writer thread groups them into one commit.
-  const log::WriteMode mode = inflight_bytes_ == 0 ? log::WriteMode::kWriteIfIdle : log::WriteMode::kQueue;
+  const log::WriteMode mode = node_->options_.write_on_io_thread && inflight_bytes_ == 0 ? log::WriteMode::kWriteIfIdle
+                                                                                       : log::WriteMode::kQueue;
   wait->remaining += fresh.empty() ? 1 : fresh.size() + 1;  // +1: held until everything is registered
   inflight_bytes_ += wait->bytes;
   node_->inflight_bytes_ += wait->bytes;
