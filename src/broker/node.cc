@@ -151,7 +151,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void RequestClose() {
     close_after_flush_ = true;
     reading_ = false;
-    if (!writing_) FinishClose();
+    MaybeClose();
+  }
+  // Closes once nothing is being written and no PUBLISH awaits its ACK.
+  void MaybeClose() {
+    if (close_after_flush_ && !writing_ && inflight_bytes_ == 0) FinishClose();
   }
   void FinishClose();
   void Error(uint64_t request_id, wire::WireError code, std::string_view message, bool close = false) {
@@ -217,7 +221,7 @@ void Connection::OnWritten(const asio::error_code& ec) {
   writing_ = false;
   if (ec) return FinishClose();
   if (!outbox_.empty()) return StartWrite();
-  if (close_after_flush_) FinishClose();
+  MaybeClose();
 }
 
 void Connection::FinishClose() {
@@ -275,11 +279,18 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
     case FrameType::kHello:
       OnHello(h.request_id, body);
       break;
-    case FrameType::kPing:
-      Enqueue([&] { std::string f; wire::AppendFrame(&f, h.request_id, wire::Pong{}); return f; }());
+    case FrameType::kPing: {
+      if (auto p = wire::DecodeBodyAs<wire::Ping>(body); !p)
+        co_return Error(h.request_id, wire::WireError::kMalformedFrame, p.error().message(), true);
+      std::string f;
+      wire::AppendFrame(&f, h.request_id, wire::Pong{});
+      Enqueue(f);
       break;
+    }
     case FrameType::kGoodbye:
-      RequestClose();
+      if (auto g = wire::DecodeBodyAs<wire::Goodbye>(body); !g)
+        co_return Error(h.request_id, wire::WireError::kMalformedFrame, g.error().message(), true);
+      RequestClose();  // after the ACKs of what is in flight
       break;
     case FrameType::kSessionOpen:
       OnSessionOpen(h.request_id, body);
@@ -468,6 +479,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
     asio::post(self->strand_, [self, f = std::move(f)] {
       self->Enqueue(f);
       self->inflight_signal_.cancel();
+      self->MaybeClose();  // a GOODBYE may be waiting for this ACK
     });
   };
   const size_t in_doubt = wait->remaining.load();

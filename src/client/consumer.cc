@@ -396,6 +396,10 @@ void ConsumerImpl::DeliveryLoop() {
     deliveries_.pop_front();
     for (const ReceivedMessage& m : batch.messages) {
       if (!subscribed_ || stopping_) break;  // Stop dropped the rest
+      // Pushed on a connection that has since closed: the node released
+      // those deliveries and sends them again on the new one, so handling
+      // the stale copy would hand the handler the message twice.
+      if (batch.conn_gen != conn_gen_) break;
       std::shared_ptr<const Handler> handler = handler_;
       handler_running_ = true;
       lk.unlock();
