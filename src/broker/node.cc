@@ -483,12 +483,6 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
     });
   };
   const size_t in_doubt = wait->remaining.load();
-  // Nothing else of this connection in flight: a lone publish (one at a
-  // time) is written by this I/O thread if the stream's writer is idle,
-  // saving two thread hand-offs. With publishes in flight it queues, so the
-  // writer thread groups them into one commit.
-  const log::WriteMode mode = node_->options_.write_on_io_thread && inflight_bytes_ == 0 ? log::WriteMode::kWriteIfIdle
-                                                                                       : log::WriteMode::kQueue;
   wait->remaining += fresh.empty() ? 1 : fresh.size() + 1;  // +1: held until everything is registered
   inflight_bytes_ += wait->bytes;
   node_->inflight_bytes_ += wait->bytes;
@@ -503,7 +497,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
         }
       }
       finish(fresh_index.size());
-    }, mode);
+    });
   }
   session_lock.unlock();
   // Duplicates of in-doubt messages: wait for the frontier to pass them. If

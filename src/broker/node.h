@@ -31,12 +31,6 @@ struct NodeOptions {
   uint64_t max_connection_inflight_bytes = 32ull << 20;
   uint64_t max_node_inflight_bytes = 256ull << 20;
   uint32_t max_ack_pending = 10000;         // per durable consumer
-  // A lone publish (its connection has nothing else in flight, the stream's
-  // writer is idle) is written and synced by the I/O thread that received
-  // it: two thread hand-offs less one at a time (W2), at the price of that
-  // I/O thread blocking for one fdatasync. Off: every write goes through the
-  // stream's writer thread.
-  bool write_on_io_thread = true;
   bool direct_io = true;
 };
 

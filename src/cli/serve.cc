@@ -20,8 +20,6 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_option("--max-message-bytes", o->max_message_bytes, "Largest message payload the node accepts")
       ->default_val(o->max_message_bytes);
   serve->add_flag("--no-direct-io", [o](int64_t) { o->direct_io = false; }, "Write segments through the page cache");
-  serve->add_flag("--no-io-thread-writes", [o](int64_t) { o->write_on_io_thread = false; },
-                  "Never write a lone publish on the I/O thread that got it (all writes on the stream's writer thread)");
   serve->callback([o, exit_code] {
     auto node = broker::Node::Start(*o);
     if (!node) {

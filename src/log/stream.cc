@@ -75,7 +75,7 @@ class Stream::Impl {
   void StartWriter() { writer_ = std::thread([this] { WriterLoop(); }); }
   void Close();
 
-  void AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode);
+  void AppendAsync(std::span<const Message> messages, AppendCallback done);
   Result<ReadResult> Read(const ReadOptions& options);
   Result<uint64_t> SeekTime(int64_t ts);
   bool WaitFor(uint64_t seq, std::chrono::milliseconds timeout);
@@ -109,7 +109,7 @@ class Stream::Impl {
   Status failed_;
   bool closing_ = false;
   bool closed_ = false;
-  bool writer_active_ = false;   // the writer token: its holder owns appender_
+  bool writer_active_ = false;   // the writer thread is busy (no need to wake it)
   bool roll_requested_ = false;  // TEST_RollSegment
   uint64_t rolls_done_ = 0;
   Status roll_status_;
@@ -379,7 +379,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
 // ---------------------------------------------------------------------------
 // Appending
 
-void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode) {
+void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback done) {
   size_t bytes = 0;
   for (const Message& m : messages) {
     const size_t size = RecordSize(m);
@@ -428,31 +428,18 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
   g.last_ts = ts;
   g.waiters.push_back({first, count, std::move(done)});
   pending_bytes_ += bytes;
-  if (mode == WriteMode::kWriteIfIdle && !writer_active_ && pending_.size() == 1 && g.waiters.size() == 1) {
-    // The writer is idle and this is the only append waiting: write it from
-    // this thread rather than wake the writer (one hand-off less each way).
-    WriteOneGroup(l);
-    const bool more = !pending_.empty();
-    l.unlock();
-    if (more) writer_cv_.notify_one();
-    return;
-  }
   const bool wake = !writer_active_;
   l.unlock();
   if (wake) writer_cv_.notify_one();
 }
 
-// The writer token (writer_active_) gives one thread at a time the active
-// segment. The writer thread takes it for each group; an appender takes it
-// itself when the writer is idle (WriteOneGroup from AppendAsync), saving
-// two thread hand-offs when appends come one at a time.
+// The writer thread owns the active segment. writer_active_ is set while it
+// works (writing, rolling, maintenance), so appenders know not to wake it.
 void Stream::Impl::WriterLoop() {
   std::unique_lock l(mu_);
   while (true) {
-    writer_cv_.wait_for(l, std::chrono::seconds(1), [&] {
-      return !writer_active_ && (!pending_.empty() || roll_requested_ || closing_);
-    });
-    if (writer_active_) continue;
+    writer_cv_.wait_for(l, std::chrono::seconds(1),
+                        [&] { return !pending_.empty() || roll_requested_ || closing_; });
     if (!pending_.empty()) {
       WriteOneGroup(l);
       continue;
@@ -480,8 +467,8 @@ void Stream::Impl::WriterLoop() {
   }
 }
 
-// Requires mu_ held by `l`, the token free and a group pending; writes the
-// front group and resolves its appends. Returns with `l` held.
+// Requires mu_ held by `l` and a group pending; writes the front group and
+// resolves its appends. Returns with `l` held.
 void Stream::Impl::WriteOneGroup(std::unique_lock<std::mutex>& l) {
   writer_active_ = true;
   // One batch per write and fdatasync: then at most the last batch of a
@@ -909,8 +896,8 @@ Result<std::unique_ptr<Stream>> Stream::Open(const std::string& dir, StreamOptio
 Stream::Stream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Stream::~Stream() = default;
 
-void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode) {
-  impl_->AppendAsync(messages, std::move(done), mode);
+void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done) {
+  impl_->AppendAsync(messages, std::move(done));
 }
 
 AppendResult Stream::Append(std::span<const Message> messages) {

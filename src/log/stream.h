@@ -12,11 +12,8 @@
 // See docs/format.md for the files and the recovery rules.
 //
 // Thread safety: every method may be called from any thread. Callbacks run on
-// the stream's writer thread, or inside AppendAsync on the caller's thread
-// when the append is refused at once (or, with WriteMode::kWriteIfIdle, when
-// the caller wrote its group itself): keep them short, and with that mode do
-// not hold a lock in AppendAsync's caller that a callback or the frontier
-// listener takes.
+// the stream's writer thread (or inline when an append is refused at once):
+// keep them short.
 #pragma once
 
 #include <chrono>
@@ -81,16 +78,6 @@ struct AppendResult {
 };
 using AppendCallback = std::function<void(const AppendResult&)>;
 
-// Who writes an append.
-enum class WriteMode {
-  kQueue,        // the writer thread (group commit with what else is waiting)
-  // If the writer is idle and nothing else waits, the calling thread writes
-  // and syncs the group itself: two thread hand-offs less for a lone append
-  // (latency one at a time), but the caller blocks for the fdatasync. Use it
-  // only when the caller knows nothing else of its own is in flight.
-  kWriteIfIdle,
-};
-
 // One item of a read: a message, or a gap of `gap_count` hole seqs. The views
 // point into a batch that `bytes` keeps alive (no copy per message).
 struct Entry {
@@ -150,7 +137,7 @@ class Stream {
   // durable (OK), when it failed (error, with hole=true if the seqs became
   // holes), or at once if refused (error, no seqs). Blocks while more than
   // max_pending_bytes wait to be written (backpressure).
-  void AppendAsync(std::span<const Message> messages, AppendCallback done, WriteMode mode = WriteMode::kQueue);
+  void AppendAsync(std::span<const Message> messages, AppendCallback done);
   AppendResult Append(std::span<const Message> messages);  // waits for the outcome
 
   // Reads visible entries from options.from_seq. OutOfRange if from_seq is
