@@ -29,6 +29,7 @@ struct BenchLogArgs {
   bool no_sync = false;
   bool buffered = false;
   bool keep = false;
+  uint64_t cache_mb = 64;
 };
 
 int BenchLog(const BenchLogArgs& a) {
@@ -47,6 +48,7 @@ int BenchLog(const BenchLogArgs& a) {
   log::StreamOptions o;
   if (a.no_sync) o.sync = log::SyncMode::kNone;
   o.direct_io = !a.buffered;
+  o.cache_bytes = a.cache_mb << 20;
   auto opened = log::Stream::Open(stream_dir, o);
   if (!opened) return fmt::print(stderr, "error: {}\n", opened.error().ToString()), 1;
   log::Stream& stream = **opened;
@@ -136,6 +138,7 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   logb->add_flag("--no-sync", a->no_sync, "sync=none: no fdatasync (not durable; for comparison)");
   logb->add_flag("--buffered", a->buffered, "Buffered writes instead of O_DIRECT");
   logb->add_flag("--keep", a->keep, "Keep the stream directory");
+  logb->add_option("--cache-mb", a->cache_mb, "Stream's cache of recent batches, MiB")->default_val(64);
   logb->callback([=] { *exit_code = BenchLog(*a); });
   RegisterBrokerBenchCommands(bench, exit_code);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <list>
 #include <mutex>
@@ -27,6 +28,10 @@ struct Segment {
   std::string path;
   int64_t created_us = 0;
   std::shared_ptr<File> read_file;  // buffered handle for readers
+  // O_DIRECT handle for large cold reads (null where the file system refuses
+  // direct I/O): the page cache never saw these bytes, since writes bypass
+  // it, and its small readahead makes buffered reads of them slow.
+  std::shared_ptr<File> direct_read_file;
   // Guarded by mu_:
   uint64_t end_seq = 0;     // one past the last seq it holds
   uint64_t size = 0;        // end of its last written batch (committed bytes)
@@ -147,6 +152,9 @@ class Stream::Impl {
   void Maintain();
   Result<std::shared_ptr<const std::string>> LoadBatch(const Segment& seg, uint64_t offset);
   Result<BatchHeader> LoadHeader(const Segment& seg, uint64_t offset);
+  std::shared_ptr<File> OpenDirectReader(const std::string& path);
+  static Result<std::shared_ptr<std::string>> ReadDirect(File& file, uint64_t offset, uint64_t len);
+  static constexpr uint32_t kDirectReadBytes = 64 * 1024;  // smaller batches: buffered reads
   bool NextView(uint64_t seq, SegmentView* view);
   Status ScanAll();
 };
@@ -221,6 +229,7 @@ Status Stream::Impl::Recover() {
     auto rf = env_->Open(seg->path, {});
     if (!rf) return rf.error();
     seg->read_file = std::move(*rf);
+    seg->direct_read_file = OpenDirectReader(seg->path);
     ScanOptions so;
     so.verify_crc = last;
     so.index_interval = options_.index_interval_bytes;
@@ -354,6 +363,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   seg->path = path;
   seg->created_us = h.created_us;
   seg->read_file = std::move(*rf);
+  seg->direct_read_file = OpenDirectReader(path);
   seg->size = appender->end();
   seg->end_seq = base_seq;
   {
@@ -698,6 +708,29 @@ Result<BatchHeader> Stream::Impl::LoadHeader(const Segment& seg, uint64_t offset
   return h;
 }
 
+std::shared_ptr<File> Stream::Impl::OpenDirectReader(const std::string& path) {
+  if (!options_.direct_io) return nullptr;
+  auto f = env_->Open(path, {.direct = true});
+  if (!f || !(*f)->direct()) return nullptr;
+  return std::move(*f);
+}
+
+// Reads [offset, offset+len) through an O_DIRECT handle: the aligned blocks
+// around it into an aligned buffer, then the range out of them. A short
+// result means the file ends early.
+Result<std::shared_ptr<std::string>> Stream::Impl::ReadDirect(File& file, uint64_t offset, uint64_t len) {
+  constexpr uint64_t kAlign = kDirectIoAlignment;
+  const uint64_t start = offset & ~(kAlign - 1);
+  const uint64_t end = (offset + len + kAlign - 1) & ~(kAlign - 1);
+  std::unique_ptr<char, decltype(&std::free)> buf(static_cast<char*>(std::aligned_alloc(kAlign, end - start)),
+                                                  &std::free);
+  if (!buf) return Err(Status::Internal("out of memory reading a batch"));
+  auto n = file.ReadAt(start, {buf.get(), static_cast<size_t>(end - start)});
+  if (!n) return Err(n.error());
+  const uint64_t got = *n > offset - start ? std::min<uint64_t>(*n - (offset - start), len) : 0;
+  return std::make_shared<std::string>(buf.get() + (offset - start), got);
+}
+
 Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment& seg, uint64_t offset) {
   {
     std::lock_guard l(cache_mu_);
@@ -713,10 +746,18 @@ Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment
   if (*n != head.size()) return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
   auto h = DecodeBatchHeader(head);
   if (!h) return Err(Status::Corruption(fmt::format("{} at offset {}: {}", seg.path, offset, h.error().message())));
-  auto bytes = std::make_shared<std::string>(h->length, '\0');
-  n = seg.read_file->ReadAt(offset, *bytes);
-  if (!n) return Err(n.error());
-  if (*n != bytes->size()) return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
+  std::shared_ptr<std::string> bytes;
+  if (seg.direct_read_file && h->length >= kDirectReadBytes) {
+    auto direct = ReadDirect(*seg.direct_read_file, offset, h->length);
+    if (!direct) return Err(direct.error());
+    bytes = std::move(*direct);
+  } else {
+    bytes = std::make_shared<std::string>(h->length, '\0');
+    n = seg.read_file->ReadAt(offset, *bytes);
+    if (!n) return Err(n.error());
+  }
+  if (bytes->size() != h->length)
+    return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
   auto v = VerifyBatch(*bytes);
   if (!v) return Err(Status::Corruption(fmt::format("{} at offset {}: {}", seg.path, offset, v.error().message())));
   std::shared_ptr<const std::string> out = std::move(bytes);
