@@ -1688,7 +1688,7 @@ TEST_F(E2eTest, BadInputGetsErrorsAndNodeKeepsServing) {
     pub.messages = {{.producer_seq = 0, .payload = "seq zero"},
                     {.producer_seq = 5, .payload = "fine"},
                     {.producer_seq = 5, .payload = "not increasing"},
-                    {.producer_seq = 6, .headers = std::string_view("\x05\x00ab", 4), .payload = "bad headers"}};
+                    {.producer_seq = 6, .headers = std::string_view("\x05\x00" "ab", 4), .payload = "bad headers"}};
     ASSERT_TRUE(c->Send(FrameOf(3, pub)));
     ASSERT_EQ(c->ReadFrame(5000, &f), RawConn::Read::kFrame);
     ASSERT_EQ(f.type, T(wire::FrameType::kPublishAck)) << "error " << ErrorCodeOf(f);
