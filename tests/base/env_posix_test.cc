@@ -14,27 +14,12 @@
 #include <gtest/gtest.h>
 
 #include "base/env.h"
+#include "support/temp_dir.h"
 
 namespace floe {
 namespace {
 
-// A fresh directory removed with everything in it when the test ends.
-class TempDir {
- public:
-  explicit TempDir(const std::string& base = ::testing::TempDir()) {
-    std::string pattern = base + "/floe_env_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::floe::test::TempDir;
 
 class EnvPosixTest : public ::testing::Test {
  protected:

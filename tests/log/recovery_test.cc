@@ -19,28 +19,14 @@
 #include "log/format.h"
 #include "log/segment.h"
 #include "log/stream.h"
+#include "support/temp_dir.h"
 
 namespace floe::log {
 namespace {
 
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "/floe_recovery_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::floe::test::TempDir;
 
 std::string PayloadFor(uint64_t i, size_t size = 150) {
   std::string p = "message-" + std::to_string(i) + "-";

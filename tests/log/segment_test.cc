@@ -17,28 +17,14 @@
 #include "base/env.h"
 #include "log/batch.h"
 #include "log/format.h"
+#include "support/temp_dir.h"
 
 namespace floe::log {
 namespace {
 
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "/floe_segment_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::floe::test::TempDir;
 
 constexpr uint64_t AlignUp(uint64_t v) { return (v + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment; }
 

@@ -23,6 +23,7 @@
 #include "base/env.h"
 #include "log/format.h"
 #include "log/segment.h"
+#include "support/temp_dir.h"
 
 namespace floe::log {
 namespace {
@@ -32,22 +33,7 @@ using ::testing::HasSubstr;
 // Generous: only reached when the code under test is broken.
 constexpr auto kLongWait = std::chrono::seconds(60);
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "/floe_stream_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::floe::test::TempDir;
 
 // The POSIX Env with a clock the test sets.
 class ClockEnv final : public Env {
