@@ -61,7 +61,7 @@ for ((r = 1; r <= runs; r++)); do
 done
 
 printf '%-28s %12s   %s\n' "figure" "median" "runs"
-for k in $(printf '%s\n' "${!results[@]}" | sort | tr ' ' '_'); do
-  key=${k//_/ }
+for k in $(printf '%s\n' "${!results[@]}" | sort | tr ' ' '|'); do
+  key=${k//|/ }
   printf '%-28s %12s   %s\n' "$key" "$(echo "${results[$key]}" | tr ' ' '\n' | grep . | median)" "${results[$key]}"
 done

@@ -125,7 +125,8 @@ int BenchLog(const BenchLogArgs& a) {
 }  // namespace
 
 void RegisterBenchCommands(CLI::App& app, int* exit_code) {
-  auto* bench = app.add_subcommand("bench", "Measure floe (see BENCHMARKS in docs)");
+  auto* bench = app.add_subcommand(
+      "bench", "Measure floe: the log alone (log), or workloads W1-W3 against a running node (publish, consume)");
   bench->require_subcommand(1);
   auto a = std::make_shared<BenchLogArgs>();
   auto* logb = bench->add_subcommand("log", "Durable appends through the log with group commit, then a full read");
