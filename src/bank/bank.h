@@ -51,6 +51,17 @@ struct Op {
   static Op Check(std::string key, uint64_t expected) { return {Kind::kCheck, std::move(key), {}, expected}; }
 };
 
+// A lock in the bank: one owner at a time until it expires or is released.
+// The fencing epoch grows by one at every new holder; a node that lost its
+// lease (paused, partitioned) cannot write with it any more: see FencedBy.
+struct Lease {
+  std::string name;        // what is locked, e.g. "streams/orders"
+  std::string owner;       // e.g. a node id
+  uint64_t epoch = 0;      // 1 for the first holder, +1 for each new holder
+  int64_t expires_ms = 0;  // wall clock, ms since the epoch; 0: released
+  uint64_t version = 0;    // bank version of the lease record (internal)
+};
+
 class Bank {
  public:
   virtual ~Bank() = default;
@@ -67,6 +78,26 @@ class Bank {
   // Conveniences over Commit.
   Result<uint64_t> Put(std::string key, std::string value, std::optional<uint64_t> expected = std::nullopt);
   Status Delete(std::string key, std::optional<uint64_t> expected = std::nullopt);
+
+  // Leases, built on compare-and-set (the record lives at "leases/<name>").
+  // Takes `name` for `owner` until now_ms + ttl_ms if it is free, expired,
+  // released, or already held by `owner` (then it is renewed, same epoch).
+  // Unavailable if another owner holds it unexpired. `now_ms` is the caller's
+  // wall clock: every holder of one bank must share a clock (one host), or
+  // rely on epochs alone for safety.
+  Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms);
+  // Extends a held lease. Aborted if it was taken over (the epoch moved) or
+  // released; the caller must then stop acting for it.
+  Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms);
+  // Gives the lease up (its epoch stays, so the next holder's is higher).
+  // Aborted if it had already been lost.
+  Status ReleaseLease(const Lease& lease);
+  // The lease record of `name`; NotFound if it was never taken.
+  Result<Lease> GetLease(std::string_view name);
+  // An op that makes a Commit fail with Aborted unless `lease` is still the
+  // current record (not renewed by another, released or taken over since):
+  // a fenced write. Pass the Lease returned by the latest Acquire/Renew.
+  static Op FencedBy(const Lease& lease);
 };
 
 // Opens (creating if missing) a SQLite bank file. Several processes may open

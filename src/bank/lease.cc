@@ -1,0 +1,103 @@
+// Leases over any bank's compare-and-set (docs/bank.md "Leases").
+#include <fmt/format.h>
+
+#include "bank/bank.h"
+#include "wire/codec.h"
+
+namespace floe::bank {
+namespace {
+
+constexpr uint8_t kLeaseEncodingVersion = 1;
+
+std::string LeaseKey(std::string_view name) { return fmt::format("leases/{}", name); }
+
+std::string EncodeLease(const Lease& l) {
+  std::string out;
+  wire::Encoder e(&out);
+  e.U8(kLeaseEncodingVersion);
+  e.String(l.owner);
+  e.U64(l.epoch);
+  e.I64(l.expires_ms);
+  return out;
+}
+
+Result<Lease> DecodeLease(std::string_view name, const Versioned& v) {
+  wire::Decoder d({v.value.data(), v.value.size()});
+  if (d.U8() != kLeaseEncodingVersion) return Err(Status::Corruption("unknown lease encoding"));
+  Lease l;
+  l.name = std::string(name);
+  l.owner = std::string(d.String());
+  l.epoch = d.U64();
+  l.expires_ms = d.I64();
+  l.version = v.version;
+  Status s = d.Finish();
+  if (!s.ok()) return Err(Status::Corruption(fmt::format("lease {}: {}", name, s.message())));
+  return l;
+}
+
+}  // namespace
+
+Result<Lease> Bank::GetLease(std::string_view name) {
+  auto v = Get(LeaseKey(name));
+  if (!v) return Err(v.error());
+  return DecodeLease(name, *v);
+}
+
+Result<Lease> Bank::AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms) {
+  if (owner.empty() || ttl_ms <= 0) return Err(Status::InvalidArgument("a lease needs an owner and a positive TTL"));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    Lease next;
+    next.name = std::string(name);
+    next.owner = std::string(owner);
+    next.expires_ms = now_ms + ttl_ms;
+    uint64_t expected = 0;
+    auto current = GetLease(name);
+    if (current) {
+      expected = current->version;
+      const bool live = current->expires_ms > now_ms;
+      if (live && current->owner != owner)
+        return Err(Status::Unavailable(fmt::format("lease {} is held by {} (epoch {}) for {} ms more", name,
+                                                   current->owner, current->epoch, current->expires_ms - now_ms)));
+      // Ours and live: a renewal. Otherwise a new holder: a higher epoch.
+      next.epoch = live ? current->epoch : current->epoch + 1;
+    } else if (current.error().IsNotFound()) {
+      next.epoch = 1;
+    } else {
+      return Err(current.error());
+    }
+    auto r = Put(LeaseKey(name), EncodeLease(next), expected);
+    if (r) {
+      next.version = *r;
+      return next;
+    }
+    if (r.error().code() != ErrorCode::kAborted) return Err(r.error());
+    // Someone changed it between our read and our write: look again.
+  }
+  return Err(Status::Unavailable(fmt::format("lease {}: too much contention", name)));
+}
+
+Result<Lease> Bank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) {
+  Lease next = lease;
+  next.expires_ms = now_ms + ttl_ms;
+  auto r = Put(LeaseKey(lease.name), EncodeLease(next), lease.version);
+  if (!r) {
+    if (r.error().code() == ErrorCode::kAborted)
+      return Err(Status::Aborted(fmt::format("lease {} (epoch {}) was lost", lease.name, lease.epoch)));
+    return Err(r.error());
+  }
+  next.version = *r;
+  return next;
+}
+
+Status Bank::ReleaseLease(const Lease& lease) {
+  Lease released = lease;
+  released.expires_ms = 0;
+  auto r = Put(LeaseKey(lease.name), EncodeLease(released), lease.version);
+  if (!r && r.error().code() == ErrorCode::kAborted)
+    return Status::Aborted(fmt::format("lease {} (epoch {}) was already lost", lease.name, lease.epoch));
+  return r ? Status::OK() : r.error();
+}
+
+Op Bank::FencedBy(const Lease& lease) { return Op::Check(LeaseKey(lease.name), lease.version); }
+
+}  // namespace floe::bank
