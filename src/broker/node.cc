@@ -474,10 +474,13 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
     if (wait->remaining.fetch_sub(n) != n) return;
     std::string f;
     wire::AppendFrame(&f, wait->request_id, wait->ack);
-    self->inflight_bytes_ -= wait->bytes;
-    self->node_->inflight_bytes_ -= wait->bytes;
-    asio::post(self->strand_, [self, f = std::move(f)] {
+    // The in-flight counts drop on the strand, after the ACK is queued: a
+    // close that waits for them (GOODBYE, node stop) then cannot slip in
+    // between and drop the ACK.
+    asio::post(self->strand_, [self, f = std::move(f), bytes = wait->bytes] {
       self->Enqueue(f);
+      self->inflight_bytes_ -= bytes;
+      self->node_->inflight_bytes_ -= bytes;
       self->inflight_signal_.cancel();
       self->MaybeClose();  // a GOODBYE may be waiting for this ACK
     });
