@@ -650,10 +650,13 @@ awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
   while (true) {
     std::string frame;
     const size_t n = Deliver(req, max_messages, max_bytes, &frame);
-    if (n > 0 || closed_ || node_->stopping_ || std::chrono::steady_clock::now() >= until) {
+    if (n > 0 || closed_ || std::chrono::steady_clock::now() >= until) {
       Enqueue(frame);
       co_return;
     }
+    // Stopping: no empty answer (nothing "came in time" — time was cut
+    // short); the connection closes and the client asks again elsewhere.
+    if (node_->stopping_) co_return;
     // Wake at the frontier's next move, a pending deadline, or the end.
     int64_t next_deadline;
     {
