@@ -16,6 +16,8 @@
 
 #include "bank/bank.h"
 #include "broker/registry.h"
+#include "broker/session.h"
+#include "cluster/cluster.h"
 #include "log/batch.h"
 
 namespace floe::broker {
@@ -29,17 +31,41 @@ using Strand = asio::any_io_executor;
 
 class Connection;
 
-std::string ErrorFrame(uint64_t request_id, wire::WireError code, std::string_view message) {
+std::string ErrorFrame(uint64_t request_id, wire::WireError code, std::string_view message,
+                       std::string_view redirect = {}) {
   std::string f;
-  wire::AppendFrame(&f, request_id, wire::Error{code, wire::IsRetriable(code), message});
+  wire::AppendFrame(&f, request_id, wire::Error{code, wire::IsRetriable(code), message, redirect});
   return f;
 }
 
 }  // namespace
 
-class Node::Impl {
+class Node::Impl final : public cluster::Host {
  public:
   explicit Impl(NodeOptions options) : options_(std::move(options)), acceptor_(io_) {}
+
+  // cluster::Host
+  Status OpenStream(const std::string& name, int64_t valid_until_steady_ms) override;
+  void SetValidUntil(const std::string& name, int64_t valid_until_steady_ms) override {
+    if (auto e = registry_->Get(name)) e->SetValidUntil(valid_until_steady_ms);
+  }
+  void CloseStream(const std::string& name, const std::string& redirect) override;
+  uint32_t SessionCount() override {
+    std::lock_guard l(sessions_mu_);
+    return static_cast<uint32_t>(sessions_.size());
+  }
+  uint64_t PublishedTotal() override { return published_.load(); }
+
+  // Tells every connection serving `entry` to go to `redirect` and closes it.
+  void Evict(const std::shared_ptr<StreamEntry>& entry, const std::string& redirect);
+  // The shared state of session `id` on this node (created empty).
+  std::shared_ptr<SessionState> SessionStateFor(uint64_t id) {
+    std::lock_guard l(sessions_mu_);
+    auto& weak = states_[id];
+    auto state = weak.lock();
+    if (!state) weak = state = std::make_shared<SessionState>();
+    return state;
+  }
 
   Status Init();
   void Stop();
@@ -76,7 +102,10 @@ class Node::Impl {
   tcp::acceptor acceptor_;
   std::unique_ptr<bank::Bank> bank_;
   std::unique_ptr<Registry> registry_;
-  std::unique_ptr<CursorFlusher> flusher_;
+  std::unique_ptr<BankWriter> writer_;
+  std::unique_ptr<cluster::Cluster> cluster_;
+  std::string address_;  // advertised
+  std::atomic<uint64_t> published_{0};  // messages acknowledged
   std::vector<std::thread> threads_;
   std::unique_ptr<asio::signal_set> signals_;
   std::atomic<bool> stopping_{false};
@@ -86,6 +115,7 @@ class Node::Impl {
   std::mt19937_64 rng_{std::random_device{}()};
   std::unordered_map<uint64_t, std::weak_ptr<Connection>> sessions_;
   std::unordered_map<uint64_t, std::weak_ptr<std::mutex>> publish_locks_;
+  std::unordered_map<uint64_t, std::weak_ptr<SessionState>> states_;
   std::set<std::shared_ptr<Connection>> connections_;
 
   std::mutex stop_mu_;
@@ -134,6 +164,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
   uint64_t inflight_bytes() const { return inflight_bytes_.load(); }
+  // Any thread: if this connection serves `entry`, tell the client where the
+  // stream went (NOT_OWNER, with the new owner's address if known) and close.
+  void Evict(std::shared_ptr<StreamEntry> entry, std::string redirect) {
+    asio::post(strand_, [self = shared_from_this(), entry = std::move(entry), redirect = std::move(redirect)] {
+      if (self->stream_ != entry || self->closed_) return;
+      self->LeaveStream(redirect);
+    });
+  }
 
  private:
   struct PublishWait;  // a PUBLISH whose messages are still being resolved
@@ -158,6 +196,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (close_after_flush_ && !writing_ && inflight_bytes_ == 0) FinishClose();
   }
   void FinishClose();
+  // The node no longer serves this connection's stream: say so, and close
+  // once what is queued is written (ACKs that were not sent stay unsent).
+  void LeaveStream(const std::string& redirect) {
+    Enqueue(ErrorFrame(0, redirect.empty() ? wire::WireError::kUnavailable : wire::WireError::kNotOwner,
+                       fmt::format("node {} no longer serves stream {}", node_->options_.node_id, stream_->name()),
+                       redirect));
+    asio::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_receive, ec);
+    if (wait_timer_) wait_timer_->cancel();
+    if (push_wake_) push_wake_->cancel();
+    RequestClose();
+  }
+  // Answers a request for a stream this node does not serve: NOT_OWNER with
+  // the owner's address, UNKNOWN_STREAM, or UNAVAILABLE while it has no owner.
+  void Redirect(uint64_t req, const std::string& stream);
+  // Records acknowledged publishes in the session's conveyance state.
+  void NoteAcked(const wire::PublishAck& ack);
+  // Persists the session record (lazily without `done`).
+  void PersistSession(std::function<void(Status)> done);
   void Error(uint64_t request_id, wire::WireError code, std::string_view message, bool close = false) {
     Enqueue(ErrorFrame(request_id, code, message));
     if (close) {
@@ -201,6 +258,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<std::mutex> publish_lock_;
   std::shared_ptr<StreamEntry> stream_;
   std::shared_ptr<ConsumerGroup> consumer_;
+  std::shared_ptr<SessionState> state_;
+  bool goodbye_ = false;
+  std::shared_ptr<asio::steady_timer> wait_timer_;  // a long poll's wait
   // Push subscription.
   bool subscribed_ = false;
   uint64_t subscribe_req_ = 0;
@@ -232,6 +292,7 @@ void Connection::FinishClose() {
   socket_.close(ec);
   inflight_signal_.cancel();
   if (push_wake_) push_wake_->cancel();
+  if (wait_timer_) wait_timer_->cancel();
   Cleanup();
 }
 
@@ -290,6 +351,7 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
     case FrameType::kGoodbye:
       if (auto g = wire::DecodeBodyAs<wire::Goodbye>(body); !g)
         co_return Error(h.request_id, wire::WireError::kMalformedFrame, g.error().message(), true);
+      goodbye_ = true;  // the session ends: its record goes
       RequestClose();  // after the ACKs of what is in flight
       break;
     case FrameType::kSessionOpen:
@@ -363,16 +425,64 @@ void Connection::OnHello(uint64_t req, std::span<const char> body) {
   Enqueue(f);
 }
 
+void Connection::Redirect(uint64_t req, const std::string& stream) {
+  auto config = node_->bank_->Get("streams/" + stream);
+  if (!config) {
+    if (config.error().IsNotFound())
+      return Error(req, wire::WireError::kUnknownStream, fmt::format("no stream named '{}'", stream));
+    return Error(req, wire::WireError::kUnavailable, "reading the bank: " + config.error().ToString());
+  }
+  auto owner = node_->cluster_->OwnerOf(stream);
+  if (owner && owner->live && owner->node != node_->options_.node_id && !owner->address.empty()) {
+    Enqueue(ErrorFrame(req, wire::WireError::kNotOwner,
+                       fmt::format("stream {} is served by node {} at {}", stream, owner->node, owner->address),
+                       owner->address));
+    return;
+  }
+  node_->cluster_->Want(stream);
+  Error(req, wire::WireError::kUnavailable, fmt::format("stream {} has no serving node right now; retry", stream));
+}
+
 void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   auto so = wire::DecodeBodyAs<wire::SessionOpen>(body);
   if (!so) return Error(req, wire::WireError::kMalformedFrame, so.error().message(), true);
   if (session_id_ != 0) return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
-  auto stream = node_->registry_->Get(std::string(so->stream));
-  if (!stream) return Error(req, wire::WireError::kUnknownStream, fmt::format("no stream named '{}'", so->stream));
-  if (so->role == wire::Role::kConsumer) {
-    Status valid = wire::ValidateStreamName(so->consumer);
-    if (!valid.ok()) return Error(req, wire::WireError::kInvalidName, "consumer " + std::string(valid.message()));
+  // A resumed session: its record says which stream it conveys to or from.
+  std::optional<SessionRecord> prior;
+  if (so->session_id != 0) {
+    auto v = node_->bank_->Get(SessionKey(so->session_id));
+    if (v) {
+      auto r = DecodeSessionRecord(v->value);
+      if (!r) return Error(req, wire::WireError::kInternal, r.error().ToString());
+      prior = std::move(*r);
+    } else if (!v.error().IsNotFound()) {
+      return Error(req, wire::WireError::kUnavailable, "reading the session: " + v.error().ToString());
+    }
   }
+  const SessionRecord::Kind kind =
+      so->role == wire::Role::kProducer ? SessionRecord::Kind::kProducer : SessionRecord::Kind::kConsumer;
+  std::string stream_name(so->stream);
+  if (stream_name.empty()) {
+    if (!prior)
+      return Error(req, wire::WireError::kInvalidArgument,
+                   "SESSION_OPEN needs a stream, or the id of a session the bank knows");
+    stream_name = prior->stream;
+  }
+  if (prior && (prior->stream != stream_name || prior->kind != kind))
+    return Error(req, wire::WireError::kInvalidArgument,
+                 fmt::format("session {:016x} is a {} session of stream {}", so->session_id,
+                             SessionKindName(prior->kind), prior->stream));
+  std::string consumer_name(so->consumer);
+  if (kind == SessionRecord::Kind::kConsumer && consumer_name.empty() && prior) consumer_name = prior->consumer;
+  if (kind == SessionRecord::Kind::kConsumer) {
+    Status valid = wire::ValidateStreamName(consumer_name);
+    if (!valid.ok()) return Error(req, wire::WireError::kInvalidName, "consumer " + std::string(valid.message()));
+    if (prior && prior->consumer != consumer_name)
+      return Error(req, wire::WireError::kInvalidArgument,
+                   fmt::format("session {:016x} belongs to consumer {}", so->session_id, prior->consumer));
+  }
+  auto stream = node_->registry_->Get(stream_name);
+  if (!stream || !stream->owned()) return Redirect(req, stream_name);
   session_id_ = so->session_id ? so->session_id : node_->NewSessionId();
   role_ = so->role;
   stream_ = stream;
@@ -380,27 +490,101 @@ void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   if (role_ == wire::Role::kProducer) publish_lock_ = node_->PublishLock(session_id_);
   wire::SessionOk ok;
   ok.session_id = session_id_;
-  ok.epoch = 1;
   if (role_ == wire::Role::kProducer) {
     ok.highest_producer_seq = stream_->log().HighestProducerSeq(session_id_, &ok.highest_seq);
   } else {
-    const auto st = stream_->log().stats();
-    uint64_t start = st.first_seq;
-    if (so->start_at == wire::StartAt::kSeq) start = std::max(so->start_value, st.first_seq);
-    if (so->start_at == wire::StartAt::kNew) start = st.frontier + 1;
+    const uint64_t first = stream_->log().first_seq();
+    uint64_t start = first;
+    if (so->start_at == wire::StartAt::kSeq) start = std::max(so->start_value, first);
+    if (so->start_at == wire::StartAt::kNew) start = stream_->log().frontier() + 1;
     if (so->start_at == wire::StartAt::kTime) {
       auto t = stream_->log().SeekTime(static_cast<int64_t>(so->start_value));
-      if (t) start = std::max(*t, st.first_seq);
+      if (t) start = std::max(*t, first);
     }
-    consumer_ = stream_->GetOrCreateConsumer(std::string(so->consumer), start);
+    consumer_ = stream_->GetOrCreateConsumer(consumer_name, start);
     std::lock_guard l(consumer_->mu);
     ok.ack_floor = consumer_->cursor.ack_floor();
     for (const auto& [seq, p] : consumer_->cursor.pending())
       if (p.session_id == session_id_) ok.pending.push_back({seq, p.delivery_count});
   }
+  // Lock the session: this node holds it, one epoch higher. The bank's
+  // checkpoint is corrected by the stream's own tail (the log knows the
+  // highest producer seq it stored for this session).
+  state_ = node_->SessionStateFor(session_id_);
+  {
+    std::lock_guard l(state_->mu);
+    SessionRecord& rec = state_->record;
+    if (rec.id == 0) {
+      if (prior) rec = *prior;
+      rec.id = session_id_;
+      rec.kind = kind;
+      rec.stream = stream_name;
+      rec.consumer = kind == SessionRecord::Kind::kConsumer ? consumer_name : std::string();
+    }
+    rec.holder = node_->options_.node_id;
+    ++rec.epoch;
+    rec.updated_ms = NowMs();
+    if (kind == SessionRecord::Kind::kProducer && ok.highest_producer_seq >= rec.last_producer_seq) {
+      rec.last_producer_seq = ok.highest_producer_seq;
+      rec.last_seq = ok.highest_seq;
+    }
+    state_->holder_conn = this;
+    state_->group = consumer_;
+    state_->ended = false;
+    ok.epoch = rec.epoch;
+  }
+  // SESSION_OK only once the bank shows the session locked here.
   std::string f;
   wire::AppendFrame(&f, req, ok);
-  Enqueue(f);
+  PersistSession([self = shared_from_this(), f = std::move(f), req](Status s) mutable {
+    if (s.ok()) return self->SendFrame(std::move(f));
+    self->SendFrame(ErrorFrame(req, wire::WireError::kUnavailable, "locking the session in the bank: " + s.ToString()));
+    self->CloseSoon();
+  });
+}
+
+void Connection::PersistSession(std::function<void(Status)> done) {
+  auto state = state_;
+  node_->writer_->Write(SessionKey(session_id_), stream_->name(),
+                        [state]() -> std::optional<std::string> {
+                          std::lock_guard l(state->mu);
+                          if (state->ended) return std::nullopt;
+                          SessionRecord rec = state->record;
+                          if (state->group) {
+                            std::lock_guard g(state->group->mu);
+                            uint32_t pending = 0;
+                            for (const auto& [seq, p] : state->group->cursor.pending())
+                              if (p.session_id == rec.id) ++pending;
+                            rec.pending = pending;
+                          }
+                          return EncodeSessionRecord(rec);
+                        },
+                        std::move(done));
+}
+
+void Connection::NoteAcked(const wire::PublishAck& ack) {
+  uint64_t count = 0, top_pseq = 0, top_seq = 0;
+  for (const auto& r : ack.results) {
+    if (r.code != wire::WireError::kOk) continue;
+    ++count;
+    if (r.producer_seq > top_pseq) {
+      top_pseq = r.producer_seq;
+      top_seq = r.seq;
+    }
+  }
+  if (count == 0 || !state_) return;
+  node_->published_ += count;
+  {
+    std::lock_guard l(state_->mu);
+    SessionRecord& rec = state_->record;
+    rec.messages += count;
+    if (top_pseq > rec.last_producer_seq) {
+      rec.last_producer_seq = top_pseq;
+      rec.last_seq = top_seq;
+    }
+    rec.updated_ms = NowMs();
+  }
+  PersistSession(nullptr);
 }
 
 // A PUBLISH being resolved: its ack goes out when the last message resolves.
@@ -477,8 +661,16 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
     // The in-flight counts drop on the strand, after the ACK is queued: a
     // close that waits for them (GOODBYE, node stop) then cannot slip in
     // between and drop the ACK.
-    asio::post(self->strand_, [self, f = std::move(f), bytes = wait->bytes] {
-      self->Enqueue(f);
+    asio::post(self->strand_, [self, wait, f = std::move(f), bytes = wait->bytes] {
+      // Fencing: a node that lost the stream (paused past its lease, or the
+      // stream moved) must not acknowledge. The producer resends to the new
+      // owner, which finds what was stored in the log's dedup index.
+      if (self->stream_->owned()) {
+        self->Enqueue(f);
+        self->NoteAcked(wait->ack);
+      } else if (!self->closed_ && !self->close_after_flush_) {
+        self->LeaveStream("");
+      }
       self->inflight_bytes_ -= bytes;
       self->node_->inflight_bytes_ -= bytes;
       self->inflight_signal_.cancel();
@@ -509,7 +701,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
   for (size_t i = 0; i < wait->ack.results.size() && in_doubt > 0; ++i) {
     wire::PublishResult& r = wait->ack.results[i];
     if (!r.duplicate || r.code != wire::WireError::kOk) continue;
-    if (r.seq <= log.stats().frontier) {
+    if (r.seq <= log.frontier()) {
       if (log.LookupProducer(session_id_, r.producer_seq).state != log::Stream::ProducerLookup::State::kCommitted)
         r.code = wire::WireError::kStorageFailed;
       finish(1);
@@ -535,6 +727,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
 }
 
 size_t Connection::Deliver(uint64_t req, uint32_t max_messages, uint32_t max_bytes, std::string* frame) {
+  if (!stream_->owned()) return 0;  // fencing: the caller leaves the stream
   log::Stream& log = stream_->log();
   const wire::StreamConfig& config = stream_->config();
   std::vector<log::Entry> entries;
@@ -572,7 +765,7 @@ size_t Connection::Deliver(uint64_t req, uint32_t max_messages, uint32_t max_byt
                             : 0;
     const size_t want = std::min<size_t>(max_messages - std::min<size_t>(entries.size(), max_messages), room);
     if (want > 0 && (entries.empty() || bytes < max_bytes)) {
-      const uint64_t first = log.stats().first_seq;
+      const uint64_t first = log.first_seq();
       if (cursor.next_seq() < first) {
         cursor.Gap(cursor.next_seq(), first - cursor.next_seq());  // deleted by retention
         changed = true;
@@ -594,7 +787,20 @@ size_t Connection::Deliver(uint64_t req, uint32_t max_messages, uint32_t max_byt
       }
     }
   }
-  if (changed) node_->flusher_->Persist(stream_->name(), consumer_, nullptr);
+  if (changed) node_->writer_->Persist(stream_->name(), consumer_, nullptr);
+  size_t delivered = 0;
+  uint64_t top = 0;
+  for (size_t i = 0; i < entries.size(); ++i)
+    if (entries[i].kind != log::Entry::Kind::kGap) ++delivered, top = std::max(top, entries[i].seq);
+  if (delivered > 0 && state_) {
+    {
+      std::lock_guard l(state_->mu);
+      state_->record.messages += delivered;
+      state_->record.last_seq = std::max(state_->record.last_seq, top);
+      state_->record.updated_ms = NowMs();
+    }
+    PersistSession(nullptr);
+  }
   wire::Delivery d;
   d.entries.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -638,9 +844,11 @@ void Connection::DeadLetter(uint64_t seq) {
 
 awaitable<void> Connection::WaitForChange(std::chrono::steady_clock::time_point until) {
   auto timer = std::make_shared<asio::steady_timer>(strand_, until);
+  wait_timer_ = timer;  // a close cancels it
   auto ex = strand_;
   stream_->AddFrontierWaiter([timer, ex] { asio::post(ex, [timer] { timer->cancel(); }); });
   co_await timer->async_wait(kNoThrow);
+  if (wait_timer_ == timer) wait_timer_.reset();
 }
 
 awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
@@ -648,6 +856,11 @@ awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
   const uint32_t max_messages = std::clamp<uint32_t>(fetch.max_messages, 1, 10000);
   const uint32_t max_bytes = std::clamp<uint32_t>(fetch.max_bytes, 1, node_->options_.max_frame_bytes / 2);
   while (true) {
+    if (closed_ || close_after_flush_) co_return;
+    if (!stream_->owned()) {
+      LeaveStream("");
+      co_return;
+    }
     std::string frame;
     const size_t n = Deliver(req, max_messages, max_bytes, &frame);
     if (n > 0 || closed_ || std::chrono::steady_clock::now() >= until) {
@@ -673,7 +886,11 @@ awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
 }
 
 awaitable<void> Connection::PushLoop(uint64_t req) {
-  while (subscribed_ && !closed_ && !node_->stopping_) {
+  while (subscribed_ && !closed_ && !close_after_flush_ && !node_->stopping_) {
+    if (!stream_->owned()) {
+      LeaveStream("");
+      co_return;
+    }
     if (credit_ > 0) {
       std::string frame;
       const size_t n = Deliver(req, static_cast<uint32_t>(std::min<uint64_t>(credit_, 256)), 1 << 20, &frame);
@@ -713,12 +930,21 @@ void Connection::OnAnswer(uint64_t req, std::span<const char> body) {
       ok->results.push_back({item.seq, s.ok() ? wire::WireError::kOk : wire::WireError::kNotDelivered});
     }
   }
-  // Confirm only once persisted: a confirmed ACK is never redelivered.
+  // Confirm only once persisted (fenced by the stream's lease): a confirmed
+  // ACK is never redelivered.
   auto self = shared_from_this();
-  node_->flusher_->Persist(stream_->name(), consumer_, [self, req, ok](Status s) {
+  node_->writer_->Persist(stream_->name(), consumer_, [self, req, ok](Status s) {
     std::string f;
-    if (s.ok()) wire::AppendFrame(&f, req, *ok);
-    else f = ErrorFrame(req, wire::WireError::kUnavailable, "persisting the answers failed: " + s.ToString());
+    if (s.ok()) {
+      wire::AppendFrame(&f, req, *ok);
+      if (self->state_) {
+        std::lock_guard l(self->state_->mu);
+        self->state_->record.answers += ok->results.size();
+      }
+      if (self->state_) self->PersistSession(nullptr);
+    } else {
+      f = ErrorFrame(req, wire::WireError::kUnavailable, "persisting the answers failed: " + s.ToString());
+    }
     self->SendFrame(std::move(f));
   });
   // NAKed and released messages may be deliverable now.
@@ -739,23 +965,48 @@ void Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body)
       if (!c) return Error(h.request_id, wire::WireError::kMalformedFrame, c.error().message(), true);
       if (Status v = wire::ValidateStreamName(c->name); !v.ok())
         return Error(h.request_id, wire::WireError::kInvalidName, v.message());
-      auto r = reg.Create(std::string(c->name), c->config);
-      if (!r) return fail(r.error());
+      // The creating node takes the stream's lease first, so no other node
+      // opens it before it exists.
+      const std::string name(c->name);
+      if (reg.Get(name)) return Error(h.request_id, wire::WireError::kStreamExists, fmt::format("stream {} exists", name));
+      auto valid_until = node_->cluster_->TakeNew(name);
+      if (!valid_until) {
+        if (node_->bank_->Get("streams/" + name))
+          return Error(h.request_id, wire::WireError::kStreamExists, fmt::format("stream {} exists", name));
+        return fail(valid_until.error());
+      }
+      auto r = reg.Create(name, c->config, node_->cluster_->Fence(name));
+      if (!r) {
+        node_->cluster_->Forget(name);
+        if (r.error().code() == ErrorCode::kAlreadyExists)
+          return Error(h.request_id, wire::WireError::kStreamExists, r.error().message());
+        return fail(r.error());
+      }
+      (*r)->SetValidUntil(*valid_until);
       wire::AppendFrame(&f, h.request_id, wire::Ok{});
       break;
     }
     case FrameType::kStreamDelete: {
       auto d = wire::DecodeBodyAs<wire::StreamDelete>(body);
       if (!d) return Error(h.request_id, wire::WireError::kMalformedFrame, d.error().message(), true);
-      Status s = reg.Delete(std::string(d->name));
+      const std::string name(d->name);
+      auto entry = reg.Get(name);
+      if (!entry || !entry->owned()) return Redirect(h.request_id, name);
+      Status s = reg.Delete(name, node_->cluster_->Fence(name));
       if (!s.ok()) return fail(s);
+      node_->Evict(entry, "");
+      node_->cluster_->Forget(name);
       wire::AppendFrame(&f, h.request_id, wire::Ok{});
       break;
     }
     case FrameType::kStreamList: {
       auto l = wire::DecodeBodyAs<wire::StreamList>(body);
       if (!l) return Error(h.request_id, wire::WireError::kMalformedFrame, l.error().message(), true);
-      std::vector<std::string> names = reg.List();
+      // Every stream of the cluster, not only those this node serves.
+      auto all = node_->bank_->List("streams/");
+      if (!all) return fail(all.error());
+      std::vector<std::string> names;
+      for (const auto& kv : *all) names.push_back(kv.key.substr(std::string_view("streams/").size()));
       wire::StreamListOk ok;
       for (const auto& n : names) ok.names.push_back(n);
       wire::AppendFrame(&f, h.request_id, ok);
@@ -765,7 +1016,7 @@ void Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body)
       auto i = wire::DecodeBodyAs<wire::StreamInfo>(body);
       if (!i) return Error(h.request_id, wire::WireError::kMalformedFrame, i.error().message(), true);
       auto s = reg.Get(std::string(i->name));
-      if (!s) return Error(h.request_id, wire::WireError::kUnknownStream, fmt::format("no stream named '{}'", i->name));
+      if (!s || !s->owned()) return Redirect(h.request_id, std::string(i->name));
       auto st = s->log().stats();
       wire::StreamInfoOk ok;
       ok.name = s->name();
@@ -796,8 +1047,25 @@ void Connection::Cleanup() {
       std::lock_guard l(consumer_->mu);
       consumer_->cursor.Release(session_id_, NowMs());
     }
-    node_->flusher_->Persist(stream_->name(), consumer_, nullptr);
+    node_->writer_->Persist(stream_->name(), consumer_, nullptr);
     stream_->WakeAll();  // others may take the released deliveries
+  }
+  // Release the session's lock (unless a newer connection of it holds it):
+  // the record shows no holder, and its state stays for whoever resumes it.
+  // After GOODBYE the record is deleted.
+  if (state_) {
+    bool mine;
+    {
+      std::lock_guard l(state_->mu);
+      mine = state_->holder_conn == this;
+      if (mine) {
+        state_->holder_conn = nullptr;
+        state_->record.holder.clear();
+        state_->record.updated_ms = NowMs();
+        state_->ended = goodbye_;
+      }
+    }
+    if (mine) PersistSession(nullptr);
   }
   if (session_id_) node_->ReleaseSession(session_id_, this);
   node_->Forget(this);
@@ -806,6 +1074,40 @@ void Connection::Cleanup() {
 }  // namespace
 
 // --- Node::Impl --------------------------------------------------------------------
+
+Status Node::Impl::OpenStream(const std::string& name, int64_t valid_until_steady_ms) {
+  auto entry = registry_->Open(name);
+  if (!entry) return entry.error();
+  (*entry)->SetValidUntil(valid_until_steady_ms);
+  fmt::print("floe: node {} serves stream {} (frontier {})\n", options_.node_id, name, (*entry)->log().frontier());
+  std::fflush(stdout);
+  return Status::OK();
+}
+
+void Node::Impl::CloseStream(const std::string& name, const std::string& redirect) {
+  auto entry = registry_->Close(name);  // owned() is false from here on
+  if (!entry) return;
+  Evict(entry, redirect);
+  entry->WakeAll();
+  // The log closes (and its directory lock goes) when the last connection
+  // lets go of the entry; wait a little for that, so the next owner can open
+  // it at once.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (entry.use_count() > 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  fmt::print("floe: node {} no longer serves stream {}{}\n", options_.node_id, name,
+             entry.use_count() > 1 ? " (still closing)" : "");
+  std::fflush(stdout);
+}
+
+void Node::Impl::Evict(const std::shared_ptr<StreamEntry>& entry, const std::string& redirect) {
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard l(sessions_mu_);
+    conns.assign(connections_.begin(), connections_.end());
+  }
+  for (auto& c : conns) c->Evict(entry, redirect);
+}
 
 void Node::Impl::ClaimSession(uint64_t id, const std::shared_ptr<Connection>& conn) {
   std::shared_ptr<Connection> previous;
@@ -877,8 +1179,10 @@ Status Node::Impl::Init() {
   bank_ = std::move(*bank);
   registry_ = std::make_unique<Registry>(
       RegistryOptions{options_.data_dir, options_.direct_io, options_.max_message_bytes}, bank_.get());
-  FLOE_RETURN_IF_ERROR(registry_->Load());
-  flusher_ = std::make_unique<CursorFlusher>(bank_.get());
+  writer_ = std::make_unique<BankWriter>(bank_.get(), [this](const std::string& stream) -> std::optional<bank::Op> {
+    if (!cluster_) return std::nullopt;
+    return cluster_->Fence(stream);
+  });
 
   const auto colon = options_.listen.rfind(':');
   if (colon == std::string::npos) return Status::InvalidArgument("--listen wants HOST:PORT, got " + options_.listen);
@@ -893,6 +1197,15 @@ Status Node::Impl::Init() {
   if (!ec) acceptor_.bind(ep, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Unavailable(fmt::format("listen on {}: {}", options_.listen, ec.message()));
+  // Join the cluster: heartbeat, then take this node's share of the streams
+  // (opening them) before taking connections.
+  address_ = options_.advertise.empty()
+                 ? fmt::format("{}:{}", options_.listen.substr(0, colon), acceptor_.local_endpoint().port())
+                 : options_.advertise;
+  cluster_ = std::make_unique<cluster::Cluster>(
+      bank_.get(), cluster::ClusterOptions{options_.node_id, address_, options_.lease_ms, options_.auto_balance},
+      this);
+  FLOE_RETURN_IF_ERROR(cluster_->Start());
   asio::co_spawn(io_, AcceptLoop(), asio::detached);
   for (int i = 0; i < std::max(1, options_.io_threads); ++i) threads_.emplace_back([this] { io_.run(); });
   return Status::OK();
@@ -903,6 +1216,8 @@ void Node::Impl::Stop() {
     Wait();
     return;
   }
+  // No more takeovers or renewals; the leases are given up at the end.
+  if (cluster_) cluster_->Stop(false);
   asio::post(io_, [this] {
     asio::error_code ec;
     acceptor_.close(ec);
@@ -918,7 +1233,7 @@ void Node::Impl::Stop() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (inflight_bytes_ > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  flusher_->Stop();  // answers persisted and confirmed
+  if (writer_) writer_->Stop();  // answers persisted and confirmed
   for (auto& c : conns) c->CloseSoon();
   conns.clear();
   const auto close_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
@@ -938,6 +1253,8 @@ void Node::Impl::Stop() {
     sessions_.clear();
   }
   registry_->CloseAll();
+  // Other nodes may take the streams at once.
+  if (cluster_) cluster_->Stop(true);
   // Notify under the lock: a waiter may destroy the node as soon as it wakes.
   std::lock_guard l(stop_mu_);
   stopped_ = true;

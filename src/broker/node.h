@@ -4,7 +4,8 @@
 //
 // Threads: `io_threads` Asio threads run every connection (each on its own
 // strand); each stream's log has its writer thread (group commit); one
-// thread persists cursors (CursorFlusher). Publish ACKs are sent only after
+// thread writes bank records (BankWriter: cursors, sessions); one runs the
+// node's cluster membership (src/cluster: heartbeat, stream leases). Publish ACKs are sent only after
 // the log's group commit (fdatasync) resolved the message.
 #pragma once
 
@@ -32,6 +33,10 @@ struct NodeOptions {
   uint64_t max_node_inflight_bytes = 256ull << 20;
   uint32_t max_ack_pending = 10000;         // per durable consumer
   bool direct_io = true;
+  // Cluster (docs/cluster.md): several nodes share data_dir and the bank.
+  std::string advertise;                    // HOST:PORT clients are sent to; "" = the listen address
+  int64_t lease_ms = 3000;                  // stream lease period: failover takes about this long
+  bool auto_balance = true;                 // move streams to even the load
 };
 
 class Node {

@@ -46,6 +46,14 @@ StreamEntry::StreamEntry(std::string name, wire::StreamConfig config, std::uniqu
   log_->SetFrontierListener([this](uint64_t f) { OnFrontier(f); });
 }
 
+bool StreamEntry::owned() const {
+  if (lost_.load(std::memory_order_relaxed)) return false;
+  const int64_t until = valid_until_ms_.load(std::memory_order_relaxed);
+  if (until == INT64_MAX) return true;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+             .count() < until;
+}
+
 StreamEntry::~StreamEntry() {
   log_.reset();  // writes what is pending; its callbacks run now
   WakeAll();
@@ -96,16 +104,16 @@ void StreamEntry::WakeAll() {
   for (auto& fn : ready) fn();
 }
 
-// --- CursorFlusher ----------------------------------------------------------------
+// --- BankWriter -------------------------------------------------------------------
 
-CursorFlusher::CursorFlusher(bank::Bank* bank) : bank_(bank), thread_([this] { Loop(); }) {}
+BankWriter::BankWriter(bank::Bank* bank, Fence fence)
+    : bank_(bank), fence_(std::move(fence)), thread_([this] { Loop(); }) {}
 
-CursorFlusher::~CursorFlusher() { Stop(); }
+BankWriter::~BankWriter() { Stop(); }
 
-void CursorFlusher::Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group,
-                            std::function<void(Status)> done) {
-  std::string key = CursorKey(stream, group->name);
+void BankWriter::Write(std::string key, const std::string& stream, Encode encode, std::function<void(Status)> done) {
   const bool urgent = done != nullptr;
+  bool wake = urgent;
   {
     std::lock_guard l(mu_);
     if (stop_) {
@@ -113,16 +121,31 @@ void CursorFlusher::Persist(const std::string& stream, std::shared_ptr<ConsumerG
       return;
     }
     if (urgent) {
-      queue_.push_back({std::move(key), std::move(group), std::move(done)});
+      queue_.push_back({std::move(key), stream, std::move(encode), std::move(done)});
     } else {
-      if (lazy_.empty()) lazy_since_ = std::chrono::steady_clock::now();
-      lazy_.try_emplace(std::move(key), std::move(group));
+      if (lazy_.empty()) {
+        lazy_since_ = std::chrono::steady_clock::now();
+        wake = true;  // the writer may be waiting with no deadline
+      }
+      auto k = key;
+      lazy_.insert_or_assign(std::move(k), Item{std::move(key), stream, std::move(encode), nullptr});
     }
   }
-  if (urgent) cv_.notify_one();
+  if (wake) cv_.notify_one();
 }
 
-void CursorFlusher::Stop() {
+void BankWriter::Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group,
+                         std::function<void(Status)> done) {
+  std::string key = CursorKey(stream, group->name);
+  Write(std::move(key), stream,
+        [group]() -> std::optional<std::string> {
+          std::lock_guard g(group->mu);
+          return group->cursor.Encode();
+        },
+        std::move(done));
+}
+
+void BankWriter::Stop() {
   {
     std::lock_guard l(mu_);
     if (stop_ && !thread_.joinable()) return;
@@ -132,19 +155,89 @@ void CursorFlusher::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-uint64_t CursorFlusher::commits() const {
+uint64_t BankWriter::commits() const {
   std::lock_guard l(mu_);
   return commits_;
 }
 
-void CursorFlusher::Loop() {
+uint64_t BankWriter::records() const {
+  std::lock_guard l(mu_);
+  return records_;
+}
+
+// One commit for the batch: the latest value of each key, plus the fence of
+// each stream. If the commit aborts (a fence moved: a renewal raced us, or a
+// stream was lost), each stream's records are retried alone with a fresh
+// fence, so one lost stream does not fail the others.
+Status BankWriter::CommitBatch(std::vector<Item>& items) {
+  std::map<std::string, std::vector<const Item*>> by_stream;
+  std::map<std::string, bool> seen;
+  for (const Item& it : items) {
+    if (seen.count(it.key)) continue;
+    seen[it.key] = true;
+    by_stream[it.stream].push_back(&it);
+  }
+  auto ops_for = [&](const std::string& stream, const std::vector<const Item*>& group,
+                     std::vector<bank::Op>* ops) -> bool {
+    auto fence = fence_(stream);
+    if (!fence) return false;
+    ops->push_back(std::move(*fence));
+    for (const Item* it : group) {
+      auto v = it->encode();
+      ops->push_back(v ? bank::Op::Put(it->key, std::move(*v)) : bank::Op::Delete(it->key));
+    }
+    return true;
+  };
+  std::vector<bank::Op> ops;
+  bool all_fenced = true;
+  for (auto& [stream, group] : by_stream) all_fenced = ops_for(stream, group, &ops) && all_fenced;
+  if (all_fenced) {
+    auto r = bank_->Commit(ops);
+    {
+      std::lock_guard l(mu_);
+      ++commits_;
+      if (r) records_ += seen.size();
+    }
+    if (r || r.error().code() != ErrorCode::kAborted) {
+      Status s = r ? Status::OK() : r.error();
+      if (!s.ok()) fmt::print(stderr, "floe: writing {} bank records failed: {}\n", seen.size(), s.ToString());
+      for (Item& it : items)
+        if (it.done) it.done(s);
+      return s;
+    }
+  }
+  // Stream by stream.
+  std::map<std::string, Status> result;
+  for (auto& [stream, group] : by_stream) {
+    Status s = Status::Aborted(fmt::format("this node does not own stream {}", stream));
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      std::vector<bank::Op> one;
+      if (!ops_for(stream, group, &one)) break;
+      auto r = bank_->Commit(one);
+      {
+        std::lock_guard l(mu_);
+        ++commits_;
+        if (r) records_ += group.size();
+      }
+      s = r ? Status::OK() : r.error();
+      if (r || r.error().code() != ErrorCode::kAborted) break;
+    }
+    if (!s.ok()) fmt::print(stderr, "floe: writing the bank records of stream {} failed: {}\n", stream, s.ToString());
+    result[stream] = s;
+  }
+  for (Item& it : items)
+    if (it.done) it.done(result[it.stream]);
+  return Status::OK();
+}
+
+void BankWriter::Loop() {
   std::vector<Item> items;
-  std::map<std::string, std::shared_ptr<ConsumerGroup>> lazy;
+  std::map<std::string, Item> lazy;
   while (true) {
     {
       std::unique_lock l(mu_);
       // Urgent items (someone waits for them) go at once; lazy ones (delivery
-      // bookkeeping) ride along, or go after lazy_delay_ at the latest.
+      // bookkeeping, session progress) ride along, or go after kLazyDelay.
       while (queue_.empty() && !stop_) {
         if (lazy_.empty()) cv_.wait(l);
         else if (cv_.wait_until(l, lazy_since_ + kLazyDelay) == std::cv_status::timeout) break;
@@ -153,32 +246,11 @@ void CursorFlusher::Loop() {
       items.swap(queue_);
       lazy.swap(lazy_);
     }
-    // One put per distinct cursor, encoded now: later changes go in the next
-    // commit.
-    std::map<std::string, std::string> latest;
-    for (Item& it : items) {
-      if (latest.count(it.key)) continue;
-      std::lock_guard g(it.group->mu);
-      latest[it.key] = it.group->cursor.Encode();
-    }
-    for (auto& [key, group] : lazy) {
-      if (latest.count(key)) continue;
-      std::lock_guard g(group->mu);
-      latest[key] = group->cursor.Encode();
-    }
-    std::vector<bank::Op> ops;
-    ops.reserve(latest.size());
-    for (auto& [k, v] : latest) ops.push_back(bank::Op::Put(k, std::move(v)));
-    auto r = bank_->Commit(ops);
-    Status s = r ? Status::OK() : r.error();
-    {
-      std::lock_guard l(mu_);
-      ++commits_;
-    }
-    for (Item& it : items)
-      if (it.done) it.done(s);
-    items.clear();
+    // Urgent items first: for a key in both, the urgent one's callback runs.
+    for (auto& [key, it] : lazy) items.push_back(std::move(it));
     lazy.clear();
+    CommitBatch(items);
+    items.clear();
   }
 }
 
@@ -202,34 +274,49 @@ Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& nam
   return std::make_shared<StreamEntry>(name, config, std::move(*s));
 }
 
-Status Registry::Load() {
-  auto configs = bank_->List(kStreamsPrefix);
-  if (!configs) return configs.error();
-  std::lock_guard l(mu_);
-  for (const auto& kv : *configs) {
-    const std::string name = kv.key.substr(kStreamsPrefix.size());
-    auto config = DecodeStreamConfig(kv.value);
-    if (!config) return Status(config.error().code(), "stream " + name + ": " + std::string(config.error().message()));
-    auto entry = OpenStream(name, *config);
-    if (!entry) return entry.error();
-    auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
-    if (!cursors) return cursors.error();
-    const int64_t now = NowMs();
-    for (const auto& ckv : *cursors) {
-      auto cursor = Cursor::Decode(ckv.value);
-      if (!cursor) return Status(cursor.error().code(), ckv.key + ": " + std::string(cursor.error().message()));
-      auto group = std::make_shared<ConsumerGroup>();
-      group->name = ckv.key.substr(kCursorsPrefix.size() + name.size() + 1);
-      group->cursor = std::move(*cursor);
-      group->cursor.ReleaseAll(now);  // no session survives a restart
-      (*entry)->AddLoadedConsumer(std::move(group));
-    }
-    streams_[name] = *entry;
+Result<std::shared_ptr<StreamEntry>> Registry::Open(const std::string& name) {
+  {
+    std::lock_guard l(mu_);
+    if (auto it = streams_.find(name); it != streams_.end()) return it->second;
   }
-  return Status::OK();
+  auto v = bank_->Get(std::string(kStreamsPrefix) + name);
+  if (!v) return Err(v.error());
+  auto config = DecodeStreamConfig(v->value);
+  if (!config) return Err(Status(config.error().code(), "stream " + name + ": " + std::string(config.error().message())));
+  auto entry = OpenStream(name, *config);
+  if (!entry) return entry;
+  auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
+  if (!cursors) return Err(cursors.error());
+  const int64_t now = NowMs();
+  for (const auto& ckv : *cursors) {
+    auto cursor = Cursor::Decode(ckv.value);
+    if (!cursor) return Err(Status(cursor.error().code(), ckv.key + ": " + std::string(cursor.error().message())));
+    auto group = std::make_shared<ConsumerGroup>();
+    group->name = ckv.key.substr(kCursorsPrefix.size() + name.size() + 1);
+    group->cursor = std::move(*cursor);
+    // The sessions that had deliveries pending may resume here or elsewhere;
+    // their deliveries are free to go to any session of the consumer now
+    // (an answer from the original session still counts).
+    group->cursor.ReleaseAll(now);
+    (*entry)->AddLoadedConsumer(std::move(group));
+  }
+  std::lock_guard l(mu_);
+  streams_[name] = *entry;
+  return entry;
 }
 
-Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, const wire::StreamConfig& config) {
+std::shared_ptr<StreamEntry> Registry::Close(const std::string& name) {
+  std::lock_guard l(mu_);
+  auto it = streams_.find(name);
+  if (it == streams_.end()) return nullptr;
+  auto entry = std::move(it->second);
+  streams_.erase(it);
+  entry->MarkLost();
+  return entry;
+}
+
+Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, const wire::StreamConfig& config,
+                                                      std::optional<bank::Op> fence) {
   Status valid = wire::ValidateStreamName(name);
   if (!valid.ok()) return Err(valid);
   if (!config.dead_letter.empty()) {
@@ -243,7 +330,10 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   std::lock_guard l(mu_);
   if (streams_.count(name)) return Err(Status::AlreadyExists(fmt::format("stream {} exists", name)));
   // Record it in the bank first (version 0: must be new), then create it.
-  auto put = bank_->Put(std::string(kStreamsPrefix) + name, EncodeStreamConfig(config), 0);
+  std::vector<bank::Op> ops;
+  if (fence) ops.push_back(*fence);
+  ops.push_back(bank::Op::Put(std::string(kStreamsPrefix) + name, EncodeStreamConfig(config), 0));
+  auto put = bank_->Commit(ops);
   if (!put) {
     if (put.error().code() == ErrorCode::kAborted)
       return Err(Status::AlreadyExists(fmt::format("stream {} exists", name)));
@@ -260,20 +350,22 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   return entry;
 }
 
-Status Registry::Delete(const std::string& name) {
+Status Registry::Delete(const std::string& name, std::optional<bank::Op> fence) {
   std::shared_ptr<StreamEntry> entry;
   {
     std::lock_guard l(mu_);
     auto it = streams_.find(name);
     if (it == streams_.end()) return Status::NotFound(fmt::format("stream {} does not exist", name));
     entry = it->second;
-    streams_.erase(it);
     std::vector<bank::Op> ops{bank::Op::Delete(std::string(kStreamsPrefix) + name)};
+    if (fence) ops.push_back(*fence);
     auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
     if (cursors)
       for (const auto& kv : *cursors) ops.push_back(bank::Op::Delete(kv.key));
     auto r = bank_->Commit(ops);
     if (!r) return r.error();
+    streams_.erase(it);
+    entry->MarkLost();
   }
   entry.reset();  // the last user closes the log
   std::error_code ec;

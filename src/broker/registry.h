@@ -7,12 +7,15 @@
 //   sessions/<id:016x>           session record
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +46,13 @@ class StreamEntry {
   const wire::StreamConfig& config() const { return config_; }
   log::Stream& log() { return *log_; }
 
+  // Whether this node may act for the stream now: it holds the stream's lease
+  // and the lease is valid by the node's steady clock (cluster::SteadyMs).
+  bool owned() const;
+  void SetValidUntil(int64_t steady_ms) { valid_until_ms_.store(steady_ms); }
+  // The node gave the stream up or lost it: owned() is false from now on.
+  void MarkLost() { lost_.store(true); }
+
   // Creates the consumer at `start_seq` if it does not exist yet.
   std::shared_ptr<ConsumerGroup> GetOrCreateConsumer(const std::string& name, uint64_t start_seq);
   std::shared_ptr<ConsumerGroup> FindConsumer(const std::string& name);
@@ -60,40 +70,58 @@ class StreamEntry {
   const std::string name_;
   const wire::StreamConfig config_;
   std::unique_ptr<log::Stream> log_;
+  std::atomic<int64_t> valid_until_ms_{INT64_MAX};
+  std::atomic<bool> lost_{false};
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<ConsumerGroup>> consumers_;  // guarded by mu_
   std::vector<std::function<void()>> waiters_;                      // guarded by mu_
 };
 
-// Persists cursors in batches: every request that arrives while a bank commit
-// runs goes into the next one (group commit, as the log does).
-class CursorFlusher {
+// Writes a node's bank records (cursors, sessions) in batches: every write
+// asked for while a commit runs goes into the next one (group commit, as the
+// log does). Each record belongs to a stream; a commit carries the fence of
+// every stream it touches (the stream's lease, FencedBy), so a node that lost
+// a stream cannot change its records.
+class BankWriter {
  public:
-  explicit CursorFlusher(bank::Bank* bank);
-  ~CursorFlusher();
-  // Persists the consumer's cursor as it is when the flusher takes it; `done`
-  // runs on the flusher thread after the commit. Without `done` the write is
-  // lazy: it joins the next commit, at most kLazyDelay later.
+  // The value to write, taken on the writer thread at commit time (so later
+  // changes coalesce); nullopt deletes the key.
+  using Encode = std::function<std::optional<std::string>()>;
+  // The fence op for a stream's records, or nullopt if the node does not own
+  // the stream (its writes then fail with Aborted).
+  using Fence = std::function<std::optional<bank::Op>(const std::string& stream)>;
+
+  BankWriter(bank::Bank* bank, Fence fence);
+  ~BankWriter();
+  // Writes `key` as `encode()` returns when the writer takes it; `done` runs
+  // on the writer thread after the commit. Without `done` the write is lazy:
+  // it joins the next commit, at most kLazyDelay later.
+  void Write(std::string key, const std::string& stream, Encode encode, std::function<void(Status)> done);
   void Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group, std::function<void(Status)> done);
-  void Stop();  // persists what is queued, then stops
+  void Stop();  // writes what is queued, then stops
   uint64_t commits() const;
+  uint64_t records() const;  // records written
 
  private:
   void Loop();
   struct Item {
     std::string key;
-    std::shared_ptr<ConsumerGroup> group;
+    std::string stream;
+    Encode encode;
     std::function<void(Status)> done;
   };
+  Status CommitBatch(std::vector<Item>& items);
   static constexpr std::chrono::milliseconds kLazyDelay{100};
   bank::Bank* bank_;
+  Fence fence_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Item> queue_;
-  std::map<std::string, std::shared_ptr<ConsumerGroup>> lazy_;
+  std::map<std::string, Item> lazy_;  // by key
   std::chrono::steady_clock::time_point lazy_since_;
   bool stop_ = false;
   uint64_t commits_ = 0;
+  uint64_t records_ = 0;
   std::thread thread_;
 };
 
@@ -103,14 +131,25 @@ struct RegistryOptions {
   uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;  // node-wide cap
 };
 
+// The streams this node serves (owns). Which streams it owns is the
+// cluster's decision (src/cluster): the node opens and closes them here.
 class Registry {
  public:
   Registry(RegistryOptions options, bank::Bank* bank);
   ~Registry();
-  // Opens every stream recorded in the bank and loads its cursors.
-  Status Load();
-  Result<std::shared_ptr<StreamEntry>> Create(const std::string& name, const wire::StreamConfig& config);
-  Status Delete(const std::string& name);
+  // Opens a stream recorded in the bank (recovering its log from disk, which
+  // takes the directory's file lock) and loads its cursors. NotFound if the
+  // bank has no such stream; an IO error while another process holds the
+  // directory lock.
+  Result<std::shared_ptr<StreamEntry>> Open(const std::string& name);
+  // Stops serving the stream: it leaves the registry; the log closes when
+  // the last user lets go of the entry.
+  std::shared_ptr<StreamEntry> Close(const std::string& name);
+  // Records a new stream in the bank and opens it. `fence`, if set, joins
+  // the bank commits (the stream's lease).
+  Result<std::shared_ptr<StreamEntry>> Create(const std::string& name, const wire::StreamConfig& config,
+                                              std::optional<bank::Op> fence = std::nullopt);
+  Status Delete(const std::string& name, std::optional<bank::Op> fence = std::nullopt);
   std::shared_ptr<StreamEntry> Get(const std::string& name);
   std::vector<std::string> List();
   // Closes every stream: each writes what is pending and runs its callbacks.

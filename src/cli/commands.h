@@ -11,6 +11,7 @@ void RegisterDemoCommand(CLI::App& app, int* exit_code);
 void RegisterBenchCommands(CLI::App& app, int* exit_code);
 void RegisterServeCommand(CLI::App& app, int* exit_code);
 void RegisterClientCommands(CLI::App& app, int* exit_code);
+void RegisterClusterCommands(CLI::App& app, int* exit_code);
 // Adds `publish` and `consume` under `floe bench`.
 void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code);
 

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   floe::cli::RegisterServeCommand(app, &exit_code);
   floe::cli::RegisterClientCommands(app, &exit_code);
+  floe::cli::RegisterClusterCommands(app, &exit_code);
   floe::cli::RegisterLogCommands(app, &exit_code);
   floe::cli::RegisterDemoCommand(app, &exit_code);
   floe::cli::RegisterBenchCommands(app, &exit_code);

@@ -10,7 +10,7 @@ namespace floe::cli {
 
 void RegisterServeCommand(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<broker::NodeOptions>();
-  auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank)");
+  auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank). Several nodes sharing --data and --bank form a cluster (docs/cluster.md)");
   serve->add_option("--data", o->data_dir, "Data directory (streams and the SQLite bank)")->default_val("./floe-data");
   serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")->default_val("127.0.0.1:7650");
   serve->add_option("--bank", o->bank, "Information bank: sqlite:PATH (default sqlite:DATA/bank.db)");
@@ -20,6 +20,14 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_option("--max-message-bytes", o->max_message_bytes, "Largest message payload the node accepts")
       ->default_val(o->max_message_bytes);
   serve->add_flag("--no-direct-io", [o](int64_t) { o->direct_io = false; }, "Write segments through the page cache");
+  serve->add_option("--advertise", o->advertise,
+                    "HOST:PORT other nodes send clients to (default: the listen address)");
+  serve->add_option("--lease-ms", o->lease_ms,
+                    "Stream lease period in ms: a dead node's streams move after about this long")
+      ->default_val(o->lease_ms)
+      ->check(CLI::Range(int64_t{30}, int64_t{600000}));
+  serve->add_flag("--no-auto-balance", [o](int64_t) { o->auto_balance = false; },
+                  "Move streams between nodes only when asked (floe cluster rebalance, floe node drain)");
   serve->callback([o, exit_code] {
     auto node = broker::Node::Start(*o);
     if (!node) {

@@ -67,6 +67,8 @@ class AdminImpl final : public Admin {
 
   // The reply's views point into conn_'s read buffer: copy before the next
   // call. Socket failures (and a silent node) drop the connection.
+  // A NOT_OWNER answer (info or delete of a stream another node owns) is
+  // followed to the owner, on a connection of its own.
   template <typename Reply, typename Request>
   Result<Reply> Call(const Request& req) {
     FLOE_RETURN_ERR_IF_ERROR(EnsureConnected());
@@ -75,6 +77,14 @@ class AdminImpl final : public Admin {
       conn_.reset();
       return Err(Status::Unavailable(
           fmt::format("connection lost; the request may or may not have been applied: {}", reply.error().message())));
+    }
+    for (int hop = 0; !reply && !conn_->redirect().empty() && hop < internal::kMaxRedirectHops; ++hop) {
+      auto owner = Connection::Open(conn_->redirect(), options_, &cancel_);
+      if (!owner) return Err(owner.error());
+      redirected_ = std::move(*owner);
+      reply = redirected_->Call<Reply>(req, internal::kRequestTimeoutMs);
+      if (reply || redirected_->redirect().empty()) break;
+      conn_ = std::move(redirected_);
     }
     return reply;
   }
@@ -98,6 +108,7 @@ class AdminImpl final : public Admin {
   internal::Canceller cancel_;  // never cancelled: Admin calls are short-lived
   std::mutex mu_;
   std::unique_ptr<Connection> conn_;  // guarded by mu_; null until (re)connected
+  std::unique_ptr<Connection> redirected_;  // the owner's connection a reply's views point into
   size_t next_server_ = 0;            // guarded by mu_
 };
 

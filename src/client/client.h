@@ -93,6 +93,8 @@ class Producer {
   virtual Status Close() = 0;
   virtual uint64_t session_id() const = 0;
   virtual uint64_t reconnects() const = 0;
+  // NOT_OWNER redirects followed to reach the stream's owner node.
+  virtual uint64_t redirects() const = 0;
 };
 
 struct ConsumerOptions : ClientOptions {
@@ -133,6 +135,8 @@ class Consumer {
   virtual Status Close() = 0;
   virtual uint64_t session_id() const = 0;
   virtual uint64_t reconnects() const = 0;
+  // NOT_OWNER redirects followed to reach the stream's owner node.
+  virtual uint64_t redirects() const = 0;
 };
 
 }  // namespace floe::client

@@ -347,6 +347,7 @@ Result<std::span<const char>> Connection::AwaitReply(uint64_t request_id, wire::
     }
     if (h.type == wire::FrameType::kError && (h.request_id == request_id || h.request_id == 0)) {
       if (h.request_id == 0) broken_ = true;  // about the connection itself: the node closes it
+      redirect_ = RedirectOf(frame->body);
       return Err(ErrorFrameToStatus(frame->body));
     }
     if (h.request_id != request_id) continue;  // a late reply to an abandoned request
@@ -374,23 +375,51 @@ int ReconnectPacer::DelayMs() {
 
 // --- ConnectAny --------------------------------------------------------------
 
+std::string RedirectOf(std::span<const char> error_body) {
+  auto e = wire::DecodeBodyAs<wire::Error>(error_body);
+  return e ? std::string(e->redirect) : std::string();
+}
+
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms) {
+                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms,
+                                               Redirects* redirects) {
   if (options.servers.empty()) return Err(Status::InvalidArgument("no server to connect to"));
   const size_t n = options.servers.size();
   const int64_t give_up_at = give_up_at_ms >= 0 ? give_up_at_ms : NowMs() + std::max(options.reconnect_give_up_ms, 0);
   int backoff = std::max(options.reconnect_min_backoff_ms, 1);
   Status last;
+  // Tries one address, following NOT_OWNER redirects from there.
+  auto attempt = [&](std::string server) -> Result<std::unique_ptr<Connection>> {
+    for (int hop = 0;; ++hop) {
+      auto conn = Connection::Open(server, options, cancel);
+      Status s = conn ? (on_connect ? on_connect(**conn) : Status::OK()) : conn.error();
+      if (s.ok()) return std::move(*conn);
+      if (!conn || (*conn)->redirect().empty() || (*conn)->redirect() == server || hop >= kMaxRedirectHops ||
+          cancel->cancelled())
+        return Err(s);
+      server = (*conn)->redirect();
+      if (redirects) ++redirects->followed;
+    }
+  };
+  if (redirects && !redirects->hint.empty()) {
+    std::string hint = std::move(redirects->hint);
+    redirects->hint.clear();
+    ++redirects->followed;
+    auto conn = attempt(hint);
+    if (conn) return conn;
+    if (!IsRetriableStatus(conn.error())) return conn;
+    last = conn.error();
+  }
   for (;;) {
     for (size_t tried = 0; tried < n; ++tried) {
       if (cancel->cancelled()) return Err(Status::Aborted("client closed while connecting"));
       const size_t index = *next_server % n;
-      auto conn = Connection::Open(options.servers[index], options, cancel);
-      Status s = conn ? (on_connect ? on_connect(**conn) : Status::OK()) : conn.error();
-      if (s.ok()) {
+      auto conn = attempt(options.servers[index]);
+      if (conn) {
         *next_server = index;
-        return std::move(*conn);
+        return conn;
       }
+      const Status& s = conn.error();
       if (!IsRetriableStatus(s)) return Err(s);
       last = s;
       *next_server = index + 1;

@@ -100,6 +100,8 @@ class Connection {
   void ShutdownWrite();  // half-close after GOODBYE: the node sees EOF
 
   const std::string& server() const { return server_; }
+  // The owner's address from the last NOT_OWNER error a Call returned ("" if none).
+  const std::string& redirect() const { return redirect_; }
   const std::string& node() const { return node_; }
   uint32_t max_frame_bytes() const { return max_frame_bytes_; }
   uint32_t max_message_bytes() const { return max_message_bytes_; }
@@ -116,6 +118,7 @@ class Connection {
   const int fd_;
   const std::string server_;
   std::string node_;
+  std::string redirect_;
   uint32_t max_frame_bytes_ = wire::kDefaultMaxFrameBytes;
   uint32_t max_message_bytes_ = wire::kDefaultMaxMessageBytes;
   std::atomic<uint64_t> next_request_id_{1};
@@ -156,15 +159,28 @@ bool IsRetriableStatus(const Status& s);
 // server; any other failure is returned at once.
 using OnConnect = std::function<Status(Connection&)>;
 
+// Where the cluster told the client to go. `hint`: an owner's address from an
+// ERROR that ended the last connection, tried first; `followed` counts the
+// redirects followed.
+struct Redirects {
+  std::string hint;
+  uint64_t followed = 0;
+};
+// The redirect address of an ERROR frame's body ("" if none or undecodable).
+std::string RedirectOf(std::span<const char> error_body);
+
 // Connects to options.servers in turn, starting at *next_server (updated to
 // the server that worked, so a reconnect tries it first). After each full
 // round of failures it sleeps, the backoff doubling from
 // reconnect_min_backoff_ms to reconnect_max_backoff_ms; at give_up_at_ms
 // (default: reconnect_give_up_ms from now) it fails with Unavailable naming
 // the last error, having tried every server at least once. Cancelling fails
-// it with Aborted.
+// it with Aborted. A handshake refused with NOT_OWNER and the owner's address
+// goes there next (at most kMaxRedirectHops in a row, then back to the list).
+inline constexpr int kMaxRedirectHops = 4;
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms = -1);
+                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms = -1,
+                                               Redirects* redirects = nullptr);
 
 // Milliseconds on the steady clock, for deadlines.
 int64_t NowMs();

@@ -88,6 +88,7 @@ class ConsumerImpl final : public Consumer {
   Status Close() override;
   uint64_t session_id() const override { return session_id_.load(); }
   uint64_t reconnects() const override { return reconnects_.load(); }
+  uint64_t redirects() const override { return redirects_followed_.load(); }
 
  private:
   // A caller waiting for the reply to one request.
@@ -129,6 +130,9 @@ class ConsumerImpl final : public Consumer {
   internal::Canceller cancel_;
   std::atomic<uint64_t> session_id_{0};
   std::atomic<uint64_t> reconnects_{0};
+  // Owned by the thread that connects (Start, then the receiver).
+  internal::Redirects redirects_;
+  std::atomic<uint64_t> redirects_followed_{0};
   // Used by the one thread connecting: Start, then the receiver.
   size_t next_server_ = 0;
   internal::ReconnectPacer pacer_{options_};
@@ -170,7 +174,8 @@ Status ConsumerImpl::Start() {
   FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(options_.stream));
   if (options_.consumer.empty()) return Status::InvalidArgument("a durable consumer name is required");
   auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_);
+                                   &next_server_, -1, &redirects_);
+  redirects_followed_ = redirects_.followed;
   if (!conn) return conn.error();
   InstallConnection(std::move(*conn));
   receiver_ = std::thread([this] { ReceiverLoop(); });
@@ -488,7 +493,8 @@ bool ConsumerImpl::Reconnect() {
           ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
                                                 options_.reconnect_give_up_ms)))
           : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
-                                 pacer_.GiveUpAtMs());
+                                 pacer_.GiveUpAtMs(), &redirects_);
+  redirects_followed_ = redirects_.followed;
   {
     std::lock_guard lk(mu_);
     if (stopping_) return false;
@@ -528,6 +534,7 @@ void ConsumerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
   if (for_subscription) {
     HandleSubscriptionFrame(conn, frame);
   } else if (h.type == wire::FrameType::kError && h.request_id == 0) {
+    redirects_.hint = internal::RedirectOf(frame.body);  // e.g. the stream moved to another node
     conn.Shutdown();  // about the connection itself; the node closes it next
   }
   // Anything else answers a request we gave up on: dropped.
@@ -555,6 +562,7 @@ void ConsumerImpl::HandleSubscriptionFrame(Connection& conn, const internal::Fra
   if (h.type != wire::FrameType::kError) return;
   const Status why = internal::ErrorFrameToStatus(frame.body);
   if (internal::IsRetriableStatus(why)) {
+    redirects_.hint = internal::RedirectOf(frame.body);
     conn.Shutdown();  // the reconnect pacer spaces out repeated refusals
     return;
   }

@@ -73,6 +73,7 @@ class ProducerImpl final : public Producer {
   Status Close() override;
   uint64_t session_id() const override { return session_id_.load(); }
   uint64_t reconnects() const override { return reconnects_.load(); }
+  uint64_t redirects() const override { return redirects_followed_.load(); }
 
  private:
   // A message not yet acknowledged: the copy that is resent after a break.
@@ -130,6 +131,9 @@ class ProducerImpl final : public Producer {
   internal::Canceller cancel_;
   std::atomic<uint64_t> session_id_{0};
   std::atomic<uint64_t> reconnects_{0};
+  // Owned by the thread that connects (Start, then the receiver).
+  internal::Redirects redirects_;
+  std::atomic<uint64_t> redirects_followed_{0};
   // Used by the one thread connecting: Start, then the receiver.
   size_t next_server_ = 0;
   internal::ReconnectPacer pacer_{options_};
@@ -168,7 +172,8 @@ class ProducerImpl final : public Producer {
 Status ProducerImpl::Start() {
   FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(options_.stream));
   auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_);
+                                   &next_server_, -1, &redirects_);
+  redirects_followed_ = redirects_.followed;
   if (!conn) return conn.error();
   InstallConnection(std::move(*conn));
   sender_ = std::thread([this] { SenderLoop(); });
@@ -475,7 +480,8 @@ bool ProducerImpl::Reconnect() {
           ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
                                                 options_.reconnect_give_up_ms)))
           : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
-                                 pacer_.GiveUpAtMs());
+                                 pacer_.GiveUpAtMs(), &redirects_);
+  redirects_followed_ = redirects_.followed;
   Completions done;
   {
     std::lock_guard lk(mu_);
@@ -510,6 +516,7 @@ void ProducerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
       auto error = wire::DecodeBodyAs<wire::Error>(frame.body);
       // Request id 0: about the connection itself; the node closes it next.
       if (!error || h.request_id == 0) {
+        if (error && !error->redirect.empty()) redirects_.hint = std::string(error->redirect);
         conn.Shutdown();
         return;
       }

@@ -1004,6 +1004,16 @@ StreamStats Stream::stats() const {
   return s;
 }
 
+uint64_t Stream::first_seq() const {
+  std::lock_guard l(impl_->mu_);
+  return impl_->first_seq_;
+}
+
+uint64_t Stream::frontier() const {
+  std::lock_guard l(impl_->mu_);
+  return impl_->slots_.frontier();
+}
+
 const RecoveryReport& Stream::recovery_report() const { return impl_->report_; }
 const std::string& Stream::dir() const { return impl_->dir_; }
 Status Stream::TEST_RollSegment() { return impl_->RollForTest(); }

@@ -166,7 +166,9 @@ class Stream {
   Status EnforceRetention();
   // OK, or why the stream refuses writes (a failed write it could not record).
   Status health() const;
-  StreamStats stats() const;
+  StreamStats stats() const;  // every counter; walks the segments
+  uint64_t first_seq() const;  // as stats().first_seq, cheaply
+  uint64_t frontier() const;   // as stats().frontier, cheaply
   const RecoveryReport& recovery_report() const;
   const std::string& dir() const;
 

@@ -99,12 +99,14 @@ void Error::EncodeBody(Encoder& e) const {
   e.U16(static_cast<uint16_t>(code));
   e.U8(retriable ? 1 : 0);
   e.String(message);
+  e.String(redirect);
 }
 Result<Error> Error::DecodeBody(Decoder& d) {
   Error x;
   x.code = static_cast<WireError>(d.U16());
   x.retriable = d.U8() != 0;
   x.message = d.String();
+  x.redirect = d.String();
   return x;
 }
 

@@ -110,6 +110,7 @@ struct Error {
   WireError code = WireError::kInternal;
   bool retriable = false;
   std::string_view message;
+  std::string_view redirect;  // NOT_OWNER: "HOST:PORT" of the owner, if known
   void EncodeBody(Encoder& e) const;
   static Result<Error> DecodeBody(Decoder& d);
 };

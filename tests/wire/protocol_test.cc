@@ -738,10 +738,17 @@ TEST(GoldenTest, HelloOk) {
 
 TEST(GoldenTest, Error) {
   Error e{.code = WireError::kStorageFailed, .retriable = true, .message = "x"};
-  EXPECT_EQ(ToHex(BodyOf(e)), "0d00" "01" "0100" "78");
+  EXPECT_EQ(ToHex(BodyOf(e)), "0d00" "01" "0100" "78" "0000");
   std::string frame;
   AppendFrame(&frame, 5, e);
-  EXPECT_EQ(ToHex(frame), "12000000" "06" "00" "0000" "0500000000000000" "0d00" "01" "0100" "78");
+  EXPECT_EQ(ToHex(frame), "14000000" "06" "00" "0000" "0500000000000000" "0d00" "01" "0100" "78" "0000");
+  // NOT_OWNER carries the owner's address.
+  Error r{.code = WireError::kNotOwner, .retriable = true, .message = "m", .redirect = "h:1"};
+  EXPECT_EQ(ToHex(BodyOf(r)), "0b00" "01" "0100" "6d" "0300" "683a31");
+  const std::string body = BodyOf(r);
+  auto back = DecodeBodyAs<Error>(std::span<const char>(body));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->redirect, "h:1");
 }
 
 TEST(GoldenTest, SessionOpen) {

@@ -1,0 +1,53 @@
+// A session's record in the bank (`sessions/<id:016x>`, docs/cluster.md): the
+// connection instance id, what it conveys to or from which stream, which node
+// holds it (the session's lock) with a session epoch that grows at every new
+// holder, and its conveyance state, persisted while the transfer runs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace floe::broker {
+
+struct ConsumerGroup;
+
+struct SessionRecord {
+  enum class Kind : uint8_t { kProducer = 1, kConsumer = 2 };
+  uint64_t id = 0;
+  Kind kind = Kind::kProducer;
+  std::string stream;
+  std::string consumer;   // consumers: the durable consumer
+  std::string holder;     // node id serving it; "" = released (no node holds it)
+  uint64_t epoch = 0;     // +1 at every new holder
+  int64_t updated_ms = 0; // wall clock of the last change
+  // Conveyance state.
+  uint64_t last_producer_seq = 0;  // producer: highest producer seq acknowledged
+  uint64_t last_seq = 0;           // producer: its stream seq; consumer: last seq delivered
+  uint64_t messages = 0;           // producer: messages acknowledged; consumer: delivered
+  uint64_t answers = 0;            // consumer: answers confirmed
+  uint32_t pending = 0;            // consumer: deliveries awaiting this session's answer
+};
+
+std::string SessionKey(uint64_t id);
+inline constexpr std::string_view kSessionsPrefix = "sessions/";
+std::string EncodeSessionRecord(const SessionRecord& r);
+Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
+std::string_view SessionKindName(SessionRecord::Kind k);
+
+// A session as a node serves it: the record plus the connection holding it.
+// Shared by the connections of one session on one node (a reconnect claims
+// it). `mu` guards everything.
+struct SessionState {
+  std::mutex mu;
+  SessionRecord record;
+  const void* holder_conn = nullptr;      // the connection serving it, or null
+  std::shared_ptr<ConsumerGroup> group;   // consumers
+  bool ended = false;                     // GOODBYE: the record is deleted
+};
+
+}  // namespace floe::broker

@@ -1,0 +1,248 @@
+// `floe cluster status|rebalance`, `floe node drain`, `floe session list|show`:
+// the cluster as the information bank records it (docs/cluster.md). They
+// read and write the bank directly, so they work while nodes are down.
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "bank/bank.h"
+#include "broker/session.h"
+#include "cli/commands.h"
+#include "cli/json.h"
+#include "cluster/cluster.h"
+
+namespace floe::cli {
+namespace {
+
+struct BankArgs {
+  std::string bank = "sqlite:./floe-data/bank.db";
+  bool json = false;
+};
+
+void AddBankOption(CLI::App* c, BankArgs* a) {
+  c->add_option("--bank", a->bank, "Information bank the nodes share (sqlite:PATH)")
+      ->default_val("sqlite:./floe-data/bank.db");
+}
+
+// Opens the bank; a missing SQLite file is an error here (these commands
+// must not create an empty bank by mistake).
+Result<std::unique_ptr<bank::Bank>> OpenExisting(const std::string& url) {
+  std::string path = url.rfind("sqlite:", 0) == 0 ? url.substr(7) : url;
+  if (url.find("://") == std::string::npos && !std::filesystem::exists(path))
+    return Err(Status::NotFound(fmt::format("no bank at {} (give --bank sqlite:DATA/bank.db)", path)));
+  return bank::OpenBank(url);
+}
+
+int Fail(const char* what, const Status& s) {
+  fmt::print(stderr, "floe {}: {}\n", what, s.ToString());
+  return 1;
+}
+
+int ClusterStatus(const BankArgs& a) {
+  auto b = OpenExisting(a.bank);
+  if (!b) return Fail("cluster status", b.error());
+  bank::Bank& bank = **b;
+  const int64_t now = cluster::WallMs();
+  auto nodes = bank.List(cluster::kNodesPrefix);
+  auto streams = bank.List("streams/");
+  auto drains = bank.List(cluster::kDrainPrefix);
+  if (!nodes) return Fail("cluster status", nodes.error());
+  if (!streams) return Fail("cluster status", streams.error());
+  if (!drains) return Fail("cluster status", drains.error());
+  std::set<std::string> drained;
+  for (const auto& kv : *drains) drained.insert(kv.key.substr(cluster::kDrainPrefix.size()));
+  std::string out;
+  if (a.json) out += "{\"nodes\":[";
+  else out += fmt::format("{:<12} {:<22} {:<6} {:<8} {:>9} {:>7} {:>8} {:>10}\n", "NODE", "ADDRESS", "ALIVE",
+                          "DRAINED", "HEARTBEAT", "STREAMS", "SESSIONS", "PUBLISH/S");
+  bool first = true;
+  for (const auto& kv : *nodes) {
+    auto n = cluster::DecodeNodeInfo(kv.value);
+    if (!n) continue;
+    const int64_t age = now - n->heartbeat_ms;
+    const bool alive = age < std::max<int64_t>(n->lease_ms, 1);
+    const bool dr = drained.count(n->id) > 0;
+    if (a.json) {
+      out += fmt::format(
+          "{}{{\"id\":\"{}\",\"address\":\"{}\",\"alive\":{},\"drained\":{},\"heartbeat_age_ms\":{},\"lease_ms\":{},"
+          "\"streams\":{},\"sessions\":{},\"publish_rate\":{}}}",
+          first ? "" : ",", JsonEscape(n->id), JsonEscape(n->address), alive, dr, age, n->lease_ms, n->streams,
+          n->sessions, n->publish_rate);
+    } else {
+      out += fmt::format("{:<12} {:<22} {:<6} {:<8} {:>7}ms {:>7} {:>8} {:>10}\n", n->id, n->address,
+                         alive ? "yes" : "no", dr ? "yes" : "no", age, n->streams, n->sessions, n->publish_rate);
+    }
+    first = false;
+  }
+  if (a.json) out += "],\"streams\":[";
+  else out += fmt::format("\n{:<24} {:<12} {:>6} {:>12}\n", "STREAM", "OWNER", "EPOCH", "LEASE");
+  first = true;
+  for (const auto& kv : *streams) {
+    const std::string name = kv.key.substr(std::string_view("streams/").size());
+    auto lease = bank.GetLease(cluster::StreamLeaseName(name));
+    std::string owner;
+    uint64_t epoch = 0;
+    int64_t left = 0;
+    if (lease) {
+      epoch = lease->epoch;
+      left = lease->expires_ms - now;
+      if (left > 0) owner = lease->owner;
+    }
+    if (a.json) {
+      out += fmt::format("{}{{\"name\":\"{}\",\"owner\":\"{}\",\"epoch\":{},\"expires_in_ms\":{}}}", first ? "" : ",",
+                         JsonEscape(name), JsonEscape(owner), epoch, std::max<int64_t>(left, 0));
+    } else {
+      out += fmt::format("{:<24} {:<12} {:>6} {:>12}\n", name, owner.empty() ? "-" : owner, epoch,
+                         left > 0 ? fmt::format("{}ms", left) : std::string("expired"));
+    }
+    first = false;
+  }
+  if (a.json) out += "]}\n";
+  std::fputs(out.c_str(), stdout);
+  return 0;
+}
+
+std::string SessionJson(const broker::SessionRecord& r) {
+  return fmt::format(
+      "{{\"id\":\"{:016x}\",\"kind\":\"{}\",\"stream\":\"{}\",\"consumer\":\"{}\",\"holder\":\"{}\",\"epoch\":{},"
+      "\"updated_ms\":{},\"last_producer_seq\":{},\"last_seq\":{},\"messages\":{},\"answers\":{},\"pending\":{}}}",
+      r.id, broker::SessionKindName(r.kind), JsonEscape(r.stream), JsonEscape(r.consumer), JsonEscape(r.holder),
+      r.epoch, r.updated_ms, r.last_producer_seq, r.last_seq, r.messages, r.answers, r.pending);
+}
+
+int SessionList(const BankArgs& a) {
+  auto b = OpenExisting(a.bank);
+  if (!b) return Fail("session list", b.error());
+  auto all = (*b)->List(broker::kSessionsPrefix);
+  if (!all) return Fail("session list", all.error());
+  std::string out = a.json ? "[" : fmt::format("{:<16} {:<8} {:<20} {:<12} {:<10} {:>5} {:>10} {:>10} {:>8}\n", "SESSION",
+                                               "KIND", "STREAM", "CONSUMER", "HOLDER", "EPOCH", "LAST SEQ", "MESSAGES",
+                                               "PENDING");
+  bool first = true;
+  for (const auto& kv : *all) {
+    auto r = broker::DecodeSessionRecord(kv.value);
+    if (!r) {
+      fmt::print(stderr, "floe session list: {}: {}\n", kv.key, r.error().ToString());
+      continue;
+    }
+    if (a.json) {
+      out += (first ? "" : ",") + SessionJson(*r);
+    } else {
+      out += fmt::format("{:016x} {:<8} {:<20} {:<12} {:<10} {:>5} {:>10} {:>10} {:>8}\n", r->id,
+                         broker::SessionKindName(r->kind), r->stream, r->consumer.empty() ? "-" : r->consumer,
+                         r->holder.empty() ? "-" : r->holder, r->epoch, r->last_seq, r->messages, r->pending);
+    }
+    first = false;
+  }
+  if (a.json) out += "]\n";
+  std::fputs(out.c_str(), stdout);
+  return 0;
+}
+
+int SessionShow(const BankArgs& a, const std::string& id_text) {
+  uint64_t id = 0;
+  if (std::sscanf(id_text.c_str(), "%" SCNx64, &id) != 1 || id == 0)
+    return Fail("session show", Status::InvalidArgument("the session id is 16 hex digits, as session list prints"));
+  auto b = OpenExisting(a.bank);
+  if (!b) return Fail("session show", b.error());
+  auto v = (*b)->Get(broker::SessionKey(id));
+  if (!v) return Fail("session show", v.error().IsNotFound() ? Status::NotFound(fmt::format("no session {:016x}", id))
+                                                              : v.error());
+  auto r = broker::DecodeSessionRecord(v->value);
+  if (!r) return Fail("session show", r.error());
+  if (a.json) {
+    fmt::print("{}\n", SessionJson(*r));
+    return 0;
+  }
+  fmt::print("session            {:016x}\nkind               {}\nstream             {}\n", r->id,
+             broker::SessionKindName(r->kind), r->stream);
+  if (!r->consumer.empty()) fmt::print("consumer           {}\n", r->consumer);
+  fmt::print("holder             {}\nepoch              {}\nupdated            {} ms ago\n",
+             r->holder.empty() ? "- (released)" : r->holder, r->epoch, cluster::WallMs() - r->updated_ms);
+  if (r->kind == broker::SessionRecord::Kind::kProducer) {
+    fmt::print("acked producer seq {}\nits stream seq     {}\nmessages acked     {}\n", r->last_producer_seq, r->last_seq,
+               r->messages);
+  } else {
+    fmt::print("last delivered seq {}\ndelivered          {}\nanswers confirmed  {}\npending            {}\n",
+               r->last_seq, r->messages, r->answers, r->pending);
+  }
+  return 0;
+}
+
+int NodeDrain(const BankArgs& a, const std::string& id, bool undo) {
+  auto b = OpenExisting(a.bank);
+  if (!b) return Fail("node drain", b.error());
+  if (undo) {
+    Status s = (*b)->Delete(cluster::DrainKey(id));
+    if (!s.ok()) return Fail("node drain", s);
+    fmt::print("node {} takes streams again\n", id);
+    return 0;
+  }
+  auto r = (*b)->Put(cluster::DrainKey(id), fmt::format("{}", cluster::WallMs()));
+  if (!r) return Fail("node drain", r.error());
+  fmt::print("node {} is drained: it gives its streams up at its next tick\n", id);
+  return 0;
+}
+
+int Rebalance(const BankArgs& a) {
+  auto b = OpenExisting(a.bank);
+  if (!b) return Fail("cluster rebalance", b.error());
+  auto r = (*b)->Put(std::string(cluster::kRebalanceKey), fmt::format("{}", cluster::WallMs()));
+  if (!r) return Fail("cluster rebalance", r.error());
+  fmt::print("asked every node to balance its streams now\n");
+  return 0;
+}
+
+}  // namespace
+
+void RegisterClusterCommands(CLI::App& app, int* exit_code) {
+  auto* cl = app.add_subcommand("cluster", "The cluster as the bank records it")->require_subcommand(1);
+  {
+    auto a = std::make_shared<BankArgs>();
+    auto* c = cl->add_subcommand("status", "Nodes (alive, drained, load) and streams (owner node, epoch, lease)");
+    AddBankOption(c, a.get());
+    c->add_flag("--json", a->json, "One JSON object");
+    c->callback([a, exit_code] { *exit_code = ClusterStatus(*a); });
+  }
+  {
+    auto a = std::make_shared<BankArgs>();
+    auto* c = cl->add_subcommand("rebalance", "Ask every node to even out the streams now");
+    AddBankOption(c, a.get());
+    c->callback([a, exit_code] { *exit_code = Rebalance(*a); });
+  }
+  auto* node = app.add_subcommand("node", "One node of the cluster")->require_subcommand(1);
+  {
+    auto a = std::make_shared<BankArgs>();
+    auto id = std::make_shared<std::string>();
+    auto undo = std::make_shared<bool>(false);
+    auto* c = node->add_subcommand("drain", "Move every stream off a node (it takes none until --undo)");
+    c->add_option("id", *id, "Node id")->required();
+    c->add_flag("--undo", *undo, "Let the node take streams again");
+    AddBankOption(c, a.get());
+    c->callback([a, id, undo, exit_code] { *exit_code = NodeDrain(*a, *id, *undo); });
+  }
+  auto* sess = app.add_subcommand("session", "Sessions and their conveyance state, from the bank")->require_subcommand(1);
+  {
+    auto a = std::make_shared<BankArgs>();
+    auto* c = sess->add_subcommand("list", "Every session the bank records");
+    AddBankOption(c, a.get());
+    c->add_flag("--json", a->json, "One JSON array");
+    c->callback([a, exit_code] { *exit_code = SessionList(*a); });
+  }
+  {
+    auto a = std::make_shared<BankArgs>();
+    auto id = std::make_shared<std::string>();
+    auto* c = sess->add_subcommand("show", "One session's record: holder, epoch, conveyance state");
+    c->add_option("id", *id, "Session id (hex, as session list prints)")->required();
+    AddBankOption(c, a.get());
+    c->add_flag("--json", a->json, "One JSON object");
+    c->callback([a, id, exit_code] { *exit_code = SessionShow(*a, *id); });
+  }
+}
+
+}  // namespace floe::cli

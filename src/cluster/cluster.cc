@@ -1,0 +1,433 @@
+#include "cluster/cluster.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "wire/codec.h"
+
+namespace floe::cluster {
+
+namespace {
+constexpr uint8_t kNodeEncodingVersion = 1;
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string NodeKey(std::string_view id) { return fmt::format("{}{}", kNodesPrefix, id); }
+std::string DrainKey(std::string_view id) { return fmt::format("{}{}", kDrainPrefix, id); }
+std::string StreamLeaseName(std::string_view stream) { return fmt::format("{}{}", kStreamLeasePrefix, stream); }
+
+std::string EncodeNodeInfo(const NodeInfo& n) {
+  std::string out;
+  wire::Encoder e(&out);
+  e.U8(kNodeEncodingVersion);
+  e.String(n.id);
+  e.String(n.address);
+  e.I64(n.heartbeat_ms);
+  e.I64(n.started_ms);
+  e.I64(n.lease_ms);
+  e.U32(n.streams);
+  e.U32(n.sessions);
+  e.U64(n.publish_rate);
+  return out;
+}
+
+Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
+  wire::Decoder d({bytes.data(), bytes.size()});
+  if (d.U8() != kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
+  NodeInfo n;
+  n.id = std::string(d.String());
+  n.address = std::string(d.String());
+  n.heartbeat_ms = d.I64();
+  n.started_ms = d.I64();
+  n.lease_ms = d.I64();
+  n.streams = d.U32();
+  n.sessions = d.U32();
+  n.publish_rate = d.U64();
+  Status s = d.Finish();
+  if (!s.ok()) return Err(Status::Corruption("node record: " + std::string(s.message())));
+  return n;
+}
+
+Cluster::Cluster(bank::Bank* bank, ClusterOptions options, Host* host)
+    : bank_(bank), options_(std::move(options)), host_(host), started_ms_(WallMs()) {}
+
+Cluster::~Cluster() { Stop(false); }
+
+Status Cluster::Start() {
+  if (options_.lease_ms < 30) return Status::InvalidArgument("the lease period must be at least 30 ms");
+  Heartbeat(WallMs());
+  auto streams = bank_->List("streams/");
+  if (!streams) return streams.error();
+  Tick();
+  thread_ = std::thread([this] { Loop(); });
+  return Status::OK();
+}
+
+void Cluster::Stop(bool release) {
+  {
+    std::lock_guard l(mu_);
+    if (stop_ && !thread_.joinable() && held_.empty()) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (!release) return;
+  std::map<std::string, Held> held;
+  {
+    std::lock_guard l(mu_);
+    held.swap(held_);
+  }
+  for (auto& [name, h] : held) (void)bank_->ReleaseLease(h.lease);
+  (void)bank_->Delete(NodeKey(options_.node_id));
+}
+
+void Cluster::Loop() {
+  const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
+  std::unique_lock l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, period, [&] { return stop_ || !wanted_.empty(); });
+    if (stop_) break;
+    l.unlock();
+    Tick();
+    // A client asking for an unowned stream wakes the loop early, but ticks
+    // stay at least 20 ms apart.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    l.lock();
+  }
+}
+
+void Cluster::Tick() {
+  RenewAll();
+  Heartbeat(WallMs());
+  Balance();
+  ++ticks_;
+}
+
+void Cluster::Heartbeat(int64_t now) {
+  NodeInfo n;
+  n.id = options_.node_id;
+  n.address = options_.address;
+  n.heartbeat_ms = now;
+  n.started_ms = started_ms_;
+  n.lease_ms = options_.lease_ms;
+  {
+    std::lock_guard l(mu_);
+    n.streams = static_cast<uint32_t>(held_.size());
+  }
+  n.sessions = host_->SessionCount();
+  const uint64_t published = host_->PublishedTotal();
+  const int64_t steady = SteadyMs();
+  if (last_heartbeat_steady_ > 0 && steady > last_heartbeat_steady_)
+    n.publish_rate = (published - last_published_) * 1000 / static_cast<uint64_t>(steady - last_heartbeat_steady_);
+  last_published_ = published;
+  last_heartbeat_steady_ = steady;
+  auto r = bank_->Put(NodeKey(options_.node_id), EncodeNodeInfo(n));
+  if (!r) fmt::print(stderr, "floe: node {}: heartbeat failed: {}\n", options_.node_id, r.error().ToString());
+}
+
+void Cluster::RenewAll() {
+  std::vector<std::pair<std::string, bank::Lease>> leases;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [name, h] : held_) leases.emplace_back(name, h.lease);
+  }
+  for (auto& [name, lease] : leases) {
+    const int64_t t0 = SteadyMs();
+    auto r = bank_->RenewLease(lease, options_.lease_ms, WallMs());
+    if (!r) {
+      if (r.error().code() == ErrorCode::kAborted) {
+        // Taken over (we were paused or partitioned past the lease): step back.
+        fmt::print(stderr, "floe: node {}: lost stream {}: {}\n", options_.node_id, name, r.error().ToString());
+        std::string redirect;
+        if (auto owner = OwnerOf(name); owner && owner->live && owner->node != options_.node_id)
+          redirect = owner->address;
+        Lose(name, redirect);
+        continue;
+      }
+      bool expired;
+      {
+        std::lock_guard l(mu_);
+        auto it = held_.find(name);
+        expired = it != held_.end() && SteadyMs() >= it->second.valid_until;
+      }
+      if (expired) {
+        fmt::print(stderr, "floe: node {}: cannot renew stream {} ({}); stepping back\n", options_.node_id, name,
+                   r.error().ToString());
+        Lose(name, "");
+      }
+      continue;
+    }
+    const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+    bool open;
+    {
+      std::lock_guard l(mu_);
+      auto it = held_.find(name);
+      if (it == held_.end() || it->second.lease.epoch != r->epoch) continue;  // forgotten meanwhile
+      it->second.lease = *r;
+      it->second.valid_until = valid_until;
+      open = it->second.open;
+    }
+    if (open) {
+      host_->SetValidUntil(name, valid_until);
+      continue;
+    }
+    // Held but not yet served (the previous owner still had the directory
+    // locked, or opening failed): try again.
+    Status s = host_->OpenStream(name, valid_until);
+    if (s.ok()) {
+      std::lock_guard l(mu_);
+      if (auto it = held_.find(name); it != held_.end()) it->second.open = true;
+    } else if (s.IsNotFound()) {
+      ReleaseOne(name);
+    }
+  }
+}
+
+bool Cluster::Acquire(const std::string& stream) {
+  const int64_t t0 = SteadyMs();
+  auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
+  if (!r) return false;
+  const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+  {
+    std::lock_guard l(mu_);
+    if (stop_) {
+      (void)bank_->ReleaseLease(*r);
+      return false;
+    }
+    held_[stream] = Held{*r, valid_until, t0, false};
+    wanted_.erase(stream);
+  }
+  if (r->epoch > 1) ++takeovers_;
+  Status s = host_->OpenStream(stream, valid_until);
+  if (s.ok()) {
+    std::lock_guard l(mu_);
+    if (auto it = held_.find(stream); it != held_.end()) it->second.open = true;
+    return true;
+  }
+  if (s.IsNotFound()) {
+    ReleaseOne(stream);
+    return false;
+  }
+  fmt::print(stderr, "floe: node {}: holds stream {} (epoch {}) but cannot open it yet: {}\n", options_.node_id,
+             stream, r->epoch, s.ToString());
+  return true;
+}
+
+void Cluster::Lose(const std::string& stream, const std::string& redirect) {
+  bool open = false;
+  {
+    std::lock_guard l(mu_);
+    auto it = held_.find(stream);
+    if (it == held_.end()) return;
+    open = it->second.open;
+    held_.erase(it);
+  }
+  if (open) host_->CloseStream(stream, redirect);
+}
+
+void Cluster::ReleaseOne(const std::string& stream) {
+  std::optional<Held> h;
+  {
+    std::lock_guard l(mu_);
+    auto it = held_.find(stream);
+    if (it == held_.end()) return;
+    h = it->second;
+    held_.erase(it);
+  }
+  if (h->open) host_->CloseStream(stream, "");
+  (void)bank_->ReleaseLease(h->lease);
+  released_at_[stream] = SteadyMs();
+}
+
+void Cluster::Balance() {
+  const int64_t now = WallMs();
+  auto nodes = bank_->List(kNodesPrefix);
+  auto streams = bank_->List("streams/");
+  auto drains = bank_->List(kDrainPrefix);
+  if (!nodes || !streams || !drains) return;
+  std::set<std::string> drained;
+  for (const auto& kv : *drains) drained.insert(kv.key.substr(kDrainPrefix.size()));
+  std::set<std::string> live;  // live, undrained nodes
+  for (const auto& kv : *nodes) {
+    auto n = DecodeNodeInfo(kv.value);
+    if (!n) continue;
+    if (n->heartbeat_ms + std::max<int64_t>(n->lease_ms, 1) > now && !drained.count(n->id)) live.insert(n->id);
+  }
+  const bool me_drained = drained.count(options_.node_id) > 0;
+
+  if (me_drained) {
+    std::vector<std::string> mine;
+    {
+      std::lock_guard l(mu_);
+      for (auto& [name, h] : held_) mine.push_back(name);
+      wanted_.clear();
+    }
+    for (auto& name : mine) ReleaseOne(name);
+    return;
+  }
+
+  // Who holds what (live leases only).
+  std::map<std::string, size_t> counts;
+  std::vector<std::string> free_streams;
+  std::set<std::string> known;
+  for (const auto& kv : *streams) {
+    std::string name = kv.key.substr(std::string_view("streams/").size());
+    known.insert(name);
+    {
+      std::lock_guard l(mu_);
+      if (held_.count(name)) {
+        ++counts[options_.node_id];
+        continue;
+      }
+    }
+    auto lease = bank_->GetLease(StreamLeaseName(name));
+    if (lease && lease->expires_ms > now) {
+      ++counts[lease->owner];
+      continue;
+    }
+    if (!lease && !lease.error().IsNotFound()) continue;
+    free_streams.push_back(name);
+  }
+  const size_t n_nodes = std::max<size_t>(1, live.size());
+  const size_t total = known.size();
+  const size_t hi = (total + n_nodes - 1) / n_nodes;
+  const size_t lo = total / n_nodes;
+  size_t mine = counts[options_.node_id];
+
+  // Take streams nobody serves, up to the fair share (any a client asked for).
+  for (const std::string& name : free_streams) {
+    bool wanted;
+    {
+      std::lock_guard l(mu_);
+      wanted = wanted_.erase(name) > 0;
+    }
+    auto rel = released_at_.find(name);
+    const bool just_released = rel != released_at_.end() && SteadyMs() - rel->second < 2 * options_.lease_ms;
+    if (!wanted && just_released && n_nodes > 1) continue;
+    if (!wanted && mine >= hi && n_nodes > 1) continue;
+    if (Acquire(name)) ++mine;
+  }
+  {
+    std::lock_guard l(mu_);
+    for (auto it = wanted_.begin(); it != wanted_.end();)  // deleted or owned by others
+      it = std::find(free_streams.begin(), free_streams.end(), *it) == free_streams.end() ? wanted_.erase(it) : ++it;
+  }
+
+  // Give streams up to even the load: when above the fair share, or above
+  // its floor while another live node is below it.
+  bool rebalance_now = false;
+  if (auto r = bank_->Get(kRebalanceKey); r) {
+    if (rebalance_seen_ && r->version != last_rebalance_) rebalance_now = true;
+    last_rebalance_ = r->version;
+    rebalance_seen_ = true;
+  } else {
+    rebalance_seen_ = true;
+  }
+  if (!(options_.auto_balance || rebalance_now) || n_nodes < 2) return;
+  size_t min_other = SIZE_MAX;
+  for (const auto& id : live)
+    if (id != options_.node_id) min_other = std::min(min_other, counts[id]);
+  if (min_other == SIZE_MAX) return;
+  const bool over = mine > hi || (mine > lo && min_other < lo);
+  if (!over) return;
+  // The stream held longest (settled: at least two lease periods, unless an
+  // operator asked for a rebalance now).
+  std::string victim;
+  int64_t oldest = INT64_MAX;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [name, h] : held_) {
+      if (!h.open) continue;
+      if (!rebalance_now && SteadyMs() - h.acquired_at < 2 * options_.lease_ms) continue;
+      if (h.acquired_at < oldest) {
+        oldest = h.acquired_at;
+        victim = name;
+      }
+    }
+  }
+  if (victim.empty()) return;
+  fmt::print(stderr, "floe: node {}: giving stream {} up to balance the load ({} held, fair share {}-{})\n",
+             options_.node_id, victim, mine, lo, hi);
+  ReleaseOne(victim);
+}
+
+std::optional<bank::Op> Cluster::Fence(const std::string& stream) {
+  std::lock_guard l(mu_);
+  auto it = held_.find(stream);
+  if (it == held_.end() || SteadyMs() >= it->second.valid_until) return std::nullopt;
+  return bank::Bank::FencedBy(it->second.lease);
+}
+
+std::string Cluster::AddressOf(const std::string& node) {
+  auto v = bank_->Get(NodeKey(node));
+  if (!v) return {};
+  auto n = DecodeNodeInfo(v->value);
+  return n ? n->address : std::string();
+}
+
+Result<Cluster::Owner> Cluster::OwnerOf(const std::string& stream) {
+  auto lease = bank_->GetLease(StreamLeaseName(stream));
+  if (!lease) return Err(lease.error());
+  Owner o;
+  o.node = lease->owner;
+  o.epoch = lease->epoch;
+  const int64_t now = WallMs();
+  o.live = lease->expires_ms > now;
+  if (o.live) {
+    auto v = bank_->Get(NodeKey(o.node));
+    auto n = v ? DecodeNodeInfo(v->value) : Result<NodeInfo>(Err(v.error()));
+    if (n) {
+      o.address = n->address;
+      o.live = n->heartbeat_ms + std::max<int64_t>(n->lease_ms, 1) > now;
+    } else {
+      o.live = false;
+    }
+  }
+  return o;
+}
+
+void Cluster::Want(const std::string& stream) {
+  {
+    std::lock_guard l(mu_);
+    if (held_.count(stream)) return;
+    wanted_.insert(stream);
+  }
+  cv_.notify_all();
+}
+
+Result<int64_t> Cluster::TakeNew(const std::string& stream) {
+  const int64_t t0 = SteadyMs();
+  auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
+  if (!r) return Err(r.error());
+  const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+  std::lock_guard l(mu_);
+  // open = true: the creating node opens it; the cluster thread must not.
+  held_[stream] = Held{*r, valid_until, t0, true};
+  return valid_until;
+}
+
+void Cluster::Forget(const std::string& stream) {
+  std::optional<Held> h;
+  {
+    std::lock_guard l(mu_);
+    auto it = held_.find(stream);
+    if (it == held_.end()) return;
+    h = it->second;
+    held_.erase(it);
+  }
+  (void)bank_->ReleaseLease(h->lease);
+}
+
+}  // namespace floe::cluster

@@ -1,0 +1,161 @@
+// A node's membership of a floe cluster (docs/cluster.md): its heartbeat and
+// load in the bank, the leases on the streams it owns, and the decisions to
+// take or give up streams (failover, drain, load balancing).
+//
+// The Cluster runs one thread that ticks every lease_ms / 3. It never opens
+// or closes a stream itself: it tells its Host (the node) to, and the Host
+// answers whether it could (opening fails while another process still holds
+// the stream directory's file lock; the lease is kept and the open retried).
+//
+// Safety: the node acts for a stream only while the lease is valid by its own
+// steady clock (Host::SetValidUntil), and every bank write for a stream
+// carries Fence(stream), which fails once the lease record moved. Expiry
+// only decides when another node may take over.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bank/bank.h"
+#include "base/status.h"
+
+namespace floe::cluster {
+
+// nodes/<id>
+struct NodeInfo {
+  std::string id;
+  std::string address;       // where clients reach it (HOST:PORT)
+  int64_t heartbeat_ms = 0;  // wall clock of the last heartbeat
+  int64_t started_ms = 0;
+  int64_t lease_ms = 0;      // its lease period (liveness: heartbeat younger than this)
+  uint32_t streams = 0;      // streams it serves
+  uint32_t sessions = 0;     // sessions open on it
+  uint64_t publish_rate = 0; // messages acknowledged per second, last tick
+};
+std::string EncodeNodeInfo(const NodeInfo& n);
+Result<NodeInfo> DecodeNodeInfo(std::string_view bytes);
+
+// Bank keys and lease names.
+std::string NodeKey(std::string_view id);
+std::string DrainKey(std::string_view id);
+inline constexpr std::string_view kNodesPrefix = "nodes/";
+inline constexpr std::string_view kDrainPrefix = "drain/";
+inline constexpr std::string_view kRebalanceKey = "cluster/rebalance";
+inline constexpr std::string_view kStreamLeasePrefix = "stream/";  // lease name prefix
+std::string StreamLeaseName(std::string_view stream);
+
+// Wall clock, ms since the epoch / steady clock, ms.
+int64_t WallMs();
+int64_t SteadyMs();
+
+struct ClusterOptions {
+  std::string node_id = "node-1";
+  std::string address;       // advertised HOST:PORT
+  int64_t lease_ms = 3000;
+  bool auto_balance = true;
+};
+
+// What the node does when it gains or loses a stream. Called on the cluster
+// thread, never with the Cluster's lock held.
+class Host {
+ public:
+  virtual ~Host() = default;
+  // Opens the stream (recovering it from disk) and starts serving it, valid
+  // until `valid_until_steady_ms`. NotFound: the stream was deleted.
+  virtual Status OpenStream(const std::string& name, int64_t valid_until_steady_ms) = 0;
+  // A renewal moved the validity forward.
+  virtual void SetValidUntil(const std::string& name, int64_t valid_until_steady_ms) = 0;
+  // Stop acting for the stream at once: its sessions are told to go to
+  // `redirect` (the new owner's address, or "" if unknown) and closed, and
+  // the stream is closed (its file lock released) before this returns, as
+  // far as the node can manage.
+  virtual void CloseStream(const std::string& name, const std::string& redirect) = 0;
+  // Load, for the heartbeat.
+  virtual uint32_t SessionCount() = 0;
+  virtual uint64_t PublishedTotal() = 0;  // messages acknowledged since start
+};
+
+class Cluster {
+ public:
+  Cluster(bank::Bank* bank, ClusterOptions options, Host* host);
+  ~Cluster();
+
+  // Registers the node (first heartbeat), takes its share of streams, and
+  // starts ticking.
+  Status Start();
+  // Stops ticking. With `release`, gives up every lease (the node closed its
+  // streams first), so other nodes take over at once.
+  void Stop(bool release);
+
+  // The op that fences a bank write for `stream`, or nullopt if this node
+  // does not hold the stream's lease (or its validity ran out).
+  std::optional<bank::Op> Fence(const std::string& stream);
+
+  struct Owner {
+    std::string node;
+    std::string address;
+    uint64_t epoch = 0;
+    bool live = false;  // the lease is unexpired and its node heartbeats
+  };
+  // The stream's owner as the bank says (NotFound: never owned).
+  Result<Owner> OwnerOf(const std::string& stream);
+
+  // A client asked for a stream nobody serves: try to take it now.
+  void Want(const std::string& stream);
+  // A new stream: takes its lease before it is recorded, so no other node
+  // opens it first (the caller opens it, or calls Forget if it cannot).
+  // Unavailable if another node holds it.
+  // Returns the lease's validity (steady ms).
+  Result<int64_t> TakeNew(const std::string& stream);
+  // Gives the stream's lease up (the node closed it; deleting it).
+  void Forget(const std::string& stream);
+
+  uint64_t ticks() const { return ticks_.load(); }
+  uint64_t takeovers() const { return takeovers_.load(); }
+
+ private:
+  struct Held {
+    bank::Lease lease;
+    int64_t valid_until = 0;   // steady ms
+    int64_t acquired_at = 0;   // steady ms
+    bool open = false;         // the host serves it
+  };
+  void Loop();
+  void Tick();
+  void Heartbeat(int64_t now);
+  void RenewAll();
+  void Balance();
+  bool Acquire(const std::string& stream);
+  void Lose(const std::string& stream, const std::string& redirect);
+  void ReleaseOne(const std::string& stream);
+  std::string AddressOf(const std::string& node);
+
+  bank::Bank* const bank_;
+  const ClusterOptions options_;
+  Host* const host_;
+  const int64_t started_ms_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Held> held_;           // guarded by mu_
+  std::set<std::string> wanted_;               // guarded by mu_
+  bool stop_ = false;                          // guarded by mu_
+  std::map<std::string, int64_t> released_at_; // cluster thread: streams we gave up (steady ms)
+  uint64_t last_rebalance_ = 0;                // cluster thread
+  bool rebalance_seen_ = false;                // cluster thread
+  uint64_t last_published_ = 0;                // cluster thread
+  int64_t last_heartbeat_steady_ = 0;          // cluster thread
+  std::atomic<uint64_t> ticks_{0};
+  std::atomic<uint64_t> takeovers_{0};
+  std::thread thread_;
+};
+
+}  // namespace floe::cluster
