@@ -56,6 +56,11 @@ class Node::Impl final : public cluster::Host {
   }
   uint64_t PublishedTotal() override { return published_.load(); }
 
+  void Housekeep() override;
+  // Writes session `id`'s record as `state` holds it when the writer takes it
+  // (fenced by the stream's lease); lazily without `done`.
+  void PersistSession(const std::string& stream, uint64_t id, std::shared_ptr<SessionState> state,
+                      std::function<void(Status)> done);
   // Tells every connection serving `entry` to go to `redirect` and closes it.
   void Evict(const std::shared_ptr<StreamEntry>& entry, const std::string& redirect);
   // The shared state of session `id` on this node (created empty).
@@ -544,8 +549,14 @@ void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
 }
 
 void Connection::PersistSession(std::function<void(Status)> done) {
-  auto state = state_;
-  node_->writer_->Write(SessionKey(session_id_), stream_->name(),
+  node_->PersistSession(stream_->name(), session_id_, state_, std::move(done));
+}
+
+}  // namespace
+
+void Node::Impl::PersistSession(const std::string& stream, uint64_t id, std::shared_ptr<SessionState> state,
+                                std::function<void(Status)> done) {
+  writer_->Write(SessionKey(id), stream,
                         [state]() -> std::optional<std::string> {
                           std::lock_guard l(state->mu);
                           if (state->ended) return std::nullopt;
@@ -561,6 +572,40 @@ void Connection::PersistSession(std::function<void(Status)> done) {
                         },
                         std::move(done));
 }
+
+void Node::Impl::Housekeep() {
+  auto all = bank_->List(kSessionsPrefix);
+  if (!all) return;
+  const int64_t now = NowMs();
+  for (const auto& kv : *all) {
+    auto r = DecodeSessionRecord(kv.value);
+    if (!r) continue;
+    auto entry = registry_->Get(r->stream);
+    if (!entry || !entry->owned()) continue;  // its owner looks after it
+    // Every write of a session's record goes through its one SessionState,
+    // so this cannot overwrite a connection's newer state.
+    auto state = SessionStateFor(r->id);
+    bool write = false;
+    {
+      std::lock_guard l(state->mu);
+      if (state->holder_conn != nullptr) continue;  // served here now
+      if (state->record.id == 0) state->record = *r;
+      if (!state->record.holder.empty()) {
+        // Held by a node that lost the stream (died, paused, gave it up):
+        // the lock is void.
+        state->record.holder.clear();
+        state->record.updated_ms = now;
+        write = true;
+      } else if (now - state->record.updated_ms > options_.session_ttl_ms) {
+        state->ended = true;  // closed long ago: the record goes
+        write = true;
+      }
+    }
+    if (write) PersistSession(r->stream, r->id, state, nullptr);
+  }
+}
+
+namespace {
 
 void Connection::NoteAcked(const wire::PublishAck& ack) {
   uint64_t count = 0, top_pseq = 0, top_seq = 0;

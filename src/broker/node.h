@@ -37,6 +37,7 @@ struct NodeOptions {
   std::string advertise;                    // HOST:PORT clients are sent to; "" = the listen address
   int64_t lease_ms = 3000;                  // stream lease period: failover takes about this long
   bool auto_balance = true;                 // move streams to even the load
+  int64_t session_ttl_ms = 24ll * 3600 * 1000;  // a released session's record is kept this long
 };
 
 class Node {

@@ -26,6 +26,9 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
                     "Stream lease period in ms: a dead node's streams move after about this long")
       ->default_val(o->lease_ms)
       ->check(CLI::Range(int64_t{30}, int64_t{600000}));
+  serve->add_option("--session-ttl-ms", o->session_ttl_ms,
+                    "Keep the bank record of a session that ended without GOODBYE this long")
+      ->default_val(o->session_ttl_ms);
   serve->add_flag("--no-auto-balance", [o](int64_t) { o->auto_balance = false; },
                   "Move streams between nodes only when asked (floe cluster rebalance, floe node drain)");
   serve->callback([o, exit_code] {

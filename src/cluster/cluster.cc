@@ -112,7 +112,7 @@ void Cluster::Tick() {
   RenewAll();
   Heartbeat(WallMs());
   Balance();
-  ++ticks_;
+  if (++ticks_ % kHousekeepTicks == 0) host_->Housekeep();
 }
 
 void Cluster::Heartbeat(int64_t now) {

@@ -50,6 +50,7 @@ inline constexpr std::string_view kNodesPrefix = "nodes/";
 inline constexpr std::string_view kDrainPrefix = "drain/";
 inline constexpr std::string_view kRebalanceKey = "cluster/rebalance";
 inline constexpr std::string_view kStreamLeasePrefix = "stream/";  // lease name prefix
+inline constexpr uint64_t kHousekeepTicks = 30;
 std::string StreamLeaseName(std::string_view stream);
 
 // Wall clock, ms since the epoch / steady clock, ms.
@@ -81,6 +82,8 @@ class Host {
   // Load, for the heartbeat.
   virtual uint32_t SessionCount() = 0;
   virtual uint64_t PublishedTotal() = 0;  // messages acknowledged since start
+  // Every kHousekeepTicks ticks: tidy the bank records of owned streams.
+  virtual void Housekeep() {}
 };
 
 class Cluster {

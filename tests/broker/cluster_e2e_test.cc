@@ -1,0 +1,462 @@
+// End-to-end tests of a floe cluster on one host (docs/cluster.md, issue 4):
+// several real `floe serve` processes sharing one data directory and one
+// SQLite bank, driven by the client library, raw sockets and the CLI. Each
+// test proves one element of the floating-session claim:
+//   * a client that reaches a node not serving its stream is redirected to
+//     the owner (NOT_OWNER + address) and the library follows on its own;
+//   * SIGKILL of the owner: another node locks the stream after the lease
+//     period, recovers it from disk, and the producer and consumer sessions
+//     resume there, reading their state from the bank (nothing ACKed lost,
+//     nothing stored twice, no confirmed consumer ACK redelivered); the
+//     session record shows the new holder and a higher session epoch;
+//   * fencing: an owner paused (SIGSTOP) past its lease, then resumed, does
+//     not acknowledge a publish it read after losing the lease;
+//   * a session resumes from its bank record alone: SESSION_OPEN with the
+//     session id and no stream name;
+//   * drain and rebalance move streams between nodes while clients keep
+//     working; a graceful stop hands streams over at once.
+#include "e2e_support.h"
+
+#include <signal.h>
+
+#ifndef FLOE_BINARY
+#error "FLOE_BINARY must name the floe binary"
+#endif
+
+namespace floe {
+namespace {
+
+constexpr int kLeaseMs = 1000;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::make_unique<TempDir>("floe-cluster");
+    data_ = dir_->path() + "/data";
+    bank_ = "sqlite:" + data_ + "/bank.db";
+  }
+
+  void TearDown() override {
+    for (auto& n : nodes_) {
+      if (!n->Alive()) continue;
+      kill(n->pid(), SIGCONT);
+      auto code = n->Stop();
+      EXPECT_TRUE(code.has_value()) << "stopping the node: " << (code ? "" : code.error().ToString());
+      if (code) EXPECT_EQ(*code, 0) << "floe serve exit code after SIGTERM";
+    }
+  }
+
+  NodeProcess* AddNode(const std::string& id) {
+    nodes_.push_back(std::make_unique<NodeProcess>(
+        NodeConfig{.binary = FLOE_BINARY,
+                   .data_dir = data_,
+                   .extra_args = {"--node-id", id, "--bank", bank_, "--lease-ms", std::to_string(kLeaseMs)}}));
+    return nodes_.back().get();
+  }
+
+  client::ClientOptions Options(std::initializer_list<NodeProcess*> nodes) {
+    client::ClientOptions o;
+    for (NodeProcess* n : nodes)
+      for (const auto& s : n->servers()) o.servers.push_back(s);
+    o.client_name = "cluster-test";
+    o.connect_timeout_ms = 2000;
+    o.reconnect_max_backoff_ms = 200;
+    return o;
+  }
+
+  Result<std::unique_ptr<client::Producer>> OpenProducer(const client::ClientOptions& base, const std::string& stream,
+                                                         uint64_t session = 0) {
+    client::ProducerOptions po;
+    static_cast<client::ClientOptions&>(po) = base;
+    po.stream = stream;
+    po.session_id = session;
+    return client::Producer::Open(po);
+  }
+
+  Result<std::unique_ptr<client::Consumer>> OpenConsumer(const client::ClientOptions& base, const std::string& stream,
+                                                         const std::string& name) {
+    client::ConsumerOptions co;
+    static_cast<client::ClientOptions&>(co) = base;
+    co.stream = stream;
+    co.consumer = name;
+    return client::Consumer::Open(co);
+  }
+
+  // `floe cluster status --json`.
+  std::string StatusJson() {
+    auto r = RunCommand({FLOE_BINARY, "cluster", "status", "--json", "--bank", bank_});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  }
+
+  struct StreamOwner {
+    std::string owner;
+    uint64_t epoch = 0;
+  };
+  StreamOwner OwnerOf(const std::string& stream) {
+    const std::string json = StatusJson();
+    std::smatch m;
+    const std::regex re("\\{\"name\":\"" + stream + "\",\"owner\":\"([^\"]*)\",\"epoch\":([0-9]+)");
+    if (!std::regex_search(json, m, re)) return {};
+    return {m[1].str(), std::stoull(m[2].str())};
+  }
+
+  // Waits until `pred(owner)` holds for the stream (false on timeout).
+  template <typename Pred>
+  bool WaitForOwner(const std::string& stream, Pred pred, int timeout_ms = 20000) {
+    const auto start = Clock::now();
+    while (MsSince(start) < timeout_ms) {
+      if (pred(OwnerOf(stream))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  // `floe session show ID --json`, one field.
+  std::string SessionField(uint64_t id, const std::string& field) {
+    auto r = RunCommand({FLOE_BINARY, "session", "show", fmt::format("{:016x}", id), "--json", "--bank", bank_});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::smatch m;
+    const std::regex re("\"" + field + "\":\"?([^,\"}]*)");
+    return std::regex_search(r.out, m, re) ? m[1].str() : std::string("<absent>");
+  }
+
+  void CreateStream(const client::ClientOptions& o, const std::string& name, uint32_t ack_wait_ms = 30000) {
+    ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(o));
+    wire::StreamConfig c;
+    c.ack_wait_ms = ack_wait_ms;
+    ASSERT_OK(admin->CreateStream(name, c));
+  }
+
+  std::unique_ptr<TempDir> dir_;
+  std::string data_;
+  std::string bank_;
+  std::vector<std::unique_ptr<NodeProcess>> nodes_;
+};
+
+TEST_F(ClusterTest, ClientIsRedirectedToTheOwnerNode) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "r");  // the creating node owns it
+  ASSERT_EQ(OwnerOf("r").owner, "n1");
+
+  // Clients that know only n2 reach the stream through it.
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(Options({n2}), "r"));
+  AckLog acks;
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  EXPECT_EQ(acks.ok(), 100u) << acks.Errors();
+  EXPECT_GE(producer->redirects(), 1u) << "the producer was sent from n2 to n1";
+  ASSERT_OK(producer->Close());
+
+  ASSERT_OK_AND_ASSIGN(auto consumer, OpenConsumer(Options({n2}), "r", "c"));
+  ASSERT_OK_AND_ASSIGN(auto got, PullAll(*consumer, 100, true));
+  EXPECT_EQ(Audit(got).messages, 100u);
+  EXPECT_GE(consumer->redirects(), 1u);
+  ASSERT_OK(consumer->Close());
+
+  // Admin requests that need the owner follow the redirect too.
+  ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(Options({n2})));
+  ASSERT_OK_AND_ASSIGN(auto info, admin->Info("r"));
+  EXPECT_EQ(info.frontier, 100u);
+
+  // By hand: n2 answers NOT_OWNER with n1's address.
+  auto raw = RawConn::Connect(n2->port());
+  ASSERT_TRUE(raw && raw->Handshake());
+  ASSERT_TRUE(raw->Send(FrameOf(2, wire::SessionOpen{.role = wire::Role::kProducer, .stream = "r"})));
+  RawFrame f;
+  ASSERT_EQ(raw->ReadFrame(5000, &f), RawConn::Read::kFrame);
+  ASSERT_EQ(ErrorCodeOf(f), C(wire::WireError::kNotOwner));
+  auto e = wire::DecodeBodyAs<wire::Error>(std::span<const char>(f.body.data(), f.body.size()));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->redirect, n1->address());
+  EXPECT_TRUE(e->retriable);
+}
+
+TEST_F(ClusterTest, OwnerDeathMovesTheStreamAndSessionsResumeOnAnotherNode) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  const auto both = Options({n1, n2});
+  CreateStream(Options({n1}), "f", /*ack_wait_ms=*/2000);
+  ASSERT_EQ(OwnerOf("f").owner, "n1");
+
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(both, "f"));
+  AckLog acks;
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  ASSERT_EQ(acks.ok(), 300u) << acks.Errors();
+
+  ASSERT_OK_AND_ASSIGN(auto consumer, OpenConsumer(both, "f", "c"));
+  std::set<uint64_t> confirmed;
+  std::map<uint64_t, int> received;
+  auto pull = [&](size_t until_confirmed) {
+    const auto start = Clock::now();
+    while (confirmed.size() < until_confirmed && MsSince(start) < 30000) {
+      auto got = consumer->Fetch(50, 1 << 20, 300);
+      if (!got) continue;  // the node died under the fetch: the client reconnects
+      std::vector<uint64_t> seqs;
+      for (const auto& m : *got) {
+        if (m.gap) continue;
+        EXPECT_EQ(confirmed.count(m.seq), 0u) << "seq " << m.seq << " was redelivered after its ACK was confirmed";
+        ++received[m.seq];
+        seqs.push_back(m.seq);
+      }
+      if (!seqs.empty() && consumer->Ack(seqs).ok()) confirmed.insert(seqs.begin(), seqs.end());
+    }
+  };
+  pull(100);
+  ASSERT_GE(confirmed.size(), 100u);
+  const uint64_t producer_session = producer->session_id();
+  const uint64_t consumer_session = consumer->session_id();
+  EXPECT_EQ(SessionField(producer_session, "holder"), "n1");
+  const uint64_t epoch_before = std::stoull(SessionField(producer_session, "epoch"));
+
+  // The owner dies. The first ACK after it comes from n2, once n1's lease
+  // ran out and n2 recovered the stream.
+  const auto killed = Clock::now();
+  n1->Kill();
+  AckLog after;
+  ASSERT_TRUE(producer->Send(MakePayload(0, 300), after.Callback()).has_value());
+  ASSERT_TRUE(after.WaitForOk(1, 30000)) << after.Errors();
+  const int64_t failover_ms = MsSince(killed);
+  fmt::print("failover: owner SIGKILLed to the first ACK from the new owner: {} ms (lease {} ms)\n", failover_ms,
+             kLeaseMs);
+  EXPECT_LT(failover_ms, 10 * kLeaseMs);
+  for (int i = 301; i < 600; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), after.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  EXPECT_EQ(after.ok(), 300u) << after.Errors();
+  EXPECT_EQ(after.failed(), 0u);
+  StreamOwner owner = OwnerOf("f");
+  EXPECT_EQ(owner.owner, "n2");
+  EXPECT_EQ(owner.epoch, 2u) << "one takeover: the fencing epoch grew by one";
+
+  // The sessions moved with their state: n2 holds them, one epoch higher,
+  // and the producer's conveyance state is the last message acknowledged.
+  EXPECT_EQ(SessionField(producer_session, "holder"), "n2");
+  EXPECT_GT(std::stoull(SessionField(producer_session, "epoch")), epoch_before);
+  pull(600);
+  EXPECT_EQ(confirmed.size(), 600u);
+  EXPECT_EQ(producer->session_id(), producer_session) << "the producer resumed its session";
+  EXPECT_EQ(consumer->session_id(), consumer_session) << "the consumer resumed its session";
+  ASSERT_OK(producer->Close());
+  ASSERT_OK(consumer->Close());
+
+  // Nothing lost, nothing stored twice, every ACK at its seq.
+  auto info_admin = client::Admin::Connect(Options({n2}));
+  ASSERT_TRUE(info_admin.has_value());
+  ASSERT_OK_AND_ASSIGN(auto info, (*info_admin)->Info("f"));
+  ASSERT_OK_AND_ASSIGN(auto all, ReadStream(Options({n2}), "f", "audit", info.frontier));
+  AuditResult audit = Audit(all);
+  EXPECT_EQ(audit.messages, 600u);
+  EXPECT_EQ(audit.stored_twice, 0u);
+  ExpectAcked(audit, 0, acks.Outcomes());
+  ExpectAcked(audit, 0, after.Outcomes());
+  ASSERT_OK(n1->Restart());  // so TearDown's clean stop covers it
+}
+
+TEST_F(ClusterTest, PausedOwnerDoesNotAcknowledgeAfterLosingItsLease) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "z");
+  ASSERT_EQ(OwnerOf("z").owner, "n1");
+
+  // A producer session on n1, by hand.
+  auto raw = RawConn::Connect(n1->port());
+  ASSERT_TRUE(raw && raw->Handshake());
+  const uint64_t session = 0x5eed;
+  ASSERT_TRUE(raw->Send(FrameOf(2, wire::SessionOpen{.session_id = session, .role = wire::Role::kProducer,
+                                                     .stream = "z"})));
+  RawFrame f;
+  ASSERT_EQ(raw->ReadFrame(5000, &f), RawConn::Read::kFrame);
+  ASSERT_EQ(f.type, T(wire::FrameType::kSessionOk)) << "error " << ErrorCodeOf(f);
+
+  // n1 stops running; its publish waits in the socket. n2 takes the lease
+  // (it cannot open the stream while n1 holds the directory lock).
+  ASSERT_EQ(kill(n1->pid(), SIGSTOP), 0);
+  const std::string payload = "written by a node that lost its lease";
+  ASSERT_TRUE(raw->Send(FrameOf(3, wire::Publish{.messages = {{.producer_seq = 1, .payload = payload}}})));
+  ASSERT_TRUE(WaitForOwner("z", [](const StreamOwner& o) { return o.owner == "n2" && o.epoch == 2; }))
+      << StatusJson();
+  ASSERT_EQ(kill(n1->pid(), SIGCONT), 0);
+
+  // n1 runs again: it may store the message, but it must not acknowledge
+  // it; it says it no longer serves the stream and closes.
+  std::vector<RawFrame> frames;
+  ASSERT_TRUE(raw->ReadUntilClosed(20000, &frames)) << "n1 kept the connection open";
+  bool told = false;
+  for (const RawFrame& x : frames) {
+    EXPECT_NE(x.type, T(wire::FrameType::kPublishAck)) << "a node that lost its lease acknowledged a publish";
+    const int code = ErrorCodeOf(x);
+    if (code == C(wire::WireError::kNotOwner) || code == C(wire::WireError::kUnavailable)) told = true;
+  }
+  EXPECT_TRUE(told) << "n1 closed without saying why";
+  EXPECT_TRUE(n1->Alive()) << "stepping back is not dying";
+
+  // n2 serves the stream once n1 let go of it; the producer resumes its
+  // session there and resends producer seq 1: it is acknowledged and stored
+  // once, whichever node wrote it.
+  std::unique_ptr<RawConn> to_n2;
+  const auto start = Clock::now();
+  while (MsSince(start) < 20000) {
+    to_n2 = RawConn::Connect(n2->port());
+    ASSERT_TRUE(to_n2 && to_n2->Handshake());
+    ASSERT_TRUE(to_n2->Send(FrameOf(2, wire::SessionOpen{.session_id = session, .role = wire::Role::kProducer,
+                                                         .stream = "z"})));
+    ASSERT_EQ(to_n2->ReadFrame(5000, &f), RawConn::Read::kFrame);
+    if (f.type == T(wire::FrameType::kSessionOk)) break;
+    EXPECT_EQ(ErrorCodeOf(f), C(wire::WireError::kUnavailable)) << "n2 holds the lease: only 'retry' is expected";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(f.type, T(wire::FrameType::kSessionOk));
+  ASSERT_TRUE(to_n2->Send(FrameOf(3, wire::Publish{.messages = {{.producer_seq = 1, .payload = payload}}})));
+  ASSERT_EQ(to_n2->ReadFrame(5000, &f), RawConn::Read::kFrame);
+  ASSERT_EQ(f.type, T(wire::FrameType::kPublishAck)) << "error " << ErrorCodeOf(f);
+  auto ack = wire::DecodeBodyAs<wire::PublishAck>(std::span<const char>(f.body.data(), f.body.size()));
+  ASSERT_TRUE(ack.has_value());
+  ASSERT_EQ(ack->results.size(), 1u);
+  EXPECT_EQ(ack->results[0].code, wire::WireError::kOk);
+  fmt::print("the resend on n2 was {}\n", ack->results[0].duplicate ? "a duplicate of what n1 stored" : "stored by n2");
+  EXPECT_EQ(OwnerOf("z").owner, "n2");
+  ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(Options({n2})));
+  ASSERT_OK_AND_ASSIGN(auto info, admin->Info("z"));
+  ASSERT_OK_AND_ASSIGN(auto all, ReadStream(Options({n2}), "z", "audit", info.frontier));
+  size_t copies = 0;
+  for (const auto& m : all) copies += !m.gap && m.payload == payload;
+  EXPECT_EQ(copies, 1u) << "the message is stored exactly once";
+}
+
+TEST_F(ClusterTest, SessionResumesFromItsBankRecordAlone) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "s");
+  uint64_t session = 0;
+  {
+    ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(Options({n1}), "s"));
+    AckLog acks;
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+    ASSERT_OK(producer->Flush());
+    ASSERT_EQ(acks.ok(), 20u);
+    session = producer->session_id();
+    // Dropped without GOODBYE: the record stays, released.
+  }
+  // The record shows the conveyance state once the lazy checkpoint landed.
+  const auto start = Clock::now();
+  while (SessionField(session, "last_producer_seq") != "20" && MsSince(start) < 5000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(SessionField(session, "last_producer_seq"), "20");
+  EXPECT_EQ(SessionField(session, "stream"), "s");
+  EXPECT_EQ(SessionField(session, "holder"), "") << "a closed connection releases the session";
+
+  // SESSION_OPEN with only the id: the node reads the record to find the
+  // stream, and n2 redirects to its owner.
+  for (NodeProcess* n : {n2, n1}) {
+    auto raw = RawConn::Connect(n->port());
+    ASSERT_TRUE(raw && raw->Handshake());
+    ASSERT_TRUE(raw->Send(FrameOf(2, wire::SessionOpen{.session_id = session, .role = wire::Role::kProducer})));
+    RawFrame f;
+    ASSERT_EQ(raw->ReadFrame(5000, &f), RawConn::Read::kFrame);
+    if (n == n2) {
+      EXPECT_EQ(ErrorCodeOf(f), C(wire::WireError::kNotOwner));
+      continue;
+    }
+    ASSERT_EQ(f.type, T(wire::FrameType::kSessionOk)) << "error " << ErrorCodeOf(f);
+    auto ok = wire::DecodeBodyAs<wire::SessionOk>(std::span<const char>(f.body.data(), f.body.size()));
+    ASSERT_TRUE(ok.has_value());
+    EXPECT_EQ(ok->session_id, session);
+    EXPECT_EQ(ok->highest_producer_seq, 20u);
+    EXPECT_GE(ok->epoch, 2u) << "a new holder: a higher session epoch";
+    ASSERT_TRUE(raw->Send(FrameOf(3, wire::Goodbye{})));
+    std::vector<RawFrame> rest;
+    EXPECT_TRUE(raw->ReadUntilClosed(5000, &rest));
+  }
+  // GOODBYE ends the session: its record goes.
+  const auto start2 = Clock::now();
+  auto gone = [&] {
+    auto r = RunCommand({FLOE_BINARY, "session", "show", fmt::format("{:016x}", session), "--bank", bank_});
+    return r.exit_code != 0 && r.err.find("no session") != std::string::npos;
+  };
+  while (!gone() && MsSince(start2) < 5000) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(gone()) << "the record of a session ended with GOODBYE is deleted";
+}
+
+TEST_F(ClusterTest, DrainAndRebalanceMoveStreamsWhileClientsWork) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  const auto both = Options({n1, n2});
+  CreateStream(Options({n1}), "d1");
+  CreateStream(Options({n1}), "d2");
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(both, "d1"));
+  AckLog acks;
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+
+  auto drain = RunCommand({FLOE_BINARY, "node", "drain", "n1", "--bank", bank_});
+  ASSERT_EQ(drain.exit_code, 0) << drain.err;
+  for (const char* s : {"d1", "d2"})
+    EXPECT_TRUE(WaitForOwner(s, [](const StreamOwner& o) { return o.owner == "n2"; })) << s << "\n" << StatusJson();
+  for (int i = 50; i < 100; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  EXPECT_EQ(acks.ok(), 100u) << acks.Errors();
+
+  auto undo = RunCommand({FLOE_BINARY, "node", "drain", "n1", "--undo", "--bank", bank_});
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  auto rebalance = RunCommand({FLOE_BINARY, "cluster", "rebalance", "--bank", bank_});
+  ASSERT_EQ(rebalance.exit_code, 0) << rebalance.err;
+  // One stream each, once the balance settles.
+  const auto start = Clock::now();
+  bool even = false;
+  while (!even && MsSince(start) < 20000) {
+    const StreamOwner a = OwnerOf("d1"), b = OwnerOf("d2");
+    even = !a.owner.empty() && !b.owner.empty() && a.owner != b.owner;
+    if (!even) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(even) << StatusJson();
+  for (int i = 100; i < 150; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  EXPECT_EQ(acks.ok(), 150u) << acks.Errors();
+  ASSERT_OK(producer->Close());
+  ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(both));
+  ASSERT_OK_AND_ASSIGN(auto info, admin->Info("d1"));
+  ASSERT_OK_AND_ASSIGN(auto all, ReadStream(both, "d1", "audit", info.frontier));
+  AuditResult audit = Audit(all);
+  EXPECT_EQ(audit.messages, 150u);
+  EXPECT_EQ(audit.stored_twice, 0u);
+  ExpectAcked(audit, 0, acks.Outcomes());
+}
+
+TEST_F(ClusterTest, GracefulStopHandsStreamsOverAtOnce) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "g");
+  ASSERT_EQ(OwnerOf("g").owner, "n1");
+  ASSERT_OK_AND_ASSIGN(int code, n1->Stop());
+  EXPECT_EQ(code, 0);
+  // The lease was released, not left to expire: n2 takes it at its next
+  // tick (a third of the lease period), and it is not a takeover from a
+  // dead node but a hand-over (the epoch still grows: a new holder).
+  EXPECT_TRUE(WaitForOwner("g", [](const StreamOwner& o) { return o.owner == "n2"; }));
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(Options({n1, n2}), "g"));
+  AckLog acks;
+  ASSERT_TRUE(producer->Send("after the hand-over", acks.Callback()).has_value());
+  ASSERT_OK(producer->Flush());
+  EXPECT_EQ(acks.ok(), 1u) << acks.Errors();
+  ASSERT_OK(producer->Close());
+  EXPECT_EQ(OwnerOf("g").epoch, 2u);
+  // The stopped node left the cluster's node list.
+  EXPECT_EQ(StatusJson().find("\"id\":\"n1\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace floe
