@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "broker/blob.h"
 #include "broker/registry.h"
 #include "broker/session.h"
 #include "cluster/cluster.h"
@@ -109,6 +110,7 @@ class Node::Impl final : public cluster::Host {
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<BankWriter> writer_;
   std::unique_ptr<cluster::Cluster> cluster_;
+  asio::thread_pool blob_pool_{2};  // large-message file I/O, off the network threads
   std::string address_;  // advertised
   std::atomic<uint64_t> published_{0};  // messages acknowledged
   std::vector<std::thread> threads_;
@@ -233,6 +235,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnHello(uint64_t req, std::span<const char> body);
   void OnSessionOpen(uint64_t req, std::span<const char> body);
   void OnPublish(uint64_t req, std::span<const char> body);
+  void OnPublishChunk(uint64_t req, std::span<const char> body);
+  void OnFetchChunk(uint64_t req, std::span<const char> body);
+  void SendChunkAck(uint64_t req, const wire::ChunkAck& ack);
+  // The last chunk of a large message is durable: store its reference
+  // record in the stream, then acknowledge.
+  void CommitLarge(uint64_t req, uint64_t producer_seq, uint64_t total, std::string key, std::string headers);
   void OnAnswer(uint64_t req, std::span<const char> body);
   void OnAdmin(const wire::FrameHeader& h, std::span<const char> body);
   awaitable<void> FetchLoop(uint64_t req, wire::Fetch fetch);
@@ -364,6 +372,12 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
       break;
     case FrameType::kPublish:
       OnPublish(h.request_id, body);
+      break;
+    case FrameType::kPublishChunk:
+      OnPublishChunk(h.request_id, body);
+      break;
+    case FrameType::kFetchChunk:
+      OnFetchChunk(h.request_id, body);
       break;
     case FrameType::kFetch: {
       auto f = wire::DecodeBodyAs<wire::Fetch>(body);
@@ -536,7 +550,22 @@ void Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
     state_->holder_conn = this;
     state_->group = consumer_;
     state_->ended = false;
+    state_->chunk_busy = false;
     ok.epoch = rec.epoch;
+    // A large message in transfer: resume at the bytes the bank says are
+    // durable (the blob file may hold more, written but never acknowledged).
+    if (rec.conveying_producer_seq != 0) {
+      if (rec.conveying_producer_seq <= ok.highest_producer_seq) {
+        rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;  // it was stored
+      } else {
+        const std::string path = node_->options_.data_dir + "/" +
+                                 BlobPath(stream_name, session_id_, rec.conveying_producer_seq);
+        auto size = TruncateBlob(path, rec.bytes_conveyed);
+        if (size && *size < rec.bytes_conveyed) rec.bytes_conveyed = *size;
+        ok.chunk_producer_seq = rec.conveying_producer_seq;
+        ok.chunk_bytes = rec.bytes_conveyed;
+      }
+    }
   }
   // SESSION_OK only once the bank shows the session locked here.
   std::string f;
@@ -670,8 +699,11 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
       r.code = wire::WireError::kInvalidArgument;  // producer seqs start at 1 and increase within a frame
       continue;
     }
-    if (!log::ParseHeaders(m.headers, [](void*, std::string_view, std::string_view) {}, nullptr).ok()) {
-      r.code = wire::WireError::kInvalidArgument;
+    uint64_t unused_size;
+    std::string_view unused_headers;
+    if (!log::ParseHeaders(m.headers, [](void*, std::string_view, std::string_view) {}, nullptr).ok() ||
+        ParseLargeRef(m.headers, &unused_size, &unused_headers)) {
+      r.code = wire::WireError::kInvalidArgument;  // malformed, or the reserved floe.large header first
       continue;
     }
     last = m.producer_seq;
@@ -771,6 +803,208 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
   finish(1);
 }
 
+void Connection::SendChunkAck(uint64_t req, const wire::ChunkAck& ack) {
+  std::string f;
+  wire::AppendFrame(&f, req, ack);
+  Enqueue(f);
+}
+
+// A chunk of a large message: written to the message's blob file and made
+// durable, then the bytes conveyed are committed to the session's bank
+// record (fenced by the stream's lease), then acknowledged. Chunks of a
+// session go one at a time.
+void Connection::OnPublishChunk(uint64_t req, std::span<const char> body) {
+  auto c = wire::DecodeBodyAs<wire::PublishChunk>(body);
+  if (!c) return Error(req, wire::WireError::kMalformedFrame, c.error().message(), true);
+  if (!stream_ || role_ != wire::Role::kProducer || !state_)
+    return Error(req, wire::WireError::kNoSession, "PUBLISH_CHUNK needs a producer session");
+  if (!stream_->owned()) return LeaveStream("");
+  wire::ChunkAck ack{.producer_seq = c->producer_seq};
+  if (c->producer_seq == 0 || c->total_size == 0) {
+    ack.code = wire::WireError::kInvalidArgument;
+    return SendChunkAck(req, ack);
+  }
+  if (c->total_size > node_->options_.max_large_message_bytes) {
+    ack.code = wire::WireError::kMessageTooLarge;
+    return SendChunkAck(req, ack);
+  }
+  if (!log::ParseHeaders(c->headers, [](void*, std::string_view, std::string_view) {}, nullptr).ok()) {
+    ack.code = wire::WireError::kInvalidArgument;
+    return SendChunkAck(req, ack);
+  }
+  // Stored before (a resend after the last ACK was lost)?
+  log::Stream& log = stream_->log();
+  if (c->producer_seq <= log.HighestProducerSeq(session_id_)) {
+    auto found = log.LookupProducer(session_id_, c->producer_seq);
+    using State = log::Stream::ProducerLookup::State;
+    if (found.state == State::kCommitted) {
+      ack.durable_bytes = c->total_size;
+      ack.seq = found.seq;
+      ack.duplicate = true;
+    } else {
+      ack.code = found.state == State::kInDoubt ? wire::WireError::kUnavailable : wire::WireError::kDuplicateTooOld;
+    }
+    return SendChunkAck(req, ack);
+  }
+  uint64_t write_at;
+  std::string data;
+  std::string old_blob;
+  {
+    std::lock_guard l(state_->mu);
+    SessionRecord& rec = state_->record;
+    if (state_->chunk_busy) {
+      ack.code = wire::WireError::kTooManyInFlight;
+      ack.durable_bytes = rec.bytes_conveyed;
+      return SendChunkAck(req, ack);
+    }
+    if (rec.conveying_producer_seq != c->producer_seq) {
+      if (c->producer_seq < rec.conveying_producer_seq) {
+        ack.code = wire::WireError::kInvalidArgument;  // an older message than the one in transfer
+        return SendChunkAck(req, ack);
+      }
+      // A new large message (any unfinished older one is abandoned).
+      if (rec.conveying_producer_seq != 0) old_blob = BlobPath(stream_->name(), session_id_, rec.conveying_producer_seq);
+      rec.conveying_producer_seq = c->producer_seq;
+      rec.conveying_total = c->total_size;
+      rec.bytes_conveyed = 0;
+    }
+    ack.durable_bytes = rec.bytes_conveyed;
+    if (c->total_size != rec.conveying_total) {
+      ack.code = wire::WireError::kInvalidArgument;  // the size changed mid-transfer
+      return SendChunkAck(req, ack);
+    }
+    if (c->offset > rec.bytes_conveyed) {
+      ack.code = wire::WireError::kOutOfRange;  // a gap: send from durable_bytes
+      return SendChunkAck(req, ack);
+    }
+    // Bytes below what is durable were acknowledged before: skip them.
+    const uint64_t skip = std::min<uint64_t>(rec.bytes_conveyed - c->offset, c->data.size());
+    write_at = c->offset + skip;
+    data.assign(c->data.substr(skip));
+    state_->chunk_busy = true;
+  }
+  if (!old_blob.empty()) RemoveBlob(node_->options_.data_dir + "/" + old_blob);
+  const uint64_t end = write_at + data.size();
+  const uint64_t total = c->total_size;
+  const uint64_t pseq = c->producer_seq;
+  auto self = shared_from_this();
+  auto done = [self, req, pseq, total, end, key = std::string(c->key), headers = std::string(c->headers)](
+                  Status s) mutable {
+    asio::post(self->strand_, [self, req, pseq, total, end, s, key = std::move(key),
+                               headers = std::move(headers)]() mutable {
+      wire::ChunkAck a{.producer_seq = pseq};
+      {
+        std::lock_guard l(self->state_->mu);
+        if (!s.ok()) {
+          self->state_->chunk_busy = false;
+          a.durable_bytes = self->state_->record.bytes_conveyed;
+        }
+      }
+      if (!s.ok()) {
+        a.code = s.code() == ErrorCode::kIOError ? wire::WireError::kStorageFailed : wire::WireError::kUnavailable;
+        if (!self->stream_->owned()) return self->LeaveStream("");
+        return self->SendChunkAck(req, a);
+      }
+      if (end == total) return self->CommitLarge(req, pseq, total, std::move(key), std::move(headers));
+      {
+        std::lock_guard l(self->state_->mu);
+        self->state_->chunk_busy = false;
+      }
+      if (!self->stream_->owned()) return self->LeaveStream("");  // fencing: no ACK
+      a.durable_bytes = end;
+      self->SendChunkAck(req, a);
+    });
+  };
+  const std::string path = node_->options_.data_dir + "/" + BlobPath(stream_->name(), session_id_, pseq);
+  auto state = state_;
+  auto* node = node_;
+  const std::string stream = stream_->name();
+  const uint64_t session = session_id_;
+  asio::post(node_->blob_pool_, [node, state, stream, session, path, write_at, end, data = std::move(data),
+                                 done = std::move(done)]() mutable {
+    if (!data.empty()) {
+      Status s = WriteBlob(path, write_at, data);
+      if (!s.ok()) return done(s);
+    }
+    // Durable: record the bytes conveyed in the bank before the ACK.
+    {
+      std::lock_guard l(state->mu);
+      state->record.bytes_conveyed = std::max(state->record.bytes_conveyed, end);
+      state->record.updated_ms = NowMs();
+    }
+    node->PersistSession(stream, session, state, std::move(done));
+  });
+}
+
+void Connection::CommitLarge(uint64_t req, uint64_t producer_seq, uint64_t total, std::string key,
+                             std::string headers) {
+  auto ref_path = std::make_shared<std::string>(BlobPath(stream_->name(), session_id_, producer_seq));
+  auto ref_headers = std::make_shared<std::string>(LargeRefHeaders(total, headers));
+  auto ref_key = std::make_shared<std::string>(std::move(key));
+  log::Message m{.payload = *ref_path, .key = *ref_key, .encoded_headers = *ref_headers,
+                 .producer_id = session_id_, .producer_seq = producer_seq};
+  auto self = shared_from_this();
+  std::unique_lock session_lock(*publish_lock_);
+  stream_->log().AppendAsync({&m, 1}, [self, req, producer_seq, total, ref_path, ref_headers, ref_key](
+                                          const log::AppendResult& res) {
+    asio::post(self->strand_, [self, req, producer_seq, total, status = res.status, hole = res.hole,
+                               seq = res.first_seq] {
+      wire::ChunkAck a{.producer_seq = producer_seq, .durable_bytes = total};
+      {
+        std::lock_guard l(self->state_->mu);
+        self->state_->chunk_busy = false;
+        SessionRecord& rec = self->state_->record;
+        if (status.ok()) {
+          rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;
+          rec.messages += 1;
+          if (producer_seq > rec.last_producer_seq) {
+            rec.last_producer_seq = producer_seq;
+            rec.last_seq = seq;
+          }
+        }
+      }
+      if (!self->stream_->owned()) return self->LeaveStream("");  // fencing: no ACK
+      if (status.ok()) {
+        a.seq = seq;
+        self->node_->published_ += 1;
+        self->PersistSession(nullptr);
+      } else {
+        a.code = hole ? wire::WireError::kStorageFailed : wire::ToWireError(status);  // resend the last chunk
+      }
+      self->SendChunkAck(req, a);
+    });
+  });
+}
+
+// Part of a large message, for any consumer of the stream.
+void Connection::OnFetchChunk(uint64_t req, std::span<const char> body) {
+  auto fc = wire::DecodeBodyAs<wire::FetchChunk>(body);
+  if (!fc) return Error(req, wire::WireError::kMalformedFrame, fc.error().message(), true);
+  if (!consumer_) return Error(req, wire::WireError::kNoSession, "FETCH_CHUNK needs a consumer session");
+  if (!stream_->owned()) return LeaveStream("");
+  auto r = stream_->log().Read({.from_seq = fc->seq, .max_messages = 1});
+  uint64_t size = 0;
+  std::string_view user_headers;
+  if (!r || r->entries.empty() || r->entries[0].seq != fc->seq || r->entries[0].kind != log::Entry::Kind::kMessage ||
+      !ParseLargeRef(r->entries[0].headers, &size, &user_headers))
+    return Error(req, wire::WireError::kInvalidArgument, fmt::format("seq {} is not a large message", fc->seq));
+  const std::string relative(r->entries[0].payload);
+  if (!IsBlobPath(relative)) return Error(req, wire::WireError::kInternal, "bad large-message reference");
+  if (fc->offset > size) return Error(req, wire::WireError::kOutOfRange, "offset past the message's end");
+  const uint32_t max = std::min<uint32_t>(std::max<uint32_t>(fc->max_bytes, 1), node_->options_.max_frame_bytes / 2);
+  const uint32_t want = static_cast<uint32_t>(std::min<uint64_t>(max, size - fc->offset));
+  auto self = shared_from_this();
+  asio::post(node_->blob_pool_, [self, req, seq = fc->seq, offset = fc->offset, size, want,
+                                 path = node_->options_.data_dir + "/" + relative] {
+    auto data = ReadBlob(path, offset, want);
+    std::string f;
+    if (!data) f = ErrorFrame(req, wire::ToWireError(data.error()), data.error().ToString());
+    else if (data->size() != want) f = ErrorFrame(req, wire::WireError::kInternal, "large message file is short");
+    else wire::AppendFrame(&f, req, wire::Chunk{.seq = seq, .total_size = size, .offset = offset, .data = *data});
+    self->SendFrame(std::move(f));
+  });
+}
+
 size_t Connection::Deliver(uint64_t req, uint32_t max_messages, uint32_t max_bytes, std::string* frame) {
   if (!stream_->owned()) return 0;  // fencing: the caller leaves the stream
   log::Stream& log = stream_->log();
@@ -861,6 +1095,12 @@ size_t Connection::Deliver(uint64_t req, uint32_t max_messages, uint32_t max_byt
       x.key = e.key;
       x.headers = e.headers;
       x.payload = e.payload;
+      std::string_view user_headers;
+      if (ParseLargeRef(e.headers, &x.large_size, &user_headers)) {
+        x.kind = wire::Delivered::Kind::kLarge;  // the bytes come by FETCH_CHUNK
+        x.headers = user_headers;
+        x.payload = {};
+      }
     }
     d.entries.push_back(x);
   }
@@ -1291,6 +1531,7 @@ void Node::Impl::Stop() {
   }
   io_.stop();
   for (auto& t : threads_) t.join();
+  blob_pool_.join();
   threads_.clear();
   {
     std::lock_guard l(sessions_mu_);

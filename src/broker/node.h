@@ -38,6 +38,7 @@ struct NodeOptions {
   int64_t lease_ms = 3000;                  // stream lease period: failover takes about this long
   bool auto_balance = true;                 // move streams to even the load
   int64_t session_ttl_ms = 24ll * 3600 * 1000;  // a released session's record is kept this long
+  uint64_t max_large_message_bytes = 4ull << 30;  // messages sent in chunks (PUBLISH_CHUNK)
 };
 
 class Node {

@@ -371,6 +371,7 @@ Status Registry::Delete(const std::string& name, std::optional<bank::Op> fence) 
   std::error_code ec;
   std::filesystem::remove_all(options_.data_dir + "/streams/" + name, ec);
   if (ec) return Status::IOError(fmt::format("removing stream {}: {}", name, ec.message()));
+  std::filesystem::remove_all(options_.data_dir + "/blobs/" + name, ec);  // its large messages
   return Status::OK();
 }
 

@@ -32,6 +32,9 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   e.U64(r.messages);
   e.U64(r.answers);
   e.U32(r.pending);
+  e.U64(r.conveying_producer_seq);
+  e.U64(r.conveying_total);
+  e.U64(r.bytes_conveyed);
   return out;
 }
 
@@ -51,6 +54,9 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   r.messages = d.U64();
   r.answers = d.U64();
   r.pending = d.U32();
+  r.conveying_producer_seq = d.U64();
+  r.conveying_total = d.U64();
+  r.bytes_conveyed = d.U64();
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("session record: " + std::string(s.message())));
   if (kind != 1 && kind != 2) return Err(Status::Corruption(fmt::format("session record: kind {}", kind)));

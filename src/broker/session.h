@@ -31,6 +31,12 @@ struct SessionRecord {
   uint64_t messages = 0;           // producer: messages acknowledged; consumer: delivered
   uint64_t answers = 0;            // consumer: answers confirmed
   uint32_t pending = 0;            // consumer: deliveries awaiting this session's answer
+  // Producer: the large message being conveyed in chunks (0: none), its
+  // size, and how many of its bytes are durable in the node's blob file.
+  // Written before each chunk is acknowledged: the resume point.
+  uint64_t conveying_producer_seq = 0;
+  uint64_t conveying_total = 0;
+  uint64_t bytes_conveyed = 0;
 };
 
 std::string SessionKey(uint64_t id);
@@ -48,6 +54,7 @@ struct SessionState {
   const void* holder_conn = nullptr;      // the connection serving it, or null
   std::shared_ptr<ConsumerGroup> group;   // consumers
   bool ended = false;                     // GOODBYE: the record is deleted
+  bool chunk_busy = false;                // a chunk is being written
 };
 
 }  // namespace floe::broker

@@ -110,9 +110,11 @@ int ClusterStatus(const BankArgs& a) {
 std::string SessionJson(const broker::SessionRecord& r) {
   return fmt::format(
       "{{\"id\":\"{:016x}\",\"kind\":\"{}\",\"stream\":\"{}\",\"consumer\":\"{}\",\"holder\":\"{}\",\"epoch\":{},"
-      "\"updated_ms\":{},\"last_producer_seq\":{},\"last_seq\":{},\"messages\":{},\"answers\":{},\"pending\":{}}}",
+      "\"updated_ms\":{},\"last_producer_seq\":{},\"last_seq\":{},\"messages\":{},\"answers\":{},\"pending\":{},"
+      "\"conveying_producer_seq\":{},\"conveying_total\":{},\"bytes_conveyed\":{}}}",
       r.id, broker::SessionKindName(r.kind), JsonEscape(r.stream), JsonEscape(r.consumer), JsonEscape(r.holder),
-      r.epoch, r.updated_ms, r.last_producer_seq, r.last_seq, r.messages, r.answers, r.pending);
+      r.epoch, r.updated_ms, r.last_producer_seq, r.last_seq, r.messages, r.answers, r.pending,
+      r.conveying_producer_seq, r.conveying_total, r.bytes_conveyed);
 }
 
 int SessionList(const BankArgs& a) {
@@ -167,6 +169,9 @@ int SessionShow(const BankArgs& a, const std::string& id_text) {
   if (r->kind == broker::SessionRecord::Kind::kProducer) {
     fmt::print("acked producer seq {}\nits stream seq     {}\nmessages acked     {}\n", r->last_producer_seq, r->last_seq,
                r->messages);
+    if (r->conveying_producer_seq != 0)
+      fmt::print("conveying          producer seq {}: {} of {} bytes durable\n", r->conveying_producer_seq,
+                 r->bytes_conveyed, r->conveying_total);
   } else {
     fmt::print("last delivered seq {}\ndelivered          {}\nanswers confirmed  {}\npending            {}\n",
                r->last_seq, r->messages, r->answers, r->pending);

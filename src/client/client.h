@@ -115,6 +115,9 @@ struct ReceivedMessage {
   std::string key;
   std::string headers;
   std::string payload;
+  // A large message (sent with PublishLarge): payload is empty; read its
+  // large_size bytes with Consumer::ReadLarge, in pieces.
+  uint64_t large_size = 0;
 };
 
 class Consumer {
@@ -131,6 +134,9 @@ class Consumer {
   // Push: the node sends as credit allows; the handler runs on the delivery
   // thread; each handled entry gives one credit back. Stop() ends it.
   virtual Status Subscribe(uint32_t credit, std::function<void(const ReceivedMessage&)> handler) = 0;
+  // Up to max_bytes of large message `seq` from `offset` (any consumer of
+  // the stream may read it; it needs no delivery).
+  virtual Result<std::string> ReadLarge(uint64_t seq, uint64_t offset, uint32_t max_bytes) = 0;
   virtual void Stop() = 0;
   virtual Status Close() = 0;
   virtual uint64_t session_id() const = 0;
@@ -138,5 +144,42 @@ class Consumer {
   // NOT_OWNER redirects followed to reach the stream's owner node.
   virtual uint64_t redirects() const = 0;
 };
+
+// --- Large messages -------------------------------------------------------------
+//
+// A message bigger than a frame (up to the node's max_large_message_bytes, 4
+// GiB by default) travels in chunks over a producer session of its own. Each
+// chunk is durable on the node, and the bytes conveyed recorded in the bank,
+// before its acknowledgement; after a disconnect or a node's death the
+// transfer resumes at the first unacknowledged byte, on whichever node
+// serves the stream then, without resending what was acknowledged. Neither
+// side holds the whole message in memory: `read` supplies each chunk.
+
+struct LargeMessageOptions : ClientOptions {
+  std::string stream;
+  uint64_t session_id = 0;          // 0: a new session; else resume that transfer
+  uint64_t producer_seq = 1;        // the message's producer seq in its session
+  uint32_t chunk_bytes = 4u << 20;  // clamped to what the node's frames allow
+};
+
+// Fills `out` with the message's bytes at `offset` (called once per chunk,
+// again for a chunk that must be resent).
+using ChunkReader = std::function<Status(uint64_t offset, std::span<char> out)>;
+
+struct LargeMessageOutcome {
+  uint64_t session_id = 0;
+  uint64_t seq = 0;            // the stream seq
+  bool duplicate = false;      // it was stored before (a resumed, finished transfer)
+  uint64_t bytes_sent = 0;     // payload bytes put on the wire, resends included
+  uint64_t resumed_from = 0;   // the node's durable bytes when this call began
+  uint64_t reconnects = 0;
+  uint64_t redirects = 0;
+};
+
+// Sends one large message and returns once it is stored (durable and
+// visible in the stream). Reconnects and resumes on its own until
+// options.reconnect_give_up_ms pass without progress.
+Result<LargeMessageOutcome> PublishLarge(const LargeMessageOptions& options, uint64_t size, const ChunkReader& read,
+                                         std::string_view key = {}, std::string_view headers = {});
 
 }  // namespace floe::client

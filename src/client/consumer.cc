@@ -67,6 +67,7 @@ std::vector<ReceivedMessage> ToMessages(const wire::Delivery& d) {
     m.key.assign(e.key);
     m.headers.assign(e.headers);
     m.payload.assign(e.payload);
+    if (e.kind == wire::Delivered::Kind::kLarge) m.large_size = e.large_size;
     out.push_back(std::move(m));
   }
   return out;
@@ -80,6 +81,7 @@ class ConsumerImpl final : public Consumer {
   Status Start();
   Result<std::vector<ReceivedMessage>> Fetch(uint32_t max_messages, uint32_t max_bytes, uint32_t wait_ms) override;
   Status Ack(std::span<const uint64_t> seqs) override;
+  Result<std::string> ReadLarge(uint64_t seq, uint64_t offset, uint32_t max_bytes) override;
   Status Nak(uint64_t seq, uint32_t delay_ms) override;
   Status InProgress(uint64_t seq) override;
   Status Terminate(uint64_t seq) override;
@@ -298,6 +300,21 @@ Result<std::vector<ReceivedMessage>> ConsumerImpl::Fetch(uint32_t max_messages, 
   auto delivery = wire::DecodeBodyAs<wire::Delivery>(*body);
   if (!delivery) return Err(Status::Internal(fmt::format("bad DELIVERY from node: {}", delivery.error().message())));
   return ToMessages(*delivery);
+}
+
+Result<std::string> ConsumerImpl::ReadLarge(uint64_t seq, uint64_t offset, uint32_t max_bytes) {
+  const wire::FetchChunk req{.seq = seq, .offset = offset, .max_bytes = max_bytes};
+  for (int attempt = 0;; ++attempt) {
+    auto body = Request(req, wire::FrameType::kChunk, internal::kRequestTimeoutMs);
+    // The stream moving to another node is retried there.
+    if (!body && internal::IsRetriableStatus(body.error()) && attempt < 3) continue;
+    if (!body) return Err(body.error());
+    auto chunk = wire::DecodeBodyAs<wire::Chunk>(*body);
+    if (!chunk) return Err(Status::Internal(fmt::format("bad CHUNK from node: {}", chunk.error().message())));
+    if (chunk->seq != seq || chunk->offset != offset)
+      return Err(Status::Internal("CHUNK answers another seq or offset"));
+    return std::string(chunk->data);
+  }
 }
 
 Status ConsumerImpl::Ack(std::span<const uint64_t> seqs) {

@@ -12,7 +12,8 @@ bool IsKnownFrameType(uint8_t t) {
     case FrameType::kDelivery: case FrameType::kSubscribe: case FrameType::kCredit: case FrameType::kAnswer:
     case FrameType::kAnswerOk: case FrameType::kStreamCreate: case FrameType::kStreamDelete:
     case FrameType::kStreamList: case FrameType::kStreamListOk: case FrameType::kStreamInfo:
-    case FrameType::kStreamInfoOk:
+    case FrameType::kStreamInfoOk: case FrameType::kPublishChunk: case FrameType::kChunkAck:
+    case FrameType::kFetchChunk: case FrameType::kChunk:
       return true;
   }
   return false;
@@ -43,6 +44,10 @@ std::string_view FrameTypeName(FrameType t) {
     case FrameType::kStreamListOk: return "STREAM_LIST_OK";
     case FrameType::kStreamInfo: return "STREAM_INFO";
     case FrameType::kStreamInfoOk: return "STREAM_INFO_OK";
+    case FrameType::kPublishChunk: return "PUBLISH_CHUNK";
+    case FrameType::kChunkAck: return "CHUNK_ACK";
+    case FrameType::kFetchChunk: return "FETCH_CHUNK";
+    case FrameType::kChunk: return "CHUNK";
   }
   return "UNKNOWN";
 }
@@ -146,6 +151,8 @@ void SessionOk::EncodeBody(Encoder& e) const {
     e.U64(p.seq);
     e.U32(p.delivery_count);
   }
+  e.U64(chunk_producer_seq);
+  e.U64(chunk_bytes);
 }
 Result<SessionOk> SessionOk::DecodeBody(Decoder& d) {
   SessionOk s;
@@ -160,7 +167,79 @@ Result<SessionOk> SessionOk::DecodeBody(Decoder& d) {
     p.seq = d.U64();
     p.delivery_count = d.U32();
   }
+  s.chunk_producer_seq = d.U64();
+  s.chunk_bytes = d.U64();
   return s;
+}
+
+// --- Large messages ------------------------------------------------------------
+
+void PublishChunk::EncodeBody(Encoder& e) const {
+  e.U64(producer_seq);
+  e.U64(total_size);
+  e.U64(offset);
+  e.Blob(key);
+  e.Blob(headers);
+  e.Blob(data);
+}
+Result<PublishChunk> PublishChunk::DecodeBody(Decoder& d) {
+  PublishChunk c;
+  c.producer_seq = d.U64();
+  c.total_size = d.U64();
+  c.offset = d.U64();
+  c.key = d.Blob();
+  c.headers = d.Blob();
+  c.data = d.Blob();
+  if (d.ok() && (c.offset > c.total_size || c.data.size() > c.total_size - c.offset))
+    d.Fail("chunk extends past the message's total size");
+  return c;
+}
+
+void ChunkAck::EncodeBody(Encoder& e) const {
+  e.U64(producer_seq);
+  e.U16(static_cast<uint16_t>(code));
+  e.U64(durable_bytes);
+  e.U64(seq);
+  e.U8(duplicate ? 1 : 0);
+}
+Result<ChunkAck> ChunkAck::DecodeBody(Decoder& d) {
+  ChunkAck a;
+  a.producer_seq = d.U64();
+  a.code = static_cast<WireError>(d.U16());
+  a.durable_bytes = d.U64();
+  a.seq = d.U64();
+  a.duplicate = d.U8() != 0;
+  return a;
+}
+
+void FetchChunk::EncodeBody(Encoder& e) const {
+  e.U64(seq);
+  e.U64(offset);
+  e.U32(max_bytes);
+}
+Result<FetchChunk> FetchChunk::DecodeBody(Decoder& d) {
+  FetchChunk f;
+  f.seq = d.U64();
+  f.offset = d.U64();
+  f.max_bytes = d.U32();
+  return f;
+}
+
+void Chunk::EncodeBody(Encoder& e) const {
+  e.U64(seq);
+  e.U64(total_size);
+  e.U64(offset);
+  e.Blob(data);
+}
+Result<Chunk> Chunk::DecodeBody(Decoder& d) {
+  Chunk c;
+  c.seq = d.U64();
+  c.total_size = d.U64();
+  c.offset = d.U64();
+  c.data = d.Blob();
+  if (d.ok() && (c.offset > c.total_size || c.data.size() > c.total_size - c.offset))
+    d.Fail("chunk extends past the message's total size");
+  return c;
 }
 
 // --- Publish -----------------------------------------------------------------
@@ -243,7 +322,8 @@ void Delivery::EncodeBody(Encoder& e) const {
     e.I64(x.timestamp_us);
     e.Blob(x.key);
     e.Blob(x.headers);
-    e.Blob(x.payload);
+    if (x.kind == Delivered::Kind::kLarge) e.U64(x.large_size);
+    else e.Blob(x.payload);
   }
 }
 Result<Delivery> Delivery::DecodeBody(Decoder& d) {
@@ -258,15 +338,18 @@ Result<Delivery> Delivery::DecodeBody(Decoder& d) {
       x.gap_count = d.U64();
       continue;
     }
-    if (kind != static_cast<uint8_t>(Delivered::Kind::kMessage)) {
+    if (kind != static_cast<uint8_t>(Delivered::Kind::kMessage) &&
+        kind != static_cast<uint8_t>(Delivered::Kind::kLarge)) {
       d.Fail("unknown delivery kind");
       break;
     }
+    x.kind = static_cast<Delivered::Kind>(kind);
     x.delivery_count = d.U32();
     x.timestamp_us = d.I64();
     x.key = d.Blob();
     x.headers = d.Blob();
-    x.payload = d.Blob();
+    if (x.kind == Delivered::Kind::kLarge) x.large_size = d.U64();
+    else x.payload = d.Blob();
   }
   return v;
 }

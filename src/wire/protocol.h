@@ -44,12 +44,16 @@ enum class FrameType : uint8_t {
   kSessionOk = 0x11,
   kPublish = 0x20,
   kPublishAck = 0x21,
+  kPublishChunk = 0x22,
+  kChunkAck = 0x23,
   kFetch = 0x30,
   kDelivery = 0x31,
   kSubscribe = 0x32,
   kCredit = 0x33,
   kAnswer = 0x34,
   kAnswerOk = 0x35,
+  kFetchChunk = 0x36,
+  kChunk = 0x37,
   kStreamCreate = 0x40,
   kStreamDelete = 0x41,
   kStreamList = 0x42,
@@ -153,6 +157,10 @@ struct SessionOk {
   // Consumer: every seq at or below ack_floor is answered; deliveries pending.
   uint64_t ack_floor = 0;
   std::vector<PendingDelivery> pending;
+  // Producer: the large message in transfer (PUBLISH_CHUNK), if any: its
+  // producer seq and how many of its bytes are durable (resume there).
+  uint64_t chunk_producer_seq = 0;
+  uint64_t chunk_bytes = 0;
   void EncodeBody(Encoder& e) const;
   static Result<SessionOk> DecodeBody(Decoder& d);
 };
@@ -185,6 +193,53 @@ struct PublishAck {
   static Result<PublishAck> DecodeBody(Decoder& d);
 };
 
+// One piece of a large message (bigger than a frame). Chunks of one message
+// come in order; each is durable, and the bytes conveyed recorded in the
+// bank, before its CHUNK_ACK. The last one (offset + data = total_size)
+// stores the message in the stream.
+struct PublishChunk {
+  static constexpr FrameType kType = FrameType::kPublishChunk;
+  uint64_t producer_seq = 0;
+  uint64_t total_size = 0;
+  uint64_t offset = 0;
+  std::string_view key;      // read with the first chunk
+  std::string_view headers;  // read with the first chunk
+  std::string_view data;
+  void EncodeBody(Encoder& e) const;
+  static Result<PublishChunk> DecodeBody(Decoder& d);
+};
+
+struct ChunkAck {
+  static constexpr FrameType kType = FrameType::kChunkAck;
+  uint64_t producer_seq = 0;
+  WireError code = WireError::kOk;
+  uint64_t durable_bytes = 0;  // bytes of the message durable: send from here on
+  uint64_t seq = 0;            // once the whole message is stored: its stream seq
+  bool duplicate = false;      // the message was stored before
+  void EncodeBody(Encoder& e) const;
+  static Result<ChunkAck> DecodeBody(Decoder& d);
+};
+
+// Reads part of a large message (a DELIVERY entry of kind LARGE).
+struct FetchChunk {
+  static constexpr FrameType kType = FrameType::kFetchChunk;
+  uint64_t seq = 0;
+  uint64_t offset = 0;
+  uint32_t max_bytes = 0;
+  void EncodeBody(Encoder& e) const;
+  static Result<FetchChunk> DecodeBody(Decoder& d);
+};
+
+struct Chunk {
+  static constexpr FrameType kType = FrameType::kChunk;
+  uint64_t seq = 0;
+  uint64_t total_size = 0;
+  uint64_t offset = 0;
+  std::string_view data;
+  void EncodeBody(Encoder& e) const;
+  static Result<Chunk> DecodeBody(Decoder& d);
+};
+
 struct Fetch {
   static constexpr FrameType kType = FrameType::kFetch;
   uint32_t max_messages = 100;
@@ -209,7 +264,9 @@ struct Credit {
 };
 
 struct Delivered {
-  enum class Kind : uint8_t { kMessage = 1, kGap = 2 };
+  // kLarge: a message stored in chunks; its payload is not in the DELIVERY
+  // (read it with FETCH_CHUNK), large_size says how big it is.
+  enum class Kind : uint8_t { kMessage = 1, kGap = 2, kLarge = 3 };
   Kind kind = Kind::kMessage;
   uint64_t seq = 0;
   uint64_t gap_count = 0;        // gaps: seqs [seq, seq+gap_count) are holes
@@ -218,6 +275,7 @@ struct Delivered {
   std::string_view key;
   std::string_view headers;
   std::string_view payload;
+  uint64_t large_size = 0;       // kLarge
 };
 
 struct Delivery {

@@ -14,10 +14,16 @@
 //   * a session resumes from its bank record alone: SESSION_OPEN with the
 //     session id and no stream name;
 //   * drain and rebalance move streams between nodes while clients keep
-//     working; a graceful stop hands streams over at once.
+//     working; a graceful stop hands streams over at once;
+//   * a 1 GiB message travels in chunks; the bank records the bytes
+//     conveyed; SIGKILL of the owner mid-transfer: the transfer resumes on
+//     the new owner at the first unacknowledged byte, the bytes arrive
+//     intact, and no node held the message in memory.
 #include "e2e_support.h"
 
 #include <signal.h>
+
+#include <fstream>
 
 #ifndef FLOE_BINARY
 #error "FLOE_BINARY must name the floe binary"
@@ -456,6 +462,114 @@ TEST_F(ClusterTest, GracefulStopHandsStreamsOverAtOnce) {
   EXPECT_EQ(OwnerOf("g").epoch, 2u);
   // The stopped node left the cluster's node list.
   EXPECT_EQ(StatusJson().find("\"id\":\"n1\""), std::string::npos);
+}
+
+// The byte at `offset` of the large test message.
+inline char LargeByte(uint64_t offset) {
+  uint64_t x = (offset / 8 + 1) * 0x9E3779B97F4A7C15ull;
+  x ^= x >> 29;
+  return static_cast<char>(x >> (8 * (offset % 8)));
+}
+
+// Peak resident memory of a process (VmHWM), in bytes.
+uint64_t PeakRssBytes(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+TEST_F(ClusterTest, LargeMessageResumesAtTheFirstUnacknowledgedByteOnTheNewOwner) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "big");
+  const uint64_t size = 1ull << 30;  // 1 GiB
+  const uint32_t chunk = 8u << 20;
+  const uint64_t kill_at = 300ull << 20;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool reached = false, killed = false;
+  uint64_t reached_offset = 0;
+  client::LargeMessageOptions lo;
+  static_cast<client::ClientOptions&>(lo) = Options({n1, n2});
+  lo.stream = "big";
+  lo.chunk_bytes = chunk;
+  auto reader = [&](uint64_t offset, std::span<char> out) -> Status {
+    std::unique_lock l(mu);
+    if (offset >= kill_at && !reached) {
+      reached = true;
+      reached_offset = offset;  // every byte below it is acknowledged
+      cv.notify_all();
+      cv.wait(l, [&] { return killed; });  // hold the transfer while the owner dies
+    }
+    l.unlock();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = LargeByte(offset + i);
+    return Status::OK();
+  };
+  Result<client::LargeMessageOutcome> outcome = Err(Status::Internal("not run"));
+  std::thread sender([&] { outcome = client::PublishLarge(lo, size, reader, "k", EncodeHeader("h", "v")); });
+
+  {
+    std::unique_lock l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(120), [&] { return reached; }));
+  }
+  // The bank records the bytes conveyed as the transfer runs.
+  auto list = RunCommand({FLOE_BINARY, "session", "list", "--json", "--bank", bank_});
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(list.out, m, std::regex("\"conveying_total\":1073741824,\"bytes_conveyed\":([0-9]+)")))
+      << list.out;
+  const uint64_t conveyed = std::stoull(m[1].str());
+  EXPECT_EQ(conveyed, reached_offset) << "every acknowledged chunk is in the bank before its ACK";
+  n1->Kill();
+  {
+    std::lock_guard l(mu);
+    killed = true;
+  }
+  cv.notify_all();
+  sender.join();
+  ASSERT_TRUE(outcome.has_value()) << outcome.error().ToString();
+  fmt::print("large message: {} bytes sent for {} (resumed once at the durable byte), {} reconnects, seq {}\n",
+             outcome->bytes_sent, size, outcome->reconnects, outcome->seq);
+  EXPECT_GE(outcome->reconnects, 1u);
+  EXPECT_LE(outcome->bytes_sent, size + chunk) << "what was acknowledged is not sent again";
+  EXPECT_EQ(OwnerOf("big").owner, "n2");
+
+  // A small message after it; then read both back through n2.
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(Options({n2}), "big"));
+  AckLog acks;
+  ASSERT_TRUE(producer->Send("small", acks.Callback()).has_value());
+  ASSERT_OK(producer->Close());
+  ASSERT_EQ(acks.ok(), 1u) << acks.Errors();
+  ASSERT_OK_AND_ASSIGN(auto consumer, OpenConsumer(Options({n2}), "big", "c"));
+  ASSERT_OK_AND_ASSIGN(auto got, consumer->Fetch(10, 1 << 20, 5000));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].seq, outcome->seq);
+  EXPECT_EQ(got[0].large_size, size);
+  EXPECT_TRUE(got[0].payload.empty());
+  EXPECT_EQ(got[0].key, "k");
+  EXPECT_EQ(got[0].headers, EncodeHeader("h", "v")) << "the producer's headers, without the reserved one";
+  EXPECT_EQ(got[1].payload, "small");
+  EXPECT_EQ(got[1].large_size, 0u);
+  uint64_t offset = 0, bad = 0;
+  while (offset < size) {
+    ASSERT_OK_AND_ASSIGN(std::string piece, consumer->ReadLarge(got[0].seq, offset, 8u << 20));
+    ASSERT_FALSE(piece.empty());
+    for (size_t i = 0; i < piece.size(); ++i) bad += piece[i] != LargeByte(offset + i);
+    offset += piece.size();
+  }
+  EXPECT_EQ(offset, size);
+  EXPECT_EQ(bad, 0u) << "the large message's bytes arrived intact";
+  const uint64_t seqs[] = {got[0].seq, got[1].seq};
+  ASSERT_OK(consumer->Ack(seqs));
+  ASSERT_OK(consumer->Close());
+  const uint64_t rss = PeakRssBytes(n2->pid());
+  fmt::print("peak resident memory of the node that finished and served it: {} MiB\n", rss >> 20);
+  EXPECT_LT(rss, size / 2) << "the node never held the message whole";
+  ASSERT_OK(n1->Restart());
 }
 
 }  // namespace
