@@ -1,7 +1,12 @@
 // Client-side commands: `floe stream …`, `floe produce`, `floe consume`.
 // Each takes --server HOST:PORT[,HOST:PORT…] and tries the servers in turn.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <mutex>
 
@@ -121,11 +126,49 @@ struct ProduceArgs {
   bool json = false;
   uint64_t session_id = 0;
   size_t inflight = 1000;
+  std::string large;  // a file sent as one large message
 };
+
+// --large FILE: the file as one message, in chunks, resumable with
+// --session-id after an interruption.
+int ProduceLarge(const ProduceArgs& a, const client::ClientOptions& o) {
+  const int fd = ::open(a.large.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Fail(Status::IOError(fmt::format("{}: {}", a.large, std::strerror(errno))));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || st.st_size == 0) {
+    ::close(fd);
+    return Fail(Status::InvalidArgument(fmt::format("{}: empty or unreadable", a.large)));
+  }
+  client::LargeMessageOptions lo;
+  static_cast<client::ClientOptions&>(lo) = o;
+  lo.stream = a.stream;
+  lo.session_id = a.session_id;
+  auto read = [fd](uint64_t offset, std::span<char> out) -> Status {
+    size_t got = 0;
+    while (got < out.size()) {
+      const ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(offset + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::IOError("reading the file: short read");
+      got += static_cast<size_t>(n);
+    }
+    return Status::OK();
+  };
+  auto r = client::PublishLarge(lo, static_cast<uint64_t>(st.st_size), read);
+  ::close(fd);
+  if (!r) return Fail(r.error());
+  if (a.json)
+    fmt::print("{{\"seq\":{},\"producer_seq\":1,\"size\":{},\"session\":\"{:x}\",\"resumed_from\":{},\"duplicate\":{}}}\n",
+               r->seq, st.st_size, r->session_id, r->resumed_from, r->duplicate);
+  else
+    fmt::print("1 {} ({} bytes, session {:x}, resumed from byte {})\n", r->seq, st.st_size, r->session_id,
+               r->resumed_from);
+  return 0;
+}
 
 int Produce(const ProduceArgs& a) {
   auto o = ClientOpts(a.server);
   if (!o) return Fail(o.error());
+  if (!a.large.empty()) return ProduceLarge(a, *o);
   client::ProducerOptions po;
   static_cast<client::ClientOptions&>(po) = *o;
   po.stream = a.stream;
@@ -176,7 +219,30 @@ struct ConsumeArgs {
   uint32_t wait_ms = 1000;
   std::string from;
   uint64_t session_id = 0;
+  std::string save_large;  // directory for large messages' bodies
 };
+
+// Writes large message `seq` to DIR/<seq>, piece by piece.
+Status SaveLarge(client::Consumer& c, const std::string& dir, const client::ReceivedMessage& m) {
+  const std::string path = fmt::format("{}/{}", dir, m.seq);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError(fmt::format("{}: {}", path, std::strerror(errno)));
+  uint64_t offset = 0;
+  while (offset < m.large_size) {
+    auto piece = c.ReadLarge(m.seq, offset, 4u << 20);
+    if (!piece || piece->empty()) {
+      ::close(fd);
+      return piece ? Status::Internal("empty piece") : piece.error();
+    }
+    if (::pwrite(fd, piece->data(), piece->size(), static_cast<off_t>(offset)) != static_cast<ssize_t>(piece->size())) {
+      ::close(fd);
+      return Status::IOError(fmt::format("writing {}", path));
+    }
+    offset += piece->size();
+  }
+  ::close(fd);
+  return Status::OK();
+}
 
 int Consume(const ConsumeArgs& a) {
   auto o = ClientOpts(a.server);
@@ -212,11 +278,23 @@ int Consume(const ConsumeArgs& a) {
         if (a.json) fmt::print("{{\"gap\":{},\"count\":{}}}\n", m.seq, m.gap_count);
         continue;
       }
-      if (a.json)
+      if (m.large_size > 0) {
+        if (!a.save_large.empty()) {
+          Status s = SaveLarge(**consumer, a.save_large, m);
+          if (!s.ok()) return Fail(s);
+        }
+        if (a.json)
+          fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{},\"large_size\":{}}}\n", m.seq,
+                     m.delivery_count, m.timestamp_us, m.large_size);
+        else
+          fmt::print("<large message {}: {} bytes{}>\n", m.seq, m.large_size,
+                     a.save_large.empty() ? "" : fmt::format(", saved in {}/{}", a.save_large, m.seq));
+      } else if (a.json) {
         fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{},\"payload\":\"{}\"}}\n", m.seq, m.delivery_count,
                    m.timestamp_us, JsonEscape(m.payload));
-      else
+      } else {
         fmt::print("{}\n", m.payload);
+      }
       ++got;
       if (a.nak) {
         Status s = (*consumer)->Nak(m.seq);
@@ -280,6 +358,8 @@ void RegisterClientCommands(CLI::App& app, int* exit_code) {
   produce->add_option("--session-id", pa->session_id, "Resume this producer session");
   produce->add_option("--inflight", pa->inflight, "Unacknowledged messages at most")->default_val(1000);
   produce->add_flag("--json", pa->json, "Print {\"seq\":S,\"producer_seq\":P} per ACK");
+  produce->add_option("--large", pa->large,
+                      "Send this file as one large message, in chunks (resume with --session-id)");
   server_opt(produce, &pa->server);
   produce->callback([=] { *exit_code = Produce(*pa); });
 
@@ -295,6 +375,8 @@ void RegisterClientCommands(CLI::App& app, int* exit_code) {
   consume->add_flag("--ack,!--no-ack", ca->ack, "ACK each message (default)");
   consume->add_flag("--nak", ca->nak, "NAK each message (redelivered)");
   consume->add_flag("--json", ca->json, "One JSON object per message");
+  consume->add_option("--save-large", ca->save_large, "Write each large message's body to DIR/<seq>")
+      ->check(CLI::ExistingDirectory);
   server_opt(consume, &ca->server);
   consume->callback([=] { *exit_code = Consume(*ca); });
 }

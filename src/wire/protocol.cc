@@ -146,13 +146,13 @@ void SessionOk::EncodeBody(Encoder& e) const {
   e.U64(highest_producer_seq);
   e.U64(highest_seq);
   e.U64(ack_floor);
+  e.U64(chunk_producer_seq);
+  e.U64(chunk_bytes);
   e.U32(static_cast<uint32_t>(pending.size()));
   for (const auto& p : pending) {
     e.U64(p.seq);
     e.U32(p.delivery_count);
   }
-  e.U64(chunk_producer_seq);
-  e.U64(chunk_bytes);
 }
 Result<SessionOk> SessionOk::DecodeBody(Decoder& d) {
   SessionOk s;
@@ -161,14 +161,14 @@ Result<SessionOk> SessionOk::DecodeBody(Decoder& d) {
   s.highest_producer_seq = d.U64();
   s.highest_seq = d.U64();
   s.ack_floor = d.U64();
+  s.chunk_producer_seq = d.U64();
+  s.chunk_bytes = d.U64();
   const uint32_t n = d.Count(12);
   s.pending.resize(n);
   for (auto& p : s.pending) {
     p.seq = d.U64();
     p.delivery_count = d.U32();
   }
-  s.chunk_producer_seq = d.U64();
-  s.chunk_bytes = d.U64();
   return s;
 }
 

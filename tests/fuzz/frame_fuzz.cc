@@ -50,6 +50,10 @@ void DecodeBody(FrameType type, std::span<const char> body) {
     case FrameType::kStreamListOk: return RoundTrip<StreamListOk>(body);
     case FrameType::kStreamInfo: return RoundTrip<StreamInfo>(body);
     case FrameType::kStreamInfoOk: return RoundTrip<StreamInfoOk>(body);
+    case FrameType::kPublishChunk: return RoundTrip<PublishChunk>(body);
+    case FrameType::kChunkAck: return RoundTrip<ChunkAck>(body);
+    case FrameType::kFetchChunk: return RoundTrip<FetchChunk>(body);
+    case FrameType::kChunk: return RoundTrip<Chunk>(body);
     default: return;
   }
 }

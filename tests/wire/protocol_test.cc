@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -105,6 +106,7 @@ void ExpectSame(const Error& want, const Error& got) {
   EXPECT_EQ(static_cast<int>(want.code), static_cast<int>(got.code));
   EXPECT_EQ(want.retriable, got.retriable);
   EXPECT_EQ(want.message, got.message);
+  EXPECT_EQ(want.redirect, got.redirect);
 }
 void ExpectSame(const SessionOpen& want, const SessionOpen& got) {
   EXPECT_EQ(want.session_id, got.session_id);
@@ -125,6 +127,34 @@ void ExpectSame(const SessionOk& want, const SessionOk& got) {
     EXPECT_EQ(want.pending[i].seq, got.pending[i].seq) << i;
     EXPECT_EQ(want.pending[i].delivery_count, got.pending[i].delivery_count) << i;
   }
+  EXPECT_EQ(want.chunk_producer_seq, got.chunk_producer_seq);
+  EXPECT_EQ(want.chunk_bytes, got.chunk_bytes);
+}
+void ExpectSame(const PublishChunk& want, const PublishChunk& got) {
+  EXPECT_EQ(want.producer_seq, got.producer_seq);
+  EXPECT_EQ(want.total_size, got.total_size);
+  EXPECT_EQ(want.offset, got.offset);
+  EXPECT_EQ(want.key, got.key);
+  EXPECT_EQ(want.headers, got.headers);
+  EXPECT_EQ(want.data, got.data);
+}
+void ExpectSame(const ChunkAck& want, const ChunkAck& got) {
+  EXPECT_EQ(want.producer_seq, got.producer_seq);
+  EXPECT_EQ(static_cast<int>(want.code), static_cast<int>(got.code));
+  EXPECT_EQ(want.durable_bytes, got.durable_bytes);
+  EXPECT_EQ(want.seq, got.seq);
+  EXPECT_EQ(want.duplicate, got.duplicate);
+}
+void ExpectSame(const FetchChunk& want, const FetchChunk& got) {
+  EXPECT_EQ(want.seq, got.seq);
+  EXPECT_EQ(want.offset, got.offset);
+  EXPECT_EQ(want.max_bytes, got.max_bytes);
+}
+void ExpectSame(const Chunk& want, const Chunk& got) {
+  EXPECT_EQ(want.seq, got.seq);
+  EXPECT_EQ(want.total_size, got.total_size);
+  EXPECT_EQ(want.offset, got.offset);
+  EXPECT_EQ(want.data, got.data);
 }
 void ExpectSame(const Publish& want, const Publish& got) {
   ASSERT_EQ(want.messages.size(), got.messages.size());
@@ -167,6 +197,7 @@ void ExpectSame(const Delivery& want, const Delivery& got) {
     EXPECT_EQ(w.key, g.key) << i;
     EXPECT_EQ(w.headers, g.headers) << i;
     EXPECT_EQ(w.payload, g.payload) << i;
+    EXPECT_EQ(w.large_size, g.large_size) << i;
   }
 }
 void ExpectSame(const Answer& want, const Answer& got) {
@@ -388,12 +419,16 @@ TEST(FrameTypeTest, NumbersAndNamesArePinned) {
       {0x11, FrameType::kSessionOk, "SESSION_OK"},
       {0x20, FrameType::kPublish, "PUBLISH"},
       {0x21, FrameType::kPublishAck, "PUBLISH_ACK"},
+      {0x22, FrameType::kPublishChunk, "PUBLISH_CHUNK"},
+      {0x23, FrameType::kChunkAck, "CHUNK_ACK"},
       {0x30, FrameType::kFetch, "FETCH"},
       {0x31, FrameType::kDelivery, "DELIVERY"},
       {0x32, FrameType::kSubscribe, "SUBSCRIBE"},
       {0x33, FrameType::kCredit, "CREDIT"},
       {0x34, FrameType::kAnswer, "ANSWER"},
       {0x35, FrameType::kAnswerOk, "ANSWER_OK"},
+      {0x36, FrameType::kFetchChunk, "FETCH_CHUNK"},
+      {0x37, FrameType::kChunk, "CHUNK"},
       {0x40, FrameType::kStreamCreate, "STREAM_CREATE"},
       {0x41, FrameType::kStreamDelete, "STREAM_DELETE"},
       {0x42, FrameType::kStreamList, "STREAM_LIST"},
@@ -551,8 +586,50 @@ TEST(RoundTripTest, Delivery) {
       {.kind = Delivered::Kind::kGap, .seq = kU64Max - 1, .gap_count = 1},
       {.kind = Delivered::Kind::kMessage, .seq = kU64Max, .delivery_count = 0,
        .timestamp_us = std::numeric_limits<int64_t>::min(), .key = "", .headers = "", .payload = ""},
+      {.kind = Delivered::Kind::kLarge, .seq = 9, .delivery_count = 2, .timestamp_us = 5, .key = "k",
+       .headers = kOddBytes, .large_size = 1ull << 40},
   };
   ExpectRoundTrip(d);
+}
+
+TEST(RoundTripTest, LargeMessageFrames) {
+  ExpectRoundTrip(PublishChunk{});
+  ExpectRoundTrip(PublishChunk{.producer_seq = 3, .total_size = 10, .offset = 4, .key = kOddBytes,
+                               .headers = "h", .data = "456789"});
+  ExpectRoundTrip(ChunkAck{});
+  ExpectRoundTrip(ChunkAck{.producer_seq = kU64Max, .code = WireError::kOutOfRange, .durable_bytes = 7,
+                           .seq = kU64Max, .duplicate = true});
+  ExpectRoundTrip(FetchChunk{.seq = 1, .offset = kU64Max, .max_bytes = kU32Max});
+  ExpectRoundTrip(Chunk{.seq = 2, .total_size = 5, .offset = 1, .data = kOddBytes.substr(0, 4)});
+  SessionOk ok{.session_id = 1, .chunk_producer_seq = 8, .chunk_bytes = 1ull << 33};
+  ExpectRoundTrip(ok);
+}
+
+TEST(DecodeTest, ChunksCannotExtendPastTheirMessage) {
+  for (auto [total, offset, data] : {std::tuple<uint64_t, uint64_t, std::string>{10, 8, "abc"},
+                                     {10, 11, ""},
+                                     {0, 0, "x"}}) {
+    std::string body = BodyOf(PublishChunk{.producer_seq = 1, .total_size = total, .offset = offset, .data = data});
+    EXPECT_FALSE(DecodeBodyAs<PublishChunk>(std::span<const char>(body)).has_value()) << total << " " << offset;
+    body = BodyOf(Chunk{.seq = 1, .total_size = total, .offset = offset, .data = data});
+    EXPECT_FALSE(DecodeBodyAs<Chunk>(std::span<const char>(body)).has_value()) << total << " " << offset;
+  }
+  std::string ok = BodyOf(PublishChunk{.producer_seq = 1, .total_size = 10, .offset = 7, .data = "abc"});
+  EXPECT_TRUE(DecodeBodyAs<PublishChunk>(std::span<const char>(ok)).has_value());
+}
+
+TEST(GoldenTest, LargeMessageFrames) {
+  EXPECT_EQ(ToHex(BodyOf(ChunkAck{.producer_seq = 1, .code = WireError::kOk, .durable_bytes = 2, .seq = 3,
+                                  .duplicate = true})),
+            "0100000000000000" "0000" "0200000000000000" "0300000000000000" "01");
+  EXPECT_EQ(ToHex(BodyOf(FetchChunk{.seq = 1, .offset = 2, .max_bytes = 3})),
+            "0100000000000000" "0200000000000000" "03000000");
+  // A LARGE delivery entry: kind 3, no payload, the size last.
+  Delivery d;
+  d.entries = {{.kind = Delivered::Kind::kLarge, .seq = 1, .delivery_count = 1, .timestamp_us = 0, .key = "",
+                .headers = "", .large_size = 5}};
+  EXPECT_EQ(ToHex(BodyOf(d)), "01000000" "03" "0100000000000000" "01000000" "0000000000000000" "00000000"
+                              "00000000" "0500000000000000");
 }
 
 TEST(RoundTripTest, Answer) {
@@ -699,7 +776,7 @@ TEST(MaximalTest, ListsAsLongAsAFrameCanHold) {
   }
   {
     SessionOk s{.session_id = 1};
-    s.pending.resize((room - 40) / 12);
+    s.pending.resize((room - 56) / 12);
     for (size_t i = 0; i < s.pending.size(); ++i) s.pending[i] = {.seq = i * 2, .delivery_count = uint32_t(i)};
     ExpectRoundTrip(s);
   }
@@ -769,7 +846,7 @@ TEST(GoldenTest, SessionOk) {
   s.pending = {{6, 1}};
   EXPECT_EQ(ToHex(BodyOf(s)),
             "0700000000000000" "0200000000000000" "0300000000000000" "0400000000000000" "0500000000000000"
-            "01000000" "0600000000000000" "01000000");
+            "0000000000000000" "0000000000000000" "01000000" "0600000000000000" "01000000");
 }
 
 TEST(GoldenTest, Publish) {
@@ -1009,7 +1086,7 @@ TEST(DecodeErrorTest, CountsThatCannotFitAreRejected) {
     e.U64(3);
   }
   const std::vector<ListCase> cases = {
-      {"SESSION_OK", std::string(40, '\0'), 12, decoder(SessionOk{})},
+      {"SESSION_OK", std::string(56, '\0'), 12, decoder(SessionOk{})},
       {"PUBLISH", "", 20, decoder(Publish{})},
       {"PUBLISH_ACK", "", 19, decoder(PublishAck{})},
       {"DELIVERY", "", 17, decoder(Delivery{})},
