@@ -142,6 +142,7 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   logb->add_option("--cache-mb", a->cache_mb, "Stream's cache of recent batches, MiB")->default_val(64);
   logb->callback([=] { *exit_code = BenchLog(*a); });
   RegisterBrokerBenchCommands(bench, exit_code);
+  RegisterClusterBenchCommands(bench, exit_code);
 }
 
 }  // namespace floe::cli

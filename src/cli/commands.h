@@ -14,5 +14,7 @@ void RegisterClientCommands(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);
 // Adds `publish` and `consume` under `floe bench`.
 void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code);
+// Adds `failover` and `rebalance` under `floe bench`.
+void RegisterClusterBenchCommands(CLI::App* bench, int* exit_code);
 
 }  // namespace floe::cli

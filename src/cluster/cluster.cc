@@ -70,19 +70,21 @@ Status Cluster::Start() {
   Heartbeat(WallMs());
   auto streams = bank_->List("streams/");
   if (!streams) return streams.error();
-  Tick();
-  thread_ = std::thread([this] { Loop(); });
+  renewer_ = std::thread([this] { RenewLoop(); });
+  Work();  // the node's share of the streams is open before it takes connections
+  thread_ = std::thread([this] { WorkLoop(); });
   return Status::OK();
 }
 
 void Cluster::Stop(bool release) {
   {
     std::lock_guard l(mu_);
-    if (stop_ && !thread_.joinable() && held_.empty()) return;
+    if (stop_ && !thread_.joinable() && !renewer_.joinable() && held_.empty()) return;
     stop_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (renewer_.joinable()) renewer_.join();
   if (!release) return;
   std::map<std::string, Held> held;
   {
@@ -93,26 +95,92 @@ void Cluster::Stop(bool release) {
   (void)bank_->Delete(NodeKey(options_.node_id));
 }
 
-void Cluster::Loop() {
+void Cluster::WorkLoop() {
   const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
   std::unique_lock l(mu_);
   while (!stop_) {
-    cv_.wait_for(l, period, [&] { return stop_ || !wanted_.empty(); });
+    cv_.wait_for(l, period, [&] { return stop_ || !wanted_.empty() || !lost_.empty(); });
     if (stop_) break;
     l.unlock();
-    Tick();
-    // A client asking for an unowned stream wakes the loop early, but ticks
+    Work();
+    // A client asking for an unowned stream wakes the loop early, but rounds
     // stay at least 20 ms apart.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     l.lock();
   }
 }
 
-void Cluster::Tick() {
-  RenewAll();
-  Heartbeat(WallMs());
+void Cluster::RenewLoop() {
+  const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
+  std::unique_lock l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, period, [&] { return stop_; });
+    if (stop_) break;
+    l.unlock();
+    RenewAll();
+    Heartbeat(WallMs());
+    l.lock();
+  }
+}
+
+void Cluster::Work() {
+  CloseLost();
+  OpenPending();
   Balance();
   if (++ticks_ % kHousekeepTicks == 0) host_->Housekeep();
+}
+
+void Cluster::CloseLost() {
+  std::vector<std::pair<std::string, std::string>> lost;
+  {
+    std::lock_guard l(mu_);
+    lost.swap(lost_);
+  }
+  for (auto& [name, redirect] : lost) host_->CloseStream(name, redirect);
+}
+
+// Streams held but not served yet (the previous owner still had the
+// directory locked, or opening failed): try again.
+void Cluster::OpenPending() {
+  std::vector<std::pair<std::string, uint64_t>> pending;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [name, h] : held_)
+      if (!h.open) pending.emplace_back(name, h.lease.epoch);
+  }
+  for (auto& [name, epoch] : pending) (void)TryOpen(name, epoch);
+}
+
+Status Cluster::TryOpen(const std::string& name, uint64_t epoch) {
+  int64_t valid_until;
+  {
+    std::lock_guard l(mu_);
+    auto it = held_.find(name);
+    if (it == held_.end() || it->second.lease.epoch != epoch) return Status::Aborted("lost");
+    valid_until = it->second.valid_until;
+  }
+  Status s = host_->OpenStream(name, valid_until);
+  if (s.IsNotFound()) {
+    ReleaseOne(name);  // deleted meanwhile
+    return s;
+  }
+  if (!s.ok()) return s;
+  bool still_ours;
+  {
+    std::lock_guard l(mu_);
+    auto it = held_.find(name);
+    still_ours = it != held_.end() && it->second.lease.epoch == epoch;
+    if (still_ours) {
+      it->second.open = true;
+      valid_until = it->second.valid_until;  // renewed while it opened
+    }
+  }
+  if (!still_ours) {
+    host_->CloseStream(name, "");  // lost while opening
+    return Status::Aborted("lost while opening");
+  }
+  host_->SetValidUntil(name, valid_until);
+  return Status::OK();
 }
 
 void Cluster::Heartbeat(int64_t now) {
@@ -179,19 +247,7 @@ void Cluster::RenewAll() {
       it->second.valid_until = valid_until;
       open = it->second.open;
     }
-    if (open) {
-      host_->SetValidUntil(name, valid_until);
-      continue;
-    }
-    // Held but not yet served (the previous owner still had the directory
-    // locked, or opening failed): try again.
-    Status s = host_->OpenStream(name, valid_until);
-    if (s.ok()) {
-      std::lock_guard l(mu_);
-      if (auto it = held_.find(name); it != held_.end()) it->second.open = true;
-    } else if (s.IsNotFound()) {
-      ReleaseOne(name);
-    }
+    if (open) host_->SetValidUntil(name, valid_until);
   }
 }
 
@@ -210,16 +266,9 @@ bool Cluster::Acquire(const std::string& stream) {
     wanted_.erase(stream);
   }
   if (r->epoch > 1) ++takeovers_;
-  Status s = host_->OpenStream(stream, valid_until);
-  if (s.ok()) {
-    std::lock_guard l(mu_);
-    if (auto it = held_.find(stream); it != held_.end()) it->second.open = true;
-    return true;
-  }
-  if (s.IsNotFound()) {
-    ReleaseOne(stream);
-    return false;
-  }
+  Status s = TryOpen(stream, r->epoch);
+  if (s.ok()) return true;
+  if (s.IsNotFound() || s.code() == ErrorCode::kAborted) return false;
   fmt::print(stderr, "floe: node {}: holds stream {} (epoch {}) but cannot open it yet: {}\n", options_.node_id,
              stream, r->epoch, s.ToString());
   return true;
@@ -233,8 +282,11 @@ void Cluster::Lose(const std::string& stream, const std::string& redirect) {
     if (it == held_.end()) return;
     open = it->second.open;
     held_.erase(it);
+    if (open) lost_.emplace_back(stream, redirect);
   }
-  if (open) host_->CloseStream(stream, redirect);
+  if (!open) return;
+  host_->SetValidUntil(stream, 0);  // fencing: no ACK, delivery or write from now on
+  cv_.notify_all();
 }
 
 void Cluster::ReleaseOne(const std::string& stream) {
@@ -315,7 +367,9 @@ void Cluster::Balance() {
     }
     auto rel = released_at_.find(name);
     const bool just_released = rel != released_at_.end() && SteadyMs() - rel->second < 2 * options_.lease_ms;
-    if (!wanted && just_released && n_nodes > 1) continue;
+    // A stream this node just gave up goes to another node, even if a client
+    // asks this one for it.
+    if (just_released && n_nodes > 1) continue;
     if (!wanted && mine >= hi && n_nodes > 1) continue;
     if (Acquire(name)) ++mine;
   }

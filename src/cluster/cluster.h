@@ -2,8 +2,11 @@
 // load in the bank, the leases on the streams it owns, and the decisions to
 // take or give up streams (failover, drain, load balancing).
 //
-// The Cluster runs one thread that ticks every lease_ms / 3. It never opens
-// or closes a stream itself: it tells its Host (the node) to, and the Host
+// The Cluster runs two threads, each ticking every lease_ms / 3: the renewer
+// writes the heartbeat and renews the leases held, and nothing else, so slow
+// work never makes a lease lapse; the worker opens and closes streams,
+// takes free ones and gives some up (balance, drain). It never opens or
+// closes a stream itself: it tells its Host (the node) to, and the Host
 // answers whether it could (opening fails while another process still holds
 // the stream directory's file lock; the lease is kept and the open retried).
 //
@@ -131,12 +134,19 @@ class Cluster {
     int64_t acquired_at = 0;   // steady ms
     bool open = false;         // the host serves it
   };
-  void Loop();
-  void Tick();
+  void WorkLoop();
+  void RenewLoop();
+  void Work();
   void Heartbeat(int64_t now);
   void RenewAll();
+  void OpenPending();
+  // Opens a held stream (if still held at `epoch`) and starts serving it.
+  Status TryOpen(const std::string& name, uint64_t epoch);
+  void CloseLost();
   void Balance();
   bool Acquire(const std::string& stream);
+  // The lease was taken over or lapsed: stop acting at once (the host's
+  // validity drops to 0) and have the worker close the stream.
   void Lose(const std::string& stream, const std::string& redirect);
   void ReleaseOne(const std::string& stream);
   std::string AddressOf(const std::string& node);
@@ -150,6 +160,7 @@ class Cluster {
   std::condition_variable cv_;
   std::map<std::string, Held> held_;           // guarded by mu_
   std::set<std::string> wanted_;               // guarded by mu_
+  std::vector<std::pair<std::string, std::string>> lost_;  // guarded by mu_: (stream, redirect) to close
   bool stop_ = false;                          // guarded by mu_
   std::map<std::string, int64_t> released_at_; // cluster thread: streams we gave up (steady ms)
   uint64_t last_rebalance_ = 0;                // cluster thread
@@ -158,7 +169,8 @@ class Cluster {
   int64_t last_heartbeat_steady_ = 0;          // cluster thread
   std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> takeovers_{0};
-  std::thread thread_;
+  std::thread thread_;   // worker
+  std::thread renewer_;
 };
 
 }  // namespace floe::cluster
