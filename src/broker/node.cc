@@ -1560,6 +1560,16 @@ Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Node::~Node() { Stop(); }
 uint16_t Node::port() const { return impl_->acceptor_.local_endpoint().port(); }
 void Node::Stop() { impl_->Stop(); }
+Node::Stats Node::stats() const {
+  Stats s;
+  s.published = impl_->published_.load();
+  if (impl_->writer_) {
+    s.bank_commits = impl_->writer_->commits();
+    s.bank_records = impl_->writer_->records();
+  }
+  if (impl_->cluster_) s.takeovers = impl_->cluster_->takeovers();
+  return s;
+}
 void Node::Wait() { impl_->Wait(); }
 
 void Node::HandleSignals() {

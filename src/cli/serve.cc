@@ -1,4 +1,6 @@
 // `floe serve`: run a node.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -43,8 +45,15 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
     fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
                o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
     std::fflush(stdout);
+    const auto started = std::chrono::steady_clock::now();
     (*node)->Wait();
-    fmt::print("floe: node {} stopped\n", o->node_id);
+    const auto st = (*node)->stats();
+    const double secs =
+        std::max(1e-3, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    fmt::print("floe: node {} stopped: {} messages acknowledged; bank writer {} commits ({:.1f}/s), {} records; {} "
+               "takeovers\n",
+               o->node_id, st.published, st.bank_commits, double(st.bank_commits) / secs, st.bank_records,
+               st.takeovers);
     *exit_code = 0;
   });
 }
