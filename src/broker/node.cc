@@ -67,10 +67,18 @@ class Node::Impl final : public cluster::Host {
   // The shared state of session `id` on this node (created empty).
   std::shared_ptr<SessionState> SessionStateFor(uint64_t id) {
     std::lock_guard l(sessions_mu_);
+    SweepExpired(&states_);
     auto& weak = states_[id];
     auto state = weak.lock();
     if (!state) weak = state = std::make_shared<SessionState>();
     return state;
+  }
+  // Drops entries whose object is gone, whenever the map doubled since the
+  // last sweep (amortised O(1) per insert). Requires sessions_mu_.
+  template <typename T>
+  static void SweepExpired(std::unordered_map<uint64_t, std::weak_ptr<T>>* m) {
+    if (m->size() < 1024 || (m->size() & (m->size() - 1)) != 0) return;  // at powers of two from 1024
+    std::erase_if(*m, [](const auto& kv) { return kv.second.expired(); });
   }
 
   Status Init();
@@ -96,6 +104,7 @@ class Node::Impl final : public cluster::Host {
   // and the new one resending it cannot both store a message.
   std::shared_ptr<std::mutex> PublishLock(uint64_t id) {
     std::lock_guard l(sessions_mu_);
+    SweepExpired(&publish_locks_);
     auto& weak = publish_locks_[id];
     auto lock = weak.lock();
     if (!lock) weak = lock = std::make_shared<std::mutex>();
