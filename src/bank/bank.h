@@ -105,7 +105,12 @@ class Bank {
 // loss (WAL, synchronous=FULL).
 Result<std::unique_ptr<Bank>> OpenSqliteBank(const std::string& path);
 
-// Opens a bank from a URL: "sqlite:PATH" (or a bare path).
+// Opens a bank on etcd (v3 API): `endpoints` are HOST:PORT of its members,
+// tried in turn; every key lives under `prefix` ("/floe/").
+Result<std::unique_ptr<Bank>> OpenEtcdBank(const std::vector<std::string>& endpoints, const std::string& prefix);
+
+// Opens a bank from a URL: "sqlite:PATH" (or a bare path), or
+// "etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]" (prefix default /floe/).
 Result<std::unique_ptr<Bank>> OpenBank(const std::string& url);
 
 }  // namespace floe::bank

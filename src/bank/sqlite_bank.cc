@@ -246,8 +246,27 @@ Result<std::unique_ptr<Bank>> OpenSqliteBank(const std::string& path) {
 Result<std::unique_ptr<Bank>> OpenBank(const std::string& url) {
   std::string_view u = url;
   if (u.starts_with("sqlite:")) return OpenSqliteBank(std::string(u.substr(7)));
+  if (u.starts_with("etcd://")) {
+    // etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]
+    std::string_view rest = u.substr(7);
+    const size_t slash = rest.find('/');
+    std::string prefix = slash == std::string_view::npos ? "/floe/" : std::string(rest.substr(slash));
+    if (prefix.back() != '/') prefix.push_back('/');
+    std::vector<std::string> endpoints;
+    std::string_view hosts = rest.substr(0, slash);
+    while (!hosts.empty()) {
+      const size_t comma = hosts.find(',');
+      std::string_view h = hosts.substr(0, comma);
+      if (h.find(':') == std::string_view::npos)
+        return Err(Status::InvalidArgument(fmt::format("bank URL '{}': '{}' needs a port", url, h)));
+      endpoints.emplace_back(h);
+      hosts = comma == std::string_view::npos ? std::string_view() : hosts.substr(comma + 1);
+    }
+    return OpenEtcdBank(endpoints, prefix);
+  }
   if (u.find("://") != std::string_view::npos)
-    return Err(Status::InvalidArgument(fmt::format("unsupported bank URL '{}' (supported: sqlite:PATH)", url)));
+    return Err(Status::InvalidArgument(
+        fmt::format("unsupported bank URL '{}' (supported: sqlite:PATH, etcd://HOST:PORT[,…][/PREFIX/])", url)));
   return OpenSqliteBank(url);
 }
 

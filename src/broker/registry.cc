@@ -191,6 +191,9 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
   std::vector<bank::Op> ops;
   bool all_fenced = true;
   for (auto& [stream, group] : by_stream) all_fenced = ops_for(stream, group, &ops) && all_fenced;
+  // One commit stays within what every backend takes (etcd: 128 ops per
+  // transaction); bigger batches go stream by stream, in slices.
+  if (ops.size() > kMaxOpsPerCommit) all_fenced = false;
   if (all_fenced) {
     auto r = bank_->Commit(ops);
     {
@@ -206,21 +209,26 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
       return s;
     }
   }
-  // Stream by stream.
+  // Stream by stream, in slices of at most kMaxOpsPerCommit - 1 records.
   std::map<std::string, Status> result;
-  for (auto& [stream, group] : by_stream) {
-    Status s = Status::Aborted(fmt::format("this node does not own stream {}", stream));
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      std::vector<bank::Op> one;
-      if (!ops_for(stream, group, &one)) break;
-      auto r = bank_->Commit(one);
-      {
-        std::lock_guard l(mu_);
-        ++commits_;
-        if (r) records_ += group.size();
+  for (auto& [stream, all] : by_stream) {
+    Status s = Status::OK();
+    for (size_t from = 0; from < all.size() && s.ok(); from += kMaxOpsPerCommit - 1) {
+      const std::vector<const Item*> group(all.begin() + from,
+                                           all.begin() + std::min(all.size(), from + kMaxOpsPerCommit - 1));
+      s = Status::Aborted(fmt::format("this node does not own stream {}", stream));
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        std::vector<bank::Op> one;
+        if (!ops_for(stream, group, &one)) break;
+        auto r = bank_->Commit(one);
+        {
+          std::lock_guard l(mu_);
+          ++commits_;
+          if (r) records_ += group.size();
+        }
+        s = r ? Status::OK() : r.error();
+        if (r || r.error().code() != ErrorCode::kAborted) break;
       }
-      s = r ? Status::OK() : r.error();
-      if (r || r.error().code() != ErrorCode::kAborted) break;
     }
     if (!s.ok()) fmt::print(stderr, "floe: writing the bank records of stream {} failed: {}\n", stream, s.ToString());
     result[stream] = s;

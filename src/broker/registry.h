@@ -112,6 +112,7 @@ class BankWriter {
   };
   Status CommitBatch(std::vector<Item>& items);
   static constexpr std::chrono::milliseconds kLazyDelay{100};
+  static constexpr size_t kMaxOpsPerCommit = 100;
   bank::Bank* bank_;
   Fence fence_;
   mutable std::mutex mu_;

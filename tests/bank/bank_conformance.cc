@@ -34,6 +34,11 @@ std::unique_ptr<Bank> BankConformanceTest::Open() {
   return b ? std::move(*b) : nullptr;
 }
 
+pid_t BankConformanceTest::Fork() {
+  if (GetParam().before_fork) GetParam().before_fork();
+  return ::fork();
+}
+
 void BankConformanceTest::Reopen() {
   bank_.reset();
   bank_ = Open();
@@ -506,7 +511,7 @@ TEST_P(BankConformanceTest, CommitsSurviveAWriterKilledWithoutClosing) {
   bank_.reset();  // no handle crosses fork()
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
-  const pid_t pid = ::fork();
+  const pid_t pid = Fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     ::close(ready[0]);
@@ -605,7 +610,7 @@ TEST_P(BankConformanceTest, TwoProcessesLoseNoUpdate) {
   int ready[2];
   ASSERT_EQ(::pipe(go), 0);
   ASSERT_EQ(::pipe(ready), 0);
-  const pid_t pid = ::fork();
+  const pid_t pid = Fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     ::close(go[1]);

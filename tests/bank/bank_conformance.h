@@ -37,6 +37,10 @@ struct BankBackend {
   std::function<Result<std::unique_ptr<Bank>>(const std::string& location)> open;
   // Removes what new_location made, after the test (may be empty).
   std::function<void(const std::string& location)> destroy;
+  // Called before the suite forks a child that opens a bank of its own, once
+  // the test closed its handles (may be empty): a backend whose client
+  // library keeps process-wide state (gRPC) lets it wind down here.
+  std::function<void()> before_fork;
 };
 
 inline void PrintTo(const BankBackend& b, std::ostream* os) { *os << b.name; }
@@ -52,6 +56,8 @@ class BankConformanceTest : public ::testing::TestWithParam<BankBackend> {
   std::unique_ptr<Bank> Open();
   // Closes the test's own handle and opens a new one.
   void Reopen();
+  // fork(), after the backend's before_fork.
+  pid_t Fork();
 
   std::string location_;
   std::unique_ptr<Bank> bank_;

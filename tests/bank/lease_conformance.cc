@@ -126,7 +126,7 @@ TEST_P(BankConformanceTest, TwoProcessesRacingForOneLeaseHaveOneWinner) {
     }
     return 0;
   };
-  const pid_t pid = ::fork();
+  const pid_t pid = Fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     ::close(go[1]);
