@@ -154,7 +154,8 @@ class EtcdBank final : public Bank {
       }
       last = FromGrpc(s, endpoints_[i]);
       if (last.code() != ErrorCode::kUnavailable) return last;
-      if (std::chrono::steady_clock::now() >= give_up || !retry_) return last;
+      if (std::chrono::steady_clock::now() >= give_up) return last;
+      if (!retry_ && attempt + 1 >= stubs_.size()) return last;  // one round only
       if ((attempt + 1) % stubs_.size() == 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
         backoff_ms = std::min(backoff_ms * 2, 500);

@@ -44,14 +44,25 @@ struct ClusterBenchArgs {
   std::string dir;
   bool json = false;
   bool keep = false;  // keep the data directory (and the nodes' logs)
+  std::string bank;   // etcd://… : the nodes' bank (a fresh prefix per run); default SQLite in the data dir
 };
+
+// The bank URL for run `run`: an etcd URL gets a prefix of its own.
+std::string BankFor(const ClusterBenchArgs& a, const char* what, int run) {
+  if (a.bank.empty()) return {};
+  std::string url = a.bank;
+  if (url.find('/', 7) == std::string::npos) url += "/";
+  return fmt::format("{}floe-bench-{}-{}-{}/", url, what, getpid(), run);
+}
 
 // A `floe serve` child.
 class Child {
  public:
-  Child(const std::string& data, const std::string& id, int port, int64_t lease_ms, bool auto_balance) {
+  Child(const std::string& data, const std::string& id, int port, int64_t lease_ms, bool auto_balance,
+        const std::string& bank = {}) {
     args_ = {"floe", "serve", "--data", data, "--node-id", id, "--listen", fmt::format("127.0.0.1:{}", port),
              "--lease-ms", std::to_string(lease_ms)};
+    if (!bank.empty()) args_.insert(args_.end(), {"--bank", bank});
     if (!auto_balance) args_.push_back("--no-auto-balance");
     log_ = fmt::format("{}/{}.log", data, id);
     address_ = fmt::format("127.0.0.1:{}", port);
@@ -118,7 +129,8 @@ int Failover(const ClusterBenchArgs& a) {
   std::vector<double> times;
   for (int run = 0; run < a.runs; ++run) {
     const std::string dir = TempDir(a, "failover", run);
-    Child n1(dir, "n1", a.base_port, a.lease_ms, false), n2(dir, "n2", a.base_port + 1, a.lease_ms, false);
+    const std::string bank = BankFor(a, "failover", run);
+    Child n1(dir, "n1", a.base_port, a.lease_ms, false, bank), n2(dir, "n2", a.base_port + 1, a.lease_ms, false, bank);
     Status s = n1.Start();
     if (s.ok()) s = n2.Start();
     if (!s.ok()) return fmt::print(stderr, "error: {}\n", s.ToString()), 1;
@@ -254,6 +266,7 @@ void RegisterClusterBenchCommands(CLI::App* bench, int* exit_code) {
     auto* c = bench->add_subcommand("failover", "Owner SIGKILLed to the first ACK from the new owner (2-node cluster)");
     c->add_option("--lease-ms", a->lease_ms, "Lease period of the nodes")->default_val(3000);
     c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->default_val(5);
+    c->add_option("--bank", a->bank, "etcd://HOST:PORT[,…]: run the nodes on this etcd (default: SQLite)");
     c->add_option("--base-port", a->base_port, "Nodes listen on this port and the next")->default_val(7760);
     c->add_option("--dir", a->dir, "Where the temporary data directories go (default: the temp dir)");
     c->add_flag("--json", a->json, "JSON output");

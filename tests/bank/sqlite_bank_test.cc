@@ -64,7 +64,7 @@ TEST_F(SqliteBankTest, OpenBankTakesASqliteUrlOrABarePath) {
 }
 
 TEST_F(SqliteBankTest, OpenBankRejectsOtherSchemes) {
-  for (const char* url : {"etcd://127.0.0.1:2379", "http://x/y", "file:///tmp/x"}) {
+  for (const char* url : {"zookeeper://127.0.0.1:2181", "http://x/y", "file:///tmp/x"}) {
     auto b = OpenBank(url);
     ASSERT_FALSE(b) << url;
     EXPECT_EQ(b.error().code(), ErrorCode::kInvalidArgument) << url;

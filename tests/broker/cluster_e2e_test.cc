@@ -20,6 +20,7 @@
 //     the new owner at the first unacknowledged byte, the bytes arrive
 //     intact, and no node held the message in memory.
 #include "e2e_support.h"
+#include "support/etcd_server.h"
 
 #include <signal.h>
 
@@ -36,10 +37,18 @@ constexpr int kLeaseMs = 1000;
 
 class ClusterTest : public ::testing::Test {
  protected:
+  // FLOE_TEST_BANK=etcd runs every test on a real etcd server (started here)
+  // instead of the SQLite file: the nodes and the CLI get its URL.
   void SetUp() override {
     dir_ = std::make_unique<TempDir>("floe-cluster");
     data_ = dir_->path() + "/data";
     bank_ = "sqlite:" + data_ + "/bank.db";
+    if (const char* b = std::getenv("FLOE_TEST_BANK"); b && std::string_view(b) == "etcd") {
+      auto etcd = test::EtcdServer::Start(1);
+      ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+      etcd_ = std::move(*etcd);
+      bank_ = etcd_->Url("/floe-cluster-test/");
+    }
   }
 
   void TearDown() override {
@@ -135,6 +144,7 @@ class ClusterTest : public ::testing::Test {
   }
 
   std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<test::EtcdServer> etcd_;
   std::string data_;
   std::string bank_;
   std::vector<std::unique_ptr<NodeProcess>> nodes_;
