@@ -1,0 +1,454 @@
+// The chaos test of a floe cluster (issue 4): three real `floe serve`
+// processes on loopback sharing one data directory and one bank (SQLite, or
+// etcd with FLOE_TEST_BANK=etcd), idempotent producers and acking consumers
+// on several streams and one large message in transfer, while a driver
+// randomly SIGKILLs and restarts nodes, SIGSTOPs one past its lease and
+// resumes it, drains nodes and asks for rebalances. A checker then proves:
+//   * every ACKed message is consumed, and is stored at the seq its ACK named;
+//   * no producer message is stored twice, and each producer's messages are
+//     in stream order;
+//   * no consumer ACK that was confirmed is ever delivered again;
+//   * the large message interrupted mid-transfer completes with its bytes
+//     intact.
+// It prints the counts it checked. FLOE_CHAOS_SECONDS sets the chaos phase
+// (default 45 s); FLOE_CHAOS_SEED the random seed (printed).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "../broker/node_process.h"
+#include "client/client.h"
+#include "support/etcd_server.h"
+
+#ifndef FLOE_BINARY
+#error "FLOE_BINARY must name the floe binary"
+#endif
+
+namespace floe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using test::NodeConfig;
+using test::NodeProcess;
+using test::RunCommand;
+
+constexpr int kNodes = 3;
+constexpr int kStreams = 3;
+constexpr int kLeaseMs = 1500;
+constexpr uint64_t kLargeSize = 64ull << 20;
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+std::string Payload(int stream, uint64_t index) { return fmt::format("s{}:{}:{}", stream, index, index * 7919 % 1000); }
+
+char LargeByte(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) & 0xff); }
+
+// What one producer saw: producer seq -> stream seq of every ACK.
+struct ProducerLog {
+  std::mutex mu;
+  std::map<uint64_t, uint64_t> acked;  // index (producer seq - 1) -> seq
+  uint64_t sent = 0, failed = 0, duplicates = 0;
+};
+
+// What one consumer saw.
+struct ConsumerLog {
+  std::mutex mu;
+  std::map<uint64_t, std::string> payload_of;  // seq -> payload
+  std::set<uint64_t> confirmed;                // ACK confirmed by the node
+  uint64_t deliveries = 0, redeliveries = 0, redelivered_after_confirm = 0;
+  std::vector<std::string> violations;
+};
+
+class ChaosTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/floe-chaos-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    data_ = dir_ + "/data";
+    bank_ = "sqlite:" + data_ + "/bank.db";
+    if (const char* b = std::getenv("FLOE_TEST_BANK"); b && std::string_view(b) == "etcd") {
+      auto etcd = test::EtcdServer::Start(1);
+      ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+      etcd_ = std::move(*etcd);
+      bank_ = etcd_->Url("/floe-chaos/");
+    }
+    for (int i = 0; i < kNodes; ++i)
+      nodes_.push_back(std::make_unique<NodeProcess>(NodeConfig{
+          .binary = FLOE_BINARY,
+          .data_dir = data_,
+          .extra_args = {"--node-id", fmt::format("n{}", i + 1), "--bank", bank_, "--lease-ms",
+                         std::to_string(kLeaseMs)}}));
+    for (auto& n : nodes_) ASSERT_TRUE(n->Start().ok());
+    for (auto& n : nodes_)
+      for (const auto& s : n->servers()) servers_.push_back(s);
+  }
+
+  void TearDown() override {
+    for (auto& n : nodes_) {
+      if (!n->Alive()) continue;
+      kill(n->pid(), SIGCONT);
+      (void)n->Stop();
+    }
+    nodes_.clear();
+    etcd_.reset();
+    if (!HasFailure() && !std::getenv("FLOE_KEEP_TEST_DIRS")) std::filesystem::remove_all(dir_);
+    else fmt::print("chaos data kept in {}\n", dir_);
+  }
+
+  client::ClientOptions Options() {
+    client::ClientOptions o;
+    o.servers = servers_;
+    o.client_name = "chaos";
+    o.connect_timeout_ms = 1000;
+    o.reconnect_max_backoff_ms = 200;
+    o.reconnect_give_up_ms = 120000;  // outlive any pause the driver makes
+    return o;
+  }
+
+  std::string Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), FLOE_BINARY);
+    args.push_back("--bank");
+    args.push_back(bank_);
+    auto r = RunCommand(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  }
+
+  std::string dir_, data_, bank_;
+  std::unique_ptr<test::EtcdServer> etcd_;
+  std::vector<std::unique_ptr<NodeProcess>> nodes_;
+  std::vector<std::string> servers_;
+};
+
+TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckComesBack) {
+  const char* secs_env = std::getenv("FLOE_CHAOS_SECONDS");
+  const int chaos_seconds = secs_env ? std::atoi(secs_env) : 45;
+  const char* seed_env = std::getenv("FLOE_CHAOS_SEED");
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : std::random_device{}();
+  fmt::print("chaos: {} s, seed {}, bank {}\n", chaos_seconds, seed, bank_);
+  std::mt19937_64 rng(seed);
+
+  {
+    auto admin = client::Admin::Connect(Options());
+    ASSERT_TRUE(admin.has_value()) << admin.error().ToString();
+    for (int s = 0; s < kStreams; ++s) {
+      wire::StreamConfig c;
+      c.ack_wait_ms = 2000;
+      c.max_deliveries = 0;  // never dead-letter: every message must reach the consumer
+      ASSERT_TRUE((*admin)->CreateStream(fmt::format("chaos-{}", s), c).ok());
+    }
+  }
+
+  std::atomic<bool> producing{true}, consuming{true};
+  std::vector<std::unique_ptr<ProducerLog>> plogs;
+  std::vector<std::unique_ptr<ConsumerLog>> clogs;
+  std::atomic<uint64_t> redirects{0};
+  std::vector<std::thread> workers;
+  for (int s = 0; s < kStreams; ++s) {
+    plogs.push_back(std::make_unique<ProducerLog>());
+    clogs.push_back(std::make_unique<ConsumerLog>());
+  }
+
+  // Producers: one session each, paced, every ACK recorded.
+  for (int s = 0; s < kStreams; ++s) {
+    workers.emplace_back([&, s] {
+      client::ProducerOptions po;
+      static_cast<client::ClientOptions&>(po) = Options();
+      po.stream = fmt::format("chaos-{}", s);
+      po.max_inflight = 200;
+      auto p = client::Producer::Open(po);
+      ASSERT_TRUE(p.has_value()) << p.error().ToString();
+      ProducerLog& log = *plogs[s];
+      uint64_t index = 0;
+      while (producing) {
+        const uint64_t i = index++;
+        auto sent = (*p)->Send(Payload(s, i), [&log, i](const client::PublishOutcome& o) {
+          std::lock_guard l(log.mu);
+          if (!o.status.ok()) {
+            ++log.failed;
+            return;
+          }
+          if (o.duplicate) ++log.duplicates;
+          log.acked[i] = o.seq;
+        });
+        if (!sent) {
+          ADD_FAILURE() << "send: " << sent.error().ToString();
+          break;
+        }
+        {
+          std::lock_guard l(log.mu);
+          ++log.sent;
+        }
+        if (i % 10 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // ~1000 msgs/s
+      }
+      EXPECT_TRUE((*p)->Flush().ok());
+      EXPECT_TRUE((*p)->Close().ok());
+      redirects += (*p)->redirects();
+    });
+  }
+
+  // Consumers: pull and ACK; a delivery of a seq whose ACK was confirmed is a
+  // violation.
+  for (int s = 0; s < kStreams; ++s) {
+    workers.emplace_back([&, s] {
+      client::ConsumerOptions co;
+      static_cast<client::ClientOptions&>(co) = Options();
+      co.stream = fmt::format("chaos-{}", s);
+      co.consumer = "c";
+      auto c = client::Consumer::Open(co);
+      ASSERT_TRUE(c.has_value()) << c.error().ToString();
+      ConsumerLog& log = *clogs[s];
+      while (consuming) {
+        auto got = (*c)->Fetch(100, 1 << 20, 200);
+        if (!got) continue;  // a node died under the fetch: the client reconnects
+        std::vector<uint64_t> seqs;
+        {
+          std::lock_guard l(log.mu);
+          for (const auto& m : *got) {
+            if (m.gap) continue;
+            if (m.large_size > 0) {  // the large message: checked byte by byte at the end
+              seqs.push_back(m.seq);
+              continue;
+            }
+            ++log.deliveries;
+            if (m.delivery_count > 1) ++log.redeliveries;
+            if (log.confirmed.count(m.seq)) {
+              ++log.redelivered_after_confirm;
+              if (log.violations.size() < 5)
+                log.violations.push_back(fmt::format("stream {} seq {} delivered again (count {}) after its ACK was "
+                                                     "confirmed",
+                                                     s, m.seq, m.delivery_count));
+            }
+            auto [it, fresh] = log.payload_of.emplace(m.seq, m.payload);
+            if (!fresh && it->second != m.payload && log.violations.size() < 5)
+              log.violations.push_back(fmt::format("stream {} seq {} changed payload", s, m.seq));
+            seqs.push_back(m.seq);
+          }
+        }
+        if (seqs.empty()) continue;
+        if ((*c)->Ack(seqs).ok()) {
+          std::lock_guard l(log.mu);
+          log.confirmed.insert(seqs.begin(), seqs.end());
+        }
+      }
+      EXPECT_TRUE((*c)->Close().ok());
+      redirects += (*c)->redirects();
+    });
+  }
+
+  // One large message, in chunks, through all of it.
+  Result<client::LargeMessageOutcome> large = Err(Status::Internal("not run"));
+  std::thread large_sender([&] {
+    client::LargeMessageOptions lo;
+    static_cast<client::ClientOptions&>(lo) = Options();
+    lo.stream = "chaos-0";
+    lo.chunk_bytes = 1u << 20;
+    // Spread over most of the chaos phase, so nodes die under it.
+    const auto pause = std::chrono::milliseconds(chaos_seconds * 700 / (kLargeSize >> 20));
+    large = client::PublishLarge(lo, kLargeSize, [&](uint64_t offset, std::span<char> out) {
+      for (size_t i = 0; i < out.size(); ++i) out[i] = LargeByte(offset + i);
+      std::this_thread::sleep_for(pause);
+      return Status::OK();
+    });
+  });
+
+  // The driver. Its first action kills the node serving chaos-0, where the
+  // large message is in transfer.
+  std::map<std::string, int> actions;
+  const auto chaos_start = Clock::now();
+  bool first = true;
+  while (MsSince(chaos_start) < chaos_seconds * 1000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500 + rng() % 2000));
+    int n = static_cast<int>(rng() % kNodes);
+    if (first) {
+      std::smatch m;
+      const std::string status = Cli({"cluster", "status", "--json"});
+      if (std::regex_search(status, m, std::regex("\"name\":\"chaos-0\",\"owner\":\"n([0-9])\"")))
+        n = std::stoi(m[1].str()) - 1;
+    }
+    const int action = first ? 0 : static_cast<int>(rng() % 4);
+    first = false;
+    NodeProcess& node = *nodes_[n];
+    const std::string id = fmt::format("n{}", n + 1);
+    switch (action) {
+      case 0: {  // kill -9, restart a moment later
+        node.Kill();
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 + rng() % 1500));
+        ASSERT_TRUE(node.Restart().ok()) << node.output();
+        ++actions["kill -9 + restart"];
+        break;
+      }
+      case 1: {  // paused past its lease, then resumed
+        kill(node.pid(), SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(kLeaseMs * 3 / 2 + 500));
+        kill(node.pid(), SIGCONT);
+        ++actions["SIGSTOP past the lease + SIGCONT"];
+        break;
+      }
+      case 2: {  // drain, then take streams again
+        Cli({"node", "drain", id});
+        std::this_thread::sleep_for(std::chrono::milliseconds(2000 + rng() % 2000));
+        Cli({"node", "drain", id, "--undo"});
+        ++actions["drain + undo"];
+        break;
+      }
+      case 3:
+        Cli({"cluster", "rebalance"});
+        ++actions["rebalance"];
+        break;
+    }
+  }
+  for (auto& node : nodes_) {
+    kill(node->pid(), SIGCONT);
+    if (!node->Alive()) {
+      ASSERT_TRUE(node->Restart().ok());
+    }
+  }
+
+  fmt::print("chaos phase over after {} ms\n", MsSince(chaos_start));
+  // Wind down: producers finish (every message ACKed or failed), the large
+  // message completes, consumers drain everything ACKed.
+  producing = false;
+  large_sender.join();
+  for (int s = 0; s < kStreams; ++s) workers[s].join();
+  uint64_t acked_total = 0;
+  std::vector<std::map<uint64_t, uint64_t>> acked(kStreams);
+  for (int s = 0; s < kStreams; ++s) {
+    std::lock_guard l(plogs[s]->mu);
+    acked[s] = plogs[s]->acked;
+    acked_total += acked[s].size();
+  }
+  const auto drain_start = Clock::now();
+  auto all_consumed = [&] {
+    for (int s = 0; s < kStreams; ++s) {
+      std::lock_guard l(clogs[s]->mu);
+      for (const auto& [i, seq] : acked[s])
+        if (!clogs[s]->payload_of.count(seq)) return false;
+    }
+    return true;
+  };
+  while (!all_consumed() && MsSince(drain_start) < 90000) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  fmt::print("everything ACKed was consumed {} ms after the producers stopped\n", MsSince(drain_start));
+  consuming = false;
+  for (int s = kStreams; s < static_cast<int>(workers.size()); ++s) workers[s].join();
+
+  // --- The checker -------------------------------------------------------------
+  uint64_t consumed = 0, redeliveries = 0, lost = 0, misplaced = 0, stored_twice = 0, out_of_order = 0;
+  uint64_t after_confirm = 0, failed = 0, duplicates = 0, sent = 0;
+  for (int s = 0; s < kStreams; ++s) {
+    ConsumerLog& c = *clogs[s];
+    std::lock_guard l(c.mu);
+    for (const auto& v : c.violations) ADD_FAILURE() << v;
+    consumed += c.payload_of.size();
+    redeliveries += c.redeliveries;
+    after_confirm += c.redelivered_after_confirm;
+    failed += plogs[s]->failed;
+    duplicates += plogs[s]->duplicates;
+    sent += plogs[s]->sent;
+    // Every ACKed message was consumed, at the seq its ACK named.
+    for (const auto& [i, seq] : acked[s]) {
+      auto it = c.payload_of.find(seq);
+      if (it == c.payload_of.end()) {
+        if (++lost <= 5) ADD_FAILURE() << fmt::format("stream {} index {} ACKed at seq {} never consumed", s, i, seq);
+      } else if (it->second != Payload(s, i)) {
+        if (++misplaced <= 5)
+          ADD_FAILURE() << fmt::format("stream {} seq {} holds '{}', its ACK said '{}'", s, seq, it->second,
+                                       Payload(s, i));
+      }
+    }
+    // Each stored payload once; a producer's messages in stream order.
+    std::map<uint64_t, uint64_t> seq_of_index;
+    for (const auto& [seq, payload] : c.payload_of) {
+      int ps = -1;
+      unsigned long long index = 0;
+      if (std::sscanf(payload.c_str(), "s%d:%llu:", &ps, &index) != 2 || ps != s) {
+        ADD_FAILURE() << fmt::format("stream {} seq {}: foreign payload '{}'", s, seq, payload);
+        continue;
+      }
+      if (!seq_of_index.emplace(index, seq).second && ++stored_twice <= 5)
+        ADD_FAILURE() << fmt::format("stream {} index {} stored twice (seqs {} and {})", s, index,
+                                     seq_of_index[index], seq);
+    }
+    uint64_t last_seq = 0;
+    for (const auto& [index, seq] : seq_of_index) {
+      if (seq < last_seq && ++out_of_order <= 5)
+        ADD_FAILURE() << fmt::format("stream {} index {} at seq {} is before an earlier index's seq {}", s, index, seq,
+                                     last_seq);
+      last_seq = std::max(last_seq, seq);
+    }
+  }
+  EXPECT_EQ(lost, 0u);
+  EXPECT_EQ(misplaced, 0u);
+  EXPECT_EQ(stored_twice, 0u);
+  EXPECT_EQ(out_of_order, 0u);
+  EXPECT_EQ(after_confirm, 0u);
+  EXPECT_EQ(failed, 0u) << "producers give up only after minutes without a node";
+  EXPECT_GT(acked_total, 1000u) << "the chaos left too little traffic to prove anything";
+
+  // The large message: stored once, every byte intact.
+  ASSERT_TRUE(large.has_value()) << large.error().ToString();
+  uint64_t large_bad = 0;
+  {
+    client::ConsumerOptions co;
+    static_cast<client::ClientOptions&>(co) = Options();
+    co.stream = "chaos-0";
+    co.consumer = "large-reader";
+    co.start_at = wire::StartAt::kSeq;
+    co.start_value = large->seq;
+    auto c = client::Consumer::Open(co);
+    ASSERT_TRUE(c.has_value());
+    auto first = (*c)->Fetch(1, 1 << 20, 5000);
+    ASSERT_TRUE(first.has_value() && !first->empty());
+    ASSERT_EQ((*first)[0].seq, large->seq);
+    ASSERT_EQ((*first)[0].large_size, kLargeSize);
+    uint64_t offset = 0;
+    while (offset < kLargeSize) {
+      auto piece = (*c)->ReadLarge(large->seq, offset, 4u << 20);
+      ASSERT_TRUE(piece.has_value() && !piece->empty()) << (piece ? "empty" : piece.error().ToString());
+      for (size_t i = 0; i < piece->size(); ++i) large_bad += (*piece)[i] != LargeByte(offset + i);
+      offset += piece->size();
+    }
+    (void)(*c)->Close();
+  }
+  EXPECT_EQ(large_bad, 0u);
+  EXPECT_GE(large->reconnects, 1u) << "the large message's transfer was interrupted (its node was killed)";
+  EXPECT_LE(large->bytes_sent, kLargeSize + (large->reconnects + 1) * (1u << 20))
+      << "only unacknowledged chunks are sent again";
+
+  // Takeovers: every epoch above 1 is a new holder of a stream.
+  uint64_t takeovers = 0;
+  const std::string status = Cli({"cluster", "status", "--json"});
+  std::regex epoch_re("\"epoch\":([0-9]+)");
+  for (auto it = std::sregex_iterator(status.begin(), status.end(), epoch_re); it != std::sregex_iterator(); ++it)
+    takeovers += std::stoull((*it)[1].str()) - 1;
+
+  std::string acts;
+  for (const auto& [what, count] : actions) acts += fmt::format("{} {}, ", count, what);
+  fmt::print(
+      "chaos checked: {} messages sent, {} ACKed ({} as duplicates of a resend), {} consumed, {} redeliveries, {} "
+      "stream moves (epochs), {} redirects followed, large message {} MiB in {} reconnects ({} bytes sent); "
+      "lost 0 of {}, stored twice {}, confirmed ACKs redelivered {}; actions: {}\n",
+      sent, acked_total, duplicates, consumed, redeliveries, takeovers, redirects.load(), kLargeSize >> 20,
+      large->reconnects, large->bytes_sent, acked_total - lost, stored_twice, after_confirm, acts);
+}
+
+}  // namespace
+}  // namespace floe
