@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -69,6 +70,44 @@ class EtcdBank final : public Bank {
     args.SetMaxReceiveMessageSize(64 << 20);
     for (const auto& e : endpoints_)
       stubs_.push_back(KV::NewStub(grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args)));
+  }
+  ~EtcdBank() override {
+    {
+      std::lock_guard l(compact_mu_);
+      stop_ = true;
+    }
+    compact_cv_.notify_all();
+    if (compactor_.joinable()) compactor_.join();
+  }
+
+  // Keeps etcd's history bounded: every kCompactEveryS seconds, compacts it
+  // to kKeepRevisions below the current revision (floe never reads old
+  // revisions). Every node does it; compacting to a revision already
+  // compacted is refused by etcd and ignored here.
+  void StartCompactor() {
+    compactor_ = std::thread([this] {
+      std::unique_lock l(compact_mu_);
+      while (!compact_cv_.wait_for(l, std::chrono::seconds(kCompactEveryS), [&] { return stop_; })) {
+        l.unlock();
+        (void)CompactOnce();
+        l.lock();
+      }
+    });
+  }
+
+  Status CompactOnce() {
+    etcdserverpb::RangeRequest req;
+    req.set_key(prefix_);
+    req.set_count_only(true);
+    etcdserverpb::RangeResponse resp;
+    FLOE_RETURN_IF_ERROR(Call([&](KV::Stub& s, grpc::ClientContext* c) { return s.Range(c, req, &resp); }));
+    const int64_t revision = resp.header().revision() - kKeepRevisions;
+    if (revision <= 0) return Status::OK();
+    etcdserverpb::CompactionRequest creq;
+    creq.set_revision(revision);
+    etcdserverpb::CompactionResponse cresp;
+    Status s = Call([&](KV::Stub& st, grpc::ClientContext* c) { return st.Compact(c, creq, &cresp); });
+    return s.code() == ErrorCode::kInvalidArgument ? Status::OK() : s;  // already compacted past it
   }
 
   Result<Versioned> Get(std::string_view key) override {
@@ -163,8 +202,14 @@ class EtcdBank final : public Bank {
     }
   }
 
+  static constexpr int kCompactEveryS = 300;
+  static constexpr int64_t kKeepRevisions = 100000;
   const std::vector<std::string> endpoints_;
   const std::string prefix_;
+  std::mutex compact_mu_;
+  std::condition_variable compact_cv_;
+  bool stop_ = false;  // guarded by compact_mu_
+  std::thread compactor_;
   std::vector<std::unique_ptr<KV::Stub>> stubs_;
   std::atomic<size_t> current_{0};
 
@@ -185,6 +230,7 @@ Result<std::unique_ptr<Bank>> OpenEtcdBank(const std::vector<std::string>& endpo
   auto probe = bank->Get("\x01probe");
   bank->retry_ = true;
   if (!probe && !probe.error().IsNotFound()) return Err(probe.error());
+  bank->StartCompactor();
   return std::unique_ptr<Bank>(std::move(bank));
 }
 
