@@ -153,11 +153,17 @@ int Failover(const ClusterBenchArgs& a) {
       killed_at = Clock::now();
       n1.Kill();
     });
-    // One message at a time: the first ACK after the kill is the new owner's.
+    // One message at a time: the first ACK of a message sent after the kill
+    // is the new owner's (an ACK of one sent before may still arrive).
     while (!stop) {
-      auto sent = (*producer)->Send("failover-bench", [&](const client::PublishOutcome& o) {
+      bool after_kill;
+      {
         std::lock_guard l(mu);
-        if (o.status.ok() && killed_at != Clock::time_point{} && failover < 0) {
+        after_kill = killed_at != Clock::time_point{};
+      }
+      auto sent = (*producer)->Send("failover-bench", [&, after_kill](const client::PublishOutcome& o) {
+        std::lock_guard l(mu);
+        if (o.status.ok() && after_kill && failover < 0) {
           failover = MsBetween(killed_at, Clock::now());
           stop = true;
         }
