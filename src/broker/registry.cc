@@ -217,7 +217,9 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
       const std::vector<const Item*> group(all.begin() + from,
                                            all.begin() + std::min(all.size(), from + kMaxOpsPerCommit - 1));
       s = Status::Aborted(fmt::format("this node does not own stream {}", stream));
-      for (int attempt = 0; attempt < 3; ++attempt) {
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        // A lease renewal raced the commit: the next fence has its new version.
+        if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
         std::vector<bank::Op> one;
         if (!ops_for(stream, group, &one)) break;
         auto r = bank_->Commit(one);

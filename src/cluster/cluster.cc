@@ -213,8 +213,18 @@ void Cluster::RenewAll() {
   }
   for (auto& [name, lease] : leases) {
     const int64_t t0 = SteadyMs();
+    {
+      std::lock_guard l(mu_);
+      renewing_.insert(name);  // Fence waits: the record's version is about to change
+    }
     auto r = bank_->RenewLease(lease, options_.lease_ms, WallMs());
+    auto done_renewing = [&] {
+      std::lock_guard l(mu_);
+      renewing_.erase(name);
+      renew_cv_.notify_all();
+    };
     if (!r) {
+      done_renewing();
       if (r.error().code() == ErrorCode::kAborted) {
         // Taken over (we were paused or partitioned past the lease): step back.
         fmt::print(stderr, "floe: node {}: lost stream {}: {}\n", options_.node_id, name, r.error().ToString());
@@ -241,6 +251,8 @@ void Cluster::RenewAll() {
     bool open;
     {
       std::lock_guard l(mu_);
+      renewing_.erase(name);
+      renew_cv_.notify_all();
       auto it = held_.find(name);
       if (it == held_.end() || it->second.lease.epoch != r->epoch) continue;  // forgotten meanwhile
       it->second.lease = *r;
@@ -418,7 +430,10 @@ void Cluster::Balance() {
 }
 
 std::optional<bank::Op> Cluster::Fence(const std::string& stream) {
-  std::lock_guard l(mu_);
+  std::unique_lock l(mu_);
+  // A renewal in flight is about to change the record's version: a fence
+  // taken now would fail; wait for it (briefly).
+  renew_cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return !renewing_.count(stream); });
   auto it = held_.find(stream);
   if (it == held_.end() || SteadyMs() >= it->second.valid_until) return std::nullopt;
   return bank::Bank::FencedBy(it->second.lease);

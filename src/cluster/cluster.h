@@ -160,6 +160,8 @@ class Cluster {
   std::condition_variable cv_;
   std::map<std::string, Held> held_;           // guarded by mu_
   std::set<std::string> wanted_;               // guarded by mu_
+  std::set<std::string> renewing_;             // guarded by mu_: renewals in flight
+  std::condition_variable renew_cv_;           // renewing_ shrank
   std::vector<std::pair<std::string, std::string>> lost_;  // guarded by mu_: (stream, redirect) to close
   bool stop_ = false;                          // guarded by mu_
   std::map<std::string, int64_t> released_at_; // cluster thread: streams we gave up (steady ms)
