@@ -29,7 +29,9 @@ namespace {
 using etcdserverpb::Compare;
 using etcdserverpb::KV;
 
-constexpr int kCallTimeoutMs = 5000;   // one RPC
+// One RPC. Short, so that a member that stopped answering (paused, cut off)
+// is skipped well within a lease period; a slow but live member is retried.
+constexpr int kCallTimeoutMs = 1000;
 constexpr int kRetryForMs = 15000;     // all endpoints, with backoff
 constexpr size_t kMaxTxnOps = 128;     // etcd's default --max-txn-ops
 

@@ -81,8 +81,15 @@ Result<Lease> Bank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_m
   next.expires_ms = now_ms + ttl_ms;
   auto r = Put(LeaseKey(lease.name), EncodeLease(next), lease.version);
   if (!r) {
-    if (r.error().code() == ErrorCode::kAborted)
+    if (r.error().code() == ErrorCode::kAborted) {
+      // A backend that retried our write after a lost reply (etcd) sees its
+      // own first attempt: the record is exactly what we wrote.
+      auto current = GetLease(lease.name);
+      if (current && current->owner == next.owner && current->epoch == next.epoch &&
+          current->expires_ms == next.expires_ms)
+        return *current;
       return Err(Status::Aborted(fmt::format("lease {} (epoch {}) was lost", lease.name, lease.epoch)));
+    }
     return Err(r.error());
   }
   next.version = *r;

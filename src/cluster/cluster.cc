@@ -211,7 +211,8 @@ void Cluster::RenewAll() {
     std::lock_guard l(mu_);
     for (auto& [name, h] : held_) leases.emplace_back(name, h.lease);
   }
-  for (auto& [name, lease] : leases) {
+  for (auto& [stream, lease] : leases) {
+    const std::string name = stream;  // a plain variable: lambdas below capture it
     const int64_t t0 = SteadyMs();
     {
       std::lock_guard l(mu_);
