@@ -35,6 +35,26 @@ namespace {
 
 constexpr int kLeaseMs = 1000;
 
+// True once every thread of `pid` is in the stopped state (T).
+bool WaitAllThreadsStopped(pid_t pid, int timeout_ms = 5000) {
+  const auto start = Clock::now();
+  while (MsSince(start) < timeout_ms) {
+    bool all = true;
+    for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+      std::ifstream in(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') {
+        all = false;
+        break;
+      }
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
 class ClusterTest : public ::testing::Test {
  protected:
   // FLOE_TEST_BANK=etcd runs every test on a real etcd server (started here)
@@ -295,6 +315,10 @@ TEST_F(ClusterTest, PausedOwnerDoesNotAcknowledgeAfterLosingItsLease) {
   // n1 stops running; its publish waits in the socket. n2 takes the lease
   // (it cannot open the stream while n1 holds the directory lock).
   ASSERT_EQ(kill(n1->pid(), SIGSTOP), 0);
+  // kill() returns before every thread has stopped: a thread running on the
+  // other core could still take the publish (legitimately: n1 holds the
+  // lease). Send it only once all of n1's threads are stopped.
+  ASSERT_TRUE(WaitAllThreadsStopped(n1->pid())) << "n1 did not stop";
   const std::string payload = "written by a node that lost its lease";
   ASSERT_TRUE(raw->Send(FrameOf(3, wire::Publish{.messages = {{.producer_seq = 1, .payload = payload}}})));
   ASSERT_TRUE(WaitForOwner("z", [](const StreamOwner& o) { return o.owner == "n2" && o.epoch == 2; }))
