@@ -606,7 +606,9 @@ TEST_F(ClusterTest, LargeMessageResumesAtTheFirstUnacknowledgedByteOnTheNewOwner
   ASSERT_OK(consumer->Close());
   const uint64_t rss = PeakRssBytes(n2->pid());
   fmt::print("peak resident memory of the node that finished and served it: {} MiB\n", rss >> 20);
-  EXPECT_LT(rss, size / 2) << "the node never held the message whole";
+  // The bound needs the full-size message and a plain build: with the
+  // smaller message of the TSan run, TSan's own shadow memory dominates.
+  if (!env) EXPECT_LT(rss, size / 2) << "the node never held the message whole";
   ASSERT_OK(n1->Restart());
 }
 
