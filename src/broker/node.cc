@@ -594,9 +594,17 @@ void Connection::PersistSession(std::function<void(Status)> done) {
 
 void Node::Impl::PersistSession(const std::string& stream, uint64_t id, std::shared_ptr<SessionState> state,
                                 std::function<void(Status)> done) {
+  // Progress (every PUBLISH_ACK, every delivery) only marks the record
+  // dirty once per bank commit: one queued lazy write carries the latest.
+  if (!done) {
+    std::lock_guard l(state->mu);
+    if (state->lazy_queued) return;
+    state->lazy_queued = true;
+  }
   writer_->Write(SessionKey(id), stream,
                         [state]() -> std::optional<std::string> {
                           std::lock_guard l(state->mu);
+                          state->lazy_queued = false;  // what follows is written
                           if (state->ended) return std::nullopt;
                           SessionRecord rec = state->record;
                           if (state->group) {

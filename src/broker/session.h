@@ -55,6 +55,7 @@ struct SessionState {
   std::shared_ptr<ConsumerGroup> group;   // consumers
   bool ended = false;                     // GOODBYE: the record is deleted
   bool chunk_busy = false;                // a chunk is being written
+  bool lazy_queued = false;               // a lazy write of the record awaits the bank writer
 };
 
 }  // namespace floe::broker

@@ -302,15 +302,18 @@ void Cluster::Lose(const std::string& stream, const std::string& redirect) {
   cv_.notify_all();
 }
 
+std::optional<Cluster::Held> Cluster::TakeHeld(const std::string& stream) {
+  std::lock_guard l(mu_);
+  auto it = held_.find(stream);
+  if (it == held_.end()) return std::nullopt;
+  Held h = it->second;
+  held_.erase(it);
+  return h;
+}
+
 void Cluster::ReleaseOne(const std::string& stream) {
-  std::optional<Held> h;
-  {
-    std::lock_guard l(mu_);
-    auto it = held_.find(stream);
-    if (it == held_.end()) return;
-    h = it->second;
-    held_.erase(it);
-  }
+  std::optional<Held> h = TakeHeld(stream);
+  if (!h) return;
   if (h->open) host_->CloseStream(stream, "");
   (void)bank_->ReleaseLease(h->lease);
   released_at_[stream] = SteadyMs();
@@ -489,15 +492,7 @@ Result<int64_t> Cluster::TakeNew(const std::string& stream) {
 }
 
 void Cluster::Forget(const std::string& stream) {
-  std::optional<Held> h;
-  {
-    std::lock_guard l(mu_);
-    auto it = held_.find(stream);
-    if (it == held_.end()) return;
-    h = it->second;
-    held_.erase(it);
-  }
-  (void)bank_->ReleaseLease(h->lease);
+  if (std::optional<Held> h = TakeHeld(stream)) (void)bank_->ReleaseLease(h->lease);
 }
 
 }  // namespace floe::cluster

@@ -149,6 +149,8 @@ class Cluster {
   // validity drops to 0) and have the worker close the stream.
   void Lose(const std::string& stream, const std::string& redirect);
   void ReleaseOne(const std::string& stream);
+  // Removes the stream from held_ and returns what was held there.
+  std::optional<Held> TakeHeld(const std::string& stream);
   std::string AddressOf(const std::string& node);
 
   bank::Bank* const bank_;
