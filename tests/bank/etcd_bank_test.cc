@@ -61,7 +61,7 @@ BankBackend EtcdBackend() {
       // child starts it afresh.
       .before_fork =
           [] {
-            for (int i = 0; i < 2000 && grpc_is_initialized(); ++i)
+            for (int i = 0; i < 10000 && grpc_is_initialized(); ++i)
               std::this_thread::sleep_for(std::chrono::milliseconds(1));
           },
   };
