@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -36,7 +37,9 @@ struct KeyValue {
 
 // One operation of an atomic Commit.
 struct Op {
-  enum class Kind : uint8_t { kPut, kDelete, kCheck };
+  // kCheckCreated compares the key's creation version instead (backends
+  // with native leases fence on it: see Bank::FencedBy).
+  enum class Kind : uint8_t { kPut, kDelete, kCheck, kCheckCreated };
   Kind kind = Kind::kPut;
   std::string key;
   std::string value;                        // kPut
@@ -49,18 +52,31 @@ struct Op {
   }
   // Only compares (fails the commit unless the key has this version).
   static Op Check(std::string key, uint64_t expected) { return {Kind::kCheck, std::move(key), {}, expected}; }
+  static Op CheckCreated(std::string key, uint64_t created) {
+    return {Kind::kCheckCreated, std::move(key), {}, created};
+  }
 };
 
 // A lock in the bank: one owner at a time until it expires or is released.
-// The fencing epoch grows by one at every new holder; a node that lost its
-// lease (paused, partitioned) cannot write with it any more: see FencedBy.
+// The fencing epoch grows at every new holder; a node that lost its lease
+// (paused, partitioned) cannot write with it any more: see FencedBy.
+//
+// Two implementations (docs/bank.md "Leases"):
+//  * records (SQLite): a compare-and-set record judged by the callers' wall
+//    clocks; epoch 1 for the first holder, +1 for each new one.
+//  * native (etcd): the lock is a key attached to an etcd lease that the
+//    bank handle keeps alive (one per owner, one keep-alive stream per
+//    handle); etcd deletes it when the keep-alives stop. The epoch is the
+//    key's create_revision; renewals do not change it. expires_ms is
+//    kHeldByBank while the key exists: etcd, not a clock, decides expiry.
 struct Lease {
   std::string name;        // what is locked, e.g. "streams/orders"
   std::string owner;       // e.g. a node id
-  uint64_t epoch = 0;      // 1 for the first holder, +1 for each new holder
+  uint64_t epoch = 0;      // grows at each new holder (records: +1)
   int64_t expires_ms = 0;  // wall clock, ms since the epoch; 0: released
   uint64_t version = 0;    // bank version of the lease record (internal)
 };
+inline constexpr int64_t kHeldByBank = INT64_MAX;
 
 class Bank {
  public:
@@ -79,25 +95,47 @@ class Bank {
   Result<uint64_t> Put(std::string key, std::string value, std::optional<uint64_t> expected = std::nullopt);
   Status Delete(std::string key, std::optional<uint64_t> expected = std::nullopt);
 
-  // Leases, built on compare-and-set (the record lives at "leases/<name>").
-  // Takes `name` for `owner` until now_ms + ttl_ms if it is free, expired,
-  // released, or already held by `owner` (then it is renewed, same epoch).
-  // Unavailable if another owner holds it unexpired. `now_ms` is the caller's
-  // wall clock: every holder of one bank must share a clock (one host), or
-  // rely on epochs alone for safety.
-  Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms);
-  // Extends a held lease. Aborted if it was taken over (the epoch moved) or
-  // released; the caller must then stop acting for it.
-  Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms);
-  // Gives the lease up (its epoch stays, so the next holder's is higher).
-  // Aborted if it had already been lost.
-  Status ReleaseLease(const Lease& lease);
-  // The lease record of `name`; NotFound if it was never taken.
-  Result<Lease> GetLease(std::string_view name);
-  // An op that makes a Commit fail with Aborted unless `lease` is still the
-  // current record (not renewed by another, released or taken over since):
-  // a fenced write. Pass the Lease returned by the latest Acquire/Renew.
-  static Op FencedBy(const Lease& lease);
+  // Leases (the lock lives at "leases/<name>"). The defaults are records
+  // built on compare-and-set; a backend with native leases overrides all five.
+  //
+  // Takes `name` for `owner` if it is free, expired, released, or already
+  // held by `owner` (then it is renewed, same epoch). Unavailable if another
+  // owner holds it. Records: held until now_ms + ttl_ms, `now_ms` being the
+  // caller's wall clock (every holder of one bank must share a clock, or
+  // rely on epochs alone for safety). Native: held while the handle keeps
+  // its etcd lease (TTL ttl_ms, rounded up to seconds) alive.
+  virtual Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms,
+                                     int64_t now_ms);
+  // Extends a held lease (native: checks it is still held). Aborted if it was
+  // taken over (the epoch moved), released or expired; the caller must then
+  // stop acting for it.
+  virtual Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms);
+  // Gives the lease up (the next holder's epoch is higher). Aborted if it had
+  // already been lost.
+  virtual Status ReleaseLease(const Lease& lease);
+  // The lease of `name`; NotFound if it was never taken (native: or is free).
+  virtual Result<Lease> GetLease(std::string_view name);
+  // An op that makes a Commit fail with Aborted unless `lease` is still held
+  // by its holder at its epoch: a fenced write. Records: pass the Lease
+  // returned by the latest Acquire/Renew (each renewal moves the record).
+  // Native: any Lease of the same epoch.
+  virtual Op FencedBy(const Lease& lease);
+
+  // Calls `changed` (on a thread of the bank's) soon after a key under one of
+  // `prefixes` is written or deleted, and with resync = true when changes may
+  // have been missed (the watch was cut or history compacted): then the
+  // caller should look again at everything. Stops when the returned handle is
+  // destroyed. nullptr if the backend cannot watch (callers poll).
+  class Watch {
+   public:
+    virtual ~Watch() = default;
+  };
+  using WatchFn = std::function<void(std::string_view key, bool resync)>;
+  virtual std::unique_ptr<Watch> WatchPrefixes(std::vector<std::string> prefixes, WatchFn changed) {
+    (void)prefixes;
+    (void)changed;
+    return nullptr;
+  }
 };
 
 // Opens (creating if missing) a SQLite bank file. Several processes may open
@@ -108,6 +146,11 @@ Result<std::unique_ptr<Bank>> OpenSqliteBank(const std::string& path);
 // Opens a bank on etcd (v3 API): `endpoints` are HOST:PORT of its members,
 // tried in turn; every key lives under `prefix` ("/floe/").
 Result<std::unique_ptr<Bank>> OpenEtcdBank(const std::vector<std::string>& endpoints, const std::string& prefix);
+
+// Compacts an etcd bank's history to `keep_revisions` below the current
+// revision now (the bank also does it every 5 minutes, keeping 100,000).
+// InvalidArgument for another backend.
+Status CompactEtcdHistory(Bank& bank, int64_t keep_revisions);
 
 // Opens a bank from a URL: "sqlite:PATH" (or a bare path), or
 // "etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]" (prefix default /floe/).

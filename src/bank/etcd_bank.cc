@@ -8,13 +8,28 @@
 // deletes the success branch. etcd applies a Txn atomically and durably
 // (raft log fsync'd on a quorum) before it answers.
 //
+// Leases are etcd's own (docs/bank.md "Leases on etcd"): each owner using
+// this handle gets one etcd lease, kept alive by this handle's keep-alive
+// thread; a lock is a key attached to it, created by a Txn that compares
+// create_revision == 0; the fencing epoch is that key's create_revision, and
+// a fenced write compares it in the same Txn. When the keep-alives stop (the
+// process died, or cannot reach etcd), etcd expires the lease and deletes
+// the keys: nothing in floe judges expiry by a clock.
+//
+// Watches: one Watch stream per WatchPrefixes call, resumed after the last
+// revision seen when it breaks; a cancel or compaction makes it report a
+// resync.
+//
 // Endpoints are tried in turn: a call that finds one unavailable moves to
 // the next, with backoff, until its deadline.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -29,11 +44,19 @@ namespace {
 using etcdserverpb::Compare;
 using etcdserverpb::KV;
 
+// One member's stubs.
+struct Stubs {
+  std::unique_ptr<KV::Stub> kv;
+  std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+  std::unique_ptr<etcdserverpb::Watch::Stub> watch;
+};
+
 // One RPC. Short, so that a member that stopped answering (paused, cut off)
 // is skipped well within a lease period; a slow but live member is retried.
 constexpr int kCallTimeoutMs = 1000;
 constexpr int kRetryForMs = 15000;     // all endpoints, with backoff
 constexpr size_t kMaxTxnOps = 128;     // etcd's default --max-txn-ops
+constexpr std::string_view kLeasePrefix = "leases/";
 
 // The smallest key greater than every key starting with `prefix`.
 std::string PrefixEnd(std::string prefix) {
@@ -70,8 +93,17 @@ class EtcdBank final : public Bank {
       : endpoints_(std::move(endpoints)), prefix_(std::move(prefix)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
-    for (const auto& e : endpoints_)
-      stubs_.push_back(KV::NewStub(grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args)));
+    // HTTP/2 pings find a member that stopped answering under a long-lived
+    // watch stream (etcd accepts a ping every 5 s or slower while a stream
+    // is open).
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 6000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    for (const auto& e : endpoints_) {
+      auto channel = grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args);
+      stubs_.push_back(Stubs{KV::NewStub(channel), etcdserverpb::Lease::NewStub(channel),
+                             etcdserverpb::Watch::NewStub(channel)});
+    }
   }
   ~EtcdBank() override {
     {
@@ -80,6 +112,22 @@ class EtcdBank final : public Bank {
     }
     compact_cv_.notify_all();
     if (compactor_.joinable()) compactor_.join();
+    std::map<std::string, OwnerLease, std::less<>> leases;
+    {
+      std::lock_guard l(lease_mu_);
+      stop_leases_ = true;
+      leases.swap(owner_leases_);
+    }
+    lease_cv_.notify_all();
+    if (keeper_.joinable()) keeper_.join();
+    // A closed handle gives its locks up at once (a killed process's expire).
+    retry_ = false;
+    for (auto& [owner, ol] : leases) {
+      etcdserverpb::LeaseRevokeRequest req;
+      req.set_id(ol.id);
+      etcdserverpb::LeaseRevokeResponse resp;
+      (void)Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseRevoke(c, req, &resp); });
+    }
   }
 
   // Keeps etcd's history bounded: every kCompactEveryS seconds, compacts it
@@ -97,18 +145,20 @@ class EtcdBank final : public Bank {
     });
   }
 
-  Status CompactOnce() {
+  // Compacts etcd's history to kKeepRevisions below the current revision
+  // (tests pass a smaller `keep`).
+  Status CompactOnce(int64_t keep = kKeepRevisions) {
     etcdserverpb::RangeRequest req;
     req.set_key(prefix_);
     req.set_count_only(true);
     etcdserverpb::RangeResponse resp;
-    FLOE_RETURN_IF_ERROR(Call([&](KV::Stub& s, grpc::ClientContext* c) { return s.Range(c, req, &resp); }));
-    const int64_t revision = resp.header().revision() - kKeepRevisions;
+    FLOE_RETURN_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+    const int64_t revision = resp.header().revision() - keep;
     if (revision <= 0) return Status::OK();
     etcdserverpb::CompactionRequest creq;
     creq.set_revision(revision);
     etcdserverpb::CompactionResponse cresp;
-    Status s = Call([&](KV::Stub& st, grpc::ClientContext* c) { return st.Compact(c, creq, &cresp); });
+    Status s = Call([&](Stubs& st, grpc::ClientContext* c) { return st.kv->Compact(c, creq, &cresp); });
     return s.code() == ErrorCode::kInvalidArgument ? Status::OK() : s;  // already compacted past it
   }
 
@@ -116,7 +166,7 @@ class EtcdBank final : public Bank {
     etcdserverpb::RangeRequest req;
     req.set_key(prefix_ + std::string(key));
     etcdserverpb::RangeResponse resp;
-    FLOE_RETURN_ERR_IF_ERROR(Call([&](KV::Stub& s, grpc::ClientContext* c) { return s.Range(c, req, &resp); }));
+    FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
     if (resp.kvs_size() == 0) return Err(Status::NotFound(fmt::format("no key {}", key)));
     const auto& kv = resp.kvs(0);
     return Versioned{kv.value(), static_cast<uint64_t>(kv.mod_revision())};
@@ -130,13 +180,20 @@ class EtcdBank final : public Bank {
     req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
     req.set_sort_target(etcdserverpb::RangeRequest::KEY);
     etcdserverpb::RangeResponse resp;
-    FLOE_RETURN_ERR_IF_ERROR(Call([&](KV::Stub& s, grpc::ClientContext* c) { return s.Range(c, req, &resp); }));
+    FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
     std::vector<KeyValue> out;
     out.reserve(resp.kvs_size());
     for (const auto& kv : resp.kvs())
       out.push_back({kv.key().substr(prefix_.size()), kv.value(), static_cast<uint64_t>(kv.mod_revision())});
     return out;
   }
+
+  Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms) override;
+  Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) override;
+  Status ReleaseLease(const Lease& lease) override;
+  Result<Lease> GetLease(std::string_view name) override;
+  Op FencedBy(const Lease& lease) override { return Op::CheckCreated(LeaseKey(lease.name), lease.epoch); }
+  std::unique_ptr<Watch> WatchPrefixes(std::vector<std::string> prefixes, WatchFn changed) override;
 
   Result<std::vector<uint64_t>> Commit(std::span<const Op> ops) override {
     std::vector<uint64_t> versions(ops.size(), 0);
@@ -151,9 +208,9 @@ class EtcdBank final : public Bank {
         Compare* c = req.add_compare();
         c->set_key(key);
         c->set_result(Compare::EQUAL);
-        if (*op.expected_version == 0) {
+        if (op.kind == Op::Kind::kCheckCreated || *op.expected_version == 0) {
           c->set_target(Compare::CREATE);
-          c->set_create_revision(0);
+          c->set_create_revision(static_cast<int64_t>(*op.expected_version));
         } else {
           c->set_target(Compare::MOD);
           c->set_mod_revision(static_cast<int64_t>(*op.expected_version));
@@ -168,7 +225,7 @@ class EtcdBank final : public Bank {
       }
     }
     etcdserverpb::TxnResponse resp;
-    FLOE_RETURN_ERR_IF_ERROR(Call([&](KV::Stub& s, grpc::ClientContext* c) { return s.Txn(c, req, &resp); }));
+    FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Txn(c, req, &resp); }));
     if (!resp.succeeded()) return Err(Status::Aborted("a compared version did not match; nothing was written"));
     const uint64_t revision = static_cast<uint64_t>(resp.header().revision());
     for (size_t i = 0; i < ops.size(); ++i)
@@ -188,7 +245,7 @@ class EtcdBank final : public Bank {
       const size_t i = (current_.load() + attempt) % stubs_.size();
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(kCallTimeoutMs));
-      grpc::Status s = rpc(*stubs_[i], &ctx);
+      grpc::Status s = rpc(stubs_[i], &ctx);
       if (s.ok()) {
         current_ = i;
         return Status::OK();
@@ -204,6 +261,22 @@ class EtcdBank final : public Bank {
     }
   }
 
+  friend class EtcdWatch;
+
+  struct OwnerLease {
+    int64_t id = 0;
+    int64_t ttl_s = 0;
+  };
+  static std::string LeaseKey(std::string_view name) { return std::string(kLeasePrefix) + std::string(name); }
+  // The etcd lease of `owner` on this handle, granted (TTL ttl_ms rounded up
+  // to seconds; etcd may raise it to its minimum) on first use.
+  Result<OwnerLease> LeaseFor(std::string_view owner, int64_t ttl_ms);
+  // Sends one keep-alive for each lease over one LeaseKeepAlive stream;
+  // returns each lease's remaining TTL (0: etcd no longer knows it).
+  Result<std::map<int64_t, int64_t>> KeepAliveRound(const std::vector<int64_t>& ids);
+  void KeepAliveLoop();
+  Lease LeaseFromKv(std::string_view name, const mvccpb::KeyValue& kv) const;
+
   static constexpr int kCompactEveryS = 300;
   static constexpr int64_t kKeepRevisions = 100000;
   const std::vector<std::string> endpoints_;
@@ -212,14 +285,293 @@ class EtcdBank final : public Bank {
   std::condition_variable compact_cv_;
   bool stop_ = false;  // guarded by compact_mu_
   std::thread compactor_;
-  std::vector<std::unique_ptr<KV::Stub>> stubs_;
+  std::vector<Stubs> stubs_;
   std::atomic<size_t> current_{0};
+
+  std::mutex lease_mu_;
+  std::condition_variable lease_cv_;
+  std::map<std::string, OwnerLease, std::less<>> owner_leases_;  // guarded by lease_mu_
+  bool stop_leases_ = false;                                     // guarded by lease_mu_
+  std::thread keeper_;                                           // started with the first lease
 
  public:
   std::atomic<bool> retry_{true};  // false: one round of the endpoints, no waiting
 };
 
+// --- Leases ------------------------------------------------------------------------------
+
+Lease EtcdBank::LeaseFromKv(std::string_view name, const mvccpb::KeyValue& kv) const {
+  Lease l;
+  l.name = std::string(name);
+  l.owner = kv.value();
+  l.epoch = static_cast<uint64_t>(kv.create_revision());
+  l.version = l.epoch;
+  l.expires_ms = kHeldByBank;
+  return l;
+}
+
+Result<EtcdBank::OwnerLease> EtcdBank::LeaseFor(std::string_view owner, int64_t ttl_ms) {
+  {
+    std::lock_guard l(lease_mu_);
+    if (auto it = owner_leases_.find(owner); it != owner_leases_.end()) return it->second;
+  }
+  etcdserverpb::LeaseGrantRequest req;
+  req.set_ttl(std::max<int64_t>(1, (ttl_ms + 999) / 1000));
+  etcdserverpb::LeaseGrantResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(
+      Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseGrant(c, req, &resp); }));
+  if (!resp.error().empty()) return Err(Status::Unavailable("etcd lease grant: " + resp.error()));
+  std::unique_lock l(lease_mu_);
+  if (stop_leases_) return Err(Status::Unavailable("the bank is closing"));
+  auto [it, inserted] = owner_leases_.try_emplace(std::string(owner), OwnerLease{resp.id(), resp.ttl()});
+  if (!inserted) {
+    // Another thread granted one meanwhile: use it, give ours back.
+    const OwnerLease theirs = it->second;
+    l.unlock();
+    etcdserverpb::LeaseRevokeRequest r;
+    r.set_id(resp.id());
+    etcdserverpb::LeaseRevokeResponse rr;
+    (void)Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseRevoke(c, r, &rr); });
+    return theirs;
+  }
+  const OwnerLease granted = it->second;
+  if (!keeper_.joinable()) keeper_ = std::thread([this] { KeepAliveLoop(); });
+  lease_cv_.notify_all();
+  return granted;
+}
+
+Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<int64_t>& ids) {
+  Status last = Status::Unavailable("etcd: no endpoint");
+  for (size_t attempt = 0; attempt < stubs_.size(); ++attempt) {
+    const size_t i = (current_.load() + attempt) % stubs_.size();
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(kCallTimeoutMs));
+    auto stream = stubs_[i].lease->LeaseKeepAlive(&ctx);
+    for (int64_t id : ids) {
+      etcdserverpb::LeaseKeepAliveRequest req;
+      req.set_id(id);
+      if (!stream->Write(req)) break;
+    }
+    stream->WritesDone();
+    std::map<int64_t, int64_t> ttls;
+    etcdserverpb::LeaseKeepAliveResponse resp;
+    while (stream->Read(&resp)) ttls[resp.id()] = resp.ttl();
+    grpc::Status s = stream->Finish();
+    if (s.ok() && ttls.size() == ids.size()) {
+      current_ = i;
+      return ttls;
+    }
+    last = s.ok() ? Status::Unavailable(fmt::format("etcd {}: keep-alive answered {} of {} leases", endpoints_[i],
+                                                    ttls.size(), ids.size()))
+                  : FromGrpc(s, endpoints_[i]);
+  }
+  return Err(last);
+}
+
+// One round every third of the shortest TTL. A lease etcd no longer knows
+// (it expired: this process could not reach etcd for a whole TTL) is
+// dropped; its locks are gone, so RenewLease reports them lost and the next
+// AcquireLease grants a new one.
+void EtcdBank::KeepAliveLoop() {
+  std::unique_lock l(lease_mu_);
+  while (!stop_leases_) {
+    int64_t min_ttl_s = 3;
+    std::vector<int64_t> ids;
+    for (auto& [owner, ol] : owner_leases_) {
+      ids.push_back(ol.id);
+      min_ttl_s = std::min(min_ttl_s, std::max<int64_t>(1, ol.ttl_s));
+    }
+    if (!ids.empty()) {
+      l.unlock();
+      auto ttls = KeepAliveRound(ids);
+      l.lock();
+      if (!ttls) {
+        std::fprintf(stderr, "floe: etcd keep-alive failed: %s\n", ttls.error().ToString().c_str());
+      } else {
+        for (auto it = owner_leases_.begin(); it != owner_leases_.end();) {
+          auto t = ttls->find(it->second.id);
+          if (t != ttls->end() && t->second <= 0) {
+            std::fprintf(stderr, "floe: etcd lease %lld of %s expired; its locks are lost\n",
+                         static_cast<long long>(it->second.id), it->first.c_str());
+            it = owner_leases_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
+    }
+    lease_cv_.wait_for(l, std::chrono::milliseconds(min_ttl_s * 1000 / 3), [&] { return stop_leases_; });
+  }
+}
+
+Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms,
+                                     int64_t now_ms) {
+  (void)now_ms;  // etcd decides expiry
+  if (owner.empty() || ttl_ms <= 0) return Err(Status::InvalidArgument("a lease needs an owner and a positive TTL"));
+  auto ol = LeaseFor(owner, ttl_ms);
+  if (!ol) return Err(ol.error());
+  const std::string key = prefix_ + LeaseKey(name);
+  etcdserverpb::TxnRequest req;
+  Compare* c = req.add_compare();
+  c->set_key(key);
+  c->set_result(Compare::EQUAL);
+  c->set_target(Compare::CREATE);
+  c->set_create_revision(0);
+  auto* put = req.add_success()->mutable_request_put();
+  put->set_key(key);
+  put->set_value(std::string(owner));
+  put->set_lease(ol->id);
+  req.add_failure()->mutable_request_range()->set_key(key);
+  etcdserverpb::TxnResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* ctx) { return s.kv->Txn(ctx, req, &resp); }));
+  if (resp.succeeded()) {
+    Lease l;
+    l.name = std::string(name);
+    l.owner = std::string(owner);
+    l.epoch = static_cast<uint64_t>(resp.header().revision());  // the put's revision: its create_revision
+    l.version = l.epoch;
+    l.expires_ms = kHeldByBank;
+    return l;
+  }
+  if (resp.responses_size() != 1 || resp.responses(0).response_range().kvs_size() == 0)
+    return Err(Status::Unavailable(fmt::format("lease {} changed hands meanwhile; try again", name)));
+  const mvccpb::KeyValue& kv = resp.responses(0).response_range().kvs(0);
+  if (kv.value() == owner && kv.lease() == ol->id) return LeaseFromKv(name, kv);  // ours already
+  if (kv.value() == owner)
+    return Err(Status::Unavailable(fmt::format(
+        "lease {} is held by an earlier etcd lease of {} (a previous process?) until etcd expires it", name, owner)));
+  return Err(Status::Unavailable(
+      fmt::format("lease {} is held by {} (epoch {})", name, kv.value(), kv.create_revision())));
+}
+
+Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) {
+  (void)ttl_ms;  // the keep-alive thread renews the etcd lease
+  etcdserverpb::RangeRequest req;
+  req.set_key(prefix_ + LeaseKey(lease.name));
+  etcdserverpb::RangeResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+  bool ours = resp.kvs_size() == 1 && static_cast<uint64_t>(resp.kvs(0).create_revision()) == lease.epoch;
+  if (ours) {
+    std::lock_guard l(lease_mu_);
+    auto it = owner_leases_.find(lease.owner);
+    ours = it != owner_leases_.end() && it->second.id == resp.kvs(0).lease();
+  }
+  if (!ours) return Err(Status::Aborted(fmt::format("lease {} (epoch {}) was lost", lease.name, lease.epoch)));
+  Lease renewed = LeaseFromKv(lease.name, resp.kvs(0));
+  (void)now_ms;
+  return renewed;
+}
+
+Status EtcdBank::ReleaseLease(const Lease& lease) {
+  std::vector<Op> ops{Op::CheckCreated(LeaseKey(lease.name), lease.epoch), Op::Delete(LeaseKey(lease.name))};
+  auto r = Commit(ops);
+  if (!r && r.error().code() == ErrorCode::kAborted)
+    return Status::Aborted(fmt::format("lease {} (epoch {}) was already lost", lease.name, lease.epoch));
+  return r ? Status::OK() : r.error();
+}
+
+Result<Lease> EtcdBank::GetLease(std::string_view name) {
+  etcdserverpb::RangeRequest req;
+  req.set_key(prefix_ + LeaseKey(name));
+  etcdserverpb::RangeResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+  if (resp.kvs_size() == 0) return Err(Status::NotFound(fmt::format("lease {} is free", name)));
+  return LeaseFromKv(name, resp.kvs(0));
+}
+
+// --- Watches -----------------------------------------------------------------------------
+
+class EtcdWatch final : public Bank::Watch {
+ public:
+  EtcdWatch(EtcdBank* bank, std::vector<std::string> prefixes, Bank::WatchFn changed)
+      : bank_(bank), prefixes_(std::move(prefixes)), changed_(std::move(changed)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~EtcdWatch() override {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+      if (ctx_ != nullptr) ctx_->TryCancel();
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    int64_t next_revision = 0;  // 0: from now
+    int backoff_ms = 50;
+    for (size_t attempt = 0;; ++attempt) {
+      const size_t i = (bank_->current_.load() + attempt) % bank_->stubs_.size();
+      grpc::ClientContext ctx;
+      {
+        std::lock_guard l(mu_);
+        if (stop_) return;
+        ctx_ = &ctx;
+      }
+      auto stream = bank_->stubs_[i].watch->Watch(&ctx);
+      bool ok = true;
+      for (const std::string& p : prefixes_) {
+        etcdserverpb::WatchRequest req;
+        auto* create = req.mutable_create_request();
+        create->set_key(bank_->prefix_ + p);
+        create->set_range_end(PrefixEnd(bank_->prefix_ + p));
+        create->set_start_revision(next_revision);
+        ok = ok && stream->Write(req);
+      }
+      bool resync = false;
+      etcdserverpb::WatchResponse resp;
+      while (ok && stream->Read(&resp)) {
+        if (resp.created()) backoff_ms = 50;
+        if (resp.compact_revision() > 0 || resp.canceled()) {
+          // History we needed is gone (compacted) or etcd dropped the watch.
+          next_revision = 0;
+          resync = true;
+          break;
+        }
+        if (next_revision == 0 && resp.header().revision() > 0) next_revision = resp.header().revision() + 1;
+        for (const auto& ev : resp.events()) {
+          next_revision = std::max(next_revision, ev.kv().mod_revision() + 1);
+          changed_(std::string_view(ev.kv().key()).substr(bank_->prefix_.size()), false);
+        }
+      }
+      ctx.TryCancel();
+      (void)stream->Finish();
+      {
+        std::lock_guard l(mu_);
+        ctx_ = nullptr;
+        if (stop_) return;
+      }
+      // Cut (member gone, compaction): whatever changed meanwhile is found
+      // by looking again; then watch again, from where we were if we can.
+      changed_("", true);
+      std::unique_lock l(mu_);
+      cv_.wait_for(l, std::chrono::milliseconds(resync ? 0 : backoff_ms), [&] { return stop_; });
+      backoff_ms = std::min(backoff_ms * 2, 1000);
+    }
+  }
+
+  EtcdBank* const bank_;
+  const std::vector<std::string> prefixes_;
+  const Bank::WatchFn changed_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                      // guarded by mu_
+  grpc::ClientContext* ctx_ = nullptr;     // guarded by mu_: the stream to cancel
+  std::thread thread_;
+};
+
+std::unique_ptr<Bank::Watch> EtcdBank::WatchPrefixes(std::vector<std::string> prefixes, WatchFn changed) {
+  return std::make_unique<EtcdWatch>(this, std::move(prefixes), std::move(changed));
+}
+
 }  // namespace
+
+Status CompactEtcdHistory(Bank& bank, int64_t keep_revisions) {
+  auto* etcd = dynamic_cast<EtcdBank*>(&bank);
+  if (etcd == nullptr) return Status::InvalidArgument("not an etcd bank");
+  return etcd->CompactOnce(keep_revisions);
+}
 
 Result<std::unique_ptr<Bank>> OpenEtcdBank(const std::vector<std::string>& endpoints, const std::string& prefix) {
   if (endpoints.empty()) return Err(Status::InvalidArgument("etcd: no endpoint"));

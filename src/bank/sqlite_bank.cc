@@ -103,6 +103,9 @@ class SqliteBank final : public Bank {
   }
 
   Result<std::vector<uint64_t>> Commit(std::span<const Op> ops) override {
+    for (const Op& op : ops)
+      if (op.kind == Op::Kind::kCheckCreated)
+        return Err(Status::InvalidArgument("the SQLite bank keeps no creation versions (its leases are records)"));
     std::lock_guard l(mu_);
     Flock guard(lock_fd_);
     FLOE_RETURN_ERR_IF_ERROR(Exec("BEGIN IMMEDIATE"));

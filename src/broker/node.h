@@ -59,7 +59,7 @@ class Node {
     uint64_t published = 0;      // messages acknowledged
     uint64_t bank_commits = 0;   // bank commits of the node's writer (cursors, sessions)
     uint64_t bank_records = 0;   // records those commits wrote
-    uint64_t takeovers = 0;      // streams taken from another node after its lease lapsed
+    uint64_t takeovers = 0;      // streams taken up after the first round (failover, drain, balance)
   };
   Stats stats() const;
 

@@ -93,12 +93,16 @@ int ClusterStatus(const BankArgs& a) {
       left = lease->expires_ms - now;
       if (left > 0) owner = lease->owner;
     }
+    // An etcd lease has no wall-clock expiry: it lasts while its node keeps it alive.
+    const bool by_bank = lease && lease->expires_ms == bank::kHeldByBank;
     if (a.json) {
       out += fmt::format("{}{{\"name\":\"{}\",\"owner\":\"{}\",\"epoch\":{},\"expires_in_ms\":{}}}", first ? "" : ",",
-                         JsonEscape(name), JsonEscape(owner), epoch, std::max<int64_t>(left, 0));
+                         JsonEscape(name), JsonEscape(owner), epoch,
+                         by_bank ? std::string("null") : std::to_string(std::max<int64_t>(left, 0)));
     } else {
       out += fmt::format("{:<24} {:<12} {:>6} {:>12}\n", name, owner.empty() ? "-" : owner, epoch,
-                         left > 0 ? fmt::format("{}ms", left) : std::string("expired"));
+                         by_bank ? std::string("kept alive")
+                                 : left > 0 ? fmt::format("{}ms", left) : std::string(lease ? "expired" : "free"));
     }
     first = false;
   }

@@ -70,8 +70,21 @@ Status Cluster::Start() {
   Heartbeat(WallMs());
   auto streams = bank_->List("streams/");
   if (!streams) return streams.error();
+  // A bank that can watch wakes the worker when a lease, stream, drain or
+  // rebalance request changes (a node died: etcd deleted its locks); the
+  // worker then polls only every lease period, as a fallback.
+  watch_ = bank_->WatchPrefixes({"leases/", "streams/", std::string(kDrainPrefix), "cluster/"},
+                                [this](std::string_view, bool) {
+                                  {
+                                    std::lock_guard l(mu_);
+                                    changed_ = true;
+                                  }
+                                  cv_.notify_all();
+                                });
+  watching_ = watch_ != nullptr;
   renewer_ = std::thread([this] { RenewLoop(); });
   Work();  // the node's share of the streams is open before it takes connections
+  started_ = true;
   thread_ = std::thread([this] { WorkLoop(); });
   return Status::OK();
 }
@@ -83,6 +96,7 @@ void Cluster::Stop(bool release) {
     stop_ = true;
   }
   cv_.notify_all();
+  watch_.reset();
   if (thread_.joinable()) thread_.join();
   if (renewer_.joinable()) renewer_.join();
   if (!release) return;
@@ -96,11 +110,12 @@ void Cluster::Stop(bool release) {
 }
 
 void Cluster::WorkLoop() {
-  const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
+  const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / (watching_ ? 1 : 3)));
   std::unique_lock l(mu_);
   while (!stop_) {
-    cv_.wait_for(l, period, [&] { return stop_ || !wanted_.empty() || !lost_.empty(); });
+    cv_.wait_for(l, period, [&] { return stop_ || changed_ || !wanted_.empty() || !lost_.empty(); });
     if (stop_) break;
+    changed_ = false;
     l.unlock();
     Work();
     // A client asking for an unowned stream wakes the loop early, but rounds
@@ -278,7 +293,7 @@ bool Cluster::Acquire(const std::string& stream) {
     held_[stream] = Held{*r, valid_until, t0, false};
     wanted_.erase(stream);
   }
-  if (r->epoch > 1) ++takeovers_;
+  if (started_) ++takeovers_;  // after the node's first round: from a node gone, drained or balancing
   Status s = TryOpen(stream, r->epoch);
   if (s.ok()) return true;
   if (s.IsNotFound() || s.code() == ErrorCode::kAborted) return false;
@@ -440,7 +455,7 @@ std::optional<bank::Op> Cluster::Fence(const std::string& stream) {
   renew_cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return !renewing_.count(stream); });
   auto it = held_.find(stream);
   if (it == held_.end() || SteadyMs() >= it->second.valid_until) return std::nullopt;
-  return bank::Bank::FencedBy(it->second.lease);
+  return bank_->FencedBy(it->second.lease);
 }
 
 std::string Cluster::AddressOf(const std::string& node) {

@@ -2,7 +2,9 @@
 // load in the bank, the leases on the streams it owns, and the decisions to
 // take or give up streams (failover, drain, load balancing).
 //
-// The Cluster runs two threads, each ticking every lease_ms / 3: the renewer
+// The Cluster runs two threads, each ticking every lease_ms / 3 (the worker,
+// on a bank that can watch, every lease_ms and whenever a lease, stream,
+// drain or rebalance key changes): the renewer
 // writes the heartbeat and renews the leases held, and nothing else, so slow
 // work never makes a lease lapse; the worker opens and closes streams,
 // takes free ones and gives some up (balance, drain). It never opens or
@@ -20,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -166,6 +169,10 @@ class Cluster {
   std::condition_variable renew_cv_;           // renewing_ shrank
   std::vector<std::pair<std::string, std::string>> lost_;  // guarded by mu_: (stream, redirect) to close
   bool stop_ = false;                          // guarded by mu_
+  bool changed_ = false;                       // guarded by mu_: the watch saw a change
+  std::unique_ptr<bank::Bank::Watch> watch_;   // nullptr: the bank cannot watch
+  bool watching_ = false;                      // set in Start, before the threads
+  bool started_ = false;                       // worker thread: the first round is done
   std::map<std::string, int64_t> released_at_; // cluster thread: streams we gave up (steady ms)
   uint64_t last_rebalance_ = 0;                // cluster thread
   bool rebalance_seen_ = false;                // cluster thread

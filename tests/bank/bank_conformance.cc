@@ -1,6 +1,7 @@
 // The bank conformance suite (see bank_conformance.h).
 #include "bank/bank_conformance.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,7 +18,13 @@
 
 namespace floe::bank::conformance {
 
+bool InChild() { return ::getenv(kChildLocationEnv) != nullptr; }
+
 void BankConformanceTest::SetUp() {
+  if (InChild()) {
+    location_ = ::getenv(kChildLocationEnv);
+    return;  // the child opens its own handle
+  }
   location_ = GetParam().new_location();
   bank_ = Open();
   ASSERT_NE(bank_, nullptr);
@@ -25,6 +32,7 @@ void BankConformanceTest::SetUp() {
 
 void BankConformanceTest::TearDown() {
   bank_.reset();
+  if (InChild()) return;
   if (GetParam().destroy) GetParam().destroy(location_);
 }
 
@@ -34,9 +42,29 @@ std::unique_ptr<Bank> BankConformanceTest::Open() {
   return b ? std::move(*b) : nullptr;
 }
 
-pid_t BankConformanceTest::Fork() {
-  if (GetParam().before_fork) GetParam().before_fork();
-  return ::fork();
+pid_t BankConformanceTest::SpawnChild(std::initializer_list<int> fds) {
+  const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
+  // Everything the child needs is built before fork(): after it, only
+  // async-signal-safe calls until exec.
+  std::string exe = "/proc/self/exe";
+  std::string filter = std::string("--gtest_filter=") + t->test_suite_name() + "." + t->name();
+  std::string env_location = std::string(kChildLocationEnv) + "=" + location_;
+  std::vector<std::string> env_strings{env_location};
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::string_view(*e).rfind(kChildLocationEnv, 0) != 0) env_strings.emplace_back(*e);
+  std::vector<char*> argv{exe.data(), filter.data(), nullptr};
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<int> from(fds);
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  for (size_t i = 0; i < from.size(); ++i)
+    if (::dup2(from[i], ChildFd(static_cast<int>(i))) < 0) ::_exit(126);
+  const int devnull = ::open("/dev/null", O_WRONLY);
+  if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);  // the child's own test report is noise
+  ::execve(exe.c_str(), argv.data(), envp.data());
+  ::_exit(127);
 }
 
 void BankConformanceTest::Reopen() {
@@ -508,13 +536,8 @@ TEST_P(BankConformanceTest, AfterAnAbortedCommitAHandleSeesAndOverwritesOthersWr
 // A child process that commits and is then killed without closing its
 // handle: what it committed is there for the next process.
 TEST_P(BankConformanceTest, CommitsSurviveAWriterKilledWithoutClosing) {
-  bank_.reset();  // no handle crosses fork()
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t pid = Fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(ready[0]);
+  if (InChild()) {
+    const int ready = ChildFd(0);
     auto b = GetParam().open(location_);
     if (!b) ::_exit(10);
     for (int i = 0; i < 20; ++i) {
@@ -523,10 +546,15 @@ TEST_P(BankConformanceTest, CommitsSurviveAWriterKilledWithoutClosing) {
     std::vector<Op> ops = {Op::Put("killed/batch", "x"), Op::Delete("killed/0")};
     if (!(*b)->Commit(ops)) ::_exit(12);
     char c = 1;
-    if (::write(ready[1], &c, 1) != 1) ::_exit(13);
+    if (::write(ready, &c, 1) != 1) ::_exit(13);
     ::pause();  // killed here, handle open
     ::_exit(14);
   }
+  bank_.reset();  // the child writes alone
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t pid = SpawnChild({ready[1]});
+  ASSERT_GE(pid, 0);
   ::close(ready[1]);
   char c = 0;
   ASSERT_EQ(::read(ready[0], &c, 1), 1) << "the child failed before committing";
@@ -603,24 +631,17 @@ TEST_P(BankConformanceTest, ConcurrentHandlesLoseNoUpdate) {
 }
 
 TEST_P(BankConformanceTest, TwoProcessesLoseNoUpdate) {
-  // A forked child and this process each add kIncrements to one counter by
+  // A child process and this one each add kIncrements to one counter by
   // compare-and-set on the same bank; a lost update shows as a total < 2N.
-  bank_.reset();  // no handle crosses fork()
-  int go[2];
-  int ready[2];
-  ASSERT_EQ(::pipe(go), 0);
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t pid = Fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(go[1]);
-    ::close(ready[0]);
+  if (InChild()) {
+    const int ready = ChildFd(0);
+    const int go = ChildFd(1);
     int code = 0;
     {
       auto b = GetParam().open(location_);
       char c = 1;
-      if (::write(ready[1], &c, 1) != 1) ::_exit(20);
-      if (::read(go[0], &c, 1) != 1) ::_exit(21);  // start together
+      if (::write(ready, &c, 1) != 1) ::_exit(20);
+      if (::read(go, &c, 1) != 1) ::_exit(21);  // start together
       if (!b) ::_exit(22);
       uint64_t retries = 0;
       for (int i = 0; i < kIncrements && code == 0; ++i) {
@@ -629,6 +650,13 @@ TEST_P(BankConformanceTest, TwoProcessesLoseNoUpdate) {
     }  // closes the child's handle
     ::_exit(code);
   }
+  bank_.reset();
+  int go[2];
+  int ready[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t pid = SpawnChild({ready[1], go[0]});
+  ASSERT_GE(pid, 0);
   ::close(go[0]);
   ::close(ready[1]);
   bank_ = Open();

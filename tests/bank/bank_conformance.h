@@ -14,7 +14,10 @@
 // from threads and from two processes.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -37,11 +40,21 @@ struct BankBackend {
   std::function<Result<std::unique_ptr<Bank>>(const std::string& location)> open;
   // Removes what new_location made, after the test (may be empty).
   std::function<void(const std::string& location)> destroy;
-  // Called before the suite forks a child that opens a bank of its own, once
-  // the test closed its handles (may be empty): a backend whose client
-  // library keeps process-wide state (gRPC) lets it wind down here.
-  std::function<void()> before_fork;
+  // Leases are records judged by the caller's clock (expiry can be tested by
+  // passing a later now_ms; epochs count 1, 2, 3...). False for native
+  // leases (etcd): expiry is the bank's, tested by the backend's own tests.
+  bool clock_leases = true;
 };
+
+// The tests that need a second process run it as this test binary started
+// afresh (fork + exec of /proc/self/exe), filtered to the running test, with
+// the bank location in the environment: no client library state (gRPC's
+// threads, SQLite's handles) crosses into the child. A test body takes the
+// child's branch when InChild() is true; its pipes reach the child at
+// ChildFd(0), ChildFd(1)...
+inline constexpr const char* kChildLocationEnv = "FLOE_BANK_CONFORMANCE_CHILD";
+bool InChild();
+inline int ChildFd(int i) { return 100 + i; }
 
 inline void PrintTo(const BankBackend& b, std::ostream* os) { *os << b.name; }
 
@@ -56,8 +69,9 @@ class BankConformanceTest : public ::testing::TestWithParam<BankBackend> {
   std::unique_ptr<Bank> Open();
   // Closes the test's own handle and opens a new one.
   void Reopen();
-  // fork(), after the backend's before_fork.
-  pid_t Fork();
+  // Starts the child process of the running test (see InChild), handing it
+  // `fds` as ChildFd(0), ChildFd(1)... Returns its pid, or -1.
+  pid_t SpawnChild(std::initializer_list<int> fds);
 
   std::string location_;
   std::unique_ptr<Bank> bank_;

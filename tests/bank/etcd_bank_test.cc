@@ -4,8 +4,6 @@
 // URLs, endpoint failover, and the transaction size limit.
 #include <stdlib.h>
 
-#include <grpc/grpc.h>
-
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -30,6 +28,7 @@ test::EtcdServer* g_etcd = nullptr;
 class EtcdEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
+    if (conformance::InChild()) return;  // a conformance child uses its parent's server
     auto s = test::EtcdServer::Start(1);
     ASSERT_TRUE(s.has_value()) << s.error().ToString();
     server_ = std::move(*s);
@@ -56,14 +55,7 @@ BankBackend EtcdBackend() {
           },
       .open = [](const std::string& url) { return OpenBank(url); },
       .destroy = [](const std::string&) {},  // the server's data directory goes at the end
-      // gRPC cannot be used in a child forked while it runs: wait until the
-      // closed handles' channels are gone and gRPC has shut down, so the
-      // child starts it afresh.
-      .before_fork =
-          [] {
-            for (int i = 0; i < 10000 && grpc_is_initialized(); ++i)
-              std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          },
+      .clock_leases = false,
   };
 }
 
