@@ -99,6 +99,10 @@ class EtcdBank final : public Bank {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 6000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // A member that comes back is reconnected to within a second (gRPC's
+    // default backoff grows to two minutes).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     for (const auto& e : endpoints_) {
       auto channel = grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args);
       stubs_.push_back(Stubs{KV::NewStub(channel), etcdserverpb::Lease::NewStub(channel),
@@ -501,6 +505,7 @@ class EtcdWatch final : public Bank::Watch {
   void Run() {
     int64_t next_revision = 0;  // 0: from now
     int backoff_ms = 50;
+    bool reported = false;      // this outage's resync was reported
     for (size_t attempt = 0;; ++attempt) {
       const size_t i = (bank_->current_.load() + attempt) % bank_->stubs_.size();
       grpc::ClientContext ctx;
@@ -519,15 +524,18 @@ class EtcdWatch final : public Bank::Watch {
         create->set_start_revision(next_revision);
         ok = ok && stream->Write(req);
       }
-      bool resync = false;
+      bool compacted = false;
       etcdserverpb::WatchResponse resp;
       while (ok && stream->Read(&resp)) {
-        if (resp.created()) backoff_ms = 50;
         if (resp.compact_revision() > 0 || resp.canceled()) {
           // History we needed is gone (compacted) or etcd dropped the watch.
           next_revision = 0;
-          resync = true;
+          compacted = true;
           break;
+        }
+        if (resp.created()) {
+          backoff_ms = 50;
+          reported = false;  // watching again: the next cut is news
         }
         if (next_revision == 0 && resp.header().revision() > 0) next_revision = resp.header().revision() + 1;
         for (const auto& ev : resp.events()) {
@@ -542,11 +550,13 @@ class EtcdWatch final : public Bank::Watch {
         ctx_ = nullptr;
         if (stop_) return;
       }
-      // Cut (member gone, compaction): whatever changed meanwhile is found
-      // by looking again; then watch again, from where we were if we can.
-      changed_("", true);
+      // Cut (member gone) or behind a compaction: whatever changed meanwhile
+      // is found by looking again (said once per outage); then watch again,
+      // from where we were if we can.
+      if (compacted || !reported) changed_("", true);
+      reported = true;
       std::unique_lock l(mu_);
-      cv_.wait_for(l, std::chrono::milliseconds(resync ? 0 : backoff_ms), [&] { return stop_; });
+      cv_.wait_for(l, std::chrono::milliseconds(compacted ? 0 : backoff_ms), [&] { return stop_; });
       backoff_ms = std::min(backoff_ms * 2, 1000);
     }
   }

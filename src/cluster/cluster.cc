@@ -142,7 +142,29 @@ void Cluster::Work() {
   CloseLost();
   OpenPending();
   Balance();
-  if (++ticks_ % kHousekeepTicks == 0) host_->Housekeep();
+  ++ticks_;
+  const int64_t now = SteadyMs();
+  if (last_housekeep_steady_ == 0) last_housekeep_steady_ = now;
+  if (now - last_housekeep_steady_ >= kHousekeepPeriods * options_.lease_ms) {
+    last_housekeep_steady_ = now;
+    host_->Housekeep();
+    ForgetDeadNodes();
+  }
+}
+
+void Cluster::ForgetDeadNodes() {
+  auto nodes = bank_->List(kNodesPrefix);
+  if (!nodes) return;
+  const int64_t now = WallMs();
+  for (const auto& kv : *nodes) {
+    auto n = DecodeNodeInfo(kv.value);
+    if (!n || n->id == options_.node_id) continue;
+    if (n->heartbeat_ms + kDeadNodePeriods * std::max<int64_t>(n->lease_ms, 1) > now) continue;
+    // Compared: a node that came back meanwhile wrote a newer heartbeat.
+    if (bank_->Delete(kv.key, kv.version).ok())
+      fmt::print(stderr, "floe: node {}: removed the record of node {} (no heartbeat for {} s)\n", options_.node_id,
+                 n->id, (now - n->heartbeat_ms) / 1000);
+  }
 }
 
 void Cluster::CloseLost() {

@@ -56,7 +56,10 @@ inline constexpr std::string_view kNodesPrefix = "nodes/";
 inline constexpr std::string_view kDrainPrefix = "drain/";
 inline constexpr std::string_view kRebalanceKey = "cluster/rebalance";
 inline constexpr std::string_view kStreamLeasePrefix = "stream/";  // lease name prefix
-inline constexpr uint64_t kHousekeepTicks = 30;
+// Housekeeping runs every kHousekeepPeriods lease periods; a node record
+// whose heartbeat is kDeadNodePeriods lease periods old (its own) is removed.
+inline constexpr int64_t kHousekeepPeriods = 10;
+inline constexpr int64_t kDeadNodePeriods = 20;
 std::string StreamLeaseName(std::string_view stream);
 
 // Wall clock, ms since the epoch / steady clock, ms.
@@ -88,7 +91,7 @@ class Host {
   // Load, for the heartbeat.
   virtual uint32_t SessionCount() = 0;
   virtual uint64_t PublishedTotal() = 0;  // messages acknowledged since start
-  // Every kHousekeepTicks ticks: tidy the bank records of owned streams.
+  // Every kHousekeepPeriods lease periods: tidy the bank records of owned streams.
   virtual void Housekeep() {}
 };
 
@@ -178,6 +181,10 @@ class Cluster {
   bool rebalance_seen_ = false;                // cluster thread
   uint64_t last_published_ = 0;                // cluster thread
   int64_t last_heartbeat_steady_ = 0;          // cluster thread
+  int64_t last_housekeep_steady_ = 0;          // worker thread
+  // Removes the records of nodes dead for kDeadNodePeriods (the key space
+  // stays bounded as nodes come and go).
+  void ForgetDeadNodes();
   std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker

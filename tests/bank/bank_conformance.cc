@@ -1,6 +1,8 @@
 // The bank conformance suite (see bank_conformance.h).
 #include "bank/bank_conformance.h"
 
+#include "support/spawn_self.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -43,28 +45,7 @@ std::unique_ptr<Bank> BankConformanceTest::Open() {
 }
 
 pid_t BankConformanceTest::SpawnChild(std::initializer_list<int> fds) {
-  const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
-  // Everything the child needs is built before fork(): after it, only
-  // async-signal-safe calls until exec.
-  std::string exe = "/proc/self/exe";
-  std::string filter = std::string("--gtest_filter=") + t->test_suite_name() + "." + t->name();
-  std::string env_location = std::string(kChildLocationEnv) + "=" + location_;
-  std::vector<std::string> env_strings{env_location};
-  for (char** e = environ; *e != nullptr; ++e)
-    if (std::string_view(*e).rfind(kChildLocationEnv, 0) != 0) env_strings.emplace_back(*e);
-  std::vector<char*> argv{exe.data(), filter.data(), nullptr};
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<int> from(fds);
-  const pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  for (size_t i = 0; i < from.size(); ++i)
-    if (::dup2(from[i], ChildFd(static_cast<int>(i))) < 0) ::_exit(126);
-  const int devnull = ::open("/dev/null", O_WRONLY);
-  if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);  // the child's own test report is noise
-  ::execve(exe.c_str(), argv.data(), envp.data());
-  ::_exit(127);
+  return test::SpawnSelf(kChildLocationEnv, location_, fds);
 }
 
 void BankConformanceTest::Reopen() {

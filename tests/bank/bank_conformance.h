@@ -54,7 +54,7 @@ struct BankBackend {
 // ChildFd(0), ChildFd(1)...
 inline constexpr const char* kChildLocationEnv = "FLOE_BANK_CONFORMANCE_CHILD";
 bool InChild();
-inline int ChildFd(int i) { return 100 + i; }
+inline int ChildFd(int i) { return 100 + i; }  // = test::SpawnedFd(i)
 
 inline void PrintTo(const BankBackend& b, std::ostream* os) { *os << b.name; }
 

@@ -2,12 +2,21 @@
 // server (Debian's etcd-server) that this test starts on loopback and stops
 // by PID; each test gets a key prefix of its own. Then what is etcd's own:
 // URLs, endpoint failover, and the transaction size limit.
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <thread>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
+
+#include <filesystem>
+#include <iostream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -15,6 +24,7 @@
 #include "bank/bank.h"
 #include "bank/bank_conformance.h"
 #include "support/etcd_server.h"
+#include "support/spawn_self.h"
 
 namespace floe::bank {
 namespace {
@@ -22,13 +32,17 @@ namespace {
 using conformance::BankBackend;
 using conformance::BankConformanceTest;
 
+// Set in a child process of a test below: the bank URL to use.
+constexpr const char* kChildUrlEnv = "FLOE_ETCD_TEST_CHILD_URL";
+
 // One etcd server for the whole binary.
 test::EtcdServer* g_etcd = nullptr;
 
 class EtcdEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    if (conformance::InChild()) return;  // a conformance child uses its parent's server
+    // A child process uses its parent's server.
+    if (conformance::InChild() || ::getenv(kChildUrlEnv) != nullptr) return;
     auto s = test::EtcdServer::Start(1);
     ASSERT_TRUE(s.has_value()) << s.error().ToString();
     server_ = std::move(*s);
@@ -107,6 +121,202 @@ TEST(EtcdBankTest, CommitsOverEtcdsTransactionLimitAreRefused) {
   EXPECT_TRUE((*bank)->List("")->empty()) << "nothing was written";
   ops.pop_back();
   EXPECT_TRUE((*bank)->Commit(ops).has_value()) << "128 ops fit";
+}
+
+// --- Leases are etcd's: kept alive by the handle, expired by etcd -------------------------
+
+using Clock = std::chrono::steady_clock;
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+TEST(EtcdBankTest, KeepAlivesHoldALeaseLongPastItsTtlAndRenewalsKeepTheFence) {
+  const std::string url = g_etcd->Url("/keep/");
+  auto a = OpenBank(url);
+  auto b = OpenBank(url);
+  ASSERT_TRUE(a && b);
+  auto held = (*a)->AcquireLease("s", "node-1", 1000, 0);
+  ASSERT_TRUE(held.has_value()) << held.error().ToString();
+  EXPECT_EQ((*a)->GetLease("s")->expires_ms, kHeldByBank);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // > etcd's TTL (1-2 s)
+  auto other = (*b)->AcquireLease("s", "node-2", 1000, 0);
+  ASSERT_FALSE(other.has_value()) << "the keep-alives kept node-1's lease";
+  EXPECT_EQ(other.error().code(), ErrorCode::kUnavailable);
+  auto renewed = (*a)->RenewLease(*held, 1000, 0);
+  ASSERT_TRUE(renewed.has_value()) << renewed.error().ToString();
+  EXPECT_EQ(renewed->epoch, held->epoch);
+  // A fence taken before renewals still holds: renewals do not move it.
+  std::vector<Op> write{(*a)->FencedBy(*held), Op::Put("cursor", "1")};
+  EXPECT_TRUE((*a)->Commit(write).has_value());
+}
+
+TEST(EtcdBankTest, AClosedHandleGivesItsLeasesUpAtOnce) {
+  const std::string url = g_etcd->Url("/close/");
+  auto b = OpenBank(url);
+  ASSERT_TRUE(b.has_value());
+  uint64_t epoch = 0;
+  {
+    auto a = OpenBank(url);
+    ASSERT_TRUE(a.has_value());
+    auto held = (*a)->AcquireLease("s", "node-1", 5000, 0);
+    ASSERT_TRUE(held.has_value());
+    epoch = held->epoch;
+  }  // revoked
+  auto taken = (*b)->AcquireLease("s", "node-2", 5000, 0);
+  ASSERT_TRUE(taken.has_value()) << "free at once, not after 5 s: " << taken.error().ToString();
+  EXPECT_GT(taken->epoch, epoch);
+}
+
+// A process holding a lease is killed: etcd expires its lease (no keep-alive
+// comes) and deletes the lock; another takes it with a higher epoch, and the
+// dead holder's fence no longer lets a write through.
+TEST(EtcdBankTest, TheLeaseOfAKilledHolderIsExpiredByEtcd) {
+  if (const char* url = ::getenv(kChildUrlEnv)) {
+    auto a = OpenBank(url);
+    if (!a) ::_exit(10);
+    auto held = (*a)->AcquireLease("s", "node-1", 1000, 0);
+    if (!held) ::_exit(11);
+    const uint64_t epoch = held->epoch;
+    if (::write(test::SpawnedFd(0), &epoch, sizeof epoch) != sizeof epoch) ::_exit(12);
+    ::pause();  // killed here
+    ::_exit(13);
+  }
+  const std::string url = g_etcd->Url("/killed/");
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = test::SpawnSelf(kChildUrlEnv, url, {pipe_fds[1]});
+  ASSERT_GT(pid, 0);
+  ::close(pipe_fds[1]);
+  uint64_t dead_epoch = 0;
+  ASSERT_EQ(::read(pipe_fds[0], &dead_epoch, sizeof dead_epoch), static_cast<ssize_t>(sizeof dead_epoch));
+  ::close(pipe_fds[0]);
+  auto b = OpenBank(url);
+  ASSERT_TRUE(b.has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ((*b)->GetLease("s")->owner, "node-1") << "alive: kept by its keep-alives past the TTL";
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);
+  const auto killed = Clock::now();
+  Result<Lease> taken = Err(Status::Unavailable("not yet"));
+  while (MsSince(killed) < 15000) {
+    taken = (*b)->AcquireLease("s", "node-2", 1000, 0);
+    if (taken) break;
+    ASSERT_EQ(taken.error().code(), ErrorCode::kUnavailable) << taken.error().ToString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const int64_t after_ms = MsSince(killed);
+  ASSERT_TRUE(taken.has_value()) << "etcd never expired the dead holder's lease";
+  EXPECT_GT(taken->epoch, dead_epoch);
+  EXPECT_GE(after_ms, 200) << "not free at once: etcd waits out the lease's TTL";
+  Lease dead{.name = "s", .owner = "node-1", .epoch = dead_epoch};
+  std::vector<Op> stale{(*b)->FencedBy(dead), Op::Put("cursor", "stale")};
+  auto r = (*b)->Commit(stale);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kAborted);
+  std::cout << "[          ] the killed holder's lease was taken " << after_ms << " ms after the kill\n";
+}
+
+// --- Watches ---------------------------------------------------------------------------
+
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::multiset<std::string> keys;
+  int resyncs = 0;
+  Bank::WatchFn Fn() {
+    return [this](std::string_view key, bool resync) {
+      std::lock_guard l(mu);
+      if (resync) ++resyncs;
+      else keys.insert(std::string(key));
+      cv.notify_all();
+    };
+  }
+  bool WaitFor(const std::string& key, size_t count = 1) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, std::chrono::seconds(10), [&] { return keys.count(key) >= count; });
+  }
+  bool WaitForResync(int n) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, std::chrono::seconds(20), [&] { return resyncs >= n; });
+  }
+};
+
+TEST(EtcdBankTest, AWatchSeesPutsAndDeletesUnderItsPrefixesOnly) {
+  auto bank = OpenBank(g_etcd->Url("/watch/"));
+  ASSERT_TRUE(bank.has_value());
+  Seen seen;
+  auto watch = (*bank)->WatchPrefixes({"leases/", "drain/"}, seen.Fn());
+  ASSERT_NE(watch, nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the watch is created
+  ASSERT_TRUE((*bank)->Put("sessions/x", "not watched"));
+  ASSERT_TRUE((*bank)->Put("drain/n1", ""));
+  EXPECT_TRUE(seen.WaitFor("drain/n1"));
+  auto held = (*bank)->AcquireLease("stream/a", "node-1", 1000, 0);
+  ASSERT_TRUE(held.has_value());
+  EXPECT_TRUE(seen.WaitFor("leases/stream/a"));
+  ASSERT_TRUE((*bank)->ReleaseLease(*held).ok());
+  EXPECT_TRUE(seen.WaitFor("leases/stream/a", 2)) << "the release (a delete) is seen too";
+  std::lock_guard l(seen.mu);
+  EXPECT_EQ(seen.keys.count("sessions/x"), 0u);
+  EXPECT_EQ(seen.resyncs, 0);
+}
+
+TEST(EtcdBankTest, AWatchCutByARestartResyncsAndGoesOn) {
+  auto etcd = test::EtcdServer::Start(1);
+  ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+  auto bank = OpenBank((*etcd)->Url("/cut/"));
+  ASSERT_TRUE(bank.has_value());
+  Seen seen;
+  auto watch = (*bank)->WatchPrefixes({"k/"}, seen.Fn());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE((*bank)->Put("k/1", "a"));
+  ASSERT_TRUE(seen.WaitFor("k/1"));
+  (*etcd)->Kill(0);
+  EXPECT_TRUE(seen.WaitForResync(1)) << "a cut watch asks its caller to look again";
+  ASSERT_TRUE((*etcd)->Restart(0).ok());
+  ASSERT_TRUE((*bank)->Put("k/2", "b"));
+  EXPECT_TRUE(seen.WaitFor("k/2")) << "watching again after the restart";
+}
+
+TEST(EtcdBankTest, CompactionKeepsTheLatestValuesAndAWatchBehindItResyncs) {
+  // Three members; the watch uses member 0 only, the writer the other two.
+  auto etcd = test::EtcdServer::Start(3);
+  ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+  const auto& ep = (*etcd)->endpoints();
+  auto bank = OpenBank(fmt::format("etcd://{}/compact/", ep[0]));
+  auto writer = OpenBank(fmt::format("etcd://{},{}/compact/", ep[1], ep[2]));
+  ASSERT_TRUE(bank && writer);
+  Seen seen;
+  auto watch = (*bank)->WatchPrefixes({"k/"}, seen.Fn());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE((*writer)->Put("k/0", "first"));
+  ASSERT_TRUE(seen.WaitFor("k/0"));
+  // The watch is cut while the history it would resume from is written
+  // over and compacted away: it must resync, not resume nor miss it.
+  (*etcd)->Kill(0);
+  ASSERT_TRUE(seen.WaitForResync(1)) << "the cut is reported";
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE((*writer)->Put("k/0", std::to_string(i)));
+  ASSERT_TRUE(CompactEtcdHistory(**writer, 0).ok());
+  ASSERT_TRUE(CompactEtcdHistory(**writer, 10).ok()) << "compacting behind a compaction is no error";
+  EXPECT_EQ((*writer)->Get("k/0")->value, "99");
+  ASSERT_TRUE((*etcd)->Restart(0).ok());
+  EXPECT_TRUE(seen.WaitForResync(2)) << "resuming behind the compaction is reported as a resync";
+  ASSERT_TRUE((*writer)->Put("k/after", "x"));
+  EXPECT_TRUE(seen.WaitFor("k/after")) << "watching again after the resync";
+  std::lock_guard l(seen.mu);
+  EXPECT_EQ(seen.keys.count("k/0"), 1u) << "no event from the compacted history";
+  EXPECT_EQ(seen.resyncs, 2);
+}
+
+TEST(EtcdBankTest, CompactingAnotherBackendIsRefused) {
+  char dir[] = "/tmp/floe-compact-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  auto sqlite = OpenBank(std::string("sqlite:") + dir + "/bank.db");
+  ASSERT_TRUE(sqlite.has_value());
+  EXPECT_EQ(CompactEtcdHistory(**sqlite, 10).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ((*sqlite)->WatchPrefixes({"x/"}, [](std::string_view, bool) {}), nullptr) << "SQLite banks poll";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // etcd with FLOE_TEST_BANK=etcd), idempotent producers and acking consumers
 // on several streams and one large message in transfer, while a driver
 // randomly SIGKILLs and restarts nodes, SIGSTOPs one past its lease and
-// resumes it, drains nodes and asks for rebalances. A checker then proves:
+// resumes it, drains nodes and asks for rebalances (on etcd, a 3-member
+// cluster, it also SIGKILLs and restarts etcd members). A checker then proves:
 //   * every ACKed message is consumed, and is stored at the seq its ACK named;
 //   * no producer message is stored twice, and each producer's messages are
 //     in stream order;
@@ -85,7 +86,8 @@ class ChaosTest : public ::testing::Test {
     data_ = dir_ + "/data";
     bank_ = "sqlite:" + data_ + "/bank.db";
     if (const char* b = std::getenv("FLOE_TEST_BANK"); b && std::string_view(b) == "etcd") {
-      auto etcd = test::EtcdServer::Start(1);
+      // Three members: the chaos also kills and restarts etcd members.
+      auto etcd = test::EtcdServer::Start(3);
       ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
       etcd_ = std::move(*etcd);
       bank_ = etcd_->Url("/floe-chaos/");
@@ -284,7 +286,7 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
       if (std::regex_search(status, m, std::regex("\"name\":\"chaos-0\",\"owner\":\"n([0-9])\"")))
         n = std::stoi(m[1].str()) - 1;
     }
-    const int action = first ? 0 : static_cast<int>(rng() % 4);
+    const int action = first ? 0 : static_cast<int>(rng() % (etcd_ ? 5 : 4));
     first = false;
     NodeProcess& node = *nodes_[n];
     const std::string id = fmt::format("n{}", n + 1);
@@ -322,6 +324,14 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
         Cli({"cluster", "rebalance"});
         ++actions["rebalance"];
         break;
+      case 4: {  // an etcd member SIGKILLed, restarted a moment later: floe keeps serving
+        const int member = static_cast<int>(rng() % 3);
+        etcd_->Kill(member);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000 + rng() % 2000));
+        if (Status s = etcd_->Restart(member); !s.ok()) ADD_FAILURE() << "etcd member did not restart: " << s.ToString();
+        ++actions["etcd member kill -9 + restart"];
+        break;
+      }
     }
     if (!restarted) {
       ADD_FAILURE() << "node " << id << " did not restart:\n" << node.output();

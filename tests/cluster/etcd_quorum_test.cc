@@ -1,7 +1,7 @@
 // floe on a 3-member etcd cluster (issue 5): two floe nodes, a producer
 // publishing all along, and the bank's own failures:
 //   * one etcd member SIGKILLed: floe keeps acknowledging;
-//   * one member paused (SIGSTOP) and resumed: floe rides it out;
+//   * the leader paused (SIGSTOP) and resumed: floe rides it out;
 //   * the quorum lost (two members killed): floe stops acknowledging (its
 //     leases cannot be renewed, so it stops acting; clients get retriable
 //     errors), and once the quorum is back it carries on;
@@ -99,11 +99,18 @@ TEST(EtcdQuorumTest, FloeRidesOutMemberFailuresAndStopsAckingWithoutAQuorum) {
   EXPECT_GT(with_member_down, 100u) << "one etcd member down: floe keeps acknowledging";
   ASSERT_TRUE((*etcd)->Restart(0).ok());
 
-  (*etcd)->Signal(1, SIGSTOP);
+  // The leader is paused: writes wait for an election among the other two,
+  // leases may lapse (etcd restarts their TTLs on a new leader); floe
+  // carries on by itself once etcd does.
+  auto leader = (*etcd)->Leader();
+  ASSERT_TRUE(leader.has_value()) << leader.error().ToString();
+  (*etcd)->Signal(*leader, SIGSTOP);
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
-  (*etcd)->Signal(1, SIGCONT);
-  // If the paused member led, writes waited for an election and leases may
-  // have lapsed: floe carries on by itself once etcd does.
+  auto new_leader = (*etcd)->Leader();
+  (*etcd)->Signal(*leader, SIGCONT);
+  fmt::print("etcd leader m{} paused 2 s; leader meanwhile: {}\n", *leader,
+             new_leader ? fmt::format("m{}", *new_leader) : new_leader.error().ToString());
+
   const auto resumed = Clock::now();
   size_t after_pause = 0;
   while (after_pause < 100 && Clock::now() - resumed < std::chrono::seconds(15)) after_pause += acks_during(500);

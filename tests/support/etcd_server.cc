@@ -13,7 +13,10 @@
 
 #include <fmt/format.h>
 
+#include <grpcpp/grpcpp.h>
+
 #include "bank/bank.h"
+#include "rpc.grpc.pb.h"
 
 namespace floe::test {
 namespace {
@@ -124,6 +127,32 @@ EtcdServer::~EtcdServer() {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+}
+
+}  // namespace floe::test
+
+namespace floe::test {
+
+Result<int> EtcdServer::Leader() const {
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    auto stub = etcdserverpb::Maintenance::NewStub(
+        grpc::CreateChannel(endpoints_[i], grpc::InsecureChannelCredentials()));
+    etcdserverpb::StatusResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    if (!stub->Status(&ctx, etcdserverpb::StatusRequest(), &resp).ok() || resp.leader() == 0) continue;
+    // The leader's id is some member's own id: ask each who it is.
+    for (size_t j = 0; j < endpoints_.size(); ++j) {
+      auto other = etcdserverpb::Maintenance::NewStub(
+          grpc::CreateChannel(endpoints_[j], grpc::InsecureChannelCredentials()));
+      etcdserverpb::StatusResponse r;
+      grpc::ClientContext c;
+      c.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      if (other->Status(&c, etcdserverpb::StatusRequest(), &r).ok() && r.header().member_id() == resp.leader())
+        return static_cast<int>(j);
+    }
+  }
+  return Err(Status::Unavailable("no etcd member names a leader"));
 }
 
 }  // namespace floe::test

@@ -29,6 +29,9 @@ class EtcdServer {
   void Kill(int member);                 // SIGKILL
   Status Restart(int member);            // after Kill, same data
   void Signal(int member, int signo);    // SIGSTOP / SIGCONT
+  // The member that leads now, as the members answering say (Maintenance
+  // Status); Unavailable if none answers or they name no leader.
+  Result<int> Leader() const;
 
  private:
   EtcdServer() = default;
