@@ -140,6 +140,7 @@ void Cluster::RenewLoop() {
 
 void Cluster::Work() {
   CloseLost();
+  ReleaseOrphans();
   OpenPending();
   Balance();
   ++ticks_;
@@ -150,6 +151,22 @@ void Cluster::Work() {
     host_->Housekeep();
     ForgetDeadNodes();
   }
+}
+
+void Cluster::ReleaseOrphans() {
+  std::vector<bank::Lease> orphans;
+  {
+    std::lock_guard l(mu_);
+    orphans.swap(orphans_);
+  }
+  std::vector<bank::Lease> keep;
+  for (const bank::Lease& lease : orphans) {
+    Status s = bank_->ReleaseLease(lease);
+    if (s.ok() || s.code() == ErrorCode::kAborted) continue;  // given up, or lost anyway
+    keep.push_back(lease);
+  }
+  std::lock_guard l(mu_);
+  orphans_.insert(orphans_.end(), keep.begin(), keep.end());
 }
 
 void Cluster::ForgetDeadNodes() {
@@ -282,6 +299,11 @@ void Cluster::RenewAll() {
         fmt::print(stderr, "floe: node {}: cannot renew stream {} ({}); stepping back\n", options_.node_id, name,
                    r.error().ToString());
         Lose(name, "");
+        // The lease may still be ours in the bank (on etcd the keep-alives
+        // resume with the connection): give it up once the bank answers, or
+        // nobody would serve the stream.
+        std::lock_guard l(mu_);
+        orphans_.push_back(lease);
       }
       continue;
     }

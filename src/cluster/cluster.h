@@ -173,6 +173,9 @@ class Cluster {
   std::vector<std::pair<std::string, std::string>> lost_;  // guarded by mu_: (stream, redirect) to close
   bool stop_ = false;                          // guarded by mu_
   bool changed_ = false;                       // guarded by mu_: the watch saw a change
+  // Leases stepped back from while the bank did not answer, to release once
+  // it does.
+  std::vector<bank::Lease> orphans_;           // guarded by mu_
   std::unique_ptr<bank::Bank::Watch> watch_;   // nullptr: the bank cannot watch
   bool watching_ = false;                      // set in Start, before the threads
   bool started_ = false;                       // worker thread: the first round is done
@@ -185,6 +188,7 @@ class Cluster {
   // Removes the records of nodes dead for kDeadNodePeriods (the key space
   // stays bounded as nodes come and go).
   void ForgetDeadNodes();
+  void ReleaseOrphans();
   std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker

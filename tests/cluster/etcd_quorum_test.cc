@@ -110,6 +110,7 @@ TEST(EtcdQuorumTest, FloeRidesOutMemberFailuresAndStopsAckingWithoutAQuorum) {
   (*etcd)->Signal(*leader, SIGCONT);
   fmt::print("etcd leader m{} paused 2 s; leader meanwhile: {}\n", *leader,
              new_leader ? fmt::format("m{}", *new_leader) : new_leader.error().ToString());
+  std::fflush(stdout);  // before NodeProcess forks copy the buffer
 
   const auto resumed = Clock::now();
   size_t after_pause = 0;
