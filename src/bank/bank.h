@@ -147,6 +147,10 @@ Result<std::unique_ptr<Bank>> OpenSqliteBank(const std::string& path);
 // tried in turn; every key lives under `prefix` ("/floe/").
 Result<std::unique_ptr<Bank>> OpenEtcdBank(const std::vector<std::string>& endpoints, const std::string& prefix);
 
+// `url` with its etcd key prefix set to `prefix` ("/floe/"-like: it must
+// start and end with '/'); InvalidArgument for a bank that is not etcd's.
+Result<std::string> WithEtcdPrefix(const std::string& url, const std::string& prefix);
+
 // Compacts an etcd bank's history to `keep_revisions` below the current
 // revision now (the bank also does it every 5 minutes, keeping 100,000).
 // InvalidArgument for another backend.

@@ -10,7 +10,8 @@
 //
 // Leases are etcd's own (docs/bank.md "Leases on etcd"): each owner using
 // this handle gets one etcd lease, kept alive by this handle's keep-alive
-// thread; a lock is a key attached to it, created by a Txn that compares
+// thread over one LeaseKeepAlive stream (reopened on the next member if it
+// breaks or a round waits past 1 s); a lock is a key attached to it, created by a Txn that compares
 // create_revision == 0; the fencing epoch is that key's create_revision, and
 // a fenced write compares it in the same Txn. When the keep-alives stop (the
 // process died, or cannot reach etcd), etcd expires the lease and deletes
@@ -56,6 +57,7 @@ struct Stubs {
 constexpr int kCallTimeoutMs = 1000;
 constexpr int kRetryForMs = 15000;     // all endpoints, with backoff
 constexpr size_t kMaxTxnOps = 128;     // etcd's default --max-txn-ops
+constexpr size_t kMaxTxnBytes = 1536 * 1024 - 4096;  // etcd's default --max-request-bytes, less framing
 constexpr std::string_view kLeasePrefix = "leases/";
 
 // The smallest key greater than every key starting with `prefix`.
@@ -100,9 +102,16 @@ class EtcdBank final : public Bank {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     // A member that comes back is reconnected to within a second (gRPC's
-    // default backoff grows to two minutes).
+    // default backoff grows to two minutes), and a connection attempt that
+    // has not completed its handshake in a second is tried again (a member
+    // starting up accepts connections before it serves them; gRPC's
+    // default waits 20 s for it).
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+    // After a failed connection the channel resolves the name again before
+    // it reconnects; by default not within 30 s of the last resolution.
+    args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 200);
     for (const auto& e : endpoints_) {
       auto channel = grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args);
       stubs_.push_back(Stubs{KV::NewStub(channel), etcdserverpb::Lease::NewStub(channel),
@@ -124,6 +133,17 @@ class EtcdBank final : public Bank {
     }
     lease_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    {
+      std::lock_guard l(watchdog_mu_);
+      watchdog_stop_ = true;
+    }
+    watchdog_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+    if (keep_stream_) {
+      keep_ctx_->TryCancel();
+      (void)keep_stream_->Finish();
+      keep_stream_.reset();
+    }
     // A closed handle gives its locks up at once (a killed process's expire).
     retry_ = false;
     for (auto& [owner, ol] : leases) {
@@ -205,6 +225,11 @@ class EtcdBank final : public Bank {
     if (ops.size() > kMaxTxnOps)
       return Err(Status::InvalidArgument(
           fmt::format("a commit of {} ops exceeds etcd's {} per transaction", ops.size(), kMaxTxnOps)));
+    size_t bytes = 0;
+    for (const Op& op : ops) bytes += prefix_.size() + op.key.size() + op.value.size();
+    if (bytes > kMaxTxnBytes)
+      return Err(Status::InvalidArgument(
+          fmt::format("a commit of {} bytes exceeds etcd's {} per request", bytes, kMaxTxnBytes)));
     etcdserverpb::TxnRequest req;
     for (const Op& op : ops) {
       const std::string key = prefix_ + op.key;
@@ -279,6 +304,7 @@ class EtcdBank final : public Bank {
   // returns each lease's remaining TTL (0: etcd no longer knows it).
   Result<std::map<int64_t, int64_t>> KeepAliveRound(const std::vector<int64_t>& ids);
   void KeepAliveLoop();
+  void WatchdogLoop();
   Lease LeaseFromKv(std::string_view name, const mvccpb::KeyValue& kv) const;
 
   static constexpr int kCompactEveryS = 300;
@@ -297,6 +323,17 @@ class EtcdBank final : public Bank {
   std::map<std::string, OwnerLease, std::less<>> owner_leases_;  // guarded by lease_mu_
   bool stop_leases_ = false;                                     // guarded by lease_mu_
   std::thread keeper_;                                           // started with the first lease
+  // The keeper thread's one LeaseKeepAlive stream (keeper thread only).
+  std::unique_ptr<grpc::ClientContext> keep_ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>>
+      keep_stream_;
+  size_t keep_endpoint_ = 0;
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  grpc::ClientContext* watchdog_ctx_ = nullptr;                   // guarded by watchdog_mu_: a round in flight
+  std::chrono::steady_clock::time_point watchdog_deadline_;       // guarded by watchdog_mu_
+  bool watchdog_stop_ = false;                                   // guarded by watchdog_mu_
+  std::thread watchdog_;
 
  public:
   std::atomic<bool> retry_{true};  // false: one round of the endpoints, no waiting
@@ -339,37 +376,68 @@ Result<EtcdBank::OwnerLease> EtcdBank::LeaseFor(std::string_view owner, int64_t 
     return theirs;
   }
   const OwnerLease granted = it->second;
-  if (!keeper_.joinable()) keeper_ = std::thread([this] { KeepAliveLoop(); });
+  if (!keeper_.joinable()) {
+    watchdog_ = std::thread([this] { WatchdogLoop(); });
+    keeper_ = std::thread([this] { KeepAliveLoop(); });
+  }
   lease_cv_.notify_all();
   return granted;
 }
 
 Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<int64_t>& ids) {
-  Status last = Status::Unavailable("etcd: no endpoint");
-  for (size_t attempt = 0; attempt < stubs_.size(); ++attempt) {
-    const size_t i = (current_.load() + attempt) % stubs_.size();
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(kCallTimeoutMs));
-    auto stream = stubs_[i].lease->LeaseKeepAlive(&ctx);
-    for (int64_t id : ids) {
-      etcdserverpb::LeaseKeepAliveRequest req;
-      req.set_id(id);
-      if (!stream->Write(req)) break;
-    }
-    stream->WritesDone();
-    std::map<int64_t, int64_t> ttls;
-    etcdserverpb::LeaseKeepAliveResponse resp;
-    while (stream->Read(&resp)) ttls[resp.id()] = resp.ttl();
-    grpc::Status s = stream->Finish();
-    if (s.ok() && ttls.size() == ids.size()) {
-      current_ = i;
-      return ttls;
-    }
-    last = s.ok() ? Status::Unavailable(fmt::format("etcd {}: keep-alive answered {} of {} leases", endpoints_[i],
-                                                    ttls.size(), ids.size()))
-                  : FromGrpc(s, endpoints_[i]);
+  // The stream stays open across rounds; a round that fails (or that the
+  // watchdog cancels after kCallTimeoutMs) closes it, and the next round
+  // opens one on the next member.
+  if (!keep_stream_) {
+    keep_ctx_ = std::make_unique<grpc::ClientContext>();
+    keep_endpoint_ = current_.load();
+    keep_stream_ = stubs_[keep_endpoint_].lease->LeaseKeepAlive(keep_ctx_.get());
   }
-  return Err(last);
+  {
+    std::lock_guard l(watchdog_mu_);
+    watchdog_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCallTimeoutMs);
+    watchdog_ctx_ = keep_ctx_.get();
+  }
+  watchdog_cv_.notify_all();
+  std::map<int64_t, int64_t> ttls;
+  bool ok = true;
+  for (int64_t id : ids) {
+    etcdserverpb::LeaseKeepAliveRequest req;
+    req.set_id(id);
+    ok = ok && keep_stream_->Write(req);
+  }
+  etcdserverpb::LeaseKeepAliveResponse resp;
+  while (ok && ttls.size() < ids.size()) {
+    ok = keep_stream_->Read(&resp);
+    if (ok) ttls[resp.id()] = resp.ttl();
+  }
+  {
+    std::lock_guard l(watchdog_mu_);
+    watchdog_ctx_ = nullptr;
+  }
+  if (ok) return ttls;
+  keep_ctx_->TryCancel();
+  grpc::Status s = keep_stream_->Finish();
+  keep_stream_.reset();
+  keep_ctx_.reset();
+  const size_t failed = keep_endpoint_;
+  size_t expected = failed;
+  current_.compare_exchange_strong(expected, (failed + 1) % stubs_.size());  // the next member, next time
+  return Err(s.ok() ? Status::Unavailable(fmt::format("etcd {}: keep-alive stream ended", endpoints_[failed]))
+                    : FromGrpc(s, endpoints_[failed]));
+}
+
+// Cancels a keep-alive round that waits past its deadline (a member that
+// stopped answering would hold the blocking Read forever).
+void EtcdBank::WatchdogLoop() {
+  std::unique_lock l(watchdog_mu_);
+  while (!watchdog_stop_) {
+    watchdog_cv_.wait_for(l, std::chrono::milliseconds(50));
+    if (watchdog_ctx_ != nullptr && std::chrono::steady_clock::now() > watchdog_deadline_) {
+      watchdog_ctx_->TryCancel();
+      watchdog_ctx_ = nullptr;
+    }
+  }
 }
 
 // One round every third of the shortest TTL. A lease etcd no longer knows

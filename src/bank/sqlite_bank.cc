@@ -246,6 +246,15 @@ Result<std::unique_ptr<Bank>> OpenSqliteBank(const std::string& path) {
   return std::unique_ptr<Bank>(std::move(bank));
 }
 
+Result<std::string> WithEtcdPrefix(const std::string& url, const std::string& prefix) {
+  if (!url.starts_with("etcd://"))
+    return Err(Status::InvalidArgument(fmt::format("a bank prefix applies to etcd banks only, not '{}'", url)));
+  if (prefix.empty() || prefix.front() != '/' || prefix.back() != '/')
+    return Err(Status::InvalidArgument(fmt::format("bank prefix must start and end with '/': '{}'", prefix)));
+  const size_t slash = url.find('/', 7);
+  return (slash == std::string::npos ? url : url.substr(0, slash)) + prefix;
+}
+
 Result<std::unique_ptr<Bank>> OpenBank(const std::string& url) {
   std::string_view u = url;
   if (u.starts_with("sqlite:")) return OpenSqliteBank(std::string(u.substr(7)));

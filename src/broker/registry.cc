@@ -191,9 +191,14 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
   std::vector<bank::Op> ops;
   bool all_fenced = true;
   for (auto& [stream, group] : by_stream) all_fenced = ops_for(stream, group, &ops) && all_fenced;
-  // One commit stays within what every backend takes (etcd: 128 ops per
-  // transaction); bigger batches go stream by stream, in slices.
-  if (ops.size() > kMaxOpsPerCommit) all_fenced = false;
+  // One commit stays within what every backend takes (etcd: 128 ops and
+  // 1.5 MiB per transaction); bigger batches go stream by stream, in slices.
+  auto bytes_of = [](const std::vector<bank::Op>& v) {
+    size_t n = 0;
+    for (const bank::Op& op : v) n += op.key.size() + op.value.size();
+    return n;
+  };
+  if (ops.size() > kMaxOpsPerCommit || bytes_of(ops) > kMaxBytesPerCommit) all_fenced = false;
   if (all_fenced) {
     auto r = bank_->Commit(ops);
     {
@@ -209,19 +214,27 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
       return s;
     }
   }
-  // Stream by stream, in slices of at most kMaxOpsPerCommit - 1 records.
+  // Stream by stream, in slices of at most kMaxOpsPerCommit - 1 records and
+  // kMaxBytesPerCommit bytes (a slice too big is halved; a single record
+  // goes alone whatever its size).
   std::map<std::string, Status> result;
   for (auto& [stream, all] : by_stream) {
     Status s = Status::OK();
-    for (size_t from = 0; from < all.size() && s.ok(); from += kMaxOpsPerCommit - 1) {
-      const std::vector<const Item*> group(all.begin() + from,
-                                           all.begin() + std::min(all.size(), from + kMaxOpsPerCommit - 1));
+    size_t slice = kMaxOpsPerCommit - 1;
+    for (size_t from = 0; from < all.size() && s.ok();) {
+      const size_t take = std::min(slice, all.size() - from);
+      const std::vector<const Item*> group(all.begin() + from, all.begin() + from + take);
       s = Status::Aborted(fmt::format("this node does not own stream {}", stream));
+      bool too_big = false;
       for (int attempt = 0; attempt < 5; ++attempt) {
         // A lease renewal raced the commit: the next fence has its new version.
         if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
         std::vector<bank::Op> one;
         if (!ops_for(stream, group, &one)) break;
+        if (take > 1 && bytes_of(one) > kMaxBytesPerCommit) {
+          too_big = true;
+          break;
+        }
         auto r = bank_->Commit(one);
         {
           std::lock_guard l(mu_);
@@ -231,6 +244,12 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
         s = r ? Status::OK() : r.error();
         if (r || r.error().code() != ErrorCode::kAborted) break;
       }
+      if (too_big) {
+        slice = take / 2;
+        s = Status::OK();
+        continue;
+      }
+      from += take;
     }
     if (!s.ok()) fmt::print(stderr, "floe: writing the bank records of stream {} failed: {}\n", stream, s.ToString());
     result[stream] = s;

@@ -113,6 +113,8 @@ class BankWriter {
   Status CommitBatch(std::vector<Item>& items);
   static constexpr std::chrono::milliseconds kLazyDelay{100};
   static constexpr size_t kMaxOpsPerCommit = 100;
+  // etcd takes requests up to 1.5 MiB; a commit stays well below.
+  static constexpr size_t kMaxBytesPerCommit = 1 << 20;
   bank::Bank* bank_;
   Fence fence_;
   mutable std::mutex mu_;

@@ -21,17 +21,26 @@ namespace {
 
 struct BankArgs {
   std::string bank = "sqlite:./floe-data/bank.db";
+  std::string bank_prefix;
   bool json = false;
 };
 
 void AddBankOption(CLI::App* c, BankArgs* a) {
-  c->add_option("--bank", a->bank, "Information bank the nodes share (sqlite:PATH)")
+  c->add_option("--bank", a->bank,
+                "Information bank the nodes share (sqlite:PATH or etcd://HOST:PORT[,HOST:PORT…][/PREFIX/])")
       ->default_val("sqlite:./floe-data/bank.db");
+  c->add_option("--bank-prefix", a->bank_prefix, "Key prefix of floe's keys on etcd (default /floe/)");
 }
 
 // Opens the bank; a missing SQLite file is an error here (these commands
 // must not create an empty bank by mistake).
-Result<std::unique_ptr<bank::Bank>> OpenExisting(const std::string& url) {
+Result<std::unique_ptr<bank::Bank>> OpenExisting(const BankArgs& a) {
+  std::string url = a.bank;
+  if (!a.bank_prefix.empty()) {
+    auto with = bank::WithEtcdPrefix(url, a.bank_prefix);
+    if (!with) return Err(with.error());
+    url = *with;
+  }
   std::string path = url.rfind("sqlite:", 0) == 0 ? url.substr(7) : url;
   if (url.find("://") == std::string::npos && !std::filesystem::exists(path))
     return Err(Status::NotFound(fmt::format("no bank at {} (give --bank sqlite:DATA/bank.db)", path)));
@@ -44,7 +53,7 @@ int Fail(const char* what, const Status& s) {
 }
 
 int ClusterStatus(const BankArgs& a) {
-  auto b = OpenExisting(a.bank);
+  auto b = OpenExisting(a);
   if (!b) return Fail("cluster status", b.error());
   bank::Bank& bank = **b;
   const int64_t now = cluster::WallMs();
@@ -122,7 +131,7 @@ std::string SessionJson(const broker::SessionRecord& r) {
 }
 
 int SessionList(const BankArgs& a) {
-  auto b = OpenExisting(a.bank);
+  auto b = OpenExisting(a);
   if (!b) return Fail("session list", b.error());
   auto all = (*b)->List(broker::kSessionsPrefix);
   if (!all) return Fail("session list", all.error());
@@ -154,7 +163,7 @@ int SessionShow(const BankArgs& a, const std::string& id_text) {
   uint64_t id = 0;
   if (std::sscanf(id_text.c_str(), "%" SCNx64, &id) != 1 || id == 0)
     return Fail("session show", Status::InvalidArgument("the session id is 16 hex digits, as session list prints"));
-  auto b = OpenExisting(a.bank);
+  auto b = OpenExisting(a);
   if (!b) return Fail("session show", b.error());
   auto v = (*b)->Get(broker::SessionKey(id));
   if (!v) return Fail("session show", v.error().IsNotFound() ? Status::NotFound(fmt::format("no session {:016x}", id))
@@ -184,7 +193,7 @@ int SessionShow(const BankArgs& a, const std::string& id_text) {
 }
 
 int NodeDrain(const BankArgs& a, const std::string& id, bool undo) {
-  auto b = OpenExisting(a.bank);
+  auto b = OpenExisting(a);
   if (!b) return Fail("node drain", b.error());
   if (undo) {
     Status s = (*b)->Delete(cluster::DrainKey(id));
@@ -199,7 +208,7 @@ int NodeDrain(const BankArgs& a, const std::string& id, bool undo) {
 }
 
 int Rebalance(const BankArgs& a) {
-  auto b = OpenExisting(a.bank);
+  auto b = OpenExisting(a);
   if (!b) return Fail("cluster rebalance", b.error());
   auto r = (*b)->Put(std::string(cluster::kRebalanceKey), fmt::format("{}", cluster::WallMs()));
   if (!r) return Fail("cluster rebalance", r.error());

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "bank/bank.h"
 #include "broker/node.h"
 #include "cli/commands.h"
 
@@ -15,7 +16,11 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank). Several nodes sharing --data and --bank form a cluster (docs/cluster.md)");
   serve->add_option("--data", o->data_dir, "Data directory (streams and the SQLite bank)")->default_val("./floe-data");
   serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")->default_val("127.0.0.1:7650");
-  serve->add_option("--bank", o->bank, "Information bank: sqlite:PATH (default sqlite:DATA/bank.db)");
+  serve->add_option("--bank", o->bank,
+                    "Information bank: sqlite:PATH (default sqlite:DATA/bank.db) or "
+                    "etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]");
+  auto bank_prefix = std::make_shared<std::string>();
+  serve->add_option("--bank-prefix", *bank_prefix, "Key prefix of floe's keys on etcd (default /floe/)");
   serve->add_option("--node-id", o->node_id, "This node's id")->default_val("node-1");
   serve->add_option("--io-threads", o->io_threads, "Network threads")->default_val(2)->check(CLI::Range(1, 64));
   serve->add_option("--max-connections", o->max_connections, "Connections at most")->default_val(1024);
@@ -33,7 +38,16 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       ->default_val(o->session_ttl_ms);
   serve->add_flag("--no-auto-balance", [o](int64_t) { o->auto_balance = false; },
                   "Move streams between nodes only when asked (floe cluster rebalance, floe node drain)");
-  serve->callback([o, exit_code] {
+  serve->callback([o, bank_prefix, exit_code] {
+    if (!bank_prefix->empty()) {
+      auto url = bank::WithEtcdPrefix(o->bank, *bank_prefix);
+      if (!url) {
+        fmt::print(stderr, "floe serve: --bank-prefix: {}\n", url.error().ToString());
+        *exit_code = 2;
+        return;
+      }
+      o->bank = *url;
+    }
     auto node = broker::Node::Start(*o);
     if (!node) {
       fmt::print(stderr, "floe serve: {}\n", node.error().ToString());

@@ -84,6 +84,20 @@ TEST(EtcdBankTest, BadUrlsAreClearErrors) {
   EXPECT_EQ(bad_prefix.error().code(), ErrorCode::kInvalidArgument);
 }
 
+TEST(EtcdBankTest, ABankPrefixReplacesTheUrlsOwn) {
+  EXPECT_EQ(*WithEtcdPrefix("etcd://a:1,b:2", "/p/"), "etcd://a:1,b:2/p/");
+  EXPECT_EQ(*WithEtcdPrefix("etcd://a:1/floe/", "/other/x/"), "etcd://a:1/other/x/");
+  EXPECT_EQ(WithEtcdPrefix("sqlite:/tmp/b.db", "/p/").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(WithEtcdPrefix("etcd://a:1", "p").error().code(), ErrorCode::kInvalidArgument);
+  auto url = WithEtcdPrefix(g_etcd->Url("/ignored/"), "/chosen/");
+  ASSERT_TRUE(url.has_value());
+  auto chosen = OpenBank(*url);
+  auto same = OpenBank(g_etcd->Url("/chosen/"));
+  ASSERT_TRUE(chosen && same);
+  ASSERT_TRUE((*chosen)->Put("k", "v"));
+  EXPECT_EQ((*same)->Get("k")->value, "v");
+}
+
 TEST(EtcdBankTest, PrefixesKeepBanksApart) {
   auto a = OpenBank(g_etcd->Url("/iso-a/"));
   auto b = OpenBank(g_etcd->Url("/iso-b/"));
@@ -121,6 +135,14 @@ TEST(EtcdBankTest, CommitsOverEtcdsTransactionLimitAreRefused) {
   EXPECT_TRUE((*bank)->List("")->empty()) << "nothing was written";
   ops.pop_back();
   EXPECT_TRUE((*bank)->Commit(ops).has_value()) << "128 ops fit";
+  // And 1.5 MiB per request.
+  std::vector<Op> big{Op::Put("big/a", std::string(800 << 10, 'a')), Op::Put("big/b", std::string(800 << 10, 'b'))};
+  auto too_big = (*bank)->Commit(big);
+  ASSERT_FALSE(too_big.has_value());
+  EXPECT_EQ(too_big.error().code(), ErrorCode::kInvalidArgument) << too_big.error().ToString();
+  EXPECT_TRUE((*bank)->Get("big/a").error().IsNotFound());
+  big.pop_back();
+  EXPECT_TRUE((*bank)->Commit(big).has_value()) << "800 KiB fit";
 }
 
 // --- Leases are etcd's: kept alive by the handle, expired by etcd -------------------------
