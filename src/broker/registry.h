@@ -70,7 +70,7 @@ class StreamEntry {
   const std::string name_;
   const wire::StreamConfig config_;
   std::unique_ptr<log::Stream> log_;
-  std::atomic<int64_t> valid_until_ms_{INT64_MAX};
+  std::atomic<int64_t> valid_until_ms_{0};  // fails closed: not owned until the cluster says so
   std::atomic<bool> lost_{false};
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<ConsumerGroup>> consumers_;  // guarded by mu_

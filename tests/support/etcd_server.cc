@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -133,23 +134,28 @@ EtcdServer::~EtcdServer() {
 
 namespace floe::test {
 
+namespace {
+
+// A member's Maintenance Status, if it answers within 500 ms.
+std::optional<etcdserverpb::StatusResponse> StatusOf(const std::string& endpoint) {
+  auto stub = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  etcdserverpb::StatusResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (!stub->Status(&ctx, etcdserverpb::StatusRequest(), &resp).ok()) return std::nullopt;
+  return resp;
+}
+
+}  // namespace
+
 Result<int> EtcdServer::Leader() const {
-  for (size_t i = 0; i < endpoints_.size(); ++i) {
-    auto stub = etcdserverpb::Maintenance::NewStub(
-        grpc::CreateChannel(endpoints_[i], grpc::InsecureChannelCredentials()));
-    etcdserverpb::StatusResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-    if (!stub->Status(&ctx, etcdserverpb::StatusRequest(), &resp).ok() || resp.leader() == 0) continue;
-    // The leader's id is some member's own id: ask each who it is.
+  // A member names the leader by its id; each member says its own id.
+  for (const std::string& e : endpoints_) {
+    auto status = StatusOf(e);
+    if (!status || status->leader() == 0) continue;
     for (size_t j = 0; j < endpoints_.size(); ++j) {
-      auto other = etcdserverpb::Maintenance::NewStub(
-          grpc::CreateChannel(endpoints_[j], grpc::InsecureChannelCredentials()));
-      etcdserverpb::StatusResponse r;
-      grpc::ClientContext c;
-      c.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-      if (other->Status(&c, etcdserverpb::StatusRequest(), &r).ok() && r.header().member_id() == resp.leader())
-        return static_cast<int>(j);
+      auto other = StatusOf(endpoints_[j]);
+      if (other && other->header().member_id() == status->leader()) return static_cast<int>(j);
     }
   }
   return Err(Status::Unavailable("no etcd member names a leader"));
