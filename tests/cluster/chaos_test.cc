@@ -420,7 +420,7 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
   // Read every stream back with a fresh consumer: what is stored is exactly
   // what was ACKed (producers flushed: every message sent was ACKed), each
   // once, at its ACK's seq.
-  uint64_t audited = 0, audit_mismatch = 0;
+  uint64_t audited = 0, audit_mismatch = 0, audit_ack_refused = 0;
   for (int s = 0; s < kStreams; ++s) {
     client::ConsumerOptions co;
     static_cast<client::ClientOptions&>(co) = Options();
@@ -429,10 +429,16 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
     auto c = client::Consumer::Open(co);
     ASSERT_TRUE(c.has_value()) << c.error().ToString();
     std::map<uint64_t, uint64_t> stored;  // index -> seq
+    // Until nothing more comes; after a refused ACK, until what was ACKed is
+    // all read again (its messages come back after the 2 s ACK wait) or 60 s.
+    const auto audit_deadline = Clock::now() + std::chrono::seconds(60);
     for (;;) {
       auto got = (*c)->Fetch(1000, 4 << 20, 1000);
       ASSERT_TRUE(got.has_value()) << got.error().ToString();
-      if (got->empty()) break;
+      if (got->empty()) {
+        if (audit_ack_refused == 0 || stored.size() >= acked[s].size() || Clock::now() > audit_deadline) break;
+        continue;
+      }
       std::vector<uint64_t> seqs;
       for (const auto& m : *got) {
         if (m.gap) continue;
@@ -441,10 +447,21 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
         int ps = -1;
         unsigned long long index = 0;
         if (std::sscanf(m.payload.c_str(), "s%d:%llu:", &ps, &index) != 2 || ps != s ||
-            m.payload != Payload(s, index) || !stored.emplace(index, m.seq).second)
+            m.payload != Payload(s, index)) {
           ++audit_mismatch;
+          continue;
+        }
+        // Delivered again (an earlier ACK was refused) at the same seq: fine.
+        auto [it, fresh] = stored.emplace(index, m.seq);
+        if (!fresh && it->second != m.seq) ++audit_mismatch;
       }
-      ASSERT_TRUE((*c)->Ack(seqs).ok());
+      // The cluster may still be balancing: if the stream moved, the new
+      // owner may not know this session's deliveries (they are recorded
+      // lazily) and refuse the ACK; they come again, and are checked again.
+      if (Status a = (*c)->Ack(seqs); !a.ok()) {
+        ASSERT_LT(++audit_ack_refused, 100u) << a.ToString();
+        fmt::print("audit: ACK refused ({}); reading on\n", a.ToString());
+      }
     }
     (void)(*c)->Close();
     audited += stored.size();
