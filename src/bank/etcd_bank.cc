@@ -596,8 +596,11 @@ class EtcdWatch final : public Bank::Watch {
       etcdserverpb::WatchResponse resp;
       while (ok && stream->Read(&resp)) {
         if (resp.compact_revision() > 0 || resp.canceled()) {
-          // History we needed is gone (compacted) or etcd dropped the watch.
-          next_revision = 0;
+          // History we needed is gone (compacted) or etcd dropped the watch:
+          // the caller looks again, and the watch goes on from the oldest
+          // revision etcd still has, so nothing after it is missed (even
+          // while the caller looks, or before the watch is back).
+          if (resp.compact_revision() > 0) next_revision = resp.compact_revision();
           compacted = true;
           break;
         }
