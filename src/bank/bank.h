@@ -75,6 +75,10 @@ struct Lease {
   uint64_t epoch = 0;      // grows at each new holder (records: +1)
   int64_t expires_ms = 0;  // wall clock, ms since the epoch; 0: released
   uint64_t version = 0;    // bank version of the lease record (internal)
+  // Native leases: steady-clock ms (std::chrono::steady_clock) before which
+  // the bank cannot have expired it, as of the last keep-alive it answered;
+  // a holder must stop acting by then. 0: not known (records).
+  int64_t alive_until_steady_ms = 0;
 };
 inline constexpr int64_t kHeldByBank = INT64_MAX;
 

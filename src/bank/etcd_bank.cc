@@ -80,6 +80,8 @@ Status FromGrpc(const grpc::Status& s, const std::string& endpoint) {
     case grpc::StatusCode::ABORTED:
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return Status::Unavailable(what);
+    case grpc::StatusCode::NOT_FOUND:  // e.g. a put with a lease etcd no longer has
+      return Status::NotFound(what);
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::FAILED_PRECONDITION:
     case grpc::StatusCode::OUT_OF_RANGE:
@@ -214,6 +216,7 @@ class EtcdBank final : public Bank {
 
   Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms) override;
   Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) override;
+  Result<Lease> AcquireOnce(std::string_view name, std::string_view owner, int64_t ttl_ms, bool retried);
   Status ReleaseLease(const Lease& lease) override;
   Result<Lease> GetLease(std::string_view name) override;
   Op FencedBy(const Lease& lease) override { return Op::CheckCreated(LeaseKey(lease.name), lease.epoch); }
@@ -295,7 +298,16 @@ class EtcdBank final : public Bank {
   struct OwnerLease {
     int64_t id = 0;
     int64_t ttl_s = 0;
+    // Steady ms by which etcd cannot have expired it: when the last
+    // acknowledged keep-alive (or the grant) was sent, plus the TTL etcd
+    // answered. etcd counts from when it received the request, later.
+    int64_t alive_until_ms = 0;
   };
+  static int64_t SteadyNowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
   static std::string LeaseKey(std::string_view name) { return std::string(kLeasePrefix) + std::string(name); }
   // The etcd lease of `owner` on this handle, granted (TTL ttl_ms rounded up
   // to seconds; etcd may raise it to its minimum) on first use.
@@ -359,12 +371,14 @@ Result<EtcdBank::OwnerLease> EtcdBank::LeaseFor(std::string_view owner, int64_t 
   etcdserverpb::LeaseGrantRequest req;
   req.set_ttl(std::max<int64_t>(1, (ttl_ms + 999) / 1000));
   etcdserverpb::LeaseGrantResponse resp;
+  const int64_t sent_ms = SteadyNowMs();
   FLOE_RETURN_ERR_IF_ERROR(
       Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseGrant(c, req, &resp); }));
   if (!resp.error().empty()) return Err(Status::Unavailable("etcd lease grant: " + resp.error()));
   std::unique_lock l(lease_mu_);
   if (stop_leases_) return Err(Status::Unavailable("the bank is closing"));
-  auto [it, inserted] = owner_leases_.try_emplace(std::string(owner), OwnerLease{resp.id(), resp.ttl()});
+  auto [it, inserted] =
+      owner_leases_.try_emplace(std::string(owner), OwnerLease{resp.id(), resp.ttl(), sent_ms + resp.ttl() * 1000});
   if (!inserted) {
     // Another thread granted one meanwhile: use it, give ours back.
     const OwnerLease theirs = it->second;
@@ -388,17 +402,18 @@ Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<in
   // The stream stays open across rounds; a round that fails (or that the
   // watchdog cancels after kCallTimeoutMs) closes it, and the next round
   // opens one on the next member.
-  if (!keep_stream_) {
-    keep_ctx_ = std::make_unique<grpc::ClientContext>();
-    keep_endpoint_ = current_.load();
-    keep_stream_ = stubs_[keep_endpoint_].lease->LeaseKeepAlive(keep_ctx_.get());
-  }
+  if (!keep_stream_) keep_ctx_ = std::make_unique<grpc::ClientContext>();
   {
+    // Armed before the stream is opened: opening blocks too.
     std::lock_guard l(watchdog_mu_);
     watchdog_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCallTimeoutMs);
     watchdog_ctx_ = keep_ctx_.get();
   }
   watchdog_cv_.notify_all();
+  if (!keep_stream_) {
+    keep_endpoint_ = current_.load();
+    keep_stream_ = stubs_[keep_endpoint_].lease->LeaseKeepAlive(keep_ctx_.get());
+  }
   std::map<int64_t, int64_t> ttls;
   bool ok = true;
   for (int64_t id : ids) {
@@ -453,11 +468,14 @@ void EtcdBank::KeepAliveLoop() {
       ids.push_back(ol.id);
       min_ttl_s = std::min(min_ttl_s, std::max<int64_t>(1, ol.ttl_s));
     }
+    bool failed = false;
     if (!ids.empty()) {
       l.unlock();
+      const int64_t sent_ms = SteadyNowMs();
       auto ttls = KeepAliveRound(ids);
       l.lock();
       if (!ttls) {
+        failed = true;
         std::fprintf(stderr, "floe: etcd keep-alive failed: %s\n", ttls.error().ToString().c_str());
       } else {
         for (auto it = owner_leases_.begin(); it != owner_leases_.end();) {
@@ -466,13 +484,17 @@ void EtcdBank::KeepAliveLoop() {
             std::fprintf(stderr, "floe: etcd lease %lld of %s expired; its locks are lost\n",
                          static_cast<long long>(it->second.id), it->first.c_str());
             it = owner_leases_.erase(it);
-          } else {
-            ++it;
+            continue;
           }
+          if (t != ttls->end()) it->second.alive_until_ms = sent_ms + t->second * 1000;
+          ++it;
         }
       }
     }
-    lease_cv_.wait_for(l, std::chrono::milliseconds(min_ttl_s * 1000 / 3), [&] { return stop_leases_; });
+    // After a failed round, the next member is tried at once (almost): a
+    // whole TTL could otherwise pass between two rounds.
+    const int64_t wait_ms = failed ? 50 : min_ttl_s * 1000 / 3;
+    lease_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return stop_leases_; });
   }
 }
 
@@ -480,8 +502,13 @@ Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view own
                                      int64_t now_ms) {
   (void)now_ms;  // etcd decides expiry
   if (owner.empty() || ttl_ms <= 0) return Err(Status::InvalidArgument("a lease needs an owner and a positive TTL"));
+  return AcquireOnce(name, owner, ttl_ms, /*retried=*/false);
+}
+
+Result<Lease> EtcdBank::AcquireOnce(std::string_view name, std::string_view owner, int64_t ttl_ms, bool retried) {
   auto ol = LeaseFor(owner, ttl_ms);
   if (!ol) return Err(ol.error());
+  if (ol->alive_until_ms <= SteadyNowMs()) return Err(Status::Unavailable("no etcd keep-alive answered for a TTL"));
   const std::string key = prefix_ + LeaseKey(name);
   etcdserverpb::TxnRequest req;
   Compare* c = req.add_compare();
@@ -495,7 +522,17 @@ Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view own
   put->set_lease(ol->id);
   req.add_failure()->mutable_request_range()->set_key(key);
   etcdserverpb::TxnResponse resp;
-  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* ctx) { return s.kv->Txn(ctx, req, &resp); }));
+  Status sent = Call([&](Stubs& s, grpc::ClientContext* ctx) { return s.kv->Txn(ctx, req, &resp); });
+  if (sent.IsNotFound() && !retried) {
+    // etcd expired our lease before the keeper noticed: a new one, once.
+    {
+      std::lock_guard l(lease_mu_);
+      if (auto it = owner_leases_.find(owner); it != owner_leases_.end() && it->second.id == ol->id)
+        owner_leases_.erase(it);
+    }
+    return AcquireOnce(name, owner, ttl_ms, /*retried=*/true);
+  }
+  if (!sent.ok()) return Err(sent);
   if (resp.succeeded()) {
     Lease l;
     l.name = std::string(name);
@@ -503,12 +540,17 @@ Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view own
     l.epoch = static_cast<uint64_t>(resp.header().revision());  // the put's revision: its create_revision
     l.version = l.epoch;
     l.expires_ms = kHeldByBank;
+    l.alive_until_steady_ms = ol->alive_until_ms;
     return l;
   }
   if (resp.responses_size() != 1 || resp.responses(0).response_range().kvs_size() == 0)
     return Err(Status::Unavailable(fmt::format("lease {} changed hands meanwhile; try again", name)));
   const mvccpb::KeyValue& kv = resp.responses(0).response_range().kvs(0);
-  if (kv.value() == owner && kv.lease() == ol->id) return LeaseFromKv(name, kv);  // ours already
+  if (kv.value() == owner && kv.lease() == ol->id) {  // ours already
+    Lease l = LeaseFromKv(name, kv);
+    l.alive_until_steady_ms = ol->alive_until_ms;
+    return l;
+  }
   if (kv.value() == owner)
     return Err(Status::Unavailable(fmt::format(
         "lease {} is held by an earlier etcd lease of {} (a previous process?) until etcd expires it", name, owner)));
@@ -523,13 +565,21 @@ Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t n
   etcdserverpb::RangeResponse resp;
   FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
   bool ours = resp.kvs_size() == 1 && static_cast<uint64_t>(resp.kvs(0).create_revision()) == lease.epoch;
+  int64_t alive_until = 0;
   if (ours) {
     std::lock_guard l(lease_mu_);
     auto it = owner_leases_.find(lease.owner);
     ours = it != owner_leases_.end() && it->second.id == resp.kvs(0).lease();
+    if (ours) alive_until = it->second.alive_until_ms;
   }
   if (!ours) return Err(Status::Aborted(fmt::format("lease {} (epoch {}) was lost", lease.name, lease.epoch)));
+  // Still ours, but only as long as the keep-alives say: a lock read from
+  // a healthy member while the keep-alive stream is stuck on another one
+  // must not extend the holder's validity past etcd's expiry.
+  if (alive_until <= SteadyNowMs())
+    return Err(Status::Unavailable(fmt::format("lease {}: no keep-alive answered for a whole TTL", lease.name)));
   Lease renewed = LeaseFromKv(lease.name, resp.kvs(0));
+  renewed.alive_until_steady_ms = alive_until;
   (void)now_ms;
   return renewed;
 }
@@ -627,7 +677,7 @@ class EtcdWatch final : public Bank::Watch {
       if (compacted || !reported) changed_("", true);
       reported = true;
       std::unique_lock l(mu_);
-      cv_.wait_for(l, std::chrono::milliseconds(compacted ? 0 : backoff_ms), [&] { return stop_; });
+      cv_.wait_for(l, std::chrono::milliseconds(compacted && next_revision > 0 ? 0 : backoff_ms), [&] { return stop_; });
       backoff_ms = std::min(backoff_ms * 2, 1000);
     }
   }

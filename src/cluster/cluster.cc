@@ -153,6 +153,14 @@ void Cluster::Work() {
   }
 }
 
+int64_t Cluster::ValidUntil(int64_t t0, const bank::Lease& lease) const {
+  const int64_t margin = options_.lease_ms / 10;
+  int64_t until = t0 + options_.lease_ms - margin;
+  // A native lease: never past what its keep-alives guarantee.
+  if (lease.alive_until_steady_ms > 0) until = std::min(until, lease.alive_until_steady_ms - margin);
+  return until;
+}
+
 void Cluster::ReleaseOrphans() {
   std::vector<bank::Lease> orphans;
   {
@@ -307,7 +315,7 @@ void Cluster::RenewAll() {
       }
       continue;
     }
-    const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+    const int64_t valid_until = ValidUntil(t0, *r);
     bool open;
     {
       std::lock_guard l(mu_);
@@ -327,7 +335,7 @@ bool Cluster::Acquire(const std::string& stream) {
   const int64_t t0 = SteadyMs();
   auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) return false;
-  const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+  const int64_t valid_until = ValidUntil(t0, *r);
   {
     std::lock_guard l(mu_);
     if (stop_) {
@@ -543,7 +551,7 @@ Result<int64_t> Cluster::TakeNew(const std::string& stream) {
   const int64_t t0 = SteadyMs();
   auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) return Err(r.error());
-  const int64_t valid_until = t0 + options_.lease_ms - options_.lease_ms / 10;
+  const int64_t valid_until = ValidUntil(t0, *r);
   std::lock_guard l(mu_);
   // open = true: the creating node opens it; the cluster thread must not.
   held_[stream] = Held{*r, valid_until, t0, true};

@@ -189,6 +189,8 @@ class Cluster {
   // stays bounded as nodes come and go).
   void ForgetDeadNodes();
   void ReleaseOrphans();
+  // Until when the node may act on a lease acquired or renewed at t0 (steady ms).
+  int64_t ValidUntil(int64_t t0, const bank::Lease& lease) const;
   std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker

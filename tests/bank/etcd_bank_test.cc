@@ -165,9 +165,15 @@ TEST(EtcdBankTest, KeepAlivesHoldALeaseLongPastItsTtlAndRenewalsKeepTheFence) {
   auto other = (*b)->AcquireLease("s", "node-2", 1000, 0);
   ASSERT_FALSE(other.has_value()) << "the keep-alives kept node-1's lease";
   EXPECT_EQ(other.error().code(), ErrorCode::kUnavailable);
+  const int64_t before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             Clock::now().time_since_epoch()).count();
   auto renewed = (*a)->RenewLease(*held, 1000, 0);
   ASSERT_TRUE(renewed.has_value()) << renewed.error().ToString();
   EXPECT_EQ(renewed->epoch, held->epoch);
+  // Valid as far as the last keep-alive says: later than now, at most one
+  // TTL (etcd's minimum, 2 s, here) after it.
+  EXPECT_GT(renewed->alive_until_steady_ms, before);
+  EXPECT_LE(renewed->alive_until_steady_ms, before + 3000);
   // A fence taken before renewals still holds: renewals do not move it.
   std::vector<Op> write{(*a)->FencedBy(*held), Op::Put("cursor", "1")};
   EXPECT_TRUE((*a)->Commit(write).has_value());
@@ -188,6 +194,27 @@ TEST(EtcdBankTest, AClosedHandleGivesItsLeasesUpAtOnce) {
   auto taken = (*b)->AcquireLease("s", "node-2", 5000, 0);
   ASSERT_TRUE(taken.has_value()) << "free at once, not after 5 s: " << taken.error().ToString();
   EXPECT_GT(taken->epoch, epoch);
+}
+
+// The member carrying the keep-alive stream stops answering for longer than
+// the TTL: the keep-alives move to another member and the lock stays held.
+TEST(EtcdBankTest, KeepAlivesMoveOffAPausedMember) {
+  auto etcd = test::EtcdServer::Start(3);
+  ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+  auto a = OpenBank((*etcd)->Url("/pause/"));  // member 0 first: the keep-alives start there
+  auto b = OpenBank(fmt::format("etcd://{},{}/pause/", (*etcd)->endpoints()[1], (*etcd)->endpoints()[2]));
+  ASSERT_TRUE(a && b);
+  auto held = (*a)->AcquireLease("s", "node-1", 1000, 0);
+  ASSERT_TRUE(held.has_value()) << held.error().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  (*etcd)->Signal(0, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5000));  // > the TTL (2 s)
+  auto other = (*b)->AcquireLease("s", "node-2", 1000, 0);
+  (*etcd)->Signal(0, SIGCONT);
+  EXPECT_FALSE(other.has_value()) << "node-1's lease expired while a member was paused";
+  auto renewed = (*a)->RenewLease(*held, 1000, 0);
+  ASSERT_TRUE(renewed.has_value()) << renewed.error().ToString();
+  EXPECT_EQ(renewed->epoch, held->epoch);
 }
 
 // A process holding a lease is killed: etcd expires its lease (no keep-alive
