@@ -81,6 +81,9 @@ struct Lease {
   int64_t alive_until_steady_ms = 0;
 };
 inline constexpr int64_t kHeldByBank = INT64_MAX;
+// Where every backend keeps the lock of lease `name`: kLeasePrefix + name.
+inline constexpr std::string_view kLeasePrefix = "leases/";
+std::string LeaseKey(std::string_view name);
 
 class Bank {
  public:

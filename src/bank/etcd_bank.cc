@@ -58,7 +58,6 @@ constexpr int kCallTimeoutMs = 1000;
 constexpr int kRetryForMs = 15000;     // all endpoints, with backoff
 constexpr size_t kMaxTxnOps = 128;     // etcd's default --max-txn-ops
 constexpr size_t kMaxTxnBytes = 1536 * 1024 - 4096;  // etcd's default --max-request-bytes, less framing
-constexpr std::string_view kLeasePrefix = "leases/";
 
 // The smallest key greater than every key starting with `prefix`.
 std::string PrefixEnd(std::string prefix) {
@@ -308,7 +307,6 @@ class EtcdBank final : public Bank {
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
-  static std::string LeaseKey(std::string_view name) { return std::string(kLeasePrefix) + std::string(name); }
   // The etcd lease of `owner` on this handle, granted (TTL ttl_ms rounded up
   // to seconds; etcd may raise it to its minimum) on first use.
   Result<OwnerLease> LeaseFor(std::string_view owner, int64_t ttl_ms);
@@ -499,8 +497,7 @@ void EtcdBank::KeepAliveLoop() {
 }
 
 Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms,
-                                     int64_t now_ms) {
-  (void)now_ms;  // etcd decides expiry
+                                     int64_t /*now_ms: etcd decides expiry*/) {
   if (owner.empty() || ttl_ms <= 0) return Err(Status::InvalidArgument("a lease needs an owner and a positive TTL"));
   return AcquireOnce(name, owner, ttl_ms, /*retried=*/false);
 }
@@ -558,8 +555,8 @@ Result<Lease> EtcdBank::AcquireOnce(std::string_view name, std::string_view owne
       fmt::format("lease {} is held by {} (epoch {})", name, kv.value(), kv.create_revision())));
 }
 
-Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) {
-  (void)ttl_ms;  // the keep-alive thread renews the etcd lease
+// The TTL and clock are etcd's: the keep-alive thread renews the etcd lease.
+Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t /*ttl_ms*/, int64_t /*now_ms*/) {
   etcdserverpb::RangeRequest req;
   req.set_key(prefix_ + LeaseKey(lease.name));
   etcdserverpb::RangeResponse resp;
@@ -580,7 +577,6 @@ Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t n
     return Err(Status::Unavailable(fmt::format("lease {}: no keep-alive answered for a whole TTL", lease.name)));
   Lease renewed = LeaseFromKv(lease.name, resp.kvs(0));
   renewed.alive_until_steady_ms = alive_until;
-  (void)now_ms;
   return renewed;
 }
 

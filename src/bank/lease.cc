@@ -9,8 +9,6 @@ namespace {
 
 constexpr uint8_t kLeaseEncodingVersion = 1;
 
-std::string LeaseKey(std::string_view name) { return fmt::format("leases/{}", name); }
-
 std::string EncodeLease(const Lease& l) {
   std::string out;
   wire::Encoder e(&out);
@@ -36,6 +34,8 @@ Result<Lease> DecodeLease(std::string_view name, const Versioned& v) {
 }
 
 }  // namespace
+
+std::string LeaseKey(std::string_view name) { return fmt::format("{}{}", kLeasePrefix, name); }
 
 Result<Lease> Bank::GetLease(std::string_view name) {
   auto v = Get(LeaseKey(name));

@@ -73,7 +73,7 @@ Status Cluster::Start() {
   // A bank that can watch wakes the worker when a lease, stream, drain or
   // rebalance request changes (a node died: etcd deleted its locks); the
   // worker then polls only every lease period, as a fallback.
-  watch_ = bank_->WatchPrefixes({"leases/", "streams/", std::string(kDrainPrefix), "cluster/"},
+  watch_ = bank_->WatchPrefixes({std::string(bank::kLeasePrefix), "streams/", std::string(kDrainPrefix), "cluster/"},
                                 [this](std::string_view, bool) {
                                   {
                                     std::lock_guard l(mu_);

@@ -201,16 +201,22 @@ TEST(EtcdBankTest, AClosedHandleGivesItsLeasesUpAtOnce) {
 TEST(EtcdBankTest, KeepAlivesMoveOffAPausedMember) {
   auto etcd = test::EtcdServer::Start(3);
   ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
-  auto a = OpenBank((*etcd)->Url("/pause/"));  // member 0 first: the keep-alives start there
-  auto b = OpenBank(fmt::format("etcd://{},{}/pause/", (*etcd)->endpoints()[1], (*etcd)->endpoints()[2]));
+  // A follower first: the keep-alives start there, and pausing it does not
+  // restart the lease TTLs as a leader change would.
+  auto leader = (*etcd)->Leader();
+  ASSERT_TRUE(leader.has_value()) << leader.error().ToString();
+  const int f = (*leader + 1) % 3, g = (*leader + 2) % 3;
+  const auto& ep = (*etcd)->endpoints();
+  auto a = OpenBank(fmt::format("etcd://{},{},{}/pause/", ep[f], ep[g], ep[*leader]));
+  auto b = OpenBank(fmt::format("etcd://{},{}/pause/", ep[g], ep[*leader]));
   ASSERT_TRUE(a && b);
   auto held = (*a)->AcquireLease("s", "node-1", 1000, 0);
   ASSERT_TRUE(held.has_value()) << held.error().ToString();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  (*etcd)->Signal(0, SIGSTOP);
+  (*etcd)->Signal(f, SIGSTOP);
   std::this_thread::sleep_for(std::chrono::milliseconds(5000));  // > the TTL (2 s)
   auto other = (*b)->AcquireLease("s", "node-2", 1000, 0);
-  (*etcd)->Signal(0, SIGCONT);
+  (*etcd)->Signal(f, SIGCONT);
   EXPECT_FALSE(other.has_value()) << "node-1's lease expired while a member was paused";
   auto renewed = (*a)->RenewLease(*held, 1000, 0);
   ASSERT_TRUE(renewed.has_value()) << renewed.error().ToString();
