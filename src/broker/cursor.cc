@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "wire/codec.h"
+#include "base/codec.h"
 
 namespace floe::broker {
 
@@ -51,23 +51,22 @@ void Cursor::Gap(uint64_t first, uint64_t count) {
   Raise();
 }
 
-Status Cursor::Apply(const wire::AnswerItem& item, uint64_t session, int64_t now_ms, int64_t ack_wait_ms) {
+Status Cursor::Apply(const AnswerItem& item, int64_t now_ms, int64_t ack_wait_ms) {
   auto it = pending_.find(item.seq);
   if (it == pending_.end()) {
     if (IsAnswered(item.seq)) return Status::OK();
     return Status::NotFound(fmt::format("seq {} is not pending for this consumer", item.seq));
   }
-  (void)session;
   switch (item.kind) {
-    case wire::AnswerKind::kAck:
-    case wire::AnswerKind::kTerminate:
+    case AnswerKind::kAck:
+    case AnswerKind::kTerminate:
       Done(item.seq);
       break;
-    case wire::AnswerKind::kNak:
+    case AnswerKind::kNak:
       it->second.session_id = 0;
       it->second.deadline_ms = now_ms + item.delay_ms;
       break;
-    case wire::AnswerKind::kInProgress:
+    case AnswerKind::kInProgress:
       it->second.deadline_ms = now_ms + ack_wait_ms;
       break;
   }
@@ -136,7 +135,7 @@ bool Cursor::IsAnswered(uint64_t seq) const {
 
 std::string Cursor::Encode() const {
   std::string out;
-  wire::Encoder e(&out);
+  Encoder e(&out);
   e.U8(kCursorEncodingVersion);
   e.U64(ack_floor_);
   e.U64(next_seq_);
@@ -156,7 +155,7 @@ std::string Cursor::Encode() const {
 }
 
 Result<Cursor> Cursor::Decode(std::string_view bytes) {
-  wire::Decoder d({bytes.data(), bytes.size()});
+  Decoder d({bytes.data(), bytes.size()});
   if (d.U8() != kCursorEncodingVersion) return Err(Status::Corruption("unknown cursor encoding version"));
   Cursor c;
   c.ack_floor_ = d.U64();

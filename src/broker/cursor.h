@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "wire/protocol.h"
+#include "model/types.h"
 
 namespace floe::broker {
 
@@ -50,7 +50,7 @@ class Cursor {
 
   // Applies one consumer answer. NotFound if seq is not pending (an ACK of an
   // already answered seq is OK: answers are idempotent).
-  Status Apply(const wire::AnswerItem& item, uint64_t session, int64_t now_ms, int64_t ack_wait_ms);
+  Status Apply(const AnswerItem& item, int64_t now_ms, int64_t ack_wait_ms);
   // The session went away: its outstanding deliveries are redelivered at once.
   void Release(uint64_t session, int64_t now_ms);
   // Releases every outstanding delivery (after a restart: no session survives).

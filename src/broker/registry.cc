@@ -14,26 +14,26 @@ int64_t NowMs() {
 
 namespace {
 constexpr uint8_t kConfigEncodingVersion = 1;
-constexpr std::string_view kStreamsPrefix = "streams/";
-constexpr std::string_view kCursorsPrefix = "cursors/";
 }  // namespace
 
-std::string EncodeStreamConfig(const wire::StreamConfig& c) {
+std::string EncodeStreamConfig(const StreamConfig& c) {
   std::string out;
-  wire::Encoder e(&out);
+  Encoder e(&out);
   e.U8(kConfigEncodingVersion);
-  c.Encode(e);
+  EncodeStreamConfigFields(e, c);
   return out;
 }
 
-Result<wire::StreamConfig> DecodeStreamConfig(std::string_view bytes) {
-  wire::Decoder d({bytes.data(), bytes.size()});
+Result<StreamConfig> DecodeStreamConfig(std::string_view bytes) {
+  Decoder d({bytes.data(), bytes.size()});
   if (d.U8() != kConfigEncodingVersion) return Err(Status::Corruption("unknown stream config version"));
-  wire::StreamConfig c = wire::StreamConfig::Decode(d);
+  StreamConfig c = DecodeStreamConfigFields(d);
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("stream config: " + std::string(s.message())));
   return c;
 }
+
+std::string StreamKey(std::string_view name) { return std::string(kStreamsPrefix) + std::string(name); }
 
 std::string CursorKey(const std::string& stream, const std::string& consumer) {
   return fmt::format("{}{}/{}", kCursorsPrefix, stream, consumer);
@@ -41,7 +41,7 @@ std::string CursorKey(const std::string& stream, const std::string& consumer) {
 
 // --- StreamEntry ---------------------------------------------------------------
 
-StreamEntry::StreamEntry(std::string name, wire::StreamConfig config, std::unique_ptr<log::Stream> log)
+StreamEntry::StreamEntry(std::string name, StreamConfig config, std::unique_ptr<log::Stream> log)
     : name_(std::move(name)), config_(std::move(config)), log_(std::move(log)) {
   log_->SetFrontierListener([this](uint64_t f) { OnFrontier(f); });
 }
@@ -68,12 +68,6 @@ std::shared_ptr<ConsumerGroup> StreamEntry::GetOrCreateConsumer(const std::strin
     c->cursor = Cursor(std::max<uint64_t>(start_seq, 1));
   }
   return c;
-}
-
-std::shared_ptr<ConsumerGroup> StreamEntry::FindConsumer(const std::string& name) {
-  std::lock_guard l(mu_);
-  auto it = consumers_.find(name);
-  return it == consumers_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<ConsumerGroup>> StreamEntry::Consumers() {
@@ -289,10 +283,10 @@ Registry::Registry(RegistryOptions options, bank::Bank* bank) : options_(std::mo
 
 Registry::~Registry() { CloseAll(); }
 
-Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& name, const wire::StreamConfig& config) {
+Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& name, const StreamConfig& config) {
   log::StreamOptions o;
   o.direct_io = options_.direct_io;
-  o.sync = config.sync == wire::SyncMode::kNone ? log::SyncMode::kNone : log::SyncMode::kFdatasync;
+  o.sync = config.sync == SyncMode::kNone ? log::SyncMode::kNone : log::SyncMode::kFdatasync;
   o.retention_bytes = config.retention_bytes;
   o.retention_age_us = config.retention_age_ms * 1000;
   // A record is the payload plus key, headers and 44 bytes of fixed fields.
@@ -308,7 +302,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Open(const std::string& name) {
     std::lock_guard l(mu_);
     if (auto it = streams_.find(name); it != streams_.end()) return it->second;
   }
-  auto v = bank_->Get(std::string(kStreamsPrefix) + name);
+  auto v = bank_->Get(StreamKey(name));
   if (!v) return Err(v.error());
   auto config = DecodeStreamConfig(v->value);
   if (!config) return Err(Status(config.error().code(), "stream " + name + ": " + std::string(config.error().message())));
@@ -344,12 +338,12 @@ std::shared_ptr<StreamEntry> Registry::Close(const std::string& name) {
   return entry;
 }
 
-Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, const wire::StreamConfig& config,
+Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, const StreamConfig& config,
                                                       std::optional<bank::Op> fence) {
-  Status valid = wire::ValidateStreamName(name);
+  Status valid = ValidateStreamName(name);
   if (!valid.ok()) return Err(valid);
   if (!config.dead_letter.empty()) {
-    valid = wire::ValidateStreamName(config.dead_letter);
+    valid = ValidateStreamName(config.dead_letter);
     if (!valid.ok()) return Err(Status::InvalidArgument("dead-letter " + std::string(valid.message())));
     if (config.dead_letter == name) return Err(Status::InvalidArgument("a stream cannot be its own dead-letter stream"));
   }
@@ -361,7 +355,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   // Record it in the bank first (version 0: must be new), then create it.
   std::vector<bank::Op> ops;
   if (fence) ops.push_back(*fence);
-  ops.push_back(bank::Op::Put(std::string(kStreamsPrefix) + name, EncodeStreamConfig(config), 0));
+  ops.push_back(bank::Op::Put(StreamKey(name), EncodeStreamConfig(config), 0));
   auto put = bank_->Commit(ops);
   if (!put) {
     if (put.error().code() == ErrorCode::kAborted)
@@ -372,7 +366,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   std::filesystem::remove_all(options_.data_dir + "/streams/" + name, ec);  // leftovers of a half-done delete
   auto entry = OpenStream(name, config);
   if (!entry) {
-    (void)bank_->Delete(std::string(kStreamsPrefix) + name);
+    (void)bank_->Delete(StreamKey(name));
     return entry;
   }
   streams_[name] = *entry;
@@ -386,7 +380,7 @@ Status Registry::Delete(const std::string& name, std::optional<bank::Op> fence) 
     auto it = streams_.find(name);
     if (it == streams_.end()) return Status::NotFound(fmt::format("stream {} does not exist", name));
     entry = it->second;
-    std::vector<bank::Op> ops{bank::Op::Delete(std::string(kStreamsPrefix) + name)};
+    std::vector<bank::Op> ops{bank::Op::Delete(StreamKey(name))};
     if (fence) ops.push_back(*fence);
     auto cursors = bank_->List(fmt::format("{}{}/", kCursorsPrefix, name));
     if (cursors)
@@ -408,13 +402,6 @@ std::shared_ptr<StreamEntry> Registry::Get(const std::string& name) {
   std::lock_guard l(mu_);
   auto it = streams_.find(name);
   return it == streams_.end() ? nullptr : it->second;
-}
-
-std::vector<std::string> Registry::List() {
-  std::lock_guard l(mu_);
-  std::vector<std::string> out;
-  for (auto& [n, e] : streams_) out.push_back(n);
-  return out;
 }
 
 void Registry::CloseAll() {

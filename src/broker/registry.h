@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,11 +24,15 @@
 #include "bank/bank.h"
 #include "broker/cursor.h"
 #include "log/stream.h"
-#include "wire/protocol.h"
+#include "model/types.h"
 
 namespace floe::broker {
 
-int64_t NowMs();  // wall clock, milliseconds since the epoch
+int64_t NowMs();  // wall clock, milliseconds since the epoch (timestamps, deadlines of deliveries)
+
+inline constexpr std::string_view kStreamsPrefix = "streams/";  // bank keys: streams/<name>
+inline constexpr std::string_view kCursorsPrefix = "cursors/";  // cursors/<stream>/<consumer>
+std::string StreamKey(std::string_view name);
 
 // One durable consumer of a stream. `mu` guards cursor; hold it while reading
 // the log for a delivery so two sessions never take the same seqs.
@@ -35,15 +40,18 @@ struct ConsumerGroup {
   std::string name;
   std::mutex mu;
   Cursor cursor;
+  // Seqs being moved to the dead-letter stream (off the consumer's lock):
+  // not delivered again meanwhile. Guarded by mu.
+  std::set<uint64_t> dead_lettering;
 };
 
 class StreamEntry {
  public:
-  StreamEntry(std::string name, wire::StreamConfig config, std::unique_ptr<log::Stream> log);
+  StreamEntry(std::string name, StreamConfig config, std::unique_ptr<log::Stream> log);
   ~StreamEntry();
 
   const std::string& name() const { return name_; }
-  const wire::StreamConfig& config() const { return config_; }
+  const StreamConfig& config() const { return config_; }
   log::Stream& log() { return *log_; }
 
   // Whether this node may act for the stream now: it holds the stream's lease
@@ -55,7 +63,6 @@ class StreamEntry {
 
   // Creates the consumer at `start_seq` if it does not exist yet.
   std::shared_ptr<ConsumerGroup> GetOrCreateConsumer(const std::string& name, uint64_t start_seq);
-  std::shared_ptr<ConsumerGroup> FindConsumer(const std::string& name);
   std::vector<std::shared_ptr<ConsumerGroup>> Consumers();
   void AddLoadedConsumer(std::shared_ptr<ConsumerGroup> c);
 
@@ -68,7 +75,7 @@ class StreamEntry {
   void OnFrontier(uint64_t frontier);
 
   const std::string name_;
-  const wire::StreamConfig config_;
+  const StreamConfig config_;
   std::unique_ptr<log::Stream> log_;
   std::atomic<int64_t> valid_until_ms_{0};  // fails closed: not owned until the cluster says so
   std::atomic<bool> lost_{false};
@@ -131,7 +138,7 @@ class BankWriter {
 struct RegistryOptions {
   std::string data_dir;
   bool direct_io = true;
-  uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;  // node-wide cap
+  uint32_t max_message_bytes = 8u << 20;  // node-wide cap
 };
 
 // The streams this node serves (owns). Which streams it owns is the
@@ -150,16 +157,15 @@ class Registry {
   std::shared_ptr<StreamEntry> Close(const std::string& name);
   // Records a new stream in the bank and opens it. `fence`, if set, joins
   // the bank commits (the stream's lease).
-  Result<std::shared_ptr<StreamEntry>> Create(const std::string& name, const wire::StreamConfig& config,
+  Result<std::shared_ptr<StreamEntry>> Create(const std::string& name, const StreamConfig& config,
                                               std::optional<bank::Op> fence = std::nullopt);
   Status Delete(const std::string& name, std::optional<bank::Op> fence = std::nullopt);
   std::shared_ptr<StreamEntry> Get(const std::string& name);
-  std::vector<std::string> List();
   // Closes every stream: each writes what is pending and runs its callbacks.
   void CloseAll();
 
  private:
-  Result<std::shared_ptr<StreamEntry>> OpenStream(const std::string& name, const wire::StreamConfig& config);
+  Result<std::shared_ptr<StreamEntry>> OpenStream(const std::string& name, const StreamConfig& config);
 
   const RegistryOptions options_;
   bank::Bank* bank_;
@@ -167,8 +173,8 @@ class Registry {
   std::map<std::string, std::shared_ptr<StreamEntry>> streams_;
 };
 
-std::string EncodeStreamConfig(const wire::StreamConfig& c);
-Result<wire::StreamConfig> DecodeStreamConfig(std::string_view bytes);
+std::string EncodeStreamConfig(const StreamConfig& c);
+Result<StreamConfig> DecodeStreamConfig(std::string_view bytes);
 std::string CursorKey(const std::string& stream, const std::string& consumer);
 
 }  // namespace floe::broker

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "wire/codec.h"
+#include "base/codec.h"
 
 namespace floe::broker {
 
@@ -18,7 +18,7 @@ std::string_view SessionKindName(SessionRecord::Kind k) {
 
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
-  wire::Encoder e(&out);
+  Encoder e(&out);
   e.U8(kSessionEncodingVersion);
   e.U64(r.id);
   e.U8(static_cast<uint8_t>(r.kind));
@@ -39,7 +39,7 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
 }
 
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
-  wire::Decoder d({bytes.data(), bytes.size()});
+  Decoder d({bytes.data(), bytes.size()});
   if (d.U8() != kSessionEncodingVersion) return Err(Status::Corruption("unknown session record version"));
   SessionRecord r;
   r.id = d.U64();

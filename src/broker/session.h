@@ -45,13 +45,13 @@ std::string EncodeSessionRecord(const SessionRecord& r);
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
 std::string_view SessionKindName(SessionRecord::Kind k);
 
-// A session as a node serves it: the record plus the connection holding it.
-// Shared by the connections of one session on one node (a reconnect claims
-// it). `mu` guards everything.
+// A session as a node serves it: the record plus the attached Session
+// holding it. Shared by the connections of one session on one node (a
+// reconnect claims it). `mu` guards everything.
 struct SessionState {
   std::mutex mu;
   SessionRecord record;
-  const void* holder_conn = nullptr;      // the connection serving it, or null
+  const void* holder = nullptr;           // the broker::Session serving it, or null
   std::shared_ptr<ConsumerGroup> group;   // consumers
   bool ended = false;                     // GOODBYE: the record is deleted
   bool chunk_busy = false;                // a chunk is being written

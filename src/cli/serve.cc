@@ -6,13 +6,13 @@
 #include <fmt/format.h>
 
 #include "bank/bank.h"
-#include "broker/node.h"
+#include "server/node.h"
 #include "cli/commands.h"
 
 namespace floe::cli {
 
 void RegisterServeCommand(CLI::App& app, int* exit_code) {
-  auto o = std::make_shared<broker::NodeOptions>();
+  auto o = std::make_shared<server::NodeOptions>();
   auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank). Several nodes sharing --data and --bank form a cluster (docs/cluster.md)");
   serve->add_option("--data", o->data_dir, "Data directory (streams and the SQLite bank)")->default_val("./floe-data");
   serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")->default_val("127.0.0.1:7650");
@@ -48,7 +48,7 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       }
       o->bank = *url;
     }
-    auto node = broker::Node::Start(*o);
+    auto node = server::Node::Start(*o);
     if (!node) {
       fmt::print(stderr, "floe serve: {}\n", node.error().ToString());
       *exit_code = 1;

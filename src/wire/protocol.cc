@@ -396,37 +396,15 @@ Result<AnswerOk> AnswerOk::DecodeBody(Decoder& d) {
 
 // --- Admin -------------------------------------------------------------------
 
-void StreamConfig::Encode(Encoder& e) const {
-  e.U64(retention_bytes);
-  e.U64(retention_age_ms);
-  e.U32(max_message_bytes);
-  e.U8(static_cast<uint8_t>(sync));
-  e.U32(ack_wait_ms);
-  e.U32(max_deliveries);
-  e.String(dead_letter);
-}
-StreamConfig StreamConfig::Decode(Decoder& d) {
-  StreamConfig c;
-  c.retention_bytes = d.U64();
-  c.retention_age_ms = d.U64();
-  c.max_message_bytes = d.U32();
-  const uint8_t sync = d.U8();
-  if (d.ok() && sync > 1) d.Fail("unknown sync mode");
-  c.sync = static_cast<SyncMode>(sync);
-  c.ack_wait_ms = d.U32();
-  c.max_deliveries = d.U32();
-  c.dead_letter = std::string(d.String());
-  return c;
-}
 
 void StreamCreate::EncodeBody(Encoder& e) const {
   e.String(name);
-  config.Encode(e);
+  EncodeStreamConfigFields(e, config);
 }
 Result<StreamCreate> StreamCreate::DecodeBody(Decoder& d) {
   StreamCreate c;
   c.name = d.String();
-  c.config = StreamConfig::Decode(d);
+  c.config = DecodeStreamConfigFields(d);
   return c;
 }
 
@@ -449,7 +427,7 @@ Result<StreamListOk> StreamListOk::DecodeBody(Decoder& d) {
 
 void StreamInfoOk::EncodeBody(Encoder& e) const {
   e.String(name);
-  config.Encode(e);
+  EncodeStreamConfigFields(e, config);
   e.U64(first_seq);
   e.U64(frontier);
   e.U64(bytes);
@@ -465,7 +443,7 @@ void StreamInfoOk::EncodeBody(Encoder& e) const {
 Result<StreamInfoOk> StreamInfoOk::DecodeBody(Decoder& d) {
   StreamInfoOk s;
   s.name = d.String();
-  s.config = StreamConfig::Decode(d);
+  s.config = DecodeStreamConfigFields(d);
   s.first_seq = d.U64();
   s.frontier = d.U64();
   s.bytes = d.U64();
@@ -481,16 +459,5 @@ Result<StreamInfoOk> StreamInfoOk::DecodeBody(Decoder& d) {
   return s;
 }
 
-Status ValidateStreamName(std::string_view name) {
-  if (name.empty() || name.size() > 128)
-    return Status::InvalidArgument(fmt::format("name must be 1 to 128 bytes, got {}", name.size()));
-  if (name[0] == '.') return Status::InvalidArgument("name must not start with '.'");
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
-    if (!ok) return Status::InvalidArgument(fmt::format("name '{}' may use only A-Z a-z 0-9 . _ -", name));
-  }
-  return Status::OK();
-}
 
 }  // namespace floe::wire

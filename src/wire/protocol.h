@@ -19,6 +19,7 @@
 #include "base/status.h"
 #include "wire/codec.h"
 #include "wire/errors.h"
+#include "model/types.h"
 
 namespace floe::wire {
 
@@ -119,15 +120,8 @@ struct Error {
   static Result<Error> DecodeBody(Decoder& d);
 };
 
-enum class Role : uint8_t { kProducer = 1, kConsumer = 2 };
-
-// Where a durable consumer starts when SESSION_OPEN creates it.
-enum class StartAt : uint8_t {
-  kFirst = 0,  // the stream's first seq
-  kSeq = 1,    // start_value is a seq
-  kTime = 2,   // start_value is a timestamp (µs since the epoch)
-  kNew = 3,    // only messages published from now on
-};
+using floe::Role;
+using floe::StartAt;  // where a durable consumer starts when SESSION_OPEN creates it
 
 struct SessionOpen {
   static constexpr FrameType kType = FrameType::kSessionOpen;
@@ -285,13 +279,8 @@ struct Delivery {
   static Result<Delivery> DecodeBody(Decoder& d);
 };
 
-enum class AnswerKind : uint8_t { kAck = 1, kNak = 2, kInProgress = 3, kTerminate = 4 };
-
-struct AnswerItem {
-  uint64_t seq = 0;
-  AnswerKind kind = AnswerKind::kAck;
-  uint32_t delay_ms = 0;  // NAK: redeliver after this long
-};
+using floe::AnswerItem;
+using floe::AnswerKind;
 
 struct Answer {
   static constexpr FrameType kType = FrameType::kAnswer;
@@ -313,19 +302,8 @@ struct AnswerOk {
   static Result<AnswerOk> DecodeBody(Decoder& d);
 };
 
-enum class SyncMode : uint8_t { kFdatasync = 0, kNone = 1 };
-
-struct StreamConfig {
-  uint64_t retention_bytes = 0;     // 0: keep everything
-  uint64_t retention_age_ms = 0;    // 0: keep everything
-  uint32_t max_message_bytes = 1u << 20;
-  SyncMode sync = SyncMode::kFdatasync;
-  uint32_t ack_wait_ms = 30000;     // redeliver an unanswered delivery after this
-  uint32_t max_deliveries = 5;      // then move it to dead_letter (0: never)
-  std::string dead_letter;          // a stream name, or empty: drop
-  void Encode(Encoder& e) const;
-  static StreamConfig Decode(Decoder& d);
-};
+using floe::StreamConfig;
+using floe::SyncMode;
 
 struct StreamCreate {
   static constexpr FrameType kType = FrameType::kStreamCreate;
@@ -404,6 +382,6 @@ Result<M> DecodeBodyAs(std::span<const char> body) {
 }
 
 // Stream names: 1-128 bytes of [A-Za-z0-9._-], not starting with '.'.
-Status ValidateStreamName(std::string_view name);
+using floe::ValidateStreamName;
 
 }  // namespace floe::wire

@@ -153,11 +153,11 @@ TEST(CursorTest, DueSkipsThoseNotYetDueWithoutCountingThem) {
 TEST(CursorTest, AckInOrderRaisesTheFloor) {
   Cursor c;
   for (uint64_t s = 1; s <= 3; ++s) c.Delivered(s, 1, 1000);
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 1u);
   EXPECT_EQ(c.Find(1), nullptr);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(3), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(3), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 3u);
   EXPECT_TRUE(c.pending().empty());
   EXPECT_EQ(c.NextDeadline(), INT64_MAX);
@@ -166,16 +166,16 @@ TEST(CursorTest, AckInOrderRaisesTheFloor) {
 TEST(CursorTest, AckOutOfOrderWaitsForTheLowest) {
   Cursor c;
   for (uint64_t s = 1; s <= 4; ++s) c.Delivered(s, 1, 1000);
-  ASSERT_TRUE(c.Apply(Ack(3), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(3), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 0u);  // 1 is still pending
   EXPECT_TRUE(c.IsAnswered(2));
   EXPECT_TRUE(c.IsAnswered(3));
   EXPECT_FALSE(c.IsAnswered(1));
   EXPECT_FALSE(c.IsAnswered(4));
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 3u);  // over 1, 2 and 3 at once; 4 still pending
-  ASSERT_TRUE(c.Apply(Ack(4), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(4), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 4u);
 }
 
@@ -183,7 +183,7 @@ TEST(CursorTest, AnAckedSeqIsNeverDueAgain) {
   Cursor c;
   c.Delivered(1, 1, 100);
   c.Delivered(2, 1, 100);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   EXPECT_EQ(c.Due(INT64_MAX, 10), Seqs({1}));
   c.ReleaseAll(0);
   EXPECT_EQ(c.Due(INT64_MAX, 10), Seqs({1}));
@@ -193,14 +193,14 @@ TEST(CursorTest, ReAckIsIdempotent) {
   Cursor c;
   c.Delivered(1, 1, 100);
   c.Delivered(2, 1, 100);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   // Above the floor, and then at or below it.
-  EXPECT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(Term(2), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Term(2), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 2u);
-  EXPECT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(Ack(2), 2, 0, kAckWait).ok());  // from another session too
+  EXPECT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());  // from another session too
   EXPECT_EQ(c.ack_floor(), 2u);
   EXPECT_TRUE(c.pending().empty());
 }
@@ -209,9 +209,9 @@ TEST(CursorTest, NakOrInProgressOfAnAnsweredSeqDoesNotReviveIt) {
   Cursor c;
   c.Delivered(1, 1, 100);
   c.Delivered(2, 1, 100);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(Nak(2), 1, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(InProgress(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Nak(2), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(InProgress(2), 0, kAckWait).ok());
   EXPECT_EQ(c.Find(2), nullptr);
   EXPECT_TRUE(c.IsAnswered(2));
   EXPECT_EQ(c.Due(INT64_MAX, 10), Seqs({1}));
@@ -220,17 +220,17 @@ TEST(CursorTest, NakOrInProgressOfAnAnsweredSeqDoesNotReviveIt) {
 TEST(CursorTest, TerminateAnswersForGood) {
   Cursor c;
   c.Delivered(1, 1, 100);
-  ASSERT_TRUE(c.Apply(Term(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Term(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 1u);
   EXPECT_TRUE(c.Due(INT64_MAX, 10).empty());
-  EXPECT_TRUE(c.Apply(Term(1), 1, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Term(1), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
 }
 
 TEST(CursorTest, NakReleasesForRedeliveryAfterTheDelay) {
   Cursor c;
   c.Delivered(1, 5, 1000 + kAckWait);
-  ASSERT_TRUE(c.Apply(Nak(1, 250), 5, 1000, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Nak(1, 250), 1000, kAckWait).ok());
   const PendingEntry* p = c.Find(1);
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(p->session_id, 0u);  // no longer outstanding with session 5
@@ -244,21 +244,21 @@ TEST(CursorTest, NakReleasesForRedeliveryAfterTheDelay) {
   // Redelivered, it counts up and can be ACKed.
   c.Delivered(1, 6, 1250 + kAckWait);
   EXPECT_EQ(c.Find(1)->delivery_count, 2u);
-  ASSERT_TRUE(c.Apply(Ack(1), 6, 1300, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 1300, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 1u);
 }
 
 TEST(CursorTest, NakWithoutDelayIsDueAtOnce) {
   Cursor c;
   c.Delivered(1, 5, 1000 + kAckWait);
-  ASSERT_TRUE(c.Apply(Nak(1), 5, 1000, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Nak(1), 1000, kAckWait).ok());
   EXPECT_EQ(c.Due(1000, 10), Seqs({1}));
 }
 
 TEST(CursorTest, NakMayPushTheDeadlineLaterThanTheAckTimeout) {
   Cursor c;
   c.Delivered(1, 5, 100);
-  ASSERT_TRUE(c.Apply(Nak(1, 60000), 5, 50, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Nak(1, 60000), 50, kAckWait).ok());
   EXPECT_EQ(c.Find(1)->deadline_ms, 60050);
   EXPECT_TRUE(c.Due(60049, 10).empty());
 }
@@ -266,7 +266,7 @@ TEST(CursorTest, NakMayPushTheDeadlineLaterThanTheAckTimeout) {
 TEST(CursorTest, InProgressRestartsTheAckTimeout) {
   Cursor c;
   c.Delivered(1, 5, 1000);
-  ASSERT_TRUE(c.Apply(InProgress(1), 5, 900, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(InProgress(1), 900, kAckWait).ok());
   const PendingEntry* p = c.Find(1);
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(p->deadline_ms, 900 + kAckWait);
@@ -283,7 +283,7 @@ TEST(CursorTest, AnswerForASeqNotPendingIsNotFound) {
   c.Delivered(3, 1, 100);  // 2 was skipped (never delivered)
   for (AnswerKind kind : {AnswerKind::kAck, AnswerKind::kNak, AnswerKind::kInProgress, AnswerKind::kTerminate}) {
     for (uint64_t seq : {uint64_t{2}, uint64_t{4}, uint64_t{1000}, UINT64_MAX}) {
-      Status s = c.Apply({.seq = seq, .kind = kind}, 1, 0, kAckWait);
+      Status s = c.Apply({.seq = seq, .kind = kind}, 0, kAckWait);
       EXPECT_EQ(s.code(), ErrorCode::kNotFound) << "seq " << seq << " kind " << int(kind);
     }
   }
@@ -297,8 +297,8 @@ TEST(CursorTest, AnswerForASeqNotPendingIsNotFound) {
 
 TEST(CursorTest, AnswerOnAFreshCursorIsNotFound) {
   Cursor c(10);
-  EXPECT_EQ(c.Apply(Ack(10), 1, 0, kAckWait).code(), ErrorCode::kNotFound);
-  EXPECT_TRUE(c.Apply(Ack(9), 1, 0, kAckWait).ok());  // below the start: answered
+  EXPECT_EQ(c.Apply(Ack(10), 0, kAckWait).code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(c.Apply(Ack(9), 0, kAckWait).ok());  // below the start: answered
   EXPECT_EQ(c.ack_floor(), 9u);
   EXPECT_EQ(c.next_seq(), 10u);
 }
@@ -355,7 +355,7 @@ TEST(CursorTest, ReleaseAllReleasesEverySessionButKeepsNakDelays) {
   c.Delivered(1, 7, 5000);
   c.Delivered(2, 8, 6000);
   c.Delivered(3, 9, 7000);
-  ASSERT_TRUE(c.Apply(Nak(3, 9000), 9, 0, kAckWait).ok());  // released, due at 9000
+  ASSERT_TRUE(c.Apply(Nak(3, 9000), 0, kAckWait).ok());  // released, due at 9000
   c.ReleaseAll(100);
   for (uint64_t s : {1, 2, 3}) EXPECT_EQ(c.Find(s)->session_id, 0u) << s;
   EXPECT_EQ(c.Find(1)->deadline_ms, 100);
@@ -387,7 +387,7 @@ TEST(CursorTest, GapAboveAPendingDeliveryWaitsForIt) {
   EXPECT_EQ(c.next_seq(), 5u);
   for (uint64_t s = 2; s <= 4; ++s) EXPECT_TRUE(c.IsAnswered(s)) << s;
   EXPECT_EQ(c.Due(INT64_MAX, 10), Seqs({1}));  // holes are never due
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 4u);  // over the ACK and the holes
 }
 
@@ -399,11 +399,11 @@ TEST(CursorTest, FloorRisesOverInterleavedAcksAndGaps) {
   c.Gap(4, 2);
   c.Delivered(6, 1, 100);
   EXPECT_EQ(c.next_seq(), 7u);
-  ASSERT_TRUE(c.Apply(Ack(3), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(3), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 0u);
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 5u);  // 1 acked, 2 hole, 3 acked, 4-5 holes; 6 pending
-  ASSERT_TRUE(c.Apply(Term(6), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Term(6), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 6u);
 }
 
@@ -411,17 +411,17 @@ TEST(CursorTest, GapAfterOutOfOrderAcksJoinsThem) {
   Cursor c;
   c.Delivered(1, 1, 100);
   c.Delivered(2, 1, 100);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 2u);
   c.Gap(3, 2);
   EXPECT_EQ(c.ack_floor(), 4u);
   c.Delivered(5, 1, 100);
   c.Delivered(6, 1, 100);
-  ASSERT_TRUE(c.Apply(Ack(6), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(6), 0, kAckWait).ok());
   c.Gap(7, 1);  // slow path: 6 is done above the floor
   EXPECT_EQ(c.ack_floor(), 4u);
-  ASSERT_TRUE(c.Apply(Ack(5), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(5), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 7u);
 }
 
@@ -438,7 +438,7 @@ TEST(CursorTest, GapBelowTheFloorIsHarmless) {
   EXPECT_FALSE(c.IsAnswered(11));
   EXPECT_TRUE(c.IsAnswered(12));
   EXPECT_EQ(c.next_seq(), 13u);
-  ASSERT_TRUE(c.Apply(Ack(11), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(11), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 12u);
 }
 
@@ -452,7 +452,7 @@ TEST(CursorTest, GapOverAPendingSeqLeavesItPending) {
   ASSERT_NE(c.Find(2), nullptr);
   EXPECT_FALSE(c.IsAnswered(2));
   EXPECT_TRUE(c.IsAnswered(3));
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 3u);
 }
 
@@ -465,16 +465,16 @@ TEST(CursorTest, NextDeadlineIsTheEarliestPending) {
   c.Delivered(2, 1, 300);
   c.Delivered(3, 1, 900);
   EXPECT_EQ(c.NextDeadline(), 300);
-  ASSERT_TRUE(c.Apply(Ack(2), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   EXPECT_EQ(c.NextDeadline(), 500);
-  ASSERT_TRUE(c.Apply(Nak(3, 50), 1, 100, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Nak(3, 50), 100, kAckWait).ok());
   EXPECT_EQ(c.NextDeadline(), 150);
-  ASSERT_TRUE(c.Apply(InProgress(3), 1, 200, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(InProgress(3), 200, kAckWait).ok());
   EXPECT_EQ(c.NextDeadline(), 500);
   c.Release(1, 10);
   EXPECT_EQ(c.NextDeadline(), 10);
-  ASSERT_TRUE(c.Apply(Ack(1), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(3), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(1), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(3), 0, kAckWait).ok());
   EXPECT_EQ(c.NextDeadline(), INT64_MAX);
 }
 
@@ -488,8 +488,8 @@ Cursor BusyCursor() {
   c.Delivered(9, 11, INT64_MAX);
   c.Delivered(10, 13, 3000);
   c.Delivered(10, UINT64_MAX, 4000);
-  EXPECT_TRUE(c.Apply(Ack(9), 11, 0, kAckWait).ok());
-  EXPECT_TRUE(c.Apply(Nak(6, 7), 12, 100, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Ack(9), 0, kAckWait).ok());
+  EXPECT_TRUE(c.Apply(Nak(6, 7), 100, kAckWait).ok());
   c.AdvanceNext(20);
   return c;
 }
@@ -508,10 +508,10 @@ TEST(CursorEncodingTest, DecodedCursorKeepsWorking) {
   ASSERT_TRUE(d) << d.error().ToString();
   Cursor c = std::move(*d);
   EXPECT_EQ(c.ack_floor(), 4u);
-  ASSERT_TRUE(c.Apply(Ack(5), 1, 0, kAckWait).ok());
-  ASSERT_TRUE(c.Apply(Ack(6), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(5), 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(6), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 9u);  // 5, 6 acked; 7, 8 holes; 9 acked above the floor
-  ASSERT_TRUE(c.Apply(Ack(10), 1, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(10), 0, kAckWait).ok());
   EXPECT_EQ(c.ack_floor(), 10u);
 }
 
@@ -519,7 +519,7 @@ TEST(CursorEncodingTest, GoldenBytes) {
   Cursor c;
   c.Delivered(1, 3, 100);
   c.Delivered(2, 3, 100);
-  ASSERT_TRUE(c.Apply(Ack(2), 3, 0, kAckWait).ok());
+  ASSERT_TRUE(c.Apply(Ack(2), 0, kAckWait).ok());
   std::string want;
   want.push_back(1);        // version
   PutFixed64(&want, 0);     // ack_floor
@@ -638,7 +638,7 @@ TEST(CursorEncodingTest, SeqsOutsideFloorAndNextAreCorruption) {
   // And the consequence the check prevents: the floor stuck below an answered seq.
   auto stuck = Cursor::Decode(RawCursor(5, 10, {2}, {6}));
   if (stuck) {
-    ASSERT_TRUE(stuck->Apply(Ack(6), 1, 0, kAckWait).ok());
+    ASSERT_TRUE(stuck->Apply(Ack(6), 0, kAckWait).ok());
     EXPECT_EQ(stuck->ack_floor(), 6u) << "the floor no longer rises over acked seqs";
   }
 }
@@ -677,7 +677,7 @@ TEST(StreamConfigEncodingTest, StartsWithItsVersionThenTheWireLayout) {
   const std::string bytes = EncodeStreamConfig(c);
   std::string wire_layout;
   wire::Encoder e(&wire_layout);
-  c.Encode(e);
+  EncodeStreamConfigFields(e, c);
   ASSERT_EQ(bytes.size(), 1 + wire_layout.size());
   EXPECT_EQ(bytes[0], 1);
   EXPECT_EQ(bytes.substr(1), wire_layout);
@@ -820,7 +820,7 @@ RC_GTEST_PROP(CursorProperty, MatchesModelUnderRandomOperations, ()) {
         } else {
           seq = m.next + arg % 3;  // never delivered
         }
-        Status s = c.Apply({.seq = seq, .kind = kind, .delay_ms = delay}, session, now, ack_wait);
+        Status s = c.Apply({.seq = seq, .kind = kind, .delay_ms = delay}, now, ack_wait);
         auto it = m.pending.find(seq);
         if (it == m.pending.end()) {
           const bool answered = seq < m.first || m.answered.count(seq);
@@ -921,7 +921,7 @@ RC_GTEST_PROP(CursorProperty, AnsweringEverythingRaisesTheFloorToTheEnd, ()) {
   std::shuffle(messages.begin(), messages.end(), rng);
   uint64_t last = c.ack_floor();
   for (uint64_t s : messages) {
-    RC_ASSERT(c.Apply(Ack(s), 1, 0, kAckWait).ok());
+    RC_ASSERT(c.Apply(Ack(s), 0, kAckWait).ok());
     RC_ASSERT(c.ack_floor() >= last);
     last = c.ack_floor();
   }

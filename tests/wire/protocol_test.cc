@@ -1080,7 +1080,7 @@ TEST(DecodeErrorTest, CountsThatCannotFitAreRejected) {
   std::string info_prefix = BodyOf(StreamInfo{.name = "s"});
   {
     Encoder e(&info_prefix);
-    StreamConfig{}.Encode(e);
+    EncodeStreamConfigFields(e, StreamConfig{});
     e.U64(1);
     e.U64(2);
     e.U64(3);

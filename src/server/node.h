@@ -1,12 +1,14 @@
-// A floe node (`floe serve`): accepts client connections, speaks the wire
-// protocol (docs/protocol.md), publishes into streams and delivers from them
-// through durable consumers whose cursors live in the bank.
+// A floe node (`floe serve`): the broker core (src/broker) with its front
+// ends — today the floe protocol (src/frontend/floe, docs/protocol.md) — on
+// one set of I/O threads.
 //
 // Threads: `io_threads` Asio threads run every connection (each on its own
-// strand); each stream's log has its writer thread (group commit); one
-// thread writes bank records (BankWriter: cursors, sessions); one runs the
-// node's cluster membership (src/cluster: heartbeat, stream leases). Publish ACKs are sent only after
-// the log's group commit (fdatasync) resolved the message.
+// strand); the core's pools run bank reads, stream admin and large-message
+// file I/O; each stream's log has its writer thread (group commit); one
+// thread writes bank records (BankWriter: cursors, sessions); two run the
+// node's cluster membership (src/cluster: heartbeat and renewals, takeovers).
+// Publish ACKs are sent only after the log's group commit (fdatasync)
+// resolved the message. docs/architecture.md draws the whole.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,7 @@
 #include "base/status.h"
 #include "wire/protocol.h"
 
-namespace floe::broker {
+namespace floe::server {
 
 struct NodeOptions {
   std::string node_id = "node-1";
@@ -70,4 +72,4 @@ class Node {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace floe::broker
+}  // namespace floe::server

@@ -1,8 +1,8 @@
-#include "wire/codec.h"
+#include "base/codec.h"
 
 #include <fmt/format.h>
 
-namespace floe::wire {
+namespace floe {
 
 void Encoder::String(std::string_view s) {
   if (s.size() > UINT16_MAX) s = s.substr(0, UINT16_MAX);
@@ -74,4 +74,4 @@ Status Decoder::Finish() const {
   return Status::OK();
 }
 
-}  // namespace floe::wire
+}  // namespace floe

@@ -1,0 +1,80 @@
+// Stream admin: create (the creating node takes the stream's lease first),
+// delete, list every stream of the cluster, describe one. Each call runs on
+// the core's bank pool: it reads and commits to the bank and may recover a
+// stream from disk.
+#include <fmt/format.h>
+
+#include "broker/core.h"
+
+namespace floe::broker {
+
+void Broker::CreateStream(std::string name, StreamConfig config, std::function<void(Outcome<void>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, name = std::move(name), config = std::move(config), done = std::move(done)] {
+    if (Status v = ValidateStreamName(name); !v.ok()) return done(Fail(Code::kInvalidName, std::string(v.message())));
+    if (core->registry->Get(name)) return done(Fail(Code::kStreamExists, fmt::format("stream {} exists", name)));
+    // The lease first, so no other node opens the stream before it exists.
+    auto valid_until = core->cluster->TakeNew(name);
+    if (!valid_until) {
+      if (core->bank->Get(StreamKey(name))) return done(Fail(Code::kStreamExists, fmt::format("stream {} exists", name)));
+      return done(tl::unexpected(FailureOf(valid_until.error())));
+    }
+    auto r = core->registry->Create(name, config, core->cluster->Fence(name));
+    if (!r) {
+      core->cluster->Forget(name);
+      return done(tl::unexpected(FailureOf(r.error())));
+    }
+    (*r)->SetValidUntil(*valid_until);
+    done({});
+  });
+}
+
+void Broker::DeleteStream(std::string name, std::function<void(Outcome<void>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, name = std::move(name), done = std::move(done)] {
+    auto entry = core->Served(name);
+    if (!entry) return done(tl::unexpected(core->Locate(name)));
+    Status s = core->registry->Delete(name, core->cluster->Fence(name));
+    if (s.IsNotFound()) return done(Fail(Code::kUnknownStream, std::string(s.message())));  // deleted meanwhile
+    if (!s.ok()) return done(tl::unexpected(FailureOf(s)));
+    core->Evict(entry, "");
+    core->cluster->Forget(name);
+    done({});
+  });
+}
+
+void Broker::ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, done = std::move(done)] {
+    // Every stream of the cluster, not only those this node serves.
+    auto all = core->bank->List(kStreamsPrefix);
+    if (!all) return done(tl::unexpected(FailureOf(all.error())));
+    std::vector<std::string> names;
+    for (const auto& kv : *all) names.push_back(kv.key.substr(kStreamsPrefix.size()));
+    done(std::move(names));
+  });
+}
+
+void Broker::DescribeStream(std::string name, std::function<void(Outcome<StreamStatus>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, name = std::move(name), done = std::move(done)] {
+    auto s = core->Served(name);
+    if (!s) return done(tl::unexpected(core->Locate(name)));
+    auto st = s->log().stats();
+    StreamStatus out;
+    out.name = s->name();
+    out.config = s->config();
+    out.first_seq = st.first_seq;
+    out.frontier = st.frontier;
+    out.bytes = st.bytes;
+    for (auto& g : s->Consumers()) {
+      std::lock_guard l(g->mu);
+      const Cursor& c = g->cursor;
+      out.consumers.push_back({g->name, c.ack_floor(), c.next_seq(), static_cast<uint32_t>(c.pending().size()),
+                               st.frontier > c.ack_floor() ? st.frontier - c.ack_floor() : 0});
+    }
+    done(std::move(out));
+  });
+}
+
+}  // namespace floe::broker

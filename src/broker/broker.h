@@ -1,0 +1,323 @@
+// The broker core: what a floe node *does*, in floe's own types and no wire
+// format (DESIGN.md layer 5). Front ends (the floe protocol, MQTT) decode
+// what a client sends, call the core, and map its Codes once at their edge.
+//
+//   Broker    one per node: the bank, the streams it serves (Registry), the
+//             bank writer, the cluster membership, the sessions open here.
+//   Session   one attached client session: publish, large transfers,
+//             deliveries, answers. Created by Broker::OpenSession.
+//   Peer      what a front end's connection offers the core: being told to
+//             stop, to close, or that its stream moved.
+//
+// Threads. The core runs no I/O threads of its own. Calls that may block on
+// the bank or on a disk (OpenSession, the stream admin calls, chunk writes
+// and reads, dead-letter moves) run on the core's own pools and answer
+// through a callback, so no front end's I/O thread ever waits for them.
+// Callbacks run on a core thread (a pool, the bank writer, a log's writer):
+// a front end posts to its own strand and does nothing slow in them.
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "broker/outcome.h"
+#include "log/stream.h"
+#include "model/types.h"
+
+namespace floe::cluster {
+class Cluster;
+}
+namespace floe::bank {
+class Bank;
+}
+
+namespace floe::broker {
+
+class StreamEntry;
+class Registry;
+class BankWriter;
+struct ConsumerGroup;
+struct SessionState;
+class Session;
+
+struct BrokerOptions {
+  std::string node_id = "node-1";
+  std::string data_dir = "./floe-data";
+  std::string bank;                          // "" = sqlite:<data_dir>/bank.db
+  uint32_t max_message_bytes = 8u << 20;     // node-wide cap on one message
+  uint32_t max_read_bytes = 8u << 20;        // one delivery or chunk read at most
+  uint32_t max_ack_pending = 10000;          // per durable consumer
+  bool direct_io = true;
+  int64_t lease_ms = 3000;
+  bool auto_balance = true;
+  int64_t session_ttl_ms = 24ll * 3600 * 1000;
+  uint64_t max_large_message_bytes = 4ull << 30;
+};
+
+// A front end's connection, as the core sees it. Any thread may call these;
+// the front end posts to its own strand.
+class Peer {
+ public:
+  virtual ~Peer() = default;
+  // The node is stopping: take no more requests.
+  virtual void StopReading() = 0;
+  // Finish what is queued, then close (the node stops, or a newer
+  // connection of the same session took it over).
+  virtual void CloseSoon() = 0;
+  // The node no longer serves `stream`: if this connection's session is on
+  // it, tell the client to go to `redirect` ("" = not known yet) and close.
+  virtual void Evict(const std::shared_ptr<StreamEntry>& stream, const std::string& redirect) = 0;
+};
+
+struct SessionRequest {
+  uint64_t session_id = 0;  // 0: a new session (the core picks the id)
+  Role role = Role::kProducer;
+  std::string stream;       // "" = the stream of the resumed session
+  std::string consumer;     // consumers: the durable consumer ("" = the resumed one's)
+  StartAt start_at = StartAt::kFirst;  // a new consumer starts here
+  uint64_t start_value = 0;
+};
+
+// What the client learns when its session is locked on this node.
+struct SessionGrant {
+  uint64_t session_id = 0;
+  uint64_t epoch = 0;
+  uint64_t highest_producer_seq = 0;  // producers: the highest stored for this session
+  uint64_t highest_seq = 0;           // ... and its stream seq
+  uint64_t ack_floor = 0;             // consumers
+  struct Pending {
+    uint64_t seq = 0;
+    uint32_t delivery_count = 0;
+  };
+  std::vector<Pending> pending;       // consumers: this session's deliveries awaiting answers
+  uint64_t chunk_producer_seq = 0;    // producers: a large message in transfer ...
+  uint64_t chunk_bytes = 0;           // ... and how many of its bytes are durable
+};
+
+struct PublishInput {
+  uint64_t producer_seq = 0;
+  std::string_view key;
+  std::string_view headers;  // encoded as in docs/format.md
+  std::string_view payload;
+};
+
+struct PublishResult {
+  uint64_t producer_seq = 0;
+  Code code = Code::kOk;
+  bool duplicate = false;  // already stored: seq is the original's
+  uint64_t seq = 0;
+};
+
+struct PublishOutcome {
+  std::vector<PublishResult> results;  // in the input's order
+  // The node lost the stream while the messages were resolved: nothing may
+  // be acknowledged; the client resends to the new owner (dedup finds what
+  // was stored).
+  bool fenced = false;
+};
+
+struct ChunkInput {
+  uint64_t producer_seq = 0;
+  uint64_t total_size = 0;
+  uint64_t offset = 0;
+  std::string_view key;      // read with the last chunk
+  std::string_view headers;
+  std::string_view data;
+};
+
+struct ChunkResult {
+  uint64_t producer_seq = 0;
+  Code code = Code::kOk;
+  uint64_t durable_bytes = 0;  // send from here on
+  uint64_t seq = 0;            // once stored: its stream seq
+  bool duplicate = false;
+  bool fenced = false;         // the node lost the stream: no ACK, move
+};
+
+struct ChunkData {
+  uint64_t seq = 0;
+  uint64_t total_size = 0;
+  uint64_t offset = 0;
+  std::string data;
+};
+
+// One entry of a delivery. Views point into `DeliveryBatch::storage`.
+struct Delivered {
+  enum class Kind : uint8_t { kMessage, kGap, kLarge };
+  Kind kind = Kind::kMessage;
+  uint64_t seq = 0;
+  uint64_t gap_count = 0;        // gaps: [seq, seq + gap_count) are holes
+  uint32_t delivery_count = 0;
+  int64_t timestamp_us = 0;
+  std::string_view key;
+  std::string_view headers;      // user headers (for kLarge without the reference)
+  std::string_view payload;      // empty for kLarge: read it with FetchChunk
+  uint64_t large_size = 0;
+};
+
+struct DeliveryBatch {
+  std::vector<log::Entry> storage;
+  std::vector<Delivered> entries;
+};
+
+struct ConsumerStatus {
+  std::string name;
+  uint64_t ack_floor = 0;
+  uint64_t next_seq = 0;
+  uint32_t pending = 0;
+  uint64_t lag = 0;
+};
+
+struct StreamStatus {
+  std::string name;
+  StreamConfig config;
+  uint64_t first_seq = 0;
+  uint64_t frontier = 0;
+  uint64_t bytes = 0;
+  std::vector<ConsumerStatus> consumers;
+};
+
+class Broker {
+ public:
+  // Opens the bank and the registry; serves nothing until StartCluster.
+  static Result<std::unique_ptr<Broker>> Open(const BrokerOptions& options);
+  ~Broker();
+
+  // Joins the cluster (heartbeat at `address`, the HOST:PORT clients are
+  // sent to) and takes this node's share of the streams.
+  Status StartCluster(const std::string& address);
+
+  // Stopping, in the order a node does it: BeginStop (no takeovers, no new
+  // sessions), the front ends drain (inflight_bytes() reaches 0), Flush
+  // (answers and sessions persisted), the front ends close, then Finish
+  // (streams closed, leases given up).
+  void BeginStop();
+  bool stopping() const;
+  void Flush();
+  void Finish();
+
+  // Peers (connections of every front end). Attach returns how many are
+  // attached, this one included.
+  size_t Attach(std::shared_ptr<Peer> peer);
+  void Detach(const Peer* peer);
+  size_t peer_count();
+  std::vector<std::shared_ptr<Peer>> Peers();
+
+  // Opens or resumes a session and locks it here (the bank shows this node
+  // as its holder, one epoch higher) before `done` runs with the grant. The
+  // session's stream must be served here: otherwise kNotOwner with the
+  // owner's address, kUnknownStream, or kUnavailable while it has no owner.
+  // `peer` is told to close if another connection later claims the session.
+  struct Opened {
+    std::shared_ptr<Session> session;
+    SessionGrant grant;
+  };
+  void OpenSession(std::shared_ptr<Peer> peer, SessionRequest request, std::function<void(Outcome<Opened>)> done);
+
+  // Stream admin; `done` runs on a core thread.
+  void CreateStream(std::string name, StreamConfig config, std::function<void(Outcome<void>)> done);
+  void DeleteStream(std::string name, std::function<void(Outcome<void>)> done);
+  void ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done);
+  void DescribeStream(std::string name, std::function<void(Outcome<StreamStatus>)> done);
+
+  // Node-wide publish bytes awaiting their ACK (front ends stop reading
+  // past their limit).
+  uint64_t inflight_bytes() const;
+
+  struct Stats {
+    uint64_t published = 0;
+    uint64_t bank_commits = 0;
+    uint64_t bank_records = 0;
+    uint64_t takeovers = 0;
+  };
+  Stats stats() const;
+
+  const BrokerOptions& options() const;
+
+  class Core;  // the state the core's files share (broker/core.h)
+
+ private:
+  friend class Session;
+  explicit Broker(std::unique_ptr<Core> core);
+  std::unique_ptr<Core> core_;
+};
+
+// One client session attached on this node. Its front end calls it from
+// one strand at a time (never two calls at once); callbacks come back on
+// core threads.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  ~Session();
+  uint64_t id() const { return id_; }
+  Role role() const { return role_; }
+  const std::string& stream_name() const;
+  // Whether this node may act for the session's stream now (its lease is
+  // valid); when false the front end moves the client on.
+  bool serving() const;
+  bool on_stream(const std::shared_ptr<StreamEntry>& stream) const { return stream_ == stream; }
+
+  // Producers. Stores the fresh messages (dedup by producer seq), waits for
+  // duplicates still in doubt, and calls `done` once every message is
+  // resolved: durable (fdatasync'd) or refused. `bytes` counts toward the
+  // node's in-flight limit until `done` returns.
+  void Publish(std::span<const PublishInput> messages, uint64_t bytes, std::function<void(PublishOutcome)> done);
+  // One chunk of a large message: durable in its blob file and its bytes
+  // conveyed committed to the bank before `done` says so; the last one
+  // stores the message in the stream. One chunk at a time per session.
+  void PublishChunk(const ChunkInput& chunk, std::function<void(ChunkResult)> done);
+
+  // Consumers. Takes up to `max_messages` / `max_bytes` for this session:
+  // redeliveries first (NAKed, timed out, released), then new messages.
+  // kNotOwner once the node lost the stream.
+  Outcome<DeliveryBatch> Deliver(uint32_t max_messages, uint32_t max_bytes);
+  // When Deliver may have something again without the frontier moving: the
+  // earliest redelivery deadline (steady clock), or time_point::max().
+  std::chrono::steady_clock::time_point NextRedelivery();
+  // `fn` runs once, on a log thread, when the frontier next moves or the
+  // stream closes (or at once if it already did since the last Deliver).
+  void OnStreamChange(std::function<void()> fn);
+  // Answers; `done` runs once they are persisted (a confirmed ACK is never
+  // redelivered): one code per item.
+  void Answer(std::span<const AnswerItem> items, std::function<void(Outcome<std::vector<Code>>)> done);
+  // Part of a large message (any consumer of the stream may read any).
+  void FetchChunk(uint64_t seq, uint64_t offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done);
+
+  // The client said goodbye: the session ends with the connection (its
+  // record is deleted) instead of waiting to be resumed.
+  void EndAtClose() { goodbye_ = true; }
+  // The connection closed: releases the session's lock and its outstanding
+  // deliveries (redelivered at once to whoever asks). Called once.
+  void Close();
+
+ private:
+  friend class Broker;
+  Session(Broker::Core* core, uint64_t id, Role role, std::shared_ptr<StreamEntry> stream,
+          std::shared_ptr<ConsumerGroup> consumer, std::shared_ptr<SessionState> state,
+          std::shared_ptr<std::mutex> publish_lock);
+  // Records acknowledged publishes in the conveyance state (lazily persisted).
+  void NoteAcked(const std::vector<PublishResult>& results);
+  void NoteDelivered(size_t delivered, uint64_t top_seq);
+  void PersistState(std::function<void(Status)> done);
+  void CommitLarge(uint64_t producer_seq, uint64_t total, std::string key, std::string headers,
+                   std::function<void(ChunkResult)> done);
+
+  Broker::Core* const core_;
+  const uint64_t id_;
+  const Role role_;
+  const std::shared_ptr<StreamEntry> stream_;
+  const std::shared_ptr<ConsumerGroup> consumer_;  // consumers
+  const std::shared_ptr<SessionState> state_;
+  const std::shared_ptr<std::mutex> publish_lock_;  // producers: see SessionTable::PublishLock
+  const Peer* peer_ = nullptr;  // the connection it was opened for
+  bool goodbye_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace floe::broker

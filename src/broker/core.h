@@ -1,0 +1,68 @@
+// Internal to the broker core: the state its files share (broker.h is the
+// public API). Not for front ends.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <asio/post.hpp>
+#include <asio/thread_pool.hpp>
+
+#include "bank/bank.h"
+#include "broker/broker.h"
+#include "broker/registry.h"
+#include "broker/session.h"
+#include "broker/session_table.h"
+#include "cluster/cluster.h"
+
+namespace floe::broker {
+
+// Owns every core component; lives as long as the Broker. Thread-safe: each
+// member guards itself (the registry, the writer, the cluster and the
+// session table have their own locks; the counters are atomic).
+class Broker::Core final : public cluster::Host {
+ public:
+  explicit Core(BrokerOptions o) : options(std::move(o)) {}
+
+  // cluster::Host (placement.cc): called on the cluster's threads.
+  Status OpenStream(const std::string& name, int64_t valid_until_steady_ms) override;
+  void SetValidUntil(const std::string& name, int64_t valid_until_steady_ms) override;
+  void CloseStream(const std::string& name, const std::string& redirect) override;
+  uint32_t SessionCount() override { return static_cast<uint32_t>(sessions.session_count()); }
+  uint64_t PublishedTotal() override { return published.load(); }
+  void Housekeep() override;  // sessions.cc
+
+  // Tells every peer serving `entry` to go to `redirect` and close.
+  void Evict(const std::shared_ptr<StreamEntry>& entry, const std::string& redirect);
+  // Writes session `id`'s record as `state` holds it when the writer takes
+  // it (fenced by the stream's lease); lazily without `done`.
+  void PersistSession(const std::string& stream, uint64_t id, std::shared_ptr<SessionState> state,
+                      std::function<void(Status)> done);
+  // Where the client should go for a stream this node does not serve:
+  // kNotOwner with the owner's address, kUnknownStream, or kUnavailable
+  // while it has no owner (and this node tries to take it). Reads the bank:
+  // call it on a pool, never on a front end's I/O thread.
+  Failure Locate(const std::string& stream);
+  // The stream if this node serves it now.
+  std::shared_ptr<StreamEntry> Served(const std::string& stream);
+  std::string BlobFile(const std::string& relative) const { return options.data_dir + "/" + relative; }
+
+  const BrokerOptions options;
+  std::unique_ptr<bank::Bank> bank;
+  std::unique_ptr<Registry> registry;
+  std::unique_ptr<BankWriter> writer;
+  std::unique_ptr<cluster::Cluster> cluster;
+  SessionTable sessions;
+  // Work that may block: bank reads and stream admin (bank_pool), large
+  // message file I/O and dead-letter moves (file_pool). Never the front
+  // ends' I/O threads.
+  asio::thread_pool bank_pool{2};
+  asio::thread_pool file_pool{2};
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> finished{false};
+  std::atomic<uint64_t> published{0};       // messages acknowledged
+  std::atomic<uint64_t> inflight_bytes{0};  // publish bytes awaiting ACK, node-wide
+};
+
+}  // namespace floe::broker

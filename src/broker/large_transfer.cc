@@ -1,0 +1,199 @@
+// Large messages (docs/cluster.md "Large messages"): each chunk durable in
+// the message's blob file and its bytes conveyed committed to the session's
+// bank record (fenced by the stream's lease) before it is acknowledged; the
+// last one stores a reference record in the stream. Consumers read a large
+// message's bytes in pieces. File I/O runs on the core's file pool.
+#include <fmt/format.h>
+
+#include "broker/blob.h"
+#include "broker/core.h"
+#include "log/batch.h"
+
+namespace floe::broker {
+
+void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)> done) {
+  ChunkResult ack{.producer_seq = c.producer_seq};
+  if (role_ != Role::kProducer) {
+    ack.code = Code::kNoSession;
+    return done(ack);
+  }
+  if (!serving()) {
+    ack.fenced = true;
+    return done(ack);
+  }
+  if (c.producer_seq == 0 || c.total_size == 0) {
+    ack.code = Code::kInvalidArgument;
+    return done(ack);
+  }
+  if (c.total_size > core_->options.max_large_message_bytes) {
+    ack.code = Code::kMessageTooLarge;
+    return done(ack);
+  }
+  if (!log::ParseHeaders(c.headers, [](void*, std::string_view, std::string_view) {}, nullptr).ok()) {
+    ack.code = Code::kInvalidArgument;
+    return done(ack);
+  }
+  // Stored before (a resend after the last ACK was lost)?
+  log::Stream& log = stream_->log();
+  if (c.producer_seq <= log.HighestProducerSeq(id_)) {
+    auto found = log.LookupProducer(id_, c.producer_seq);
+    using State = log::Stream::ProducerLookup::State;
+    if (found.state == State::kCommitted) {
+      ack.durable_bytes = c.total_size;
+      ack.seq = found.seq;
+      ack.duplicate = true;
+    } else {
+      ack.code = found.state == State::kInDoubt ? Code::kUnavailable : Code::kDuplicateTooOld;
+    }
+    return done(ack);
+  }
+  uint64_t write_at;
+  std::string data;
+  std::string old_blob;
+  {
+    std::lock_guard l(state_->mu);
+    SessionRecord& rec = state_->record;
+    if (state_->chunk_busy) {
+      ack.code = Code::kTooManyInFlight;
+      ack.durable_bytes = rec.bytes_conveyed;
+      return done(ack);
+    }
+    if (rec.conveying_producer_seq != c.producer_seq) {
+      if (c.producer_seq < rec.conveying_producer_seq) {
+        ack.code = Code::kInvalidArgument;  // an older message than the one in transfer
+        return done(ack);
+      }
+      // A new large message (any unfinished older one is abandoned).
+      if (rec.conveying_producer_seq != 0) old_blob = BlobPath(stream_->name(), id_, rec.conveying_producer_seq);
+      rec.conveying_producer_seq = c.producer_seq;
+      rec.conveying_total = c.total_size;
+      rec.bytes_conveyed = 0;
+    }
+    ack.durable_bytes = rec.bytes_conveyed;
+    if (c.total_size != rec.conveying_total) {
+      ack.code = Code::kInvalidArgument;  // the size changed mid-transfer
+      return done(ack);
+    }
+    if (c.offset > rec.bytes_conveyed) {
+      ack.code = Code::kOutOfRange;  // a gap: send from durable_bytes
+      return done(ack);
+    }
+    // Bytes below what is durable were acknowledged before: skip them.
+    const uint64_t skip = std::min<uint64_t>(rec.bytes_conveyed - c.offset, c.data.size());
+    write_at = c.offset + skip;
+    data.assign(c.data.substr(skip));
+    state_->chunk_busy = true;
+  }
+  const uint64_t end = write_at + data.size();
+  auto self = shared_from_this();
+  asio::post(core_->file_pool, [self, old_blob = std::move(old_blob), write_at, end, data = std::move(data),
+                                total = c.total_size, pseq = c.producer_seq, key = std::string(c.key),
+                                headers = std::string(c.headers), done = std::move(done)]() mutable {
+    Broker::Core* core = self->core_;
+    if (!old_blob.empty()) RemoveBlob(core->BlobFile(old_blob));
+    auto failed = [&](Status s) {
+      ChunkResult a{.producer_seq = pseq};
+      {
+        std::lock_guard l(self->state_->mu);
+        self->state_->chunk_busy = false;
+        a.durable_bytes = self->state_->record.bytes_conveyed;
+      }
+      a.fenced = !self->serving();
+      // A failed write: resend the chunk; a failed bank commit: retry.
+      a.code = s.code() == ErrorCode::kIOError ? Code::kStorageFailed : Code::kUnavailable;
+      done(a);
+    };
+    if (!data.empty()) {
+      Status s = WriteBlob(core->BlobFile(BlobPath(self->stream_->name(), self->id_, pseq)), write_at, data);
+      if (!s.ok()) return failed(s);
+    }
+    // Durable: record the bytes conveyed in the bank before the ACK.
+    {
+      std::lock_guard l(self->state_->mu);
+      self->state_->record.bytes_conveyed = std::max(self->state_->record.bytes_conveyed, end);
+      self->state_->record.updated_ms = NowMs();
+    }
+    self->PersistState([self, failed, pseq, total, end, key = std::move(key), headers = std::move(headers),
+                        done](Status s) mutable {
+      if (!s.ok()) return failed(s);
+      if (end == total) return self->CommitLarge(pseq, total, std::move(key), std::move(headers), std::move(done));
+      {
+        std::lock_guard l(self->state_->mu);
+        self->state_->chunk_busy = false;
+      }
+      ChunkResult a{.producer_seq = pseq, .durable_bytes = end};
+      a.fenced = !self->serving();  // fencing: no ACK
+      done(a);
+    });
+  });
+}
+
+// The last chunk is durable: store the message's reference record in the
+// stream, then acknowledge.
+void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key, std::string headers,
+                          std::function<void(ChunkResult)> done) {
+  auto ref_path = std::make_shared<std::string>(BlobPath(stream_->name(), id_, producer_seq));
+  auto ref_headers = std::make_shared<std::string>(LargeRefHeaders(total, headers));
+  auto ref_key = std::make_shared<std::string>(std::move(key));
+  log::Message m{.payload = *ref_path, .key = *ref_key, .encoded_headers = *ref_headers,
+                 .producer_id = id_, .producer_seq = producer_seq};
+  auto self = shared_from_this();
+  std::unique_lock session_lock(*publish_lock_);
+  stream_->log().AppendAsync({&m, 1}, [self, producer_seq, total, ref_path, ref_headers, ref_key,
+                                       done = std::move(done)](const log::AppendResult& res) {
+    ChunkResult a{.producer_seq = producer_seq, .durable_bytes = total};
+    {
+      std::lock_guard l(self->state_->mu);
+      self->state_->chunk_busy = false;
+      SessionRecord& rec = self->state_->record;
+      if (res.status.ok()) {
+        rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;
+        rec.messages += 1;
+        if (producer_seq > rec.last_producer_seq) {
+          rec.last_producer_seq = producer_seq;
+          rec.last_seq = res.first_seq;
+        }
+      }
+    }
+    a.fenced = !self->serving();  // fencing: no ACK
+    if (res.status.ok()) {
+      a.seq = res.first_seq;
+      if (!a.fenced) {
+        self->core_->published += 1;
+        self->PersistState(nullptr);
+      }
+    } else {
+      a.code = res.hole ? Code::kStorageFailed : CodeOf(res.status);  // resend the last chunk
+    }
+    done(a);
+  });
+}
+
+void Session::FetchChunk(uint64_t seq, uint64_t offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done) {
+  if (!consumer_) return done(Fail(Code::kNoSession, "reading a large message needs a consumer session"));
+  if (!serving()) return done(Fail(Code::kNotOwner, "this node no longer serves the stream"));
+  auto r = stream_->log().Read({.from_seq = seq, .max_messages = 1});
+  uint64_t size = 0;
+  std::string_view user_headers;
+  if (!r || r->entries.empty() || r->entries[0].seq != seq || r->entries[0].kind != log::Entry::Kind::kMessage ||
+      !ParseLargeRef(r->entries[0].headers, &size, &user_headers))
+    return done(Fail(Code::kInvalidArgument, fmt::format("seq {} is not a large message", seq)));
+  const std::string relative(r->entries[0].payload);
+  if (!IsBlobPath(relative)) return done(Fail(Code::kInternal, "bad large-message reference"));
+  if (offset > size) return done(Fail(Code::kOutOfRange, "offset past the message's end"));
+  const uint32_t max = std::min<uint32_t>(std::max<uint32_t>(max_bytes, 1), core_->options.max_read_bytes);
+  const uint32_t want = static_cast<uint32_t>(std::min<uint64_t>(max, size - offset));
+  asio::post(core_->file_pool, [seq, offset, size, want, path = core_->BlobFile(relative), done = std::move(done)] {
+    auto data = ReadBlob(path, offset, want);
+    if (!data) {
+      // The reference is in the stream but its file is not readable: the
+      // stream exists, so this is never "unknown stream".
+      Code code = data.error().IsNotFound() ? Code::kInternal : CodeOf(data.error());
+      return done(Fail(code, "reading the large message: " + data.error().ToString()));
+    }
+    if (data->size() != want) return done(Fail(Code::kInternal, "large message file is short"));
+    done(ChunkData{.seq = seq, .total_size = size, .offset = offset, .data = std::move(*data)});
+  });
+}
+
+}  // namespace floe::broker

@@ -1,0 +1,55 @@
+// The sessions and peers of one node: which connection serves which session
+// id, the per-session publish lock, and the per-session shared state that
+// every write of a session's record goes through. Thread-safe (one mutex).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+namespace floe::broker {
+
+class Peer;
+struct SessionState;
+
+class SessionTable {
+ public:
+  uint64_t NewId();
+  // Makes `peer` the one connection serving session `id`; the previous one,
+  // if any, is told to close (the client reconnected).
+  void Claim(uint64_t id, const std::shared_ptr<Peer>& peer);
+  // `peer` no longer serves `id` (unless a newer connection claimed it).
+  void Release(uint64_t id, const Peer* peer);
+  // The lock every connection of session `id` holds while it checks for
+  // duplicates and appends, so an old connection still finishing a publish
+  // and the new one resending it cannot both store a message.
+  std::shared_ptr<std::mutex> PublishLock(uint64_t id);
+  // The shared state of session `id` on this node (created empty).
+  std::shared_ptr<SessionState> StateFor(uint64_t id);
+  size_t session_count();
+
+  size_t Attach(std::shared_ptr<Peer> peer);
+  void Detach(const Peer* peer);
+  std::vector<std::shared_ptr<Peer>> Peers();
+  size_t peer_count();
+  void Clear();
+
+ private:
+  // Drops entries whose object is gone whenever the map doubled since the
+  // last sweep (amortised O(1) per insert). Requires mu_.
+  template <typename T>
+  static void SweepExpired(std::unordered_map<uint64_t, std::weak_ptr<T>>* m);
+
+  std::mutex mu_;
+  std::mt19937_64 rng_{std::random_device{}()};                          // guarded by mu_
+  std::unordered_map<uint64_t, std::weak_ptr<Peer>> sessions_;           // guarded by mu_
+  std::unordered_map<uint64_t, std::weak_ptr<std::mutex>> publish_locks_;  // guarded by mu_
+  std::unordered_map<uint64_t, std::weak_ptr<SessionState>> states_;     // guarded by mu_
+  std::set<std::shared_ptr<Peer>> peers_;                                // guarded by mu_
+};
+
+}  // namespace floe::broker

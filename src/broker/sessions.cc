@@ -1,0 +1,280 @@
+// Sessions: open or resume, lock on this node (the bank shows the holder,
+// one epoch higher), persist the conveyance state, release, and tidy the
+// records no node holds (docs/cluster.md "Sessions").
+#include <fmt/format.h>
+
+#include "broker/blob.h"
+#include "broker/core.h"
+
+namespace floe::broker {
+
+namespace {
+
+// The first seq a new durable consumer reads.
+uint64_t StartSeq(log::Stream& log, StartAt at, uint64_t value) {
+  const uint64_t first = log.first_seq();
+  switch (at) {
+    case StartAt::kFirst: return first;
+    case StartAt::kSeq: return std::max(value, first);
+    case StartAt::kNew: return log.frontier() + 1;
+    case StartAt::kTime: {
+      auto t = log.SeekTime(static_cast<int64_t>(value));
+      return t ? std::max(*t, first) : first;
+    }
+  }
+  return first;
+}
+
+}  // namespace
+
+void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::function<void(Outcome<Opened>)> done) {
+  Core* core = core_.get();
+  // The bank reads (the resumed session's record, the stream's owner) run
+  // on the bank pool, never on the caller's I/O thread.
+  asio::post(core->bank_pool, [core, peer = std::move(peer), req = std::move(req), done = std::move(done)]() mutable {
+    if (core->stopping) return done(Fail(Code::kShuttingDown, "node is shutting down"));
+    std::optional<SessionRecord> prior;
+    if (req.session_id != 0) {
+      auto v = core->bank->Get(SessionKey(req.session_id));
+      if (v) {
+        auto r = DecodeSessionRecord(v->value);
+        if (!r) return done(Fail(Code::kInternal, r.error().ToString()));
+        prior = std::move(*r);
+      } else if (!v.error().IsNotFound()) {
+        return done(Fail(Code::kUnavailable, "reading the session: " + v.error().ToString()));
+      }
+    }
+    const SessionRecord::Kind kind =
+        req.role == Role::kProducer ? SessionRecord::Kind::kProducer : SessionRecord::Kind::kConsumer;
+    if (req.stream.empty()) {
+      if (!prior)
+        return done(Fail(Code::kInvalidArgument, "a session needs a stream, or the id of a session the bank knows"));
+      req.stream = prior->stream;
+    }
+    if (prior && (prior->stream != req.stream || prior->kind != kind))
+      return done(Fail(Code::kInvalidArgument, fmt::format("session {:016x} is a {} session of stream {}",
+                                                           req.session_id, SessionKindName(prior->kind), prior->stream)));
+    if (kind == SessionRecord::Kind::kConsumer) {
+      if (req.consumer.empty() && prior) req.consumer = prior->consumer;
+      Status valid = ValidateStreamName(req.consumer);
+      if (!valid.ok()) return done(Fail(Code::kInvalidName, "consumer " + std::string(valid.message())));
+      if (prior && prior->consumer != req.consumer)
+        return done(Fail(Code::kInvalidArgument,
+                         fmt::format("session {:016x} belongs to consumer {}", req.session_id, prior->consumer)));
+    }
+    auto stream = core->Served(req.stream);
+    if (!stream) return done(tl::unexpected(core->Locate(req.stream)));
+
+    const uint64_t id = req.session_id ? req.session_id : core->sessions.NewId();
+    core->sessions.Claim(id, peer);
+    SessionGrant grant;
+    grant.session_id = id;
+    std::shared_ptr<ConsumerGroup> consumer;
+    if (kind == SessionRecord::Kind::kProducer) {
+      grant.highest_producer_seq = stream->log().HighestProducerSeq(id, &grant.highest_seq);
+    } else {
+      consumer = stream->GetOrCreateConsumer(req.consumer, StartSeq(stream->log(), req.start_at, req.start_value));
+      std::lock_guard l(consumer->mu);
+      grant.ack_floor = consumer->cursor.ack_floor();
+      for (const auto& [seq, p] : consumer->cursor.pending())
+        if (p.session_id == id) grant.pending.push_back({seq, p.delivery_count});
+    }
+    auto state = core->sessions.StateFor(id);
+    std::shared_ptr<Session> session(new Session(
+        core, id, req.role, stream, consumer, state,
+        kind == SessionRecord::Kind::kProducer ? core->sessions.PublishLock(id) : nullptr));
+    session->peer_ = peer.get();
+    // Lock the session: this node holds it, one epoch higher. The bank's
+    // checkpoint is corrected by the stream's own tail (the log knows the
+    // highest producer seq it stored for this session).
+    {
+      std::lock_guard l(state->mu);
+      SessionRecord& rec = state->record;
+      if (rec.id == 0) {
+        if (prior) rec = *prior;
+        rec.id = id;
+        rec.kind = kind;
+        rec.stream = req.stream;
+        rec.consumer = kind == SessionRecord::Kind::kConsumer ? req.consumer : std::string();
+      }
+      rec.holder = core->options.node_id;
+      ++rec.epoch;
+      rec.updated_ms = NowMs();
+      if (kind == SessionRecord::Kind::kProducer && grant.highest_producer_seq >= rec.last_producer_seq) {
+        rec.last_producer_seq = grant.highest_producer_seq;
+        rec.last_seq = grant.highest_seq;
+      }
+      state->holder = session.get();
+      state->group = consumer;
+      state->ended = false;
+      state->chunk_busy = false;
+      grant.epoch = rec.epoch;
+      // A large message in transfer: resume at the bytes the bank says are
+      // durable (the blob file may hold more, written but never acknowledged).
+      if (rec.conveying_producer_seq != 0) {
+        if (rec.conveying_producer_seq <= grant.highest_producer_seq) {
+          rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;  // it was stored
+        } else {
+          auto size = TruncateBlob(core->BlobFile(BlobPath(req.stream, id, rec.conveying_producer_seq)),
+                                   rec.bytes_conveyed);
+          if (size && *size < rec.bytes_conveyed) rec.bytes_conveyed = *size;
+          grant.chunk_producer_seq = rec.conveying_producer_seq;
+          grant.chunk_bytes = rec.bytes_conveyed;
+        }
+      }
+    }
+    // The grant only once the bank shows the session locked here. On
+    // failure the session is released again (the caller closes).
+    session->PersistState([session, peer, grant = std::move(grant), done = std::move(done)](Status s) mutable {
+      if (s.ok()) return done(Opened{std::move(session), std::move(grant)});
+      session->Close();
+      done(Fail(Code::kUnavailable, "locking the session in the bank: " + s.ToString()));
+      peer->CloseSoon();  // after the failure is sent
+    });
+  });
+}
+
+Session::Session(Broker::Core* core, uint64_t id, Role role, std::shared_ptr<StreamEntry> stream,
+                 std::shared_ptr<ConsumerGroup> consumer, std::shared_ptr<SessionState> state,
+                 std::shared_ptr<std::mutex> publish_lock)
+    : core_(core),
+      id_(id),
+      role_(role),
+      stream_(std::move(stream)),
+      consumer_(std::move(consumer)),
+      state_(std::move(state)),
+      publish_lock_(std::move(publish_lock)) {}
+
+Session::~Session() = default;
+
+const std::string& Session::stream_name() const { return stream_->name(); }
+bool Session::serving() const { return stream_->owned(); }
+
+void Session::PersistState(std::function<void(Status)> done) {
+  core_->PersistSession(stream_->name(), id_, state_, std::move(done));
+}
+
+void Session::NoteAcked(const std::vector<PublishResult>& results) {
+  uint64_t count = 0, top_pseq = 0, top_seq = 0;
+  for (const auto& r : results) {
+    if (r.code != Code::kOk) continue;
+    ++count;
+    if (r.producer_seq > top_pseq) {
+      top_pseq = r.producer_seq;
+      top_seq = r.seq;
+    }
+  }
+  if (count == 0) return;
+  core_->published += count;
+  {
+    std::lock_guard l(state_->mu);
+    SessionRecord& rec = state_->record;
+    rec.messages += count;
+    if (top_pseq > rec.last_producer_seq) {
+      rec.last_producer_seq = top_pseq;
+      rec.last_seq = top_seq;
+    }
+    rec.updated_ms = NowMs();
+  }
+  PersistState(nullptr);
+}
+
+void Session::NoteDelivered(size_t delivered, uint64_t top_seq) {
+  if (delivered == 0) return;
+  {
+    std::lock_guard l(state_->mu);
+    state_->record.messages += delivered;
+    state_->record.last_seq = std::max(state_->record.last_seq, top_seq);
+    state_->record.updated_ms = NowMs();
+  }
+  PersistState(nullptr);
+}
+
+void Session::Close() {
+  if (closed_) return;
+  closed_ = true;
+  if (consumer_) {
+    {
+      std::lock_guard l(consumer_->mu);
+      consumer_->cursor.Release(id_, NowMs());
+    }
+    core_->writer->Persist(stream_->name(), consumer_, nullptr);
+    stream_->WakeAll();  // others may take the released deliveries
+  }
+  // Release the session's lock (unless a newer connection of it holds it):
+  // the record shows no holder, and its state stays for whoever resumes it.
+  // After a goodbye the record is deleted.
+  bool mine;
+  {
+    std::lock_guard l(state_->mu);
+    mine = state_->holder == this;
+    if (mine) {
+      state_->holder = nullptr;
+      state_->record.holder.clear();
+      state_->record.updated_ms = NowMs();
+      state_->ended = goodbye_;
+    }
+  }
+  if (mine) PersistState(nullptr);
+  core_->sessions.Release(id_, peer_);
+}
+
+void Broker::Core::PersistSession(const std::string& stream, uint64_t id, std::shared_ptr<SessionState> state,
+                                  std::function<void(Status)> done) {
+  // Progress (every publish ACK, every delivery) only marks the record
+  // dirty once per bank commit: one queued lazy write carries the latest.
+  if (!done) {
+    std::lock_guard l(state->mu);
+    if (state->lazy_queued) return;
+    state->lazy_queued = true;
+  }
+  writer->Write(SessionKey(id), stream,
+                [state]() -> std::optional<std::string> {
+                  std::lock_guard l(state->mu);
+                  state->lazy_queued = false;  // what follows is written
+                  if (state->ended) return std::nullopt;
+                  SessionRecord rec = state->record;
+                  if (state->group) {
+                    std::lock_guard g(state->group->mu);
+                    uint32_t pending = 0;
+                    for (const auto& [seq, p] : state->group->cursor.pending())
+                      if (p.session_id == rec.id) ++pending;
+                    rec.pending = pending;
+                  }
+                  return EncodeSessionRecord(rec);
+                },
+                std::move(done));
+}
+
+void Broker::Core::Housekeep() {
+  auto all = bank->List(kSessionsPrefix);
+  if (!all) return;
+  const int64_t now = NowMs();
+  for (const auto& kv : *all) {
+    auto r = DecodeSessionRecord(kv.value);
+    if (!r) continue;
+    if (!Served(r->stream)) continue;  // its owner looks after it
+    // Every write of a session's record goes through its one SessionState,
+    // so this cannot overwrite a connection's newer state.
+    auto state = sessions.StateFor(r->id);
+    bool write = false;
+    {
+      std::lock_guard l(state->mu);
+      if (state->holder != nullptr) continue;  // served here now
+      if (state->record.id == 0) state->record = *r;
+      if (!state->record.holder.empty()) {
+        // Held by a node that lost the stream (died, paused, gave it up):
+        // the lock is void.
+        state->record.holder.clear();
+        state->record.updated_ms = now;
+        write = true;
+      } else if (now - state->record.updated_ms > options.session_ttl_ms) {
+        state->ended = true;  // closed long ago: the record goes
+        write = true;
+      }
+    }
+    if (write) PersistSession(r->stream, r->id, state, nullptr);
+  }
+}
+
+}  // namespace floe::broker

@@ -1,0 +1,118 @@
+// One client connection speaking the floe protocol (docs/protocol.md): the
+// socket and its framing, the request ids, and the translation of frames
+// into broker-core calls and of their outcomes into frames. What a request
+// *does* lives in the core (src/broker/broker.h), never here.
+//
+// Threads: everything but the broker::Peer calls and SendFrame runs on the
+// connection's strand (the socket's executor). Core callbacks come back on
+// core threads and post to the strand.
+//
+// The close state machine (who moves it in brackets):
+//   open         reading and dispatching frames
+//   draining     close_after_flush_: no more reads; queued frames and ACKs of
+//                publishes in flight are still written [GOODBYE, a bad frame,
+//                the peer's EOF, CloseSoon, LeaveStream]
+//   closed       closed_: the socket is shut; the session is released
+//                (FinishClose, once nothing is being written and no publish
+//                awaits its ACK, or at once on a write error) [MaybeClose,
+//                OnWritten]
+// A connection never goes back; `closed` is final.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <asio.hpp>
+
+#include "broker/broker.h"
+#include "wire/protocol.h"
+
+namespace floe::frontend {
+
+struct ListenerLimits {
+  std::string node_id;
+  uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;
+  uint64_t max_connection_inflight_bytes = 32ull << 20;
+  uint64_t max_node_inflight_bytes = 256ull << 20;
+};
+
+class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(broker::Broker* broker, const ListenerLimits* limits, asio::ip::tcp::socket socket);
+  void Start();
+
+  // broker::Peer: any thread.
+  void StopReading() override;
+  void CloseSoon() override;
+  void Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string& redirect) override;
+
+ private:
+  // Any thread: queue a whole frame.
+  void SendFrame(std::string frame);
+  void Enqueue(std::string_view frame);
+  void StartWrite();
+  void OnWritten(const asio::error_code& ec);
+  void RequestClose();  // -> draining
+  void MaybeClose();    // draining -> closed once nothing is in flight
+  void FinishClose();   // -> closed
+  // The node no longer serves this connection's stream: say so (request id
+  // 0), and close once what is queued is written.
+  void LeaveStream(const std::string& redirect);
+  void Error(uint64_t request_id, wire::WireError code, std::string_view message, bool close = false);
+  void Fail(uint64_t request_id, const broker::Failure& f);
+  template <typename M>
+  void Reply(uint64_t request_id, const M& msg) {
+    std::string f;
+    wire::AppendFrame(&f, request_id, msg);
+    Enqueue(f);
+  }
+
+  asio::awaitable<void> ReadLoop();
+  asio::awaitable<void> Dispatch(const wire::FrameHeader& h, std::span<const char> body);
+  // Request handlers (handlers.cc): decode, call the core, answer.
+  void OnHello(uint64_t req, std::span<const char> body);
+  asio::awaitable<void> OnSessionOpen(uint64_t req, std::span<const char> body);
+  void OnPublish(uint64_t req, std::span<const char> body);
+  void OnPublishChunk(uint64_t req, std::span<const char> body);
+  void OnFetchChunk(uint64_t req, std::span<const char> body);
+  void OnAnswer(uint64_t req, std::span<const char> body);
+  void OnSubscribe(uint64_t req, std::span<const char> body);
+  void OnCredit(uint64_t req, std::span<const char> body);
+  void OnFetch(uint64_t req, std::span<const char> body);
+  void OnAdmin(const wire::FrameHeader& h, std::span<const char> body);
+  // Delivery loops (delivery_loops.cc): a long poll, and push with credit.
+  asio::awaitable<void> FetchLoop(uint64_t req, wire::Fetch fetch);
+  asio::awaitable<void> PushLoop(uint64_t req);
+  // Encodes one core delivery as a DELIVERY frame.
+  static void AppendDelivery(std::string* frame, uint64_t req, const broker::DeliveryBatch& batch);
+  // Sleeps until `until`, the stream's next change, or a close.
+  asio::awaitable<void> WaitForChange(std::chrono::steady_clock::time_point until);
+
+  broker::Broker* const broker_;
+  const ListenerLimits* const limits_;
+  asio::ip::tcp::socket socket_;
+  asio::any_io_executor strand_;
+  asio::steady_timer inflight_signal_;  // wakes ReadLoop blocked on backpressure
+  std::string outbox_;   // frames waiting for the current write to finish
+  std::string sending_;  // the bytes of the write in flight
+  bool writing_ = false;
+  bool hello_ = false;
+  bool reading_ = true;
+  bool closed_ = false;
+  bool close_after_flush_ = false;
+  std::atomic<uint64_t> inflight_bytes_{0};  // publish bytes awaiting their ACK
+
+  std::shared_ptr<broker::Session> session_;  // once opened
+  bool opening_ = false;                       // a SESSION_OPEN is with the core
+  std::shared_ptr<asio::steady_timer> wait_timer_;  // a long poll's wait
+  // Push subscription.
+  bool subscribed_ = false;
+  uint64_t credit_ = 0;
+  std::shared_ptr<asio::steady_timer> push_wake_;
+};
+
+}  // namespace floe::frontend

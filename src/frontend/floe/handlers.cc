@@ -1,0 +1,245 @@
+// The floe protocol's requests: each decodes its frame, calls the broker
+// core, and answers with a frame (docs/protocol.md). Runs on the
+// connection's strand; core callbacks post back to it.
+#include <optional>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <fmt/format.h>
+
+#include "frontend/floe/connection.h"
+#include "frontend/floe/error_map.h"
+
+namespace floe::frontend {
+
+using asio::awaitable;
+namespace {
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+}  // namespace
+
+#define FLOE_DECODE_OR_CLOSE(var, Type, req, body)                                 \
+  auto var = wire::DecodeBodyAs<Type>(body);                                       \
+  if (!var) return Error(req, wire::WireError::kMalformedFrame, var.error().message(), true)
+
+void Connection::OnHello(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(h, wire::Hello, req, body);
+  const uint16_t lo = std::max(h->min_version, wire::kMinVersion);
+  const uint16_t hi = std::min(h->max_version, wire::kMaxVersion);
+  if (lo > hi) {
+    return Error(req, wire::WireError::kUnsupportedVersion,
+                 fmt::format("node speaks versions {}-{}, client {}-{}", wire::kMinVersion, wire::kMaxVersion,
+                             h->min_version, h->max_version),
+                 true);
+  }
+  hello_ = true;
+  Reply(req, wire::HelloOk{hi, limits_->max_frame_bytes, limits_->max_message_bytes, limits_->node_id});
+}
+
+awaitable<void> Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
+  auto so = wire::DecodeBodyAs<wire::SessionOpen>(body);
+  if (!so) co_return Error(req, wire::WireError::kMalformedFrame, so.error().message(), true);
+  if (session_ || opening_)
+    co_return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
+  broker::SessionRequest r{.session_id = so->session_id, .role = so->role, .stream = std::string(so->stream),
+                           .consumer = std::string(so->consumer), .start_at = so->start_at,
+                           .start_value = so->start_value};
+  // The core reads and writes the bank on its own pool; this connection
+  // reads no further frame until the session is open (or refused), but the
+  // I/O thread serves other connections meanwhile.
+  using Result = broker::Outcome<broker::Broker::Opened>;
+  auto event = std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max());
+  auto result = std::make_shared<std::optional<Result>>();
+  auto self = shared_from_this();
+  opening_ = true;
+  broker_->OpenSession(self, std::move(r), [self, event, result](Result o) mutable {
+    asio::post(self->strand_, [event, result, o = std::move(o)]() mutable {
+      *result = std::move(o);
+      event->cancel();
+    });
+  });
+  while (!*result) co_await event->async_wait(kNoThrow);
+  opening_ = false;
+  Result& opened = **result;
+  if (!opened) co_return Fail(req, opened.error());
+  if (closed_) {
+    opened->session->Close();  // the client went away meanwhile
+    co_return;
+  }
+  session_ = std::move(opened->session);
+  const broker::SessionGrant& g = opened->grant;
+  wire::SessionOk ok{.session_id = g.session_id, .epoch = g.epoch, .highest_producer_seq = g.highest_producer_seq,
+                     .highest_seq = g.highest_seq, .ack_floor = g.ack_floor,
+                     .chunk_producer_seq = g.chunk_producer_seq, .chunk_bytes = g.chunk_bytes};
+  for (const auto& p : g.pending) ok.pending.push_back({p.seq, p.delivery_count});
+  Reply(req, ok);
+}
+
+void Connection::OnPublish(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(pub, wire::Publish, req, body);
+  if (!session_ || session_->role() != wire::Role::kProducer)
+    return Error(req, wire::WireError::kNoSession, "PUBLISH needs a producer session");
+  std::vector<broker::PublishInput> in;
+  in.reserve(pub->messages.size());
+  for (const auto& m : pub->messages) in.push_back({m.producer_seq, m.key, m.headers, m.payload});
+  const uint64_t bytes = body.size();
+  inflight_bytes_ += bytes;
+  auto self = shared_from_this();
+  session_->Publish(in, bytes, [self, req, bytes](broker::PublishOutcome out) {
+    wire::PublishAck ack;
+    ack.results.reserve(out.results.size());
+    for (const auto& r : out.results) ack.results.push_back({r.producer_seq, ToWire(r.code), r.duplicate, r.seq});
+    std::string f;
+    wire::AppendFrame(&f, req, ack);
+    // The in-flight count drops on the strand, after the ACK is queued: a
+    // close that waits for it (GOODBYE, node stop) cannot slip in between
+    // and drop the ACK.
+    asio::post(self->strand_, [self, fenced = out.fenced, f = std::move(f), bytes] {
+      if (!fenced && self->session_->serving()) {
+        self->Enqueue(f);
+      } else if (!self->closed_ && !self->close_after_flush_) {
+        self->LeaveStream("");  // fencing: the producer resends to the new owner
+      }
+      self->inflight_bytes_ -= bytes;
+      self->inflight_signal_.cancel();
+      self->MaybeClose();  // a GOODBYE may be waiting for this ACK
+    });
+  });
+}
+
+void Connection::OnPublishChunk(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(c, wire::PublishChunk, req, body);
+  if (!session_ || session_->role() != wire::Role::kProducer)
+    return Error(req, wire::WireError::kNoSession, "PUBLISH_CHUNK needs a producer session");
+  broker::ChunkInput in{c->producer_seq, c->total_size, c->offset, c->key, c->headers, c->data};
+  auto self = shared_from_this();
+  session_->PublishChunk(in, [self, req](broker::ChunkResult r) {
+    asio::post(self->strand_, [self, req, r] {
+      if (r.fenced) return self->LeaveStream("");  // no ACK
+      self->Reply(req, wire::ChunkAck{.producer_seq = r.producer_seq, .code = ToWire(r.code),
+                                      .durable_bytes = r.durable_bytes, .seq = r.seq, .duplicate = r.duplicate});
+    });
+  });
+}
+
+void Connection::OnFetchChunk(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(fc, wire::FetchChunk, req, body);
+  if (!session_ || session_->role() != wire::Role::kConsumer)
+    return Error(req, wire::WireError::kNoSession, "FETCH_CHUNK needs a consumer session");
+  const uint32_t max = std::min<uint32_t>(fc->max_bytes, limits_->max_frame_bytes / 2);
+  auto self = shared_from_this();
+  session_->FetchChunk(fc->seq, fc->offset, max, [self, req](broker::Outcome<broker::ChunkData> c) {
+    asio::post(self->strand_, [self, req, c = std::move(c)] {
+      if (!c && c.error().code == broker::Code::kNotOwner) return self->LeaveStream(c.error().redirect);
+      if (!c) return self->Fail(req, c.error());
+      self->Reply(req, wire::Chunk{.seq = c->seq, .total_size = c->total_size, .offset = c->offset, .data = c->data});
+    });
+  });
+}
+
+void Connection::OnAnswer(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(a, wire::Answer, req, body);
+  if (!session_ || session_->role() != wire::Role::kConsumer)
+    return Error(req, wire::WireError::kNoSession, "ANSWER needs a consumer session");
+  auto self = shared_from_this();
+  session_->Answer(a->items, [self, req, items = a->items](broker::Outcome<std::vector<broker::Code>> codes) {
+    std::string f;
+    if (codes) {
+      wire::AnswerOk ok;
+      ok.results.reserve(items.size());
+      for (size_t i = 0; i < items.size(); ++i) ok.results.push_back({items[i].seq, ToWire((*codes)[i])});
+      wire::AppendFrame(&f, req, ok);
+    } else {
+      f = ErrorFrame(req, codes.error());
+    }
+    self->SendFrame(std::move(f));
+  });
+}
+
+void Connection::OnFetch(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(f, wire::Fetch, req, body);
+  if (!session_ || session_->role() != wire::Role::kConsumer)
+    return Error(req, wire::WireError::kNoSession, "FETCH needs a consumer session");
+  auto self = shared_from_this();
+  asio::co_spawn(strand_, [self, req, fetch = *f]() -> awaitable<void> { co_await self->FetchLoop(req, fetch); },
+                 asio::detached);
+}
+
+void Connection::OnSubscribe(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(s, wire::Subscribe, req, body);
+  if (!session_ || session_->role() != wire::Role::kConsumer)
+    return Error(req, wire::WireError::kNoSession, "SUBSCRIBE needs a consumer session");
+  if (subscribed_) return Error(req, wire::WireError::kInvalidArgument, "already subscribed");
+  subscribed_ = true;
+  credit_ = s->credit;
+  push_wake_ = std::make_shared<asio::steady_timer>(strand_);
+  auto self = shared_from_this();
+  asio::co_spawn(strand_, [self, req]() -> awaitable<void> { co_await self->PushLoop(req); }, asio::detached);
+}
+
+void Connection::OnCredit(uint64_t req, std::span<const char> body) {
+  FLOE_DECODE_OR_CLOSE(c, wire::Credit, req, body);
+  credit_ += c->credit;
+  if (push_wake_) push_wake_->cancel();
+}
+
+void Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body) {
+  using wire::FrameType;
+  const uint64_t req = h.request_id;
+  auto self = shared_from_this();
+  // The core answers on its pool; the reply is sent from there.
+  auto reply_ok = [self, req](broker::Outcome<void> r) {
+    std::string f;
+    if (r) {
+      wire::AppendFrame(&f, req, wire::Ok{});
+    } else {
+      f = ErrorFrame(req, r.error());
+    }
+    self->SendFrame(std::move(f));
+  };
+  switch (h.type) {
+    case FrameType::kStreamCreate: {
+      FLOE_DECODE_OR_CLOSE(c, wire::StreamCreate, req, body);
+      return broker_->CreateStream(std::string(c->name), c->config, reply_ok);
+    }
+    case FrameType::kStreamDelete: {
+      FLOE_DECODE_OR_CLOSE(d, wire::StreamDelete, req, body);
+      return broker_->DeleteStream(std::string(d->name), reply_ok);
+    }
+    case FrameType::kStreamList: {
+      FLOE_DECODE_OR_CLOSE(l, wire::StreamList, req, body);
+      return broker_->ListStreams([self, req](broker::Outcome<std::vector<std::string>> names) {
+        std::string f;
+        if (names) {
+          wire::StreamListOk ok;
+          for (const auto& n : *names) ok.names.push_back(n);
+          wire::AppendFrame(&f, req, ok);
+        } else {
+          f = ErrorFrame(req, names.error());
+        }
+        self->SendFrame(std::move(f));
+      });
+    }
+    case FrameType::kStreamInfo: {
+      FLOE_DECODE_OR_CLOSE(i, wire::StreamInfo, req, body);
+      return broker_->DescribeStream(std::string(i->name), [self, req](broker::Outcome<broker::StreamStatus> s) {
+        std::string f;
+        if (s) {
+          wire::StreamInfoOk ok;
+          ok.name = s->name;
+          ok.config = s->config;
+          ok.first_seq = s->first_seq;
+          ok.frontier = s->frontier;
+          ok.bytes = s->bytes;
+          for (const auto& c : s->consumers) ok.consumers.push_back({c.name, c.ack_floor, c.next_seq, c.pending, c.lag});
+          wire::AppendFrame(&f, req, ok);
+        } else {
+          f = ErrorFrame(req, s.error());
+        }
+        self->SendFrame(std::move(f));
+      });
+    }
+    default:
+      return;
+  }
+}
+
+}  // namespace floe::frontend

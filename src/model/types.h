@@ -1,0 +1,56 @@
+// floe's own types, shared by every layer that speaks of streams, sessions
+// and answers: the wire protocol encodes them, the broker core acts on them,
+// the bank stores them. No layer's format lives here, only the meaning.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/codec.h"
+#include "base/status.h"
+
+namespace floe {
+
+enum class SyncMode : uint8_t { kFdatasync = 0, kNone = 1 };
+
+// A stream's settings, fixed at creation (docs/protocol.md STREAM_CREATE).
+struct StreamConfig {
+  uint64_t retention_bytes = 0;     // 0: keep everything
+  uint64_t retention_age_ms = 0;    // 0: keep everything
+  uint32_t max_message_bytes = 1u << 20;
+  SyncMode sync = SyncMode::kFdatasync;
+  uint32_t ack_wait_ms = 30000;     // redeliver an unanswered delivery after this
+  uint32_t max_deliveries = 5;      // then move it to dead_letter (0: never)
+  std::string dead_letter;          // a stream name, or empty: drop
+};
+// The config's fields in their pinned order (the STREAM_CREATE body and the
+// bank's stream record both hold them so). Decode fails the decoder on an
+// unknown sync mode.
+void EncodeStreamConfigFields(Encoder& e, const StreamConfig& c);
+StreamConfig DecodeStreamConfigFields(Decoder& d);
+
+enum class Role : uint8_t { kProducer = 1, kConsumer = 2 };
+
+// Where a durable consumer starts when a session creates it.
+enum class StartAt : uint8_t {
+  kFirst = 0,  // the stream's first seq
+  kSeq = 1,    // start_value is a seq
+  kTime = 2,   // start_value is a timestamp (µs since the epoch)
+  kNew = 3,    // only messages published from now on
+};
+
+enum class AnswerKind : uint8_t { kAck = 1, kNak = 2, kInProgress = 3, kTerminate = 4 };
+
+// A consumer's answer to one delivery.
+struct AnswerItem {
+  uint64_t seq = 0;
+  AnswerKind kind = AnswerKind::kAck;
+  uint32_t delay_ms = 0;  // NAK: redeliver after this long
+};
+
+// Stream and consumer names: 1 to 128 bytes of A-Z a-z 0-9 . _ -, not
+// starting with '.' (a name is a directory under the data directory).
+Status ValidateStreamName(std::string_view name);
+
+}  // namespace floe
