@@ -20,7 +20,7 @@ enum class WireError : uint16_t {
   kStreamExists = 7,
   kInvalidArgument = 8,
   kNoSession = 9,           // a request that needs a session came before SESSION_OPEN
-  kSessionBusy = 10,        // the session is served by another connection or node
+  kSessionBusy = 10,        // reserved: never sent (a newer connection takes a session over)
   kNotOwner = 11,           // this node does not own the stream (redirect)
   kUnavailable = 12,        // transient: retry the same request
   kStorageFailed = 13,      // the write failed; the message was not stored: resend it
