@@ -47,23 +47,4 @@ bool IsRetriable(WireError e) {
   }
 }
 
-WireError ToWireError(const Status& s) {
-  switch (s.code()) {
-    case ErrorCode::kOk: return WireError::kOk;
-    case ErrorCode::kNotFound: return WireError::kUnknownStream;
-    case ErrorCode::kInvalidArgument: return WireError::kInvalidArgument;
-    case ErrorCode::kAlreadyExists: return WireError::kStreamExists;
-    case ErrorCode::kOutOfRange: return WireError::kOutOfRange;
-    case ErrorCode::kUnavailable:
-    case ErrorCode::kTimedOut:
-    case ErrorCode::kAborted: return WireError::kUnavailable;
-    case ErrorCode::kFailedPrecondition: return WireError::kStreamReadOnly;
-    case ErrorCode::kIOError:
-    case ErrorCode::kNoSpace: return WireError::kStorageFailed;
-    case ErrorCode::kCorruption:
-    case ErrorCode::kInternal: return WireError::kInternal;
-  }
-  return WireError::kInternal;
-}
-
 }  // namespace floe::wire

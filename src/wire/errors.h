@@ -1,5 +1,6 @@
 // Wire error codes. Numbers are pinned: they are the protocol (docs/protocol.md).
-// Mapped from floe::Status once, at the server's edge (ToWireError).
+// The node maps the broker core's codes to these once, at the floe
+// protocol's edge (src/frontend/floe/error_map.cc).
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,5 @@ enum class WireError : uint16_t {
 std::string_view WireErrorName(WireError e);
 // Whether resending the same request can succeed.
 bool IsRetriable(WireError e);
-// The server edge's one mapping from Status to a wire code.
-WireError ToWireError(const Status& s);
 
 }  // namespace floe::wire

@@ -1409,52 +1409,5 @@ TEST(WireErrorTest, EveryErrorCodeAnswersTheFrameCodeItNames) {
   }
 }
 
-TEST(ToWireErrorTest, EveryStatusCodeMapsToItsWireCode) {
-  struct Row {
-    ErrorCode status;
-    WireError wire;
-  };
-  const Row rows[] = {
-      {ErrorCode::kOk, WireError::kOk},
-      {ErrorCode::kNotFound, WireError::kUnknownStream},
-      {ErrorCode::kCorruption, WireError::kInternal},
-      {ErrorCode::kInvalidArgument, WireError::kInvalidArgument},
-      {ErrorCode::kIOError, WireError::kStorageFailed},
-      {ErrorCode::kOutOfRange, WireError::kOutOfRange},
-      {ErrorCode::kUnavailable, WireError::kUnavailable},
-      {ErrorCode::kAborted, WireError::kUnavailable},
-      {ErrorCode::kFailedPrecondition, WireError::kStreamReadOnly},
-      {ErrorCode::kAlreadyExists, WireError::kStreamExists},
-      {ErrorCode::kNoSpace, WireError::kStorageFailed},
-      {ErrorCode::kTimedOut, WireError::kUnavailable},
-      {ErrorCode::kInternal, WireError::kInternal},
-  };
-  for (const Row& r : rows) {
-    const Status s = r.status == ErrorCode::kOk ? Status::OK() : Status(r.status, "x");
-    EXPECT_EQ(static_cast<int>(ToWireError(s)), static_cast<int>(r.wire)) << ErrorCodeName(r.status);
-  }
-  // Every ErrorCode is in the table above.
-  EXPECT_EQ(std::size(rows), static_cast<size_t>(ErrorCode::kInternal) + 1);
-}
-
-TEST(ToWireErrorTest, RetriabilityFollowsTheStatusRetryRules) {
-  // status.h: unavailable = retry the call, aborted = retry the transaction,
-  // failed precondition = do not retry; an I/O failure left a hole: resend.
-  EXPECT_TRUE(IsRetriable(ToWireError(Status::Unavailable("busy"))));
-  EXPECT_TRUE(IsRetriable(ToWireError(Status::Aborted("lost a race"))));
-  EXPECT_TRUE(IsRetriable(ToWireError(Status::TimedOut("slow"))));
-  EXPECT_TRUE(IsRetriable(ToWireError(Status::IOError("eio"))));
-  EXPECT_TRUE(IsRetriable(ToWireError(Status::NoSpace("enospc"))));
-  EXPECT_FALSE(IsRetriable(ToWireError(Status::FailedPrecondition("read-only"))));
-  EXPECT_FALSE(IsRetriable(ToWireError(Status::InvalidArgument("bad"))));
-  EXPECT_FALSE(IsRetriable(ToWireError(Status::Corruption("crc"))));
-  EXPECT_FALSE(IsRetriable(ToWireError(Status::Internal("bug"))));
-  EXPECT_FALSE(IsRetriable(ToWireError(Status::OK())));
-}
-
-TEST(ToWireErrorTest, AnUnknownStatusCodeIsInternal) {
-  EXPECT_EQ(ToWireError(Status(static_cast<ErrorCode>(99), "from the future")), WireError::kInternal);
-}
-
 }  // namespace
 }  // namespace floe::wire
