@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bank/bank.h"
+#include "broker/bank_writer.h"
 #include "broker/cursor.h"
 #include "log/stream.h"
 #include "model/types.h"
@@ -82,57 +83,6 @@ class StreamEntry {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<ConsumerGroup>> consumers_;  // guarded by mu_
   std::vector<std::function<void()>> waiters_;                      // guarded by mu_
-};
-
-// Writes a node's bank records (cursors, sessions) in batches: every write
-// asked for while a commit runs goes into the next one (group commit, as the
-// log does). Each record belongs to a stream; a commit carries the fence of
-// every stream it touches (the stream's lease, FencedBy), so a node that lost
-// a stream cannot change its records.
-class BankWriter {
- public:
-  // The value to write, taken on the writer thread at commit time (so later
-  // changes coalesce); nullopt deletes the key.
-  using Encode = std::function<std::optional<std::string>()>;
-  // The fence op for a stream's records, or nullopt if the node does not own
-  // the stream (its writes then fail with Aborted).
-  using Fence = std::function<std::optional<bank::Op>(const std::string& stream)>;
-
-  BankWriter(bank::Bank* bank, Fence fence);
-  ~BankWriter();
-  // Writes `key` as `encode()` returns when the writer takes it; `done` runs
-  // on the writer thread after the commit. Without `done` the write is lazy:
-  // it joins the next commit, at most kLazyDelay later.
-  void Write(std::string key, const std::string& stream, Encode encode, std::function<void(Status)> done);
-  void Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group, std::function<void(Status)> done);
-  void Stop();  // writes what is queued, then stops
-  uint64_t commits() const;
-  uint64_t records() const;  // records written
-
- private:
-  void Loop();
-  struct Item {
-    std::string key;
-    std::string stream;
-    Encode encode;
-    std::function<void(Status)> done;
-  };
-  Status CommitBatch(std::vector<Item>& items);
-  static constexpr std::chrono::milliseconds kLazyDelay{100};
-  static constexpr size_t kMaxOpsPerCommit = 100;
-  // etcd takes requests up to 1.5 MiB; a commit stays well below.
-  static constexpr size_t kMaxBytesPerCommit = 1 << 20;
-  bank::Bank* bank_;
-  Fence fence_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Item> queue_;
-  std::map<std::string, Item> lazy_;  // by key
-  std::chrono::steady_clock::time_point lazy_since_;
-  bool stop_ = false;
-  uint64_t commits_ = 0;
-  uint64_t records_ = 0;
-  std::thread thread_;
 };
 
 struct RegistryOptions {

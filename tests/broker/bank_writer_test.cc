@@ -1,4 +1,4 @@
-// The node's bank writer (src/broker/registry.h) on a real etcd server: its
+// The node's bank writer (src/broker/bank_writer.h) on a real etcd server: its
 // batches stay within etcd's transaction limits, and a lost lease fences its
 // writes.
 #include <chrono>
