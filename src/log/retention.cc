@@ -7,9 +7,13 @@ namespace floe::log {
 // Any thread: Stream::EnforceRetention, and the writer's Maintain after each
 // idle second. Takes mu_ to choose and unlink the segments from segments_,
 // then removes their files without it; readers still holding one keep
-// reading it through their open handles.
+// reading it through their open handles. retention_mu_, held throughout,
+// keeps two calls from removing files out of order: one removing a newer
+// segment while the other still removes an older one could leave a gap in
+// seqs at a crash, which recovery takes for corruption.
 Status Stream::Impl::EnforceRetention() {
   if (options_.retention_bytes == 0 && options_.retention_age_us == 0) return Status::OK();
+  std::lock_guard retention(retention_mu_);
   std::vector<std::shared_ptr<Segment>> doomed;
   {
     std::lock_guard l(mu_);

@@ -133,7 +133,7 @@ class Stream::Impl {
   std::unique_ptr<FileLock> lock_;
   RecoveryReport report_;
 
-  mutable std::mutex mu_;  // before cache_'s lock when both are held
+  mutable std::mutex mu_;  // after retention_mu_, before cache_'s lock, when held together
   std::condition_variable writer_cv_;    // wakes the writer: pending_, roll_requested_, closing_
   std::condition_variable space_cv_;     // wakes blocked appenders: pending_bytes_, closing_, failed_
   std::condition_variable frontier_cv_;  // wakes WaitFor and RollForTest: the frontier, rolls_done_, closing_
@@ -166,6 +166,10 @@ class Stream::Impl {
 
   // Its own lock; any thread.
   BatchCache cache_;
+
+  // Held by EnforceRetention from choosing segments to removing their files;
+  // taken before mu_.
+  std::mutex retention_mu_;
 
  private:
   // Writer thread only (writer.cc); CreateSegment also from Recover.
