@@ -177,6 +177,7 @@ class Stream::Impl {
   void WriteOneGroup(std::unique_lock<std::mutex>& l);
   Status WriteGroups(std::deque<Group>& groups);
   void FinishGroups(std::deque<Group>& groups, const Status& write_status);
+  Status Roll(uint64_t base_seq);
   Status CreateSegment(uint64_t base_seq, std::string_view first_batch);
   void Maintain();
 

@@ -88,7 +88,7 @@ void Stream::Impl::WriterLoop() {
       const uint64_t next = slots_.next_seq();
       Status fail = failed_;
       l.unlock();
-      Status s = fail.ok() ? CreateSegment(next, {}) : fail;
+      Status s = fail.ok() ? Roll(next) : fail;
       l.lock();
       writer_active_ = false;
       roll_status_ = s;
@@ -138,10 +138,7 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
     roll |= static_cast<int64_t>(env_->NowMicros()) - segments_.back()->created_us >
             static_cast<int64_t>(options_.segment_age_us);
   }
-  if (roll) {
-    if (options_.sync == SyncMode::kNone) FLOE_RETURN_IF_ERROR(appender_->Sync());
-    FLOE_RETURN_IF_ERROR(CreateSegment(groups.front().base_seq, {}));
-  }
+  if (roll) FLOE_RETURN_IF_ERROR(Roll(groups.front().base_seq));
   std::vector<std::string_view> pieces;
   pieces.reserve(groups.size());
   for (Group& g : groups) pieces.emplace_back(g.buf);
@@ -242,6 +239,16 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
   for (auto& [cb, r] : done) cb(r);
 }
 
+// Writer thread, without mu_. Seals the active segment, whose every batch is
+// resolved, and starts a new one at base_seq. Under sync=none the sealed
+// segment is fdatasync'd first: a power loss may then cut only the active
+// segment, never leave a sealed one ending short of the next one's base seq
+// (which recovery refuses as corruption).
+Status Stream::Impl::Roll(uint64_t base_seq) {
+  if (options_.sync == SyncMode::kNone) FLOE_RETURN_IF_ERROR(appender_->Sync());
+  return CreateSegment(base_seq, {});
+}
+
 // Writer thread (or Recover), without mu_. Creates segment next_segment_id_
 // starting at base_seq, optionally with a first batch, makes it durable (file
 // and directory entry) and makes it the active segment.
@@ -317,7 +324,7 @@ void Stream::Impl::Maintain() {
       idle = pending_.empty() && slots_.frontier() + 1 == next && failed_.ok();
     }
     if (idle && static_cast<int64_t>(env_->NowMicros()) - created > static_cast<int64_t>(options_.segment_age_us)) {
-      Status s = CreateSegment(next, {});
+      Status s = Roll(next);
       if (!s.ok()) Log("rolling segment by age failed: " + s.ToString());
     }
   }
