@@ -70,7 +70,8 @@ Result<BatchHeader> DecodeBatchHeader(std::span<const char> bytes);
 // (bytes.size() must equal the header's length).
 Result<BatchHeader> VerifyBatch(std::span<const char> bytes);
 
-// Iterates the records of a verified data batch.
+// Iterates the records of a verified data batch. A plain value that takes no
+// lock: one thread at a time, and the batch bytes must outlive it.
 class RecordIterator {
  public:
   RecordIterator(const BatchHeader& header, std::span<const char> batch);

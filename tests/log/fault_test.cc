@@ -781,6 +781,35 @@ TEST_F(FaultTest, FailedRollLeavesAnOpenableStream) {
   ASSERT_NO_FATAL_FAILURE(CrashAndReopen({CrashMode::kDropUnsynced, 0}));
 }
 
+// Under sync=none no batch is fdatasync'd, but a roll first makes the segment
+// it leaves durable: a power loss can then lose only the active segment's
+// tail, and never leave a sealed segment ending short of the next one's base
+// seq, which recovery would take for corruption and refuse to open. The
+// model is not used: sync=none may lose acknowledged records.
+TEST_F(FaultTest, SyncNoneRollMakesTheSealedSegmentDurable) {
+  StreamOptions o = Options();
+  o.sync = SyncMode::kNone;
+  auto opened = Stream::Open(kDir, o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  stream_ = std::move(*opened);
+  auto append = [&] {
+    auto payloads = MakePayloads(3, 100);
+    std::vector<Message> msgs;
+    for (const auto& p : payloads) msgs.push_back({.payload = p});
+    AppendResult r = stream_->Append(msgs);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  };
+  for (int i = 0; i < 4; ++i) ASSERT_NO_FATAL_FAILURE(append());
+  ASSERT_TRUE(stream_->TEST_RollSegment().ok());
+  ASSERT_NO_FATAL_FAILURE(append());
+  env_->Crash({CrashMode::kDropUnsynced, 0});
+  Close();
+  env_->Restart();
+  opened = Stream::Open(kDir, o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ((*opened)->frontier(), 12u) << "the sealed segment's 12 records are durable, the active one's are not";
+}
+
 // ---------------------------------------------------------------------------
 // When even the holes cannot be recorded, the stream refuses writes, keeps
 // serving readers, pins the frontier below the unresolved seqs, and works

@@ -1,0 +1,203 @@
+// Internals of the stream (stream.h is its public header), shared by the
+// files that implement it:
+//   stream.cc       the public methods, Open and Close
+//   recovery.cc     opening a stream: segments, the torn tail, the dedup window
+//   writer.cc       appends, the writer thread, group commit, new segments
+//   reader.cc       reads, seeks by seq and by time, loading batches
+//   retention.cc    deleting the oldest segments
+//   batch_cache.cc  verified batches kept for readers (batch_cache.h)
+// The file format and recovery rules are in docs/format.md.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/env.h"
+#include "base/status.h"
+#include "log/batch.h"
+#include "log/batch_cache.h"
+#include "log/dedup.h"
+#include "log/segment.h"
+#include "log/slot_table.h"
+#include "log/stream.h"
+
+namespace floe::log {
+namespace internal {
+
+// A segment as the stream knows it, shared (by shared_ptr) between the
+// stream's list of segments and readers still reading it after retention
+// dropped it. The fields above the line are set before the segment is
+// published in Stream::Impl::segments_ and never change; the fields below it
+// are guarded by Stream::Impl::mu_ and written only by the writer thread (or
+// by Recover before the writer starts).
+struct Segment {
+  uint64_t id = 0;
+  uint64_t base_seq = 0;
+  std::string path;
+  int64_t created_us = 0;
+  std::shared_ptr<File> read_file;  // buffered handle for readers
+  // O_DIRECT handle for large cold reads (null where the file system refuses
+  // direct I/O): the page cache never saw these bytes, since writes bypass
+  // it, and its small readahead makes buffered reads of them slow.
+  std::shared_ptr<File> direct_read_file;
+  // ---- guarded by Stream::Impl::mu_:
+  uint64_t end_seq = 0;     // one past the last seq it holds
+  uint64_t size = 0;        // end of its last written batch (committed bytes)
+  int64_t first_ts = 0;
+  int64_t last_ts = 0;
+  std::vector<IndexEntry> index;
+};
+
+// What a reader needs of a segment, copied under Stream::Impl::mu_; owned by
+// the one thread that reads with it.
+struct SegmentView {
+  std::shared_ptr<Segment> seg;
+  uint64_t start_offset = 0;
+  uint64_t size = 0;
+  uint64_t end_seq = 0;
+};
+
+// Appends waiting to be written together, as one batch. While it sits in
+// Stream::Impl::pending_ it is guarded by mu_ and appenders add to it; once
+// the writer thread takes it out, it belongs to the writer thread alone.
+struct Group {
+  std::string buf;  // kBatchHeaderSize reserved, then records
+  uint64_t base_seq = 0;
+  uint32_t count = 0;
+  int64_t first_ts = 0;
+  int64_t last_ts = 0;
+  struct Waiter {
+    uint64_t first_seq;
+    uint32_t count;
+    AppendCallback done;
+  };
+  std::vector<Waiter> waiters;
+};
+
+}  // namespace internal
+
+// The stream behind Stream's public methods.
+//
+// Threads: Open runs Recover on its own thread before anything else can see
+// the stream; then one writer thread (WriterLoop) owns the active segment and
+// does every write, sync, roll and resolution; every other method may be
+// called from any thread. Marked below: which thread may call each method,
+// and which lock guards each member. Recover touches members guarded by mu_
+// without taking it where no other thread can yet see them.
+class Stream::Impl {
+ public:
+  using Segment = internal::Segment;
+  using SegmentView = internal::SegmentView;
+  using Group = internal::Group;
+
+  Impl(std::string dir, StreamOptions options)
+      : dir_(std::move(dir)),
+        options_(std::move(options)),
+        env_(options_.env ? options_.env : Env::Default()),
+        slots_(1),
+        dedup_(options_.dedup_per_producer, options_.dedup_max_producers),
+        cache_(options_.cache_bytes) {}
+  ~Impl() { Close(); }
+
+  // Open's thread, once, before StartWriter (recovery.cc).
+  Status Recover();
+  void StartWriter() { writer_ = std::thread([this] { WriterLoop(); }); }
+  // Any thread; idempotent. Stops the writer after it wrote what is pending.
+  void Close();
+
+  // Any thread (writer.cc).
+  void AppendAsync(std::span<const Message> messages, AppendCallback done);
+  Status RollForTest();
+  // Any thread (reader.cc).
+  Result<ReadResult> Read(const ReadOptions& options);
+  Result<uint64_t> SeekTime(int64_t ts);
+  bool WaitFor(uint64_t seq, std::chrono::milliseconds timeout);
+  // Any thread, the writer's Maintain included (retention.cc).
+  Status EnforceRetention();
+
+  // Any thread.
+  void Log(const std::string& line);
+
+  // Immutable.
+  const std::string dir_;
+  const StreamOptions options_;
+  Env* const env_;
+  // Set once by Recover, then read-only.
+  std::unique_ptr<FileLock> lock_;
+  RecoveryReport report_;
+
+  mutable std::mutex mu_;  // after retention_mu_, before cache_'s lock, when held together
+  std::condition_variable writer_cv_;    // wakes the writer: pending_, roll_requested_, closing_
+  std::condition_variable space_cv_;     // wakes blocked appenders: pending_bytes_, closing_, failed_
+  std::condition_variable frontier_cv_;  // wakes WaitFor and RollForTest: the frontier, rolls_done_, closing_
+  // ---- guarded by mu_:
+  SlotTable slots_;
+  DedupIndex dedup_;
+  std::deque<Group> pending_;
+  uint64_t pending_bytes_ = 0;
+  std::vector<std::shared_ptr<Segment>> segments_;  // in seq order; back() is active
+  uint64_t first_seq_ = 1;
+  int64_t last_ts_ = 0;
+  // Not OK once a failed write could not be recorded as holes: the stream
+  // refuses writes until reopened. Written only by the writer thread.
+  Status failed_;
+  bool closing_ = false;
+  bool closed_ = false;
+  bool writer_active_ = false;   // the writer thread is busy (no need to wake it)
+  bool roll_requested_ = false;  // TEST_RollSegment
+  uint64_t rolls_done_ = 0;
+  Status roll_status_;
+  std::function<void(uint64_t)> frontier_listener_;
+  StreamStats counters_;  // groups_written, syncs, holes
+  // ---- end of the members guarded by mu_.
+
+  // Writer thread only (and Recover, before the writer starts).
+  std::unique_ptr<SegmentAppender> appender_;
+  uint64_t next_segment_id_ = 1;
+  // Started by StartWriter, joined by Close.
+  std::thread writer_;
+
+  // Its own lock; any thread.
+  BatchCache cache_;
+
+  // Held by EnforceRetention from choosing segments to removing their files;
+  // taken before mu_.
+  std::mutex retention_mu_;
+
+ private:
+  // Writer thread only (writer.cc); CreateSegment also from Recover.
+  void WriterLoop();
+  void WriteOneGroup(std::unique_lock<std::mutex>& l);
+  Status WriteGroups(std::deque<Group>& groups);
+  void FinishGroups(std::deque<Group>& groups, const Status& write_status);
+  Status Roll(uint64_t base_seq);
+  Status CreateSegment(uint64_t base_seq, std::string_view first_batch);
+  void Maintain();
+
+  // Recover's steps (recovery.cc).
+  Result<std::vector<SegmentHeader>> LoadSegmentHeaders();
+  Status RecoverSegment(const SegmentHeader& header, const SegmentHeader* next);
+  Status ResumeWriting();
+  Status RebuildDedup();
+
+  // Any thread (reader.cc).
+  // A segment's handles for readers; the other fields are the caller's to fill in.
+  Result<std::shared_ptr<Segment>> OpenSegmentForReading(const SegmentHeader& header);
+  std::shared_ptr<File> OpenDirectReader(const std::string& path);
+  static Result<std::shared_ptr<std::string>> ReadDirect(File& file, uint64_t offset, uint64_t len);
+  static constexpr uint32_t kDirectReadBytes = 64 * 1024;  // smaller batches: buffered reads
+  Result<BatchHeader> ReadBatchHeader(const Segment& seg, uint64_t offset);
+  Result<BatchHeader> LoadHeader(const Segment& seg, uint64_t offset);
+  Result<std::shared_ptr<const std::string>> LoadBatch(const Segment& seg, uint64_t offset);
+  // Require mu_.
+  bool NextView(uint64_t seq, SegmentView* view);
+};
+
+}  // namespace floe::log
