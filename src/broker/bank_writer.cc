@@ -71,7 +71,7 @@ uint64_t BankWriter::records() const {
 // each stream. If the commit aborts (a fence moved: a renewal raced us, or a
 // stream was lost), each stream's records are retried alone with a fresh
 // fence, so one lost stream does not fail the others.
-Status BankWriter::CommitBatch(std::vector<Item>& items) {
+void BankWriter::CommitBatch(std::vector<Item>& items) {
   std::map<std::string, std::vector<const Item*>> by_stream;
   std::map<std::string, bool> seen;
   for (const Item& it : items) {
@@ -113,7 +113,7 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
       if (!s.ok()) fmt::print(stderr, "floe: writing {} bank records failed: {}\n", seen.size(), s.ToString());
       for (Item& it : items)
         if (it.done) it.done(s);
-      return s;
+      return;
     }
   }
   // Stream by stream, in slices of at most kMaxOpsPerCommit - 1 records and
@@ -158,7 +158,6 @@ Status BankWriter::CommitBatch(std::vector<Item>& items) {
   }
   for (Item& it : items)
     if (it.done) it.done(result[it.stream]);
-  return Status::OK();
 }
 
 void BankWriter::Loop() {

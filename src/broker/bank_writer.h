@@ -50,7 +50,9 @@ class BankWriter {
     Encode encode;
     std::function<void(Status)> done;
   };
-  Status CommitBatch(std::vector<Item>& items);
+  // Commits the items; each one's `done` gets the outcome of the commit
+  // that carried it (failures are also logged).
+  void CommitBatch(std::vector<Item>& items);
   static constexpr std::chrono::milliseconds kLazyDelay{100};
   static constexpr size_t kMaxOpsPerCommit = 100;
   // etcd takes requests up to 1.5 MiB; a commit stays well below.

@@ -135,8 +135,11 @@ class Stream {
 
   // Appends messages as consecutive seqs. `done` runs once: when the write is
   // durable (OK), when it failed (error, with hole=true if the seqs became
-  // holes), or at once if refused (error, no seqs). Blocks while more than
-  // max_pending_bytes wait to be written (backpressure).
+  // holes), or at once if refused (error, no seqs): Unavailable once the
+  // stream is closing (its node gives it up: retry where it goes next),
+  // FailedPrecondition while it refuses writes after a failure it could not
+  // record. Blocks while more than max_pending_bytes wait to be written
+  // (backpressure).
   void AppendAsync(std::span<const Message> messages, AppendCallback done);
   AppendResult Append(std::span<const Message> messages);  // waits for the outcome
 

@@ -36,7 +36,7 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
   space_cv_.wait(l, [&] { return pending_bytes_ < options_.max_pending_bytes || closing_ || !failed_.ok(); });
   if (closing_) {
     l.unlock();
-    done({Status::FailedPrecondition("stream is closed")});
+    done({Status::Unavailable("stream is closed")});
     return;
   }
   if (!failed_.ok()) {
