@@ -51,6 +51,8 @@ struct StreamInfo {
   std::vector<Consumer> consumers;
 };
 
+// Any thread: calls are serialised inside (one connection, one request at a
+// time).
 class Admin {
  public:
   static Result<std::unique_ptr<Admin>> Connect(const ClientOptions& options);
@@ -78,6 +80,9 @@ struct ProducerOptions : ClientOptions {
   size_t max_batch_bytes = 1 << 20;
 };
 
+// Send and Flush from any threads; Close once, from a thread that is not an
+// ack callback. Callbacks run on the producer's receive thread (or, for a
+// message that could not be sent, on the thread that found it out).
 class Producer {
  public:
   static Result<std::unique_ptr<Producer>> Open(const ProducerOptions& options);
@@ -120,6 +125,8 @@ struct ReceivedMessage {
   uint64_t large_size = 0;
 };
 
+// One thread at a time; the push handler (on the delivery thread) may call
+// Ack, Nak, InProgress, Terminate and Stop, but not Close.
 class Consumer {
  public:
   static Result<std::unique_ptr<Consumer>> Open(const ConsumerOptions& options);

@@ -61,10 +61,10 @@ Status SocketError(const std::string& server, const char* what, int err) {
 // Milliseconds left until `deadline_ms` for poll(): -1 for no deadline.
 int PollTimeout(int64_t deadline_ms) {
   if (deadline_ms < 0) return -1;
-  return static_cast<int>(std::clamp<int64_t>(deadline_ms - internal::NowMs(), 0, INT32_MAX));
+  return static_cast<int>(std::clamp<int64_t>(deadline_ms - internal::SteadyNowMs(), 0, INT32_MAX));
 }
 
-int64_t DeadlineAfter(int timeout_ms) { return timeout_ms < 0 ? -1 : internal::NowMs() + timeout_ms; }
+int64_t DeadlineAfter(int timeout_ms) { return timeout_ms < 0 ? -1 : internal::SteadyNowMs() + timeout_ms; }
 
 // Connects a non-blocking socket to one address, polling in short slices so
 // a cancel is noticed; returns the connected fd (blocking again) or -1.
@@ -94,7 +94,7 @@ int ConnectOne(const addrinfo* ai, int64_t deadline_ms, const internal::Cancelle
         close(fd);
         return -1;
       }
-      if (r == 0 && internal::NowMs() >= deadline_ms) {
+      if (r == 0 && internal::SteadyNowMs() >= deadline_ms) {
         *err = ETIMEDOUT;
         close(fd);
         return -1;
@@ -126,7 +126,7 @@ Result<int> Dial(const std::string& server, int timeout_ms, const internal::Canc
   addrinfo* list = nullptr;
   const int rc = getaddrinfo(hp->host.c_str(), hp->port.c_str(), &hints, &list);
   if (rc != 0) return Err(Status::Unavailable(fmt::format("{}: resolve: {}", server, gai_strerror(rc))));
-  const int64_t deadline = internal::NowMs() + std::max(timeout_ms, 1);
+  const int64_t deadline = internal::SteadyNowMs() + std::max(timeout_ms, 1);
   int err = ECONNREFUSED;
   int fd = -1;
   for (const addrinfo* ai = list; ai != nullptr && fd < 0; ai = ai->ai_next) fd = ConnectOne(ai, deadline, cancel, &err);
@@ -154,9 +154,8 @@ Result<std::vector<std::string>> ParseServers(std::string_view list) {
 
 namespace internal {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+int64_t SteadyNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now().time_since_epoch()).count();
 }
 
 // --- Canceller ---------------------------------------------------------------
@@ -232,12 +231,12 @@ Connection::~Connection() { close(fd_); }
 
 Result<std::unique_ptr<Connection>> Connection::Open(const std::string& server, const ClientOptions& options,
                                                      const Canceller* cancel) {
-  const int64_t start = NowMs();
+  const int64_t start = SteadyNowMs();
   auto fd = Dial(server, options.connect_timeout_ms, cancel);
   if (!fd) return Err(fd.error());
   std::unique_ptr<Connection> conn(new Connection(*fd, server));
   // The handshake shares the connect budget, at least a second of it.
-  const int left = static_cast<int>(std::max<int64_t>(options.connect_timeout_ms - (NowMs() - start), 1000));
+  const int left = static_cast<int>(std::max<int64_t>(options.connect_timeout_ms - (SteadyNowMs() - start), 1000));
   FLOE_RETURN_ERR_IF_ERROR(conn->Hello(options, left));
   return conn;
 }
@@ -362,10 +361,10 @@ Result<std::span<const char>> Connection::AwaitReply(uint64_t request_id, wire::
 
 int ReconnectPacer::DelayMs() {
   constexpr int64_t kYoungMs = 1000;
-  const int64_t now = NowMs();
-  if (progressed_ || now - connected_at_ms_ >= kYoungMs) {
+  const int64_t now = SteadyNowMs();
+  if (progressed_ || now - connected_at_steady_ms_ >= kYoungMs) {
     delay_ms_ = 0;
-    failing_since_ms_ = now;
+    failing_since_steady_ms_ = now;
   } else {
     const int lo = std::max(options_.reconnect_min_backoff_ms, 1);
     delay_ms_ = delay_ms_ == 0 ? lo : std::min(delay_ms_ * 2, std::max(options_.reconnect_max_backoff_ms, lo));
@@ -381,11 +380,12 @@ std::string RedirectOf(std::span<const char> error_body) {
 }
 
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms,
-                                               Redirects* redirects) {
+                                               Canceller* cancel, size_t* next_server,
+                                               int64_t give_up_at_steady_ms, Redirects* redirects) {
   if (options.servers.empty()) return Err(Status::InvalidArgument("no server to connect to"));
   const size_t n = options.servers.size();
-  const int64_t give_up_at = give_up_at_ms >= 0 ? give_up_at_ms : NowMs() + std::max(options.reconnect_give_up_ms, 0);
+  const int64_t give_up_at = give_up_at_steady_ms >= 0 ? give_up_at_steady_ms
+                                                      : SteadyNowMs() + std::max(options.reconnect_give_up_ms, 0);
   int backoff = std::max(options.reconnect_min_backoff_ms, 1);
   Status last;
   // Tries one address, following NOT_OWNER redirects from there.
@@ -424,7 +424,7 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
       last = s;
       *next_server = index + 1;
     }
-    if (NowMs() + backoff > give_up_at)
+    if (SteadyNowMs() + backoff > give_up_at)
       return Err(Status::Unavailable(
           fmt::format("no usable connection for {} ms; last error: {}", options.reconnect_give_up_ms, last.ToString())));
     if (!cancel->SleepFor(backoff)) return Err(Status::Aborted("client closed while connecting"));

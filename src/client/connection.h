@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -172,18 +173,24 @@ std::string RedirectOf(std::span<const char> error_body);
 // Connects to options.servers in turn, starting at *next_server (updated to
 // the server that worked, so a reconnect tries it first). After each full
 // round of failures it sleeps, the backoff doubling from
-// reconnect_min_backoff_ms to reconnect_max_backoff_ms; at give_up_at_ms
-// (default: reconnect_give_up_ms from now) it fails with Unavailable naming
+// reconnect_min_backoff_ms to reconnect_max_backoff_ms; at give_up_at_steady_ms
+// (steady clock; default: reconnect_give_up_ms from now) it fails with Unavailable naming
 // the last error, having tried every server at least once. Cancelling fails
 // it with Aborted. A handshake refused with NOT_OWNER and the owner's address
 // goes there next (at most kMaxRedirectHops in a row, then back to the list).
 inline constexpr int kMaxRedirectHops = 4;
 Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, const OnConnect& on_connect,
-                                               Canceller* cancel, size_t* next_server, int64_t give_up_at_ms = -1,
+                                               Canceller* cancel, size_t* next_server,
+                                               int64_t give_up_at_steady_ms = -1,
                                                Redirects* redirects = nullptr);
 
-// Milliseconds on the steady clock, for deadlines.
-int64_t NowMs();
+// Clocks. Every deadline, timeout and backoff in the client is on the steady
+// clock (SteadyClock, or SteadyNowMs in milliseconds), which never jumps.
+// The client takes no wall-clock timestamps of its own (a message's
+// timestamp_us is the node's); one that it needs some day is to be named
+// WallNowMs (system_clock) and never compared with a steady time.
+using SteadyClock = std::chrono::steady_clock;
+int64_t SteadyNowMs();
 
 // Paces reconnects after connections that die young: a node that accepts the
 // session and drops us at once must not make a client spin, nor keep it from
@@ -195,20 +202,20 @@ class ReconnectPacer {
  public:
   explicit ReconnectPacer(const ClientOptions& options) : options_(options) {}
   void Connected() {
-    connected_at_ms_ = NowMs();
-    if (failing_since_ms_ == 0) failing_since_ms_ = connected_at_ms_;
+    connected_at_steady_ms_ = SteadyNowMs();
+    if (failing_since_steady_ms_ == 0) failing_since_steady_ms_ = connected_at_steady_ms_;
     progressed_ = false;
   }
   void Progressed() { progressed_ = true; }
   // Call once per break: how long to wait before reconnecting.
   int DelayMs();
   // When reconnecting should give up (for ConnectAny).
-  int64_t GiveUpAtMs() const { return failing_since_ms_ + options_.reconnect_give_up_ms; }
+  int64_t GiveUpAtSteadyMs() const { return failing_since_steady_ms_ + options_.reconnect_give_up_ms; }
 
  private:
   const ClientOptions& options_;
-  int64_t connected_at_ms_ = 0;
-  int64_t failing_since_ms_ = 0;
+  int64_t connected_at_steady_ms_ = 0;
+  int64_t failing_since_steady_ms_ = 0;
   bool progressed_ = false;
   int delay_ms_ = 0;
 };

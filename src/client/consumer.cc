@@ -5,19 +5,20 @@
 //   * The caller (one thread at a time, per client.h; the push handler may
 //     call Ack/Nak/… too): sends requests and waits for the reply routed to
 //     it by request id (Request). It never reads the socket.
-//   * The receiver thread: the socket's only reader and the owner of the
-//     connection's lifecycle. It hands replies to waiters by request id,
-//     decodes pushed DELIVERY frames (those carrying the SUBSCRIBE's request
-//     id) into deliveries_, answers PING, and on any connection failure
-//     reconnects (ConnectAny), reopens the session with the same id and
-//     subscribes again if a subscription is on.
+//   * The session link's receiver thread (session_link.h): the socket's
+//     only reader; it answers PING, and on any connection failure reconnects,
+//     reopens the session with the same id. Through the SessionRole hooks it
+//     hands replies to waiters by request id, decodes pushed DELIVERY frames
+//     (those carrying the SUBSCRIBE's request id) into deliveries_, and
+//     subscribes again on each new connection if a subscription is on.
 //   * The delivery thread: runs the push handler for each queued message and
 //     gives credit back (CREDIT) in batches of half the subscription's
 //     credit. It is separate from the receiver so a handler may call Ack and
 //     wait for ANSWER_OK, which the receiver must read; this is the
 //     "consumer's receive thread" client.h refers to. The queue is bounded by
 //     the credit granted.
-// Every field below mu_ is guarded by it.
+// mu_ guards every field below it and the link's connection state (the link
+// shares it).
 //
 // After a break: a FETCH or an answer whose reply was lost is sent once more
 // on the new connection. Answers are idempotent on the node, so that is
@@ -44,11 +45,13 @@
 
 #include "client/client.h"
 #include "client/connection.h"
+#include "client/session_link.h"
 
 namespace floe::client {
 namespace {
 
 using internal::Connection;
+using internal::SteadyClock;
 using Handler = std::function<void(const ReceivedMessage&)>;
 
 // Answers per ANSWER frame (13 bytes each): far below any frame limit.
@@ -73,9 +76,9 @@ std::vector<ReceivedMessage> ToMessages(const wire::Delivery& d) {
   return out;
 }
 
-class ConsumerImpl final : public Consumer {
+class ConsumerImpl final : public Consumer, private internal::SessionRole {
  public:
-  explicit ConsumerImpl(const ConsumerOptions& options) : options_(options) { session_id_ = options.session_id; }
+  explicit ConsumerImpl(const ConsumerOptions& options) : options_(options) {}
   ~ConsumerImpl() override { Shutdown(/*graceful=*/false); }
 
   Status Start();
@@ -88,9 +91,9 @@ class ConsumerImpl final : public Consumer {
   Status Subscribe(uint32_t credit, Handler handler) override;
   void Stop() override;
   Status Close() override;
-  uint64_t session_id() const override { return session_id_.load(); }
-  uint64_t reconnects() const override { return reconnects_.load(); }
-  uint64_t redirects() const override { return redirects_followed_.load(); }
+  uint64_t session_id() const override { return link_.session_id(); }
+  uint64_t reconnects() const override { return link_.reconnects(); }
+  uint64_t redirects() const override { return link_.redirects(); }
 
  private:
   // A caller waiting for the reply to one request.
@@ -106,9 +109,13 @@ class ConsumerImpl final : public Consumer {
     std::vector<ReceivedMessage> messages;
   };
 
-  Status OpenSession(Connection& conn);
-  void InstallConnection(std::unique_ptr<Connection> conn);
-  Status WaitForConnection(std::unique_lock<std::mutex>& lk);
+  // SessionRole, called by link_ (see session_link.h for threads and locks).
+  wire::SessionOpen SessionRequest(uint64_t session_id) override;
+  void SessionOpened(const wire::SessionOk&) override {}
+  std::string Connected(Connection& conn) override;
+  void Disconnected() override;
+  void GaveUp(const Status& why) override;
+  void HandleFrame(Connection& conn, const internal::Frame& frame) override;
 
   template <typename M>
   Result<std::string> Request(const M& msg, wire::FrameType reply_type, int timeout_ms);
@@ -116,10 +123,7 @@ class ConsumerImpl final : public Consumer {
   Status AnswerChunk(std::span<const wire::AnswerItem> items);
 
   // Receiver side.
-  void ReceiverLoop();
-  bool Reconnect();
-  void DropConnection(const std::shared_ptr<Connection>& conn);
-  void Dispatch(Connection& conn, const internal::Frame& frame);
+  void FailWaiters();
   void HandleSubscriptionFrame(Connection& conn, const internal::Frame& frame);
 
   // Delivery side.
@@ -129,44 +133,29 @@ class ConsumerImpl final : public Consumer {
   void Shutdown(bool graceful);
 
   const ConsumerOptions options_;
-  internal::Canceller cancel_;
-  std::atomic<uint64_t> session_id_{0};
-  std::atomic<uint64_t> reconnects_{0};
-  // Owned by the thread that connects (Start, then the receiver).
-  internal::Redirects redirects_;
-  std::atomic<uint64_t> redirects_followed_{0};
-  // Used by the one thread connecting: Start, then the receiver.
-  size_t next_server_ = 0;
-  internal::ReconnectPacer pacer_{options_};
 
   std::mutex mu_;
-  std::condition_variable cv_;           // waiters, connection changes, handler idle, receiver exit
+  // The connection, its session and the receiver thread; guarded by mu_ as
+  // session_link.h says.
+  internal::SessionLink link_{options_, options_.session_id, mu_, this, "consumer"};
+  std::condition_variable cv_;           // waiters, handler idle
   std::condition_variable delivery_cv_;  // the delivery thread: queue, stop
-  std::shared_ptr<Connection> conn_;     // null while reconnecting
-  uint64_t conn_gen_ = 0;                // bumped for each installed connection
-  Connection* handshake_conn_ = nullptr;  // a connection in SESSION_OPEN, so Shutdown can wake it
-  Status broken_;                        // set when reconnecting gave up
-  bool stopping_ = false;
-  bool closed_ = false;
-  bool receiver_exited_ = false;
-  bool planned_reset_ = false;           // Stop cut the connection: not a reconnect to count
-  std::unordered_map<uint64_t, Waiter*> waiters_;  // by request id, all on conn_
+  std::unordered_map<uint64_t, Waiter*> waiters_;  // by request id, all on link_.conn()
 
-  // The subscription. States: off (subscribed_ false); on and live on conn_
-  // (sub_request_id_ != 0); on and waiting for a connection (0). Subscribe
+  // The subscription. States: off (subscribed_ false); on and live on
+  // link_.conn() (sub_request_id_ != 0); on and waiting for a connection (0). Subscribe
   // turns it on; Stop, Close or a non-retriable ERROR turn it off; the
   // receiver renews it on each new connection.
   bool subscribed_ = false;
   uint32_t credit_ = 0;
   std::shared_ptr<const Handler> handler_;
   uint64_t sub_request_id_ = 0;
-  uint32_t credit_owed_ = 0;             // handled on conn_ but not yet given back
+  uint32_t credit_owed_ = 0;             // handled on link_.conn() but not yet given back
   Status sub_error_;                     // why the node ended the last subscription
   std::deque<Batch> deliveries_;
   bool handler_running_ = false;
   std::thread::id delivery_thread_id_;
 
-  std::thread receiver_;
   std::thread delivery_;
 };
 
@@ -175,77 +164,62 @@ class ConsumerImpl final : public Consumer {
 Status ConsumerImpl::Start() {
   FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(options_.stream));
   if (options_.consumer.empty()) return Status::InvalidArgument("a durable consumer name is required");
-  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_, -1, &redirects_);
-  redirects_followed_ = redirects_.followed;
-  if (!conn) return conn.error();
-  InstallConnection(std::move(*conn));
-  receiver_ = std::thread([this] { ReceiverLoop(); });
+  FLOE_RETURN_IF_ERROR(link_.Start());
   delivery_ = std::thread([this] { DeliveryLoop(); });
   std::lock_guard lk(mu_);
   delivery_thread_id_ = delivery_.get_id();
   return Status::OK();
 }
 
-// Runs on the connecting thread, on a connection no other thread sees yet.
-Status ConsumerImpl::OpenSession(Connection& conn) {
-  const uint64_t asked = session_id_.load();
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return Status::Aborted("consumer closed");
-    handshake_conn_ = &conn;
-  }
+wire::SessionOpen ConsumerImpl::SessionRequest(uint64_t session_id) {
   // start_at matters only when the node creates the durable consumer; an
   // existing one (every resume) keeps its cursor.
-  wire::SessionOpen open{.session_id = asked,
-                         .role = wire::Role::kConsumer,
-                         .stream = options_.stream,
-                         .consumer = options_.consumer,
-                         .start_at = options_.start_at,
-                         .start_value = options_.start_value};
-  auto ok = conn.Call<wire::SessionOk>(open, internal::kRequestTimeoutMs);
-  std::lock_guard lk(mu_);
-  handshake_conn_ = nullptr;
-  if (!ok) return ok.error();
-  if (ok->session_id == 0) return Status::Internal("node opened session 0");
-  if (asked != 0 && ok->session_id != asked)
-    return Status::FailedPrecondition(
-        fmt::format("asked to resume session {} but the node opened session {}", asked, ok->session_id));
-  session_id_ = ok->session_id;
-  return Status::OK();
+  return {.session_id = session_id,
+          .role = wire::Role::kConsumer,
+          .stream = options_.stream,
+          .consumer = options_.consumer,
+          .start_at = options_.start_at,
+          .start_value = options_.start_value};
 }
 
-// Installs a connection whose session is open, and renews the subscription
-// on it. The SUBSCRIBE is sent after the lock is released; deliveries for it
-// can only be read by the receiver, which is this thread or not yet started.
-void ConsumerImpl::InstallConnection(std::unique_ptr<Connection> fresh) {
-  std::shared_ptr<Connection> conn = std::move(fresh);
-  pacer_.Connected();
-  uint64_t sub_id = 0;
-  uint32_t credit = 0;
-  {
-    std::lock_guard lk(mu_);
-    conn_ = conn;
-    if (conn_gen_++ > 0) {
-      if (planned_reset_) planned_reset_ = false;
-      else ++reconnects_;
-    }
-    credit_owed_ = 0;
-    if (subscribed_) {
-      sub_id = sub_request_id_ = conn->NextRequestId();
-      credit = credit_;
-    }
-    cv_.notify_all();
+// Renews the subscription on a new connection. The link sends the SUBSCRIBE
+// after the lock is released; deliveries for it can only be read by the
+// receiver, which is this thread or not yet started.
+std::string ConsumerImpl::Connected(Connection& conn) {
+  credit_owed_ = 0;
+  std::string frame;
+  if (subscribed_) {
+    sub_request_id_ = conn.NextRequestId();
+    wire::AppendFrame(&frame, sub_request_id_, wire::Subscribe{.credit = credit_});
   }
-  // A failed send shows up as a failed read, and the next connection retries.
-  if (sub_id != 0) (void)conn->Send(sub_id, wire::Subscribe{.credit = credit});
+  return frame;
 }
 
-// Waits until a connection is installed; fails when closing or broken.
-Status ConsumerImpl::WaitForConnection(std::unique_lock<std::mutex>& lk) {
-  cv_.wait(lk, [&] { return conn_ || stopping_ || !broken_.ok(); });
-  if (stopping_) return Status::FailedPrecondition("consumer closed");
-  return broken_;
+// Every request in flight was on the dropped connection: its waiters learn
+// it is lost (and resend once), and the subscription waits for the next one.
+void ConsumerImpl::Disconnected() {
+  FailWaiters();
+  sub_request_id_ = 0;
+  credit_owed_ = 0;
+}
+
+// The consumer is broken: every call fails with link_.broken() from now on.
+void ConsumerImpl::GaveUp(const Status& why) {
+  std::lock_guard lk(mu_);
+  subscribed_ = false;
+  sub_error_ = why;
+  deliveries_.clear();
+  cv_.notify_all();
+}
+
+// mu_ held.
+void ConsumerImpl::FailWaiters() {
+  for (auto& [id, w] : waiters_) {
+    w->lost = true;
+    w->done = true;
+  }
+  waiters_.clear();
+  cv_.notify_all();
 }
 
 // --- Requests ------------------------------------------------------------------
@@ -262,8 +236,8 @@ Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_ty
     uint64_t id;
     {
       std::unique_lock lk(mu_);
-      FLOE_RETURN_ERR_IF_ERROR(WaitForConnection(lk));
-      conn = conn_;
+      FLOE_RETURN_ERR_IF_ERROR(link_.WaitForConnection(lk));
+      conn = link_.conn();
       id = conn->NextRequestId();
       waiters_[id] = &w;
     }
@@ -272,7 +246,7 @@ Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_ty
     // goes to the next one.
     if (!conn->Send(id, msg).ok()) conn->Shutdown();
     std::unique_lock lk(mu_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    const auto deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
     if (!cv_.wait_until(lk, deadline, [&] { return w.done; })) {
       waiters_.erase(id);
       lk.unlock();
@@ -375,13 +349,13 @@ Status ConsumerImpl::Subscribe(uint32_t credit, Handler handler) {
   {
     std::unique_lock lk(mu_);
     if (subscribed_) return Status::FailedPrecondition("already subscribed: Stop() first");
-    FLOE_RETURN_IF_ERROR(WaitForConnection(lk));
+    FLOE_RETURN_IF_ERROR(link_.WaitForConnection(lk));
     handler_ = std::make_shared<const Handler>(std::move(handler));
     credit_ = credit;
     credit_owed_ = 0;
     sub_error_ = Status::OK();
     subscribed_ = true;
-    conn = conn_;
+    conn = link_.conn();
     id = sub_request_id_ = conn->NextRequestId();
   }
   // If this fails, the receiver sees the broken connection and subscribes
@@ -397,13 +371,13 @@ void ConsumerImpl::Stop() {
     if (!subscribed_) return;
     subscribed_ = false;
     deliveries_.clear();
-    if (sub_request_id_ != 0) live = conn_;
+    if (sub_request_id_ != 0) live = link_.conn();
     sub_request_id_ = 0;
     // After Stop returns the handler is not running and will not run again,
     // unless Stop was called from the handler itself.
     if (std::this_thread::get_id() != delivery_thread_id_) cv_.wait(lk, [&] { return !handler_running_; });
-    if (live != conn_) live.reset();  // it broke meanwhile; its successor has no subscription
-    if (live) planned_reset_ = true;
+    if (live != link_.conn()) live.reset();  // it broke meanwhile; its successor has no subscription
+    if (live) link_.MarkPlannedReset();
   }
   if (live) live->Shutdown();
 }
@@ -412,16 +386,16 @@ void ConsumerImpl::Stop() {
 void ConsumerImpl::DeliveryLoop() {
   std::unique_lock lk(mu_);
   for (;;) {
-    delivery_cv_.wait(lk, [&] { return stopping_ || !deliveries_.empty(); });
-    if (stopping_) return;
+    delivery_cv_.wait(lk, [&] { return link_.stopping() || !deliveries_.empty(); });
+    if (link_.stopping()) return;
     Batch batch = std::move(deliveries_.front());
     deliveries_.pop_front();
     for (const ReceivedMessage& m : batch.messages) {
-      if (!subscribed_ || stopping_) break;  // Stop dropped the rest
+      if (!subscribed_ || link_.stopping()) break;  // Stop dropped the rest
       // Pushed on a connection that has since closed: the node released
       // those deliveries and sends them again on the new one, so handling
       // the stale copy would hand the handler the message twice.
-      if (batch.conn_gen != conn_gen_) break;
+      if (batch.conn_gen != link_.conn_gen()) break;
       std::shared_ptr<const Handler> handler = handler_;
       handler_running_ = true;
       lk.unlock();
@@ -438,11 +412,11 @@ void ConsumerImpl::DeliveryLoop() {
 // subscription's credit is owed: the node never waits on a credit we hold
 // back, since at most credit/2 is ever owed.
 void ConsumerImpl::GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_gen) {
-  if (!subscribed_ || sub_request_id_ == 0 || conn_gen != conn_gen_ || !conn_) return;
+  if (!subscribed_ || sub_request_id_ == 0 || conn_gen != link_.conn_gen() || !link_.conn()) return;
   if (++credit_owed_ < std::max<uint32_t>(1, credit_ / 2)) return;
   const uint32_t n = credit_owed_;
   credit_owed_ = 0;
-  std::shared_ptr<Connection> conn = conn_;
+  std::shared_ptr<Connection> conn = link_.conn();
   const uint64_t id = sub_request_id_;
   lk.unlock();
   if (!conn->Send(id, wire::Credit{.credit = n}).ok()) conn->Shutdown();
@@ -451,90 +425,10 @@ void ConsumerImpl::GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_ge
 
 // --- Receiver ------------------------------------------------------------------
 
-void ConsumerImpl::ReceiverLoop() {
-  for (;;) {
-    std::shared_ptr<Connection> conn;
-    {
-      std::lock_guard lk(mu_);
-      if (stopping_ && !conn_) break;
-      conn = conn_;
-    }
-    if (!conn) {
-      if (!Reconnect()) break;
-      continue;
-    }
-    auto frame = conn->ReadFrame();
-    if (!frame) {
-      DropConnection(conn);
-      continue;
-    }
-    pacer_.Progressed();
-    Dispatch(*conn, *frame);
-  }
-  std::lock_guard lk(mu_);
-  receiver_exited_ = true;
-  cv_.notify_all();
-}
-
-// Every request in flight was on this connection: its waiters learn it is
-// lost (and resend once), and the subscription waits for the next one.
-void ConsumerImpl::DropConnection(const std::shared_ptr<Connection>& conn) {
-  conn->Shutdown();
-  std::lock_guard lk(mu_);
-  if (conn_ != conn) return;
-  conn_.reset();
-  for (auto& [id, w] : waiters_) {
-    w->lost = true;
-    w->done = true;
-  }
-  waiters_.clear();
-  sub_request_id_ = 0;
-  credit_owed_ = 0;
-  cv_.notify_all();
-}
-
-// Gives up (false) when closing or when no server accepted us in time; then
-// the consumer is broken and every call fails with that status.
-bool ConsumerImpl::Reconnect() {
-  bool planned;
-  {
-    std::lock_guard lk(mu_);
-    planned = planned_reset_;
-  }
-  // Stop's own reset is no sign of a sick node: no pause after it.
-  if (planned) pacer_.Progressed();
-  if (!cancel_.SleepFor(pacer_.DelayMs())) return false;
-  // Connections that keep dying at once count against the give-up time too.
-  Result<std::unique_ptr<Connection>> conn =
-      internal::NowMs() >= pacer_.GiveUpAtMs()
-          ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
-                                                options_.reconnect_give_up_ms)))
-          : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
-                                 pacer_.GiveUpAtMs(), &redirects_);
-  redirects_followed_ = redirects_.followed;
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return false;
-    if (!conn) {
-      broken_ = conn.error();
-      subscribed_ = false;
-      sub_error_ = broken_;
-      deliveries_.clear();
-      cv_.notify_all();
-      return false;
-    }
-  }
-  InstallConnection(std::move(*conn));
-  return true;
-}
-
-void ConsumerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
+// A reply to a waiter, or a frame of the subscription. PING and
+// connection-level ERRORs are the link's.
+void ConsumerImpl::HandleFrame(Connection& conn, const internal::Frame& frame) {
   const wire::FrameHeader& h = frame.header;
-  if (h.type == wire::FrameType::kPing) {
-    (void)conn.Send(h.request_id, wire::Pong{});
-    return;
-  }
-  bool for_subscription = false;
   {
     std::lock_guard lk(mu_);
     if (auto it = waiters_.find(h.request_id); it != waiters_.end()) {
@@ -546,15 +440,9 @@ void ConsumerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
       cv_.notify_all();
       return;
     }
-    for_subscription = sub_request_id_ != 0 && h.request_id == sub_request_id_;
+    if (sub_request_id_ == 0 || h.request_id != sub_request_id_) return;  // a request we gave up on: dropped
   }
-  if (for_subscription) {
-    HandleSubscriptionFrame(conn, frame);
-  } else if (h.type == wire::FrameType::kError && h.request_id == 0) {
-    redirects_.hint = internal::RedirectOf(frame.body);  // e.g. the stream moved to another node
-    conn.Shutdown();  // about the connection itself; the node closes it next
-  }
-  // Anything else answers a request we gave up on: dropped.
+  HandleSubscriptionFrame(conn, frame);
 }
 
 // DELIVERY: queue for the handler. ERROR: a retriable one (the node is busy
@@ -572,15 +460,14 @@ void ConsumerImpl::HandleSubscriptionFrame(Connection& conn, const internal::Fra
     std::vector<ReceivedMessage> messages = ToMessages(*delivery);
     std::lock_guard lk(mu_);
     if (!subscribed_ || h.request_id != sub_request_id_) return;
-    deliveries_.push_back({conn_gen_, std::move(messages)});
+    deliveries_.push_back({link_.conn_gen(), std::move(messages)});
     delivery_cv_.notify_one();
     return;
   }
   if (h.type != wire::FrameType::kError) return;
   const Status why = internal::ErrorFrameToStatus(frame.body);
   if (internal::IsRetriableStatus(why)) {
-    redirects_.hint = internal::RedirectOf(frame.body);
-    conn.Shutdown();  // the reconnect pacer spaces out repeated refusals
+    link_.Redirect(conn, internal::RedirectOf(frame.body));  // the reconnect pacer spaces out repeated refusals
     return;
   }
   std::lock_guard lk(mu_);
@@ -598,45 +485,25 @@ Status ConsumerImpl::Close() {
     return Status::FailedPrecondition("Close from the push handler: call Stop() there, Close() elsewhere");
   Shutdown(/*graceful=*/true);
   std::lock_guard lk(mu_);
-  if (!broken_.ok()) return broken_;
+  if (!link_.broken().ok()) return link_.broken();
   return sub_error_;
 }
 
-// Stops both threads. Graceful: says GOODBYE and half-closes, giving the node
-// a second to close its side before cutting the connection. A caller waiting
-// for a reply (the handler, in Ack) fails with FailedPrecondition.
+// Stops the delivery thread, then the link. Graceful: says GOODBYE and
+// half-closes, giving the node a second to close its side before cutting the
+// connection (SessionLink::FinishStop). A caller waiting for a reply (the
+// handler, in Ack) fails with FailedPrecondition.
 void ConsumerImpl::Shutdown(bool graceful) {
-  std::shared_ptr<Connection> conn;
+  if (!link_.BeginStop()) return;
   {
     std::lock_guard lk(mu_);
-    if (closed_) return;
-    closed_ = true;
-    stopping_ = true;
     subscribed_ = false;
     deliveries_.clear();
-    for (auto& [id, w] : waiters_) {
-      w->lost = true;
-      w->done = true;
-    }
-    waiters_.clear();
-    conn = conn_;
-    if (handshake_conn_) handshake_conn_->Shutdown();
+    FailWaiters();
   }
-  cancel_.Cancel();
-  cv_.notify_all();
   delivery_cv_.notify_all();
   if (delivery_.joinable()) delivery_.join();
-  if (conn) {
-    if (graceful && conn->Send(conn->NextRequestId(), wire::Goodbye{}).ok()) {
-      conn->ShutdownWrite();
-      std::unique_lock lk(mu_);
-      cv_.wait_for(lk, std::chrono::seconds(1), [&] { return receiver_exited_; });
-    }
-    conn->Shutdown();
-  }
-  if (receiver_.joinable()) receiver_.join();
-  std::lock_guard lk(mu_);
-  conn_.reset();
+  link_.FinishStop(graceful);
 }
 
 }  // namespace

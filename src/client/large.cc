@@ -8,6 +8,7 @@
 
 #include "client/client.h"
 #include "client/connection.h"
+#include "client/session_link.h"
 
 namespace floe::client {
 
@@ -24,18 +25,15 @@ Result<LargeMessageOutcome> PublishLarge(const LargeMessageOptions& options, uin
   internal::Canceller cancel;
   internal::Redirects redirects;
   size_t next_server = 0;
-  int64_t last_progress = internal::NowMs();
+  int64_t last_progress = internal::SteadyNowMs();
   bool first = true;
   std::string buf;
   for (;;) {
     uint64_t durable = 0;
     auto open = [&](Connection& c) -> Status {
-      wire::SessionOpen so{.session_id = out.session_id, .role = wire::Role::kProducer, .stream = options.stream};
-      auto ok = c.Call<wire::SessionOk>(so, internal::kRequestTimeoutMs);
+      auto ok = internal::OpenSessionOn(
+          c, {.session_id = out.session_id, .role = wire::Role::kProducer, .stream = options.stream});
       if (!ok) return ok.error();
-      if (out.session_id != 0 && ok->session_id != out.session_id)
-        return Status::FailedPrecondition(
-            fmt::format("asked to resume session {} but the node opened {}", out.session_id, ok->session_id));
       out.session_id = ok->session_id;
       durable = ok->chunk_producer_seq == options.producer_seq ? ok->chunk_bytes : 0;
       return Status::OK();
@@ -54,7 +52,7 @@ Result<LargeMessageOutcome> PublishLarge(const LargeMessageOptions& options, uin
     const uint64_t chunk =
         std::max<uint64_t>(1, std::min<uint64_t>(options.chunk_bytes, (*conn)->max_frame_bytes() - overhead));
     for (;;) {
-      if (internal::NowMs() - last_progress > options.reconnect_give_up_ms)
+      if (internal::SteadyNowMs() - last_progress > options.reconnect_give_up_ms)
         return Err(Status::Unavailable(fmt::format("no progress for {} ms", options.reconnect_give_up_ms)));
       const uint64_t n = std::min<uint64_t>(chunk, size - durable);
       buf.resize(n);
@@ -69,7 +67,7 @@ Result<LargeMessageOutcome> PublishLarge(const LargeMessageOptions& options, uin
       }
       out.bytes_sent += n;
       if (ack->code == wire::WireError::kOk) {
-        last_progress = internal::NowMs();
+        last_progress = internal::SteadyNowMs();
         if (ack->seq != 0) {
           out.seq = ack->seq;
           out.duplicate = ack->duplicate;

@@ -11,12 +11,14 @@
 //     above the node's frame limit), lingering up to linger_us for more.
 //     Whoever sends holds the send token (sending_), so frames go out in
 //     the order their messages were taken, and frame_/publish_ are its alone.
-//   * The receiver thread: owns reading the socket and the connection's
-//     lifecycle. It matches PUBLISH_ACK results to unacked messages, runs
-//     the ack callbacks (outside the lock), and on any connection failure
-//     reconnects (ConnectAny), reopens the session with the same id and
-//     queues every unacknowledged message again, in producer-seq order.
-// Every field below mu_ is guarded by it.
+//   * The session link's receiver thread (session_link.h): reads the
+//     socket, reconnects and reopens the session with the same id after any
+//     break. Through the SessionRole hooks it matches PUBLISH_ACK results to
+//     unacked messages, runs the ack callbacks (outside the lock), and on
+//     each new connection queues every unacknowledged message again, in
+//     producer-seq order.
+// mu_ guards every field below it and the link's connection state (the link
+// shares it).
 //
 // Retry semantics: the node dedups by (session id, producer seq) and answers
 // a resend of a stored message with its original seq (duplicate = true), so
@@ -42,12 +44,13 @@
 
 #include "client/client.h"
 #include "client/connection.h"
+#include "client/session_link.h"
 
 namespace floe::client {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using internal::Connection;
+using internal::SteadyClock;
 
 // Fixed bytes of one message inside a PUBLISH body: producer seq and three
 // blob lengths.
@@ -56,10 +59,9 @@ constexpr size_t kMessageOverhead = 8 + 4 + 4 + 4;
 // length field counts 12 header bytes besides the body.
 constexpr size_t kPublishFixedBytes = 4 + (wire::kFrameHeaderSize - 4);
 
-class ProducerImpl final : public Producer {
+class ProducerImpl final : public Producer, private internal::SessionRole {
  public:
   explicit ProducerImpl(const ProducerOptions& options) : options_(options) {
-    session_id_ = options.session_id;
     if (options_.max_inflight == 0) options_.max_inflight = 1;
     if (options_.max_batch_messages == 0) options_.max_batch_messages = 1;
   }
@@ -71,9 +73,9 @@ class ProducerImpl final : public Producer {
                         std::string_view headers) override;
   Status Flush() override;
   Status Close() override;
-  uint64_t session_id() const override { return session_id_.load(); }
-  uint64_t reconnects() const override { return reconnects_.load(); }
-  uint64_t redirects() const override { return redirects_followed_.load(); }
+  uint64_t session_id() const override { return link_.session_id(); }
+  uint64_t reconnects() const override { return link_.reconnects(); }
+  uint64_t redirects() const override { return link_.redirects(); }
 
  private:
   // A message not yet acknowledged: the copy that is resent after a break.
@@ -84,7 +86,7 @@ class ProducerImpl final : public Producer {
     AckCallback done;
     size_t wire_bytes = 0;
     uint64_t inflight_rid = 0;          // request id of the PUBLISH carrying it; 0: not on the wire
-    Clock::time_point retry_deadline{};  // set by the first retriable NAK
+    SteadyClock::time_point retry_deadline{};  // set by the first retriable NAK
     int retries = 0;
   };
   struct Ready {
@@ -97,25 +99,26 @@ class ProducerImpl final : public Producer {
   };
   using Completions = std::vector<Completion>;
 
-  Status OpenSession(Connection& conn);
-  void InstallConnection(std::unique_ptr<Connection> conn);
+  // SessionRole, called by link_ (see session_link.h for threads and locks).
+  wire::SessionOpen SessionRequest(uint64_t session_id) override;
+  void SessionOpened(const wire::SessionOk& ok) override;
+  std::string Connected(Connection& conn) override;
+  void Disconnected() override {}
+  void GaveUp(const Status& why) override;
+  void HandleFrame(Connection& conn, const internal::Frame& frame) override;
 
   // Sender side.
   void SenderLoop();
-  bool ShouldLinger(Clock::time_point now) const;
+  bool ShouldLinger(SteadyClock::time_point now) const;
   uint32_t LingerUs() const;
   static constexpr size_t kEagerBatch = 64;
   static constexpr uint32_t kAutoLingerUs = 50;
-  void PromoteDueRetries(Clock::time_point now);
+  void PromoteDueRetries(SteadyClock::time_point now);
   void PushReady(uint64_t seq, size_t wire_bytes);
   void SendBatch(std::unique_lock<std::mutex>& lk, Completions* done);
   void TakeBatch(uint64_t rid, size_t frame_budget, Completions* done);
 
   // Receiver side.
-  void ReceiverLoop();
-  bool Reconnect();
-  void DropConnection(const std::shared_ptr<Connection>& conn);
-  void Dispatch(Connection& conn, const internal::Frame& frame);
   void HandleAck(uint64_t rid, const wire::PublishAck& ack);
   void HandleBatchError(uint64_t rid, const wire::Error& error);
 
@@ -127,35 +130,22 @@ class ProducerImpl final : public Producer {
 
   void Shutdown(bool graceful);
 
-  ProducerOptions options_;
-  internal::Canceller cancel_;
-  std::atomic<uint64_t> session_id_{0};
-  std::atomic<uint64_t> reconnects_{0};
-  // Owned by the thread that connects (Start, then the receiver).
-  internal::Redirects redirects_;
-  std::atomic<uint64_t> redirects_followed_{0};
-  // Used by the one thread connecting: Start, then the receiver.
-  size_t next_server_ = 0;
-  internal::ReconnectPacer pacer_{options_};
+  ProducerOptions options_;  // fixed after the constructor
 
   std::mutex mu_;
+  // The connection, its session and the receiver thread; guarded by mu_ as
+  // session_link.h says.
+  internal::SessionLink link_{options_, options_.session_id, mu_, this, "producer"};
   std::condition_variable sender_cv_;  // the sender: work, a connection, the token, stop
   std::condition_variable space_cv_;   // Send: room under max_inflight; Flush; Close
-  std::shared_ptr<Connection> conn_;   // null while reconnecting
-  Connection* handshake_conn_ = nullptr;  // a connection in SESSION_OPEN, so Shutdown can wake it
   uint32_t max_frame_bytes_ = wire::kDefaultMaxFrameBytes;  // of the last node we spoke to
-  Status broken_;                      // set when reconnecting gave up
-  bool stopping_ = false;
-  bool closed_ = false;
-  bool receiver_exited_ = false;
   bool sending_ = false;               // the send token
-  bool opened_once_ = false;
   uint64_t next_seq_ = 1;
   std::map<uint64_t, Pending> unacked_;  // by producer seq: resent in this order
   std::deque<Ready> ready_;              // to put on the wire, oldest first
   size_t ready_bytes_ = 0;
-  Clock::time_point ready_since_{};      // when ready_ last became non-empty (linger)
-  std::multimap<Clock::time_point, uint64_t> delayed_;  // retriable NAKs waiting out their backoff
+  SteadyClock::time_point ready_since_{};      // when ready_ last became non-empty (linger)
+  std::multimap<SteadyClock::time_point, uint64_t> delayed_;  // retriable NAKs waiting out their backoff
   size_t completing_ = 0;                // completions taken but whose callbacks have not run
   int flushers_ = 0;                     // Flush callers: the sender does not linger
 
@@ -164,55 +154,29 @@ class ProducerImpl final : public Producer {
   std::string frame_;
 
   std::thread sender_;
-  std::thread receiver_;
 };
 
 // --- Connecting --------------------------------------------------------------
 
 Status ProducerImpl::Start() {
   FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(options_.stream));
-  auto conn = internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_,
-                                   &next_server_, -1, &redirects_);
-  redirects_followed_ = redirects_.followed;
-  if (!conn) return conn.error();
-  InstallConnection(std::move(*conn));
+  FLOE_RETURN_IF_ERROR(link_.Start());
   sender_ = std::thread([this] { SenderLoop(); });
-  receiver_ = std::thread([this] { ReceiverLoop(); });
   return Status::OK();
 }
 
-// Runs on the connecting thread, on a connection no other thread sees yet.
-Status ProducerImpl::OpenSession(Connection& conn) {
-  const uint64_t asked = session_id_.load();
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return Status::Aborted("producer closed");
-    handshake_conn_ = &conn;
-  }
-  wire::SessionOpen open{.session_id = asked, .role = wire::Role::kProducer, .stream = options_.stream};
-  auto ok = conn.Call<wire::SessionOk>(open, internal::kRequestTimeoutMs);
-  std::lock_guard lk(mu_);
-  handshake_conn_ = nullptr;
-  if (!ok) return ok.error();
-  if (ok->session_id == 0) return Status::Internal("node opened session 0");
-  // Resuming under another id would defeat dedup: a resend could be stored twice.
-  if (asked != 0 && ok->session_id != asked)
-    return Status::FailedPrecondition(
-        fmt::format("asked to resume session {} but the node opened session {}", asked, ok->session_id));
-  session_id_ = ok->session_id;
+wire::SessionOpen ProducerImpl::SessionRequest(uint64_t session_id) {
+  return {.session_id = session_id, .role = wire::Role::kProducer, .stream = options_.stream};
+}
+
+void ProducerImpl::SessionOpened(const wire::SessionOk& ok) {
   // Continue after what the stream holds for this session (a resumed id), and
   // never reuse a seq the stream already holds.
-  next_seq_ = std::max(next_seq_, ok->highest_producer_seq + 1);
-  return Status::OK();
+  next_seq_ = std::max(next_seq_, ok.highest_producer_seq + 1);
 }
 
-void ProducerImpl::InstallConnection(std::unique_ptr<Connection> conn) {
-  pacer_.Connected();
-  std::lock_guard lk(mu_);
-  max_frame_bytes_ = conn->max_frame_bytes();
-  conn_ = std::move(conn);
-  if (opened_once_) ++reconnects_;
-  opened_once_ = true;
+std::string ProducerImpl::Connected(Connection& conn) {
+  max_frame_bytes_ = conn.max_frame_bytes();
   // Resend everything unacknowledged, in producer-seq order: the node acks
   // what it already holds as duplicates with the original seq.
   ready_.clear();
@@ -223,6 +187,19 @@ void ProducerImpl::InstallConnection(std::unique_ptr<Connection> conn) {
     PushReady(seq, p.wire_bytes);
   }
   sender_cv_.notify_one();
+  return {};
+}
+
+// Every unacked message fails, and the producer is broken: Send and Flush
+// return link_.broken() from now on.
+void ProducerImpl::GaveUp(const Status& why) {
+  Completions done;
+  {
+    std::lock_guard lk(mu_);
+    FailAll(why, &done);
+    space_cv_.notify_all();
+  }
+  RunCompletions(done);
 }
 
 // --- Send, Flush, Close --------------------------------------------------------
@@ -234,9 +211,11 @@ Result<uint64_t> ProducerImpl::Send(std::string_view payload, AckCallback done, 
   if (wire_bytes + kPublishFixedBytes > max_frame_bytes_)
     return Err(Status::InvalidArgument(
         fmt::format("message of {} bytes cannot fit the node's frame limit of {}", wire_bytes, max_frame_bytes_)));
-  space_cv_.wait(lk, [&] { return unacked_.size() < options_.max_inflight || stopping_ || !broken_.ok(); });
-  if (stopping_) return Err(Status::FailedPrecondition("producer closed"));
-  if (!broken_.ok()) return Err(broken_);
+  space_cv_.wait(lk, [&] {
+    return unacked_.size() < options_.max_inflight || link_.stopping() || !link_.broken().ok();
+  });
+  if (link_.stopping()) return Err(Status::FailedPrecondition("producer closed"));
+  if (!link_.broken().ok()) return Err(link_.broken());
   const uint64_t seq = next_seq_++;
   Pending& p = unacked_.emplace_hint(unacked_.end(), seq, Pending{})->second;
   p.key.assign(key);
@@ -245,7 +224,7 @@ Result<uint64_t> ProducerImpl::Send(std::string_view payload, AckCallback done, 
   p.done = std::move(done);
   p.wire_bytes = wire_bytes;
   PushReady(seq, wire_bytes);
-  if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && conn_) {
+  if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && link_.conn()) {
     // Nothing else in flight: batching has nothing to gain, send now.
     Completions failed;
     SendBatch(lk, &failed);
@@ -266,10 +245,10 @@ Status ProducerImpl::Flush() {
   sender_cv_.notify_one();
   space_cv_.wait(lk, [&] {
     const bool drained = (unacked_.empty() || unacked_.begin()->first > last) && completing_ == 0;
-    return drained || stopping_ || !broken_.ok();
+    return drained || link_.stopping() || !link_.broken().ok();
   });
   --flushers_;
-  if (!broken_.ok()) return broken_;
+  if (!link_.broken().ok()) return link_.broken();
   const bool drained = unacked_.empty() || unacked_.begin()->first > last;
   if (!drained) return Status::FailedPrecondition("producer closed before every message was acknowledged");
   return Status::OK();
@@ -281,37 +260,19 @@ Status ProducerImpl::Close() {
   return s;
 }
 
-// Stops both threads. Graceful: after the sender stopped, says GOODBYE and
-// half-closes, giving the node a second to close its side (the receiver sees
-// EOF and exits) before cutting the connection. Messages still unacked (only
-// when not flushed first) fail with Aborted, their callbacks run here.
+// Stops the sender, then the link. Graceful: after the sender stopped, says
+// GOODBYE and half-closes, giving the node a second to close its side before
+// cutting the connection (SessionLink::FinishStop). Messages still unacked
+// (only when not flushed first) fail with Aborted, their callbacks run here.
 void ProducerImpl::Shutdown(bool graceful) {
-  std::shared_ptr<Connection> conn;
-  {
-    std::lock_guard lk(mu_);
-    if (closed_) return;
-    closed_ = true;
-    stopping_ = true;
-    conn = conn_;
-    if (handshake_conn_) handshake_conn_->Shutdown();
-  }
-  cancel_.Cancel();
+  if (!link_.BeginStop()) return;
   sender_cv_.notify_all();
   space_cv_.notify_all();
   if (sender_.joinable()) sender_.join();
-  if (conn) {
-    if (graceful && conn->Send(conn->NextRequestId(), wire::Goodbye{}).ok()) {
-      conn->ShutdownWrite();
-      std::unique_lock lk(mu_);
-      space_cv_.wait_for(lk, std::chrono::seconds(1), [&] { return receiver_exited_; });
-    }
-    conn->Shutdown();
-  }
-  if (receiver_.joinable()) receiver_.join();
+  link_.FinishStop(graceful);
   Completions done;
   {
     std::lock_guard lk(mu_);
-    conn_.reset();
     FailAll(Status::Aborted("producer closed before the node acknowledged the message"), &done);
   }
   RunCompletions(done);
@@ -320,7 +281,7 @@ void ProducerImpl::Shutdown(bool graceful) {
 // --- Sender ------------------------------------------------------------------
 
 void ProducerImpl::PushReady(uint64_t seq, size_t wire_bytes) {
-  if (ready_.empty()) ready_since_ = Clock::now();
+  if (ready_.empty()) ready_since_ = SteadyClock::now();
   ready_.push_back({seq, wire_bytes});
   ready_bytes_ += wire_bytes;
 }
@@ -335,14 +296,14 @@ uint32_t ProducerImpl::LingerUs() const {
   return in_flight && ready_.size() < kEagerBatch ? kAutoLingerUs : 0;
 }
 
-bool ProducerImpl::ShouldLinger(Clock::time_point now) const {
+bool ProducerImpl::ShouldLinger(SteadyClock::time_point now) const {
   if (flushers_ > 0) return false;
   if (ready_.size() >= options_.max_batch_messages || ready_bytes_ >= options_.max_batch_bytes) return false;
   const uint32_t linger = LingerUs();
   return linger > 0 && now < ready_since_ + std::chrono::microseconds(linger);
 }
 
-void ProducerImpl::PromoteDueRetries(Clock::time_point now) {
+void ProducerImpl::PromoteDueRetries(SteadyClock::time_point now) {
   std::vector<Ready> due;
   while (!delayed_.empty() && delayed_.begin()->first <= now) {
     const uint64_t seq = delayed_.begin()->second;
@@ -361,10 +322,10 @@ void ProducerImpl::PromoteDueRetries(Clock::time_point now) {
 void ProducerImpl::SenderLoop() {
   std::unique_lock lk(mu_);
   Completions done;
-  while (!stopping_) {
-    const auto now = Clock::now();
+  while (!link_.stopping()) {
+    const auto now = SteadyClock::now();
     PromoteDueRetries(now);
-    if (!conn_ || sending_ || ready_.empty()) {
+    if (!link_.conn() || sending_ || ready_.empty()) {
       if (delayed_.empty()) sender_cv_.wait(lk);
       else sender_cv_.wait_until(lk, delayed_.begin()->first);
       continue;
@@ -414,11 +375,11 @@ void ProducerImpl::TakeBatch(uint64_t rid, size_t frame_budget, Completions* don
   }
 }
 
-// Precondition: mu_ held via lk, the token free, conn_ set. Encodes under
+// Precondition: mu_ held via lk, the token free, link_.conn() set. Encodes under
 // the lock (the frame must not point into unacked_, which the receiver may
 // change), writes without it.
 void ProducerImpl::SendBatch(std::unique_lock<std::mutex>& lk, Completions* done) {
-  std::shared_ptr<Connection> conn = conn_;
+  std::shared_ptr<Connection> conn = link_.conn();
   const uint64_t rid = conn->NextRequestId();
   TakeBatch(rid, conn->max_frame_bytes() - kPublishFixedBytes, done);
   if (publish_.messages.empty()) return;
@@ -431,76 +392,15 @@ void ProducerImpl::SendBatch(std::unique_lock<std::mutex>& lk, Completions* done
   sending_ = false;
   if (!s.ok()) {
     // The receiver reconnects and queues these messages again.
-    conn->Shutdown();
-    if (conn_ == conn) conn_.reset();
+    link_.Cut(conn);
   }
   sender_cv_.notify_one();  // the token is free again
 }
 
 // --- Receiver ------------------------------------------------------------------
 
-void ProducerImpl::ReceiverLoop() {
-  for (;;) {
-    std::shared_ptr<Connection> conn;
-    {
-      std::lock_guard lk(mu_);
-      if (stopping_ && !conn_) break;
-      conn = conn_;
-    }
-    if (!conn) {
-      if (!Reconnect()) break;
-      continue;
-    }
-    auto frame = conn->ReadFrame();
-    if (!frame) {
-      DropConnection(conn);
-      continue;
-    }
-    pacer_.Progressed();
-    Dispatch(*conn, *frame);
-  }
-  std::lock_guard lk(mu_);
-  receiver_exited_ = true;
-  space_cv_.notify_all();
-}
-
-void ProducerImpl::DropConnection(const std::shared_ptr<Connection>& conn) {
-  conn->Shutdown();
-  std::lock_guard lk(mu_);
-  if (conn_ == conn) conn_.reset();
-}
-
-// Gives up (false) when closing or when no server accepted us in time; then
-// every unacked message fails and the producer is broken.
-bool ProducerImpl::Reconnect() {
-  if (!cancel_.SleepFor(pacer_.DelayMs())) return false;
-  // Connections that keep dying at once count against the give-up time too.
-  Result<std::unique_ptr<Connection>> conn =
-      internal::NowMs() >= pacer_.GiveUpAtMs()
-          ? Err(Status::Unavailable(fmt::format("connections kept breaking for {} ms; giving up",
-                                                options_.reconnect_give_up_ms)))
-          : internal::ConnectAny(options_, [this](Connection& c) { return OpenSession(c); }, &cancel_, &next_server_,
-                                 pacer_.GiveUpAtMs(), &redirects_);
-  redirects_followed_ = redirects_.followed;
-  Completions done;
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return false;
-    if (!conn) {
-      broken_ = conn.error();
-      FailAll(broken_, &done);
-      space_cv_.notify_all();
-    }
-  }
-  if (!conn) {
-    RunCompletions(done);
-    return false;
-  }
-  InstallConnection(std::move(*conn));
-  return true;
-}
-
-void ProducerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
+// PING and connection-level ERRORs are the link's.
+void ProducerImpl::HandleFrame(Connection& conn, const internal::Frame& frame) {
   const wire::FrameHeader& h = frame.header;
   switch (h.type) {
     case wire::FrameType::kPublishAck: {
@@ -514,18 +414,13 @@ void ProducerImpl::Dispatch(Connection& conn, const internal::Frame& frame) {
     }
     case wire::FrameType::kError: {
       auto error = wire::DecodeBodyAs<wire::Error>(frame.body);
-      // Request id 0: about the connection itself; the node closes it next.
-      if (!error || h.request_id == 0) {
-        if (error && !error->redirect.empty()) redirects_.hint = std::string(error->redirect);
+      if (!error) {
         conn.Shutdown();
         return;
       }
       HandleBatchError(h.request_id, *error);
       return;
     }
-    case wire::FrameType::kPing:
-      (void)conn.Send(h.request_id, wire::Pong{});
-      return;
     default:
       return;  // PONG, OK for GOODBYE, or a type a later version added
   }
@@ -581,7 +476,7 @@ void ProducerImpl::Complete(std::map<uint64_t, Pending>::iterator it, PublishOut
 
 void ProducerImpl::Retry(std::map<uint64_t, Pending>::iterator it, const Status& why, Completions* done) {
   Pending& p = it->second;
-  const auto now = Clock::now();
+  const auto now = SteadyClock::now();
   p.inflight_rid = 0;
   if (p.retries == 0) p.retry_deadline = now + std::chrono::milliseconds(options_.reconnect_give_up_ms);
   if (now >= p.retry_deadline) {
