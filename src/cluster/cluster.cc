@@ -245,8 +245,23 @@ Status Cluster::TryOpen(const std::string& name, uint64_t epoch) {
     host_->CloseStream(name, "");  // lost while opening
     return Status::Aborted("lost while opening");
   }
-  host_->SetValidUntil(name, valid_until);
+  GiveValidity(name, epoch, valid_until);
   return Status::OK();
+}
+
+void Cluster::GiveValidity(const std::string& name, uint64_t epoch, int64_t valid_until) {
+  host_->SetValidUntil(name, valid_until);
+  // Lose (on the renewer) drops the validity to 0 after it removed the
+  // stream from held_, outside mu_ like this call: if it ran between our
+  // look at held_ and the call above, the call gave a lost stream its
+  // validity back. Still held at `epoch` now: any Lose comes after the call.
+  bool held;
+  {
+    MutexLock l(&mu_);
+    auto it = held_.find(name);
+    held = it != held_.end() && it->second.lease.epoch == epoch;
+  }
+  if (!held) host_->SetValidUntil(name, 0);
 }
 
 void Cluster::Heartbeat(int64_t now) {
@@ -331,7 +346,7 @@ void Cluster::RenewAll() {
       it->second.valid_until = valid_until;
       open = it->second.open;
     }
-    if (open) host_->SetValidUntil(name, valid_until);
+    if (open) GiveValidity(name, r->epoch, valid_until);
   }
 }
 

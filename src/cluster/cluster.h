@@ -159,6 +159,9 @@ class Cluster {
   void OpenPending() EXCLUDES(mu_);
   // Opens a held stream (if still held at `epoch`) and starts serving it.
   Status TryOpen(const std::string& name, uint64_t epoch) EXCLUDES(mu_);
+  // Host::SetValidUntil(name, valid_until) for the lease held at `epoch`,
+  // and 0 after it if that lease was lost meanwhile (worker or renewer).
+  void GiveValidity(const std::string& name, uint64_t epoch, int64_t valid_until) EXCLUDES(mu_);
   void CloseLost() EXCLUDES(mu_);
   void Balance() EXCLUDES(mu_);
   bool Acquire(const std::string& stream) EXCLUDES(mu_);
