@@ -476,9 +476,9 @@ TEST(FrameTypeTest, NumbersAndNamesArePinned) {
 }
 
 // What a connection offers and accepts, as the code sends it: the client's
-// HELLO is a default Hello (client/connection.cc), and the node answers the
-// highest version in both ranges, clamped to [kMinVersion, kMaxVersion]
-// (broker/node.cc); HelloOk's default is that highest version. Pinned as
+// HELLO is a default Hello (client/connection.cc), and the node's HELLO
+// handler answers the highest version in both ranges, clamped to
+// [kMinVersion, kMaxVersion]; HelloOk's default is that highest version. Pinned as
 // bytes on the wire: moving either constant changes them (and
 // docs/protocol.md, "Handshake and versions", must say so).
 TEST(VersionTest, TheClientsHelloOffersVersionsOneToOne) {
