@@ -132,7 +132,10 @@ class Bank {
   // `prefixes` is written or deleted, and with resync = true when changes may
   // have been missed (the watch was cut or history compacted): then the
   // caller should look again at everything. Stops when the returned handle is
-  // destroyed. nullptr if the backend cannot watch (callers poll).
+  // destroyed (which waits for a call in progress: do not destroy it from
+  // `changed`, nor while holding a lock `changed` takes). `changed` runs
+  // with none of the bank's locks held. nullptr if the backend cannot watch
+  // (callers poll).
   class Watch {
    public:
     virtual ~Watch() = default;

@@ -28,15 +28,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "base/mutex.h"
 #include "rpc.grpc.pb.h"
 
 namespace floe::bank {
@@ -90,6 +89,12 @@ Status FromGrpc(const grpc::Status& s, const std::string& endpoint) {
   }
 }
 
+// Any thread may call it (Bank's contract). Its own threads: the compactor
+// (StartCompactor), and with the first lease the keeper (KeepAliveLoop, which
+// alone uses the keep-alive stream) and its watchdog (WatchdogLoop); each
+// EtcdWatch has one more. Three mutexes, never nested: compact_mu_ (the
+// compactor's stop), lease_mu_ (the owners' etcd leases), watchdog_mu_ (the
+// keep-alive round in flight).
 class EtcdBank final : public Bank {
  public:
   EtcdBank(std::vector<std::string> endpoints, std::string prefix)
@@ -121,25 +126,30 @@ class EtcdBank final : public Bank {
   }
   ~EtcdBank() override {
     {
-      std::lock_guard l(compact_mu_);
+      MutexLock l(&compact_mu_);
       stop_ = true;
     }
-    compact_cv_.notify_all();
+    compact_cv_.SignalAll();
     if (compactor_.joinable()) compactor_.join();
     std::map<std::string, OwnerLease, std::less<>> leases;
+    std::thread keeper, watchdog;
     {
-      std::lock_guard l(lease_mu_);
+      // After stop_leases_, LeaseFor starts no thread.
+      MutexLock l(&lease_mu_);
       stop_leases_ = true;
       leases.swap(owner_leases_);
+      keeper.swap(keeper_);
+      watchdog.swap(watchdog_);
     }
-    lease_cv_.notify_all();
-    if (keeper_.joinable()) keeper_.join();
+    lease_cv_.SignalAll();
+    if (keeper.joinable()) keeper.join();
     {
-      std::lock_guard l(watchdog_mu_);
+      MutexLock l(&watchdog_mu_);
       watchdog_stop_ = true;
     }
-    watchdog_cv_.notify_all();
-    if (watchdog_.joinable()) watchdog_.join();
+    watchdog_cv_.SignalAll();
+    if (watchdog.joinable()) watchdog.join();
+    // The keeper is gone: its stream is ours now.
     if (keep_stream_) {
       keep_ctx_->TryCancel();
       (void)keep_stream_->Finish();
@@ -159,15 +169,21 @@ class EtcdBank final : public Bank {
   // to kKeepRevisions below the current revision (floe never reads old
   // revisions). Every node does it; compacting to a revision already
   // compacted is refused by etcd and ignored here.
+  // Called once, before the bank is shared.
   void StartCompactor() {
-    compactor_ = std::thread([this] {
-      std::unique_lock l(compact_mu_);
-      while (!compact_cv_.wait_for(l, std::chrono::seconds(kCompactEveryS), [&] { return stop_; })) {
-        l.unlock();
-        (void)CompactOnce();
-        l.lock();
-      }
-    });
+    compactor_ = std::thread([this] { CompactLoop(); });
+  }
+  void CompactLoop() EXCLUDES(compact_mu_) {
+    compact_mu_.Lock();
+    while (!stop_) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kCompactEveryS);
+      while (!stop_ && compact_cv_.WaitUntil(&compact_mu_, deadline)) {}
+      if (stop_) break;
+      compact_mu_.Unlock();
+      (void)CompactOnce();
+      compact_mu_.Lock();
+    }
+    compact_mu_.Unlock();
   }
 
   // Compacts etcd's history to kKeepRevisions below the current revision
@@ -309,41 +325,45 @@ class EtcdBank final : public Bank {
   }
   // The etcd lease of `owner` on this handle, granted (TTL ttl_ms rounded up
   // to seconds; etcd may raise it to its minimum) on first use.
-  Result<OwnerLease> LeaseFor(std::string_view owner, int64_t ttl_ms);
+  Result<OwnerLease> LeaseFor(std::string_view owner, int64_t ttl_ms) EXCLUDES(lease_mu_);
   // Sends one keep-alive for each lease over one LeaseKeepAlive stream;
   // returns each lease's remaining TTL (0: etcd no longer knows it).
-  Result<std::map<int64_t, int64_t>> KeepAliveRound(const std::vector<int64_t>& ids);
-  void KeepAliveLoop();
-  void WatchdogLoop();
+  // Keeper thread only.
+  Result<std::map<int64_t, int64_t>> KeepAliveRound(const std::vector<int64_t>& ids) EXCLUDES(watchdog_mu_);
+  void KeepAliveLoop() EXCLUDES(lease_mu_);
+  void WatchdogLoop() EXCLUDES(watchdog_mu_);
   Lease LeaseFromKv(std::string_view name, const mvccpb::KeyValue& kv) const;
 
   static constexpr int kCompactEveryS = 300;
   static constexpr int64_t kKeepRevisions = 100000;
   const std::vector<std::string> endpoints_;
   const std::string prefix_;
-  std::mutex compact_mu_;
-  std::condition_variable compact_cv_;
-  bool stop_ = false;  // guarded by compact_mu_
-  std::thread compactor_;
-  std::vector<Stubs> stubs_;
+  Mutex compact_mu_;
+  CondVar compact_cv_;
+  bool stop_ GUARDED_BY(compact_mu_) = false;
+  std::thread compactor_;  // started before the bank is shared, joined by the destructor
+  std::vector<Stubs> stubs_;  // set by the constructor
   std::atomic<size_t> current_{0};
 
-  std::mutex lease_mu_;
-  std::condition_variable lease_cv_;
-  std::map<std::string, OwnerLease, std::less<>> owner_leases_;  // guarded by lease_mu_
-  bool stop_leases_ = false;                                     // guarded by lease_mu_
-  std::thread keeper_;                                           // started with the first lease
-  // The keeper thread's one LeaseKeepAlive stream (keeper thread only).
+  Mutex lease_mu_;
+  CondVar lease_cv_;
+  std::map<std::string, OwnerLease, std::less<>> owner_leases_ GUARDED_BY(lease_mu_);
+  bool stop_leases_ GUARDED_BY(lease_mu_) = false;
+  // Started with the first lease (LeaseFor).
+  std::thread keeper_ GUARDED_BY(lease_mu_);
+  std::thread watchdog_ GUARDED_BY(lease_mu_);
+  // The keeper thread's one LeaseKeepAlive stream (keeper thread only; the
+  // destructor's once the keeper is joined). The watchdog cancels it
+  // through watchdog_ctx_, never through these.
   std::unique_ptr<grpc::ClientContext> keep_ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>>
       keep_stream_;
   size_t keep_endpoint_ = 0;
-  std::mutex watchdog_mu_;
-  std::condition_variable watchdog_cv_;
-  grpc::ClientContext* watchdog_ctx_ = nullptr;                   // guarded by watchdog_mu_: a round in flight
-  std::chrono::steady_clock::time_point watchdog_deadline_;       // guarded by watchdog_mu_
-  bool watchdog_stop_ = false;                                   // guarded by watchdog_mu_
-  std::thread watchdog_;
+  Mutex watchdog_mu_;
+  CondVar watchdog_cv_;
+  grpc::ClientContext* watchdog_ctx_ GUARDED_BY(watchdog_mu_) = nullptr;  // a round in flight
+  std::chrono::steady_clock::time_point watchdog_deadline_ GUARDED_BY(watchdog_mu_);
+  bool watchdog_stop_ GUARDED_BY(watchdog_mu_) = false;
 
  public:
   std::atomic<bool> retry_{true};  // false: one round of the endpoints, no waiting
@@ -363,7 +383,7 @@ Lease EtcdBank::LeaseFromKv(std::string_view name, const mvccpb::KeyValue& kv) c
 
 Result<EtcdBank::OwnerLease> EtcdBank::LeaseFor(std::string_view owner, int64_t ttl_ms) {
   {
-    std::lock_guard l(lease_mu_);
+    MutexLock l(&lease_mu_);
     if (auto it = owner_leases_.find(owner); it != owner_leases_.end()) return it->second;
   }
   etcdserverpb::LeaseGrantRequest req;
@@ -373,27 +393,28 @@ Result<EtcdBank::OwnerLease> EtcdBank::LeaseFor(std::string_view owner, int64_t 
   FLOE_RETURN_ERR_IF_ERROR(
       Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseGrant(c, req, &resp); }));
   if (!resp.error().empty()) return Err(Status::Unavailable("etcd lease grant: " + resp.error()));
-  std::unique_lock l(lease_mu_);
-  if (stop_leases_) return Err(Status::Unavailable("the bank is closing"));
-  auto [it, inserted] =
-      owner_leases_.try_emplace(std::string(owner), OwnerLease{resp.id(), resp.ttl(), sent_ms + resp.ttl() * 1000});
-  if (!inserted) {
-    // Another thread granted one meanwhile: use it, give ours back.
-    const OwnerLease theirs = it->second;
-    l.unlock();
-    etcdserverpb::LeaseRevokeRequest r;
-    r.set_id(resp.id());
-    etcdserverpb::LeaseRevokeResponse rr;
-    (void)Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseRevoke(c, r, &rr); });
-    return theirs;
+  const OwnerLease granted{resp.id(), resp.ttl(), sent_ms + resp.ttl() * 1000};
+  OwnerLease theirs;
+  {
+    MutexLock l(&lease_mu_);
+    if (stop_leases_) return Err(Status::Unavailable("the bank is closing"));
+    auto [it, inserted] = owner_leases_.try_emplace(std::string(owner), granted);
+    if (inserted) {
+      if (!keeper_.joinable()) {
+        watchdog_ = std::thread([this] { WatchdogLoop(); });
+        keeper_ = std::thread([this] { KeepAliveLoop(); });
+      }
+      lease_cv_.SignalAll();
+      return granted;
+    }
+    theirs = it->second;
   }
-  const OwnerLease granted = it->second;
-  if (!keeper_.joinable()) {
-    watchdog_ = std::thread([this] { WatchdogLoop(); });
-    keeper_ = std::thread([this] { KeepAliveLoop(); });
-  }
-  lease_cv_.notify_all();
-  return granted;
+  // Another thread granted one meanwhile: use it, give ours back.
+  etcdserverpb::LeaseRevokeRequest r;
+  r.set_id(resp.id());
+  etcdserverpb::LeaseRevokeResponse rr;
+  (void)Call([&](Stubs& s, grpc::ClientContext* c) { return s.lease->LeaseRevoke(c, r, &rr); });
+  return theirs;
 }
 
 Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<int64_t>& ids) {
@@ -403,11 +424,11 @@ Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<in
   if (!keep_stream_) keep_ctx_ = std::make_unique<grpc::ClientContext>();
   {
     // Armed before the stream is opened: opening blocks too.
-    std::lock_guard l(watchdog_mu_);
+    MutexLock l(&watchdog_mu_);
     watchdog_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCallTimeoutMs);
     watchdog_ctx_ = keep_ctx_.get();
   }
-  watchdog_cv_.notify_all();
+  watchdog_cv_.SignalAll();
   if (!keep_stream_) {
     keep_endpoint_ = current_.load();
     keep_stream_ = stubs_[keep_endpoint_].lease->LeaseKeepAlive(keep_ctx_.get());
@@ -425,7 +446,7 @@ Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<in
     if (ok) ttls[resp.id()] = resp.ttl();
   }
   {
-    std::lock_guard l(watchdog_mu_);
+    MutexLock l(&watchdog_mu_);
     watchdog_ctx_ = nullptr;
   }
   if (ok) return ttls;
@@ -443,9 +464,9 @@ Result<std::map<int64_t, int64_t>> EtcdBank::KeepAliveRound(const std::vector<in
 // Cancels a keep-alive round that waits past its deadline (a member that
 // stopped answering would hold the blocking Read forever).
 void EtcdBank::WatchdogLoop() {
-  std::unique_lock l(watchdog_mu_);
+  MutexLock l(&watchdog_mu_);
   while (!watchdog_stop_) {
-    watchdog_cv_.wait_for(l, std::chrono::milliseconds(50));
+    (void)watchdog_cv_.WaitUntil(&watchdog_mu_, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
     if (watchdog_ctx_ != nullptr && std::chrono::steady_clock::now() > watchdog_deadline_) {
       watchdog_ctx_->TryCancel();
       watchdog_ctx_ = nullptr;
@@ -458,7 +479,7 @@ void EtcdBank::WatchdogLoop() {
 // dropped; its locks are gone, so RenewLease reports them lost and the next
 // AcquireLease grants a new one.
 void EtcdBank::KeepAliveLoop() {
-  std::unique_lock l(lease_mu_);
+  lease_mu_.Lock();
   while (!stop_leases_) {
     int64_t min_ttl_s = 3;
     std::vector<int64_t> ids;
@@ -468,10 +489,10 @@ void EtcdBank::KeepAliveLoop() {
     }
     bool failed = false;
     if (!ids.empty()) {
-      l.unlock();
+      lease_mu_.Unlock();
       const int64_t sent_ms = SteadyNowMs();
       auto ttls = KeepAliveRound(ids);
-      l.lock();
+      lease_mu_.Lock();
       if (!ttls) {
         failed = true;
         std::fprintf(stderr, "floe: etcd keep-alive failed: %s\n", ttls.error().ToString().c_str());
@@ -492,8 +513,10 @@ void EtcdBank::KeepAliveLoop() {
     // After a failed round, the next member is tried at once (almost): a
     // whole TTL could otherwise pass between two rounds.
     const int64_t wait_ms = failed ? 50 : min_ttl_s * 1000 / 3;
-    lease_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return stop_leases_; });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    while (!stop_leases_ && lease_cv_.WaitUntil(&lease_mu_, deadline)) {}
   }
+  lease_mu_.Unlock();
 }
 
 Result<Lease> EtcdBank::AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms,
@@ -523,7 +546,7 @@ Result<Lease> EtcdBank::AcquireOnce(std::string_view name, std::string_view owne
   if (sent.IsNotFound() && !retried) {
     // etcd expired our lease before the keeper noticed: a new one, once.
     {
-      std::lock_guard l(lease_mu_);
+      MutexLock l(&lease_mu_);
       if (auto it = owner_leases_.find(owner); it != owner_leases_.end() && it->second.id == ol->id)
         owner_leases_.erase(it);
     }
@@ -564,7 +587,7 @@ Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t /*ttl_ms*/, int64
   bool ours = resp.kvs_size() == 1 && static_cast<uint64_t>(resp.kvs(0).create_revision()) == lease.epoch;
   int64_t alive_until = 0;
   if (ours) {
-    std::lock_guard l(lease_mu_);
+    MutexLock l(&lease_mu_);
     auto it = owner_leases_.find(lease.owner);
     ours = it != owner_leases_.end() && it->second.id == resp.kvs(0).lease();
     if (ours) alive_until = it->second.alive_until_ms;
@@ -599,6 +622,8 @@ Result<Lease> EtcdBank::GetLease(std::string_view name) {
 
 // --- Watches -----------------------------------------------------------------------------
 
+// Its thread (Run) reads the stream and calls `changed`; the destructor, on
+// the owner's thread, stops it. mu_ guards the hand-over between the two.
 class EtcdWatch final : public Bank::Watch {
  public:
   EtcdWatch(EtcdBank* bank, std::vector<std::string> prefixes, Bank::WatchFn changed)
@@ -607,16 +632,16 @@ class EtcdWatch final : public Bank::Watch {
   }
   ~EtcdWatch() override {
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       stop_ = true;
       if (ctx_ != nullptr) ctx_->TryCancel();
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     thread_.join();
   }
 
  private:
-  void Run() {
+  void Run() EXCLUDES(mu_) {
     int64_t next_revision = 0;  // 0: from now
     int backoff_ms = 50;
     bool reported = false;      // this outage's resync was reported
@@ -624,7 +649,7 @@ class EtcdWatch final : public Bank::Watch {
       const size_t i = (bank_->current_.load() + attempt) % bank_->stubs_.size();
       grpc::ClientContext ctx;
       {
-        std::lock_guard l(mu_);
+        MutexLock l(&mu_);
         if (stop_) return;
         ctx_ = &ctx;
       }
@@ -663,7 +688,7 @@ class EtcdWatch final : public Bank::Watch {
       ctx.TryCancel();
       (void)stream->Finish();
       {
-        std::lock_guard l(mu_);
+        MutexLock l(&mu_);
         ctx_ = nullptr;
         if (stop_) return;
       }
@@ -672,8 +697,10 @@ class EtcdWatch final : public Bank::Watch {
       // from where we were if we can.
       if (compacted || !reported) changed_("", true);
       reported = true;
-      std::unique_lock l(mu_);
-      cv_.wait_for(l, std::chrono::milliseconds(compacted && next_revision > 0 ? 0 : backoff_ms), [&] { return stop_; });
+      MutexLock l(&mu_);
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(compacted && next_revision > 0 ? 0 : backoff_ms);
+      while (!stop_ && cv_.WaitUntil(&mu_, deadline)) {}
       backoff_ms = std::min(backoff_ms * 2, 1000);
     }
   }
@@ -681,10 +708,10 @@ class EtcdWatch final : public Bank::Watch {
   EtcdBank* const bank_;
   const std::vector<std::string> prefixes_;
   const Bank::WatchFn changed_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;                      // guarded by mu_
-  grpc::ClientContext* ctx_ = nullptr;     // guarded by mu_: the stream to cancel
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ GUARDED_BY(mu_) = false;
+  grpc::ClientContext* ctx_ GUARDED_BY(mu_) = nullptr;  // the stream to cancel
   std::thread thread_;
 };
 

@@ -12,11 +12,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <mutex>
-
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "base/mutex.h"
 
 namespace floe::bank {
 namespace {
@@ -34,6 +33,9 @@ class Stmt {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// Any thread may call it (Bank's contract); calls take turns on mu_, as the
+// one connection (opened SQLITE_OPEN_NOMUTEX) is used by one thread at a
+// time. Init runs before the bank is shared.
 class SqliteBank final : public Bank {
  public:
   ~SqliteBank() override {
@@ -45,7 +47,8 @@ class SqliteBank final : public Bank {
     if (lock_fd_ >= 0) ::close(lock_fd_);
   }
 
-  Status Init(const std::string& path) {
+  Status Init(const std::string& path) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
     path_ = path;
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
@@ -64,8 +67,8 @@ class SqliteBank final : public Bank {
     return Status::OK();
   }
 
-  Result<Versioned> Get(std::string_view key) override {
-    std::lock_guard l(mu_);
+  Result<Versioned> Get(std::string_view key) EXCLUDES(mu_) override {
+    MutexLock l(&mu_);
     Stmt st(db_, "SELECT value, version FROM kv WHERE key = ?1");
     if (!st) return Err(Error("prepare get"));
     sqlite3_bind_blob(st.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
@@ -79,8 +82,8 @@ class SqliteBank final : public Bank {
     return v;
   }
 
-  Result<std::vector<KeyValue>> List(std::string_view prefix) override {
-    std::lock_guard l(mu_);
+  Result<std::vector<KeyValue>> List(std::string_view prefix) EXCLUDES(mu_) override {
+    MutexLock l(&mu_);
     // key >= prefix AND key < prefix-successor, using the primary key order.
     Stmt st(db_, "SELECT key, value, version FROM kv WHERE key >= ?1 ORDER BY key");
     if (!st) return Err(Error("prepare list"));
@@ -102,11 +105,11 @@ class SqliteBank final : public Bank {
     return out;
   }
 
-  Result<std::vector<uint64_t>> Commit(std::span<const Op> ops) override {
+  Result<std::vector<uint64_t>> Commit(std::span<const Op> ops) EXCLUDES(mu_) override {
     for (const Op& op : ops)
       if (op.kind == Op::Kind::kCheckCreated)
         return Err(Status::InvalidArgument("the SQLite bank keeps no creation versions (its leases are records)"));
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     Flock guard(lock_fd_);
     FLOE_RETURN_ERR_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     auto result = CommitLocked(ops);
@@ -130,7 +133,7 @@ class SqliteBank final : public Bank {
     int fd_;
   };
 
-  Result<std::vector<uint64_t>> CommitLocked(std::span<const Op> ops) {
+  Result<std::vector<uint64_t>> CommitLocked(std::span<const Op> ops) REQUIRES(mu_) {
     // Prepared once per connection: preparing costs more than a small write.
     if (!next_) {
       next_ = std::make_unique<Stmt>(db_, "UPDATE meta SET value = value + 1 WHERE name = 'version' RETURNING value");
@@ -196,7 +199,7 @@ class SqliteBank final : public Bank {
     return versions;
   }
 
-  Status Exec(const char* sql) {
+  Status Exec(const char* sql) REQUIRES(mu_) {
     char* err = nullptr;
     if (int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err); rc != SQLITE_OK) {
       std::string msg = fmt::format("bank {}: {}: {}", path_, sql, err ? err : "?");
@@ -208,7 +211,9 @@ class SqliteBank final : public Bank {
     return Status::OK();
   }
 
-  Status Error(std::string_view what) {
+  // sqlite3_errcode/errmsg describe the connection's last call: only
+  // meaningful while the caller still holds the connection.
+  Status Error(std::string_view what) REQUIRES(mu_) {
     const int code = sqlite3_errcode(db_);
     std::string msg = fmt::format("bank {}: {}: {}", path_, what, sqlite3_errmsg(db_));
     if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return Status::Unavailable(msg);
@@ -217,11 +222,13 @@ class SqliteBank final : public Bank {
     return Status::IOError(msg);
   }
 
-  std::mutex mu_;  // one connection, used by one thread at a time
-  sqlite3* db_ = nullptr;
-  std::unique_ptr<Stmt> next_, get_, put_, del_;  // guarded by mu_
-  int lock_fd_ = -1;
-  std::string path_;
+  Mutex mu_;  // one connection, used by one thread at a time
+  // Opened by Init, closed by the destructor.
+  sqlite3* db_ GUARDED_BY(mu_) = nullptr;
+  // Prepared once per connection (CommitLocked).
+  std::unique_ptr<Stmt> next_ GUARDED_BY(mu_), get_ GUARDED_BY(mu_), put_ GUARDED_BY(mu_), del_ GUARDED_BY(mu_);
+  int lock_fd_ GUARDED_BY(mu_) = -1;
+  std::string path_ GUARDED_BY(mu_);
 };
 
 }  // namespace

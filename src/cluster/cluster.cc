@@ -76,10 +76,10 @@ Status Cluster::Start() {
   watch_ = bank_->WatchPrefixes({std::string(bank::kLeasePrefix), "streams/", std::string(kDrainPrefix), "cluster/"},
                                 [this](std::string_view, bool) {
                                   {
-                                    std::lock_guard l(mu_);
+                                    MutexLock l(&mu_);
                                     changed_ = true;
                                   }
-                                  cv_.notify_all();
+                                  cv_.SignalAll();
                                 });
   watching_ = watch_ != nullptr;
   renewer_ = std::thread([this] { RenewLoop(); });
@@ -91,18 +91,18 @@ Status Cluster::Start() {
 
 void Cluster::Stop(bool release) {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (stop_ && !thread_.joinable() && !renewer_.joinable() && held_.empty()) return;
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   watch_.reset();
   if (thread_.joinable()) thread_.join();
   if (renewer_.joinable()) renewer_.join();
   if (!release) return;
   std::map<std::string, Held> held;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     held.swap(held_);
   }
   for (auto& [name, h] : held) (void)bank_->ReleaseLease(h.lease);
@@ -111,31 +111,35 @@ void Cluster::Stop(bool release) {
 
 void Cluster::WorkLoop() {
   const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / (watching_ ? 1 : 3)));
-  std::unique_lock l(mu_);
+  mu_.Lock();
   while (!stop_) {
-    cv_.wait_for(l, period, [&] { return stop_ || changed_ || !wanted_.empty() || !lost_.empty(); });
+    const auto deadline = std::chrono::steady_clock::now() + period;
+    while (!stop_ && !changed_ && wanted_.empty() && lost_.empty() && cv_.WaitUntil(&mu_, deadline)) {}
     if (stop_) break;
     changed_ = false;
-    l.unlock();
+    mu_.Unlock();
     Work();
     // A client asking for an unowned stream wakes the loop early, but rounds
     // stay at least 20 ms apart.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    l.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 void Cluster::RenewLoop() {
   const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
-  std::unique_lock l(mu_);
+  mu_.Lock();
   while (!stop_) {
-    cv_.wait_for(l, period, [&] { return stop_; });
+    const auto deadline = std::chrono::steady_clock::now() + period;
+    while (!stop_ && cv_.WaitUntil(&mu_, deadline)) {}
     if (stop_) break;
-    l.unlock();
+    mu_.Unlock();
     RenewAll();
     Heartbeat(WallMs());
-    l.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 void Cluster::Work() {
@@ -164,7 +168,7 @@ int64_t Cluster::ValidUntil(int64_t t0, const bank::Lease& lease) const {
 void Cluster::ReleaseOrphans() {
   std::vector<bank::Lease> orphans;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     orphans.swap(orphans_);
   }
   std::vector<bank::Lease> keep;
@@ -173,7 +177,7 @@ void Cluster::ReleaseOrphans() {
     if (s.ok() || s.code() == ErrorCode::kAborted) continue;  // given up, or lost anyway
     keep.push_back(lease);
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   orphans_.insert(orphans_.end(), keep.begin(), keep.end());
 }
 
@@ -195,7 +199,7 @@ void Cluster::ForgetDeadNodes() {
 void Cluster::CloseLost() {
   std::vector<std::pair<std::string, std::string>> lost;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     lost.swap(lost_);
   }
   for (auto& [name, redirect] : lost) host_->CloseStream(name, redirect);
@@ -206,7 +210,7 @@ void Cluster::CloseLost() {
 void Cluster::OpenPending() {
   std::vector<std::pair<std::string, uint64_t>> pending;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (auto& [name, h] : held_)
       if (!h.open) pending.emplace_back(name, h.lease.epoch);
   }
@@ -216,7 +220,7 @@ void Cluster::OpenPending() {
 Status Cluster::TryOpen(const std::string& name, uint64_t epoch) {
   int64_t valid_until;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = held_.find(name);
     if (it == held_.end() || it->second.lease.epoch != epoch) return Status::Aborted("lost");
     valid_until = it->second.valid_until;
@@ -229,7 +233,7 @@ Status Cluster::TryOpen(const std::string& name, uint64_t epoch) {
   if (!s.ok()) return s;
   bool still_ours;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = held_.find(name);
     still_ours = it != held_.end() && it->second.lease.epoch == epoch;
     if (still_ours) {
@@ -241,8 +245,23 @@ Status Cluster::TryOpen(const std::string& name, uint64_t epoch) {
     host_->CloseStream(name, "");  // lost while opening
     return Status::Aborted("lost while opening");
   }
-  host_->SetValidUntil(name, valid_until);
+  GiveValidity(name, epoch, valid_until);
   return Status::OK();
+}
+
+void Cluster::GiveValidity(const std::string& name, uint64_t epoch, int64_t valid_until) {
+  host_->SetValidUntil(name, valid_until);
+  // Lose (on the renewer) drops the validity to 0 after it removed the
+  // stream from held_, outside mu_ like this call: if it ran between our
+  // look at held_ and the call above, the call gave a lost stream its
+  // validity back. Still held at `epoch` now: any Lose comes after the call.
+  bool held;
+  {
+    MutexLock l(&mu_);
+    auto it = held_.find(name);
+    held = it != held_.end() && it->second.lease.epoch == epoch;
+  }
+  if (!held) host_->SetValidUntil(name, 0);
 }
 
 void Cluster::Heartbeat(int64_t now) {
@@ -253,7 +272,7 @@ void Cluster::Heartbeat(int64_t now) {
   n.started_ms = started_ms_;
   n.lease_ms = options_.lease_ms;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     n.streams = static_cast<uint32_t>(held_.size());
   }
   n.sessions = host_->SessionCount();
@@ -270,21 +289,21 @@ void Cluster::Heartbeat(int64_t now) {
 void Cluster::RenewAll() {
   std::vector<std::pair<std::string, bank::Lease>> leases;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (auto& [name, h] : held_) leases.emplace_back(name, h.lease);
   }
   for (auto& [stream, lease] : leases) {
     const std::string name = stream;  // a plain variable: lambdas below capture it
     const int64_t t0 = SteadyMs();
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       renewing_.insert(name);  // Fence waits: the record's version is about to change
     }
     auto r = bank_->RenewLease(lease, options_.lease_ms, WallMs());
     auto done_renewing = [&] {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       renewing_.erase(name);
-      renew_cv_.notify_all();
+      renew_cv_.SignalAll();
     };
     if (!r) {
       done_renewing();
@@ -299,7 +318,7 @@ void Cluster::RenewAll() {
       }
       bool expired;
       {
-        std::lock_guard l(mu_);
+        MutexLock l(&mu_);
         auto it = held_.find(name);
         expired = it != held_.end() && SteadyMs() >= it->second.valid_until;
       }
@@ -310,7 +329,7 @@ void Cluster::RenewAll() {
         // The lease may still be ours in the bank (on etcd the keep-alives
         // resume with the connection): give it up once the bank answers, or
         // nobody would serve the stream.
-        std::lock_guard l(mu_);
+        MutexLock l(&mu_);
         orphans_.push_back(lease);
       }
       continue;
@@ -318,16 +337,16 @@ void Cluster::RenewAll() {
     const int64_t valid_until = ValidUntil(t0, *r);
     bool open;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       renewing_.erase(name);
-      renew_cv_.notify_all();
+      renew_cv_.SignalAll();
       auto it = held_.find(name);
       if (it == held_.end() || it->second.lease.epoch != r->epoch) continue;  // forgotten meanwhile
       it->second.lease = *r;
       it->second.valid_until = valid_until;
       open = it->second.open;
     }
-    if (open) host_->SetValidUntil(name, valid_until);
+    if (open) GiveValidity(name, r->epoch, valid_until);
   }
 }
 
@@ -336,14 +355,19 @@ bool Cluster::Acquire(const std::string& stream) {
   auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) return false;
   const int64_t valid_until = ValidUntil(t0, *r);
+  bool stopping;
   {
-    std::lock_guard l(mu_);
-    if (stop_) {
-      (void)bank_->ReleaseLease(*r);
-      return false;
+    MutexLock l(&mu_);
+    stopping = stop_;
+    if (!stopping) {
+      held_[stream] = Held{*r, valid_until, t0, false};
+      wanted_.erase(stream);
     }
-    held_[stream] = Held{*r, valid_until, t0, false};
-    wanted_.erase(stream);
+  }
+  if (stopping) {
+    // Given back with mu_ not held: on etcd a release can take seconds.
+    (void)bank_->ReleaseLease(*r);
+    return false;
   }
   if (started_) ++takeovers_;  // after the node's first round: from a node gone, drained or balancing
   Status s = TryOpen(stream, r->epoch);
@@ -357,7 +381,7 @@ bool Cluster::Acquire(const std::string& stream) {
 void Cluster::Lose(const std::string& stream, const std::string& redirect) {
   bool open = false;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = held_.find(stream);
     if (it == held_.end()) return;
     open = it->second.open;
@@ -366,11 +390,11 @@ void Cluster::Lose(const std::string& stream, const std::string& redirect) {
   }
   if (!open) return;
   host_->SetValidUntil(stream, 0);  // fencing: no ACK, delivery or write from now on
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 std::optional<Cluster::Held> Cluster::TakeHeld(const std::string& stream) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = held_.find(stream);
   if (it == held_.end()) return std::nullopt;
   Held h = it->second;
@@ -405,7 +429,7 @@ void Cluster::Balance() {
   if (me_drained) {
     std::vector<std::string> mine;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       for (auto& [name, h] : held_) mine.push_back(name);
       wanted_.clear();
     }
@@ -421,7 +445,7 @@ void Cluster::Balance() {
     std::string name = kv.key.substr(std::string_view("streams/").size());
     known.insert(name);
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       if (held_.count(name)) {
         ++counts[options_.node_id];
         continue;
@@ -445,7 +469,7 @@ void Cluster::Balance() {
   for (const std::string& name : free_streams) {
     bool wanted;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       wanted = wanted_.erase(name) > 0;
     }
     auto rel = released_at_.find(name);
@@ -457,7 +481,7 @@ void Cluster::Balance() {
     if (Acquire(name)) ++mine;
   }
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (auto it = wanted_.begin(); it != wanted_.end();)  // deleted or owned by others
       it = std::find(free_streams.begin(), free_streams.end(), *it) == free_streams.end() ? wanted_.erase(it) : ++it;
   }
@@ -484,7 +508,7 @@ void Cluster::Balance() {
   std::string victim;
   int64_t oldest = INT64_MAX;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (auto& [name, h] : held_) {
       if (!h.open) continue;
       if (!rebalance_now && SteadyMs() - h.acquired_at < 2 * options_.lease_ms) continue;
@@ -501,10 +525,11 @@ void Cluster::Balance() {
 }
 
 std::optional<bank::Op> Cluster::Fence(const std::string& stream) {
-  std::unique_lock l(mu_);
+  MutexLock l(&mu_);
   // A renewal in flight is about to change the record's version: a fence
   // taken now would fail; wait for it (briefly).
-  renew_cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return !renewing_.count(stream); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (renewing_.count(stream) && renew_cv_.WaitUntil(&mu_, deadline)) {}
   auto it = held_.find(stream);
   if (it == held_.end() || SteadyMs() >= it->second.valid_until) return std::nullopt;
   return bank_->FencedBy(it->second.lease);
@@ -540,11 +565,11 @@ Result<Cluster::Owner> Cluster::OwnerOf(const std::string& stream) {
 
 void Cluster::Want(const std::string& stream) {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (held_.count(stream)) return;
     wanted_.insert(stream);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 Result<int64_t> Cluster::TakeNew(const std::string& stream) {
@@ -552,7 +577,7 @@ Result<int64_t> Cluster::TakeNew(const std::string& stream) {
   auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) return Err(r.error());
   const int64_t valid_until = ValidUntil(t0, *r);
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   // open = true: the creating node opens it; the cluster thread must not.
   held_[stream] = Held{*r, valid_until, t0, true};
   return valid_until;

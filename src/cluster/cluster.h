@@ -19,11 +19,9 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,6 +29,7 @@
 #include <vector>
 
 #include "bank/bank.h"
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace floe::cluster {
@@ -95,21 +94,30 @@ class Host {
   virtual void Housekeep() {}
 };
 
+// Threads: Start, Stop and the destructor are called by the owner (the
+// node), one at a time; Fence, OwnerOf, Want, TakeNew and Forget by any
+// thread (the node's connections). The worker and renewer threads are the
+// Cluster's own, and so is the bank's watch thread that wakes the worker.
+// mu_ guards what they share (the GUARDED_BY members); members marked
+// "worker thread" or "cluster thread" are touched by that thread alone (or
+// by Start before the threads run). The bank and the Host are called with
+// mu_ not held: hence the EXCLUDES(mu_).
 class Cluster {
  public:
+  // `bank` and `host` outlive the Cluster.
   Cluster(bank::Bank* bank, ClusterOptions options, Host* host);
   ~Cluster();
 
   // Registers the node (first heartbeat), takes its share of streams, and
   // starts ticking.
-  Status Start();
+  Status Start() EXCLUDES(mu_);
   // Stops ticking. With `release`, gives up every lease (the node closed its
   // streams first), so other nodes take over at once.
-  void Stop(bool release);
+  void Stop(bool release) EXCLUDES(mu_);
 
   // The op that fences a bank write for `stream`, or nullopt if this node
   // does not hold the stream's lease (or its validity ran out).
-  std::optional<bank::Op> Fence(const std::string& stream);
+  std::optional<bank::Op> Fence(const std::string& stream) EXCLUDES(mu_);
 
   struct Owner {
     std::string node;
@@ -118,17 +126,17 @@ class Cluster {
     bool live = false;  // the lease is unexpired and its node heartbeats
   };
   // The stream's owner as the bank says (NotFound: never owned).
-  Result<Owner> OwnerOf(const std::string& stream);
+  Result<Owner> OwnerOf(const std::string& stream) EXCLUDES(mu_);
 
   // A client asked for a stream nobody serves: try to take it now.
-  void Want(const std::string& stream);
+  void Want(const std::string& stream) EXCLUDES(mu_);
   // A new stream: takes its lease before it is recorded, so no other node
   // opens it first (the caller opens it, or calls Forget if it cannot).
   // Unavailable if another node holds it.
   // Returns the lease's validity (steady ms).
-  Result<int64_t> TakeNew(const std::string& stream);
+  Result<int64_t> TakeNew(const std::string& stream) EXCLUDES(mu_);
   // Gives the stream's lease up (the node closed it; deleting it).
-  void Forget(const std::string& stream);
+  void Forget(const std::string& stream) EXCLUDES(mu_);
 
   uint64_t ticks() const { return ticks_.load(); }
   uint64_t takeovers() const { return takeovers_.load(); }
@@ -140,23 +148,29 @@ class Cluster {
     int64_t acquired_at = 0;   // steady ms
     bool open = false;         // the host serves it
   };
-  void WorkLoop();
-  void RenewLoop();
-  void Work();
-  void Heartbeat(int64_t now);
-  void RenewAll();
-  void OpenPending();
+  void WorkLoop() EXCLUDES(mu_);   // worker thread
+  void RenewLoop() EXCLUDES(mu_);  // renewer thread
+  // One round of the worker (Start's thread for the first round).
+  void Work() EXCLUDES(mu_);
+  // Start's thread, then the renewer's.
+  void Heartbeat(int64_t now) EXCLUDES(mu_);
+  void RenewAll() EXCLUDES(mu_);  // renewer thread
+  // The rest: the worker thread (or Start's first round).
+  void OpenPending() EXCLUDES(mu_);
   // Opens a held stream (if still held at `epoch`) and starts serving it.
-  Status TryOpen(const std::string& name, uint64_t epoch);
-  void CloseLost();
-  void Balance();
-  bool Acquire(const std::string& stream);
+  Status TryOpen(const std::string& name, uint64_t epoch) EXCLUDES(mu_);
+  // Host::SetValidUntil(name, valid_until) for the lease held at `epoch`,
+  // and 0 after it if that lease was lost meanwhile (worker or renewer).
+  void GiveValidity(const std::string& name, uint64_t epoch, int64_t valid_until) EXCLUDES(mu_);
+  void CloseLost() EXCLUDES(mu_);
+  void Balance() EXCLUDES(mu_);
+  bool Acquire(const std::string& stream) EXCLUDES(mu_);
   // The lease was taken over or lapsed: stop acting at once (the host's
-  // validity drops to 0) and have the worker close the stream.
-  void Lose(const std::string& stream, const std::string& redirect);
-  void ReleaseOne(const std::string& stream);
+  // validity drops to 0) and have the worker close the stream. Renewer.
+  void Lose(const std::string& stream, const std::string& redirect) EXCLUDES(mu_);
+  void ReleaseOne(const std::string& stream) EXCLUDES(mu_);
   // Removes the stream from held_ and returns what was held there.
-  std::optional<Held> TakeHeld(const std::string& stream);
+  std::optional<Held> TakeHeld(const std::string& stream) EXCLUDES(mu_);
   std::string AddressOf(const std::string& node);
 
   bank::Bank* const bank_;
@@ -164,19 +178,20 @@ class Cluster {
   Host* const host_;
   const int64_t started_ms_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, Held> held_;           // guarded by mu_
-  std::set<std::string> wanted_;               // guarded by mu_
-  std::set<std::string> renewing_;             // guarded by mu_: renewals in flight
-  std::condition_variable renew_cv_;           // renewing_ shrank
-  std::vector<std::pair<std::string, std::string>> lost_;  // guarded by mu_: (stream, redirect) to close
-  bool stop_ = false;                          // guarded by mu_
-  bool changed_ = false;                       // guarded by mu_: the watch saw a change
+  Mutex mu_;
+  CondVar cv_;  // wakes the worker and the renewer: stop_, changed_, wanted_, lost_
+  std::map<std::string, Held> held_ GUARDED_BY(mu_);
+  std::set<std::string> wanted_ GUARDED_BY(mu_);
+  std::set<std::string> renewing_ GUARDED_BY(mu_);  // renewals in flight
+  CondVar renew_cv_;                                 // renewing_ shrank
+  std::vector<std::pair<std::string, std::string>> lost_ GUARDED_BY(mu_);  // (stream, redirect) to close
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool changed_ GUARDED_BY(mu_) = false;  // the watch saw a change
   // Leases stepped back from while the bank did not answer, to release once
   // it does.
-  std::vector<bank::Lease> orphans_;           // guarded by mu_
-  std::unique_ptr<bank::Bank::Watch> watch_;   // nullptr: the bank cannot watch
+  std::vector<bank::Lease> orphans_ GUARDED_BY(mu_);
+  // Set by Start, reset by Stop (owner's thread); nullptr: the bank cannot watch.
+  std::unique_ptr<bank::Bank::Watch> watch_;
   bool watching_ = false;                      // set in Start, before the threads
   bool started_ = false;                       // worker thread: the first round is done
   std::map<std::string, int64_t> released_at_; // cluster thread: streams we gave up (steady ms)
@@ -188,7 +203,7 @@ class Cluster {
   // Removes the records of nodes dead for kDeadNodePeriods (the key space
   // stays bounded as nodes come and go).
   void ForgetDeadNodes();
-  void ReleaseOrphans();
+  void ReleaseOrphans() EXCLUDES(mu_);
   // Until when the node may act on a lease acquired or renewed at t0 (steady ms).
   int64_t ValidUntil(int64_t t0, const bank::Lease& lease) const;
   std::atomic<uint64_t> ticks_{0};

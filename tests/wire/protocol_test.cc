@@ -475,10 +475,37 @@ TEST(FrameTypeTest, NumbersAndNamesArePinned) {
   EXPECT_EQ(StreamInfoOk::kType, FrameType::kStreamInfoOk);
 }
 
-TEST(VersionTest, VersionOneIsPinned) {
+// What a connection offers and accepts, as the code sends it: the client's
+// HELLO is a default Hello (client/connection.cc), and the node's HELLO
+// handler answers the highest version in both ranges, clamped to
+// [kMinVersion, kMaxVersion]; HelloOk's default is that highest version. Pinned as
+// bytes on the wire: moving either constant changes them (and
+// docs/protocol.md, "Handshake and versions", must say so).
+TEST(VersionTest, TheClientsHelloOffersVersionsOneToOne) {
+  std::string frame;
+  AppendFrame(&frame, 1, Hello{.client = "cli"});  // versions as the client leaves them
+  EXPECT_EQ(ToHex(frame),
+            "19000000" "01" "00" "0000" "0100000000000000"  // HELLO, length 25, request 1
+            "464c4f45"                                     // the magic, "FLOE"
+            "0100" "0100"                                  // min_version 1, max_version 1
+            "0300" "636c69");
+  auto h = DecodeBodyAs<Hello>(AsSpan(frame).subspan(kFrameHeaderSize));
+  ASSERT_TRUE(h) << h.error().ToString();
+  EXPECT_EQ(h->min_version, 1);
+  EXPECT_EQ(h->max_version, 1);
+}
+
+TEST(VersionTest, HelloOkAnswersTheHighestVersionByDefault) {
+  EXPECT_EQ(ToHex(BodyOf(HelloOk{.max_frame_bytes = 0, .max_message_bytes = 0, .node = ""})),
+            "0100" "00000000" "00000000" "0000");
+}
+
+// Every version a node or client speaks is named in wire::Version (the one
+// enum docs/protocol.md refers to), and version 1 is this document.
+TEST(VersionTest, TheVersionsSpokenAreTheNamedOnes) {
+  EXPECT_EQ(kMinVersion, static_cast<uint16_t>(Version::kV1));
+  EXPECT_EQ(kMaxVersion, static_cast<uint16_t>(Version::kV1));  // a kV2 moves this
   EXPECT_EQ(static_cast<uint16_t>(Version::kV1), 1);
-  EXPECT_EQ(kMinVersion, 1);
-  EXPECT_EQ(kMaxVersion, 1);
 }
 
 // --- Round trips, one per message type -------------------------------------------
