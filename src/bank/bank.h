@@ -83,6 +83,9 @@ struct Lease {
 inline constexpr int64_t kHeldByBank = INT64_MAX;
 // Where every backend keeps the lock of lease `name`: kLeasePrefix + name.
 inline constexpr std::string_view kLeasePrefix = "leases/";
+// streams/<name>: a stream's config. The broker writes it; the cluster
+// lists and watches it to know which streams exist.
+inline constexpr std::string_view kStreamsPrefix = "streams/";
 std::string LeaseKey(std::string_view name);
 
 class Bank {

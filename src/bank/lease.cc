@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 
 #include "bank/bank.h"
-#include "wire/codec.h"
+#include "base/codec.h"
 
 namespace floe::bank {
 namespace {
@@ -11,7 +11,7 @@ constexpr uint8_t kLeaseEncodingVersion = 1;
 
 std::string EncodeLease(const Lease& l) {
   std::string out;
-  wire::Encoder e(&out);
+  Encoder e(&out);
   e.U8(kLeaseEncodingVersion);
   e.String(l.owner);
   e.U64(l.epoch);
@@ -20,7 +20,7 @@ std::string EncodeLease(const Lease& l) {
 }
 
 Result<Lease> DecodeLease(std::string_view name, const Versioned& v) {
-  wire::Decoder d({v.value.data(), v.value.size()});
+  Decoder d({v.value.data(), v.value.size()});
   if (d.U8() != kLeaseEncodingVersion) return Err(Status::Corruption("unknown lease encoding"));
   Lease l;
   l.name = std::string(name);

@@ -31,7 +31,7 @@ namespace floe::broker {
 
 int64_t NowMs();  // wall clock, milliseconds since the epoch (timestamps, deadlines of deliveries)
 
-inline constexpr std::string_view kStreamsPrefix = "streams/";  // bank keys: streams/<name>
+using bank::kStreamsPrefix;  // bank keys: streams/<name>
 inline constexpr std::string_view kCursorsPrefix = "cursors/";  // cursors/<stream>/<consumer>
 std::string StreamKey(std::string_view name);
 

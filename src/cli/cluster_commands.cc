@@ -58,7 +58,7 @@ int ClusterStatus(const BankArgs& a) {
   bank::Bank& bank = **b;
   const int64_t now = cluster::WallMs();
   auto nodes = bank.List(cluster::kNodesPrefix);
-  auto streams = bank.List("streams/");
+  auto streams = bank.List(bank::kStreamsPrefix);
   auto drains = bank.List(cluster::kDrainPrefix);
   if (!nodes) return Fail("cluster status", nodes.error());
   if (!streams) return Fail("cluster status", streams.error());
@@ -92,7 +92,7 @@ int ClusterStatus(const BankArgs& a) {
   else out += fmt::format("\n{:<24} {:<12} {:>6} {:>12}\n", "STREAM", "OWNER", "EPOCH", "LEASE");
   first = true;
   for (const auto& kv : *streams) {
-    const std::string name = kv.key.substr(std::string_view("streams/").size());
+    const std::string name = kv.key.substr(bank::kStreamsPrefix.size());
     auto lease = bank.GetLease(cluster::StreamLeaseName(name));
     std::string owner;
     uint64_t epoch = 0;

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "wire/codec.h"
+#include "base/codec.h"
 
 namespace floe::cluster {
 
@@ -30,7 +30,7 @@ std::string StreamLeaseName(std::string_view stream) { return fmt::format("{}{}"
 
 std::string EncodeNodeInfo(const NodeInfo& n) {
   std::string out;
-  wire::Encoder e(&out);
+  Encoder e(&out);
   e.U8(kNodeEncodingVersion);
   e.String(n.id);
   e.String(n.address);
@@ -44,7 +44,7 @@ std::string EncodeNodeInfo(const NodeInfo& n) {
 }
 
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
-  wire::Decoder d({bytes.data(), bytes.size()});
+  Decoder d({bytes.data(), bytes.size()});
   if (d.U8() != kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
   NodeInfo n;
   n.id = std::string(d.String());
@@ -68,12 +68,13 @@ Cluster::~Cluster() { Stop(false); }
 Status Cluster::Start() {
   if (options_.lease_ms < 30) return Status::InvalidArgument("the lease period must be at least 30 ms");
   Heartbeat(WallMs());
-  auto streams = bank_->List("streams/");
+  auto streams = bank_->List(bank::kStreamsPrefix);
   if (!streams) return streams.error();
   // A bank that can watch wakes the worker when a lease, stream, drain or
   // rebalance request changes (a node died: etcd deleted its locks); the
   // worker then polls only every lease period, as a fallback.
-  watch_ = bank_->WatchPrefixes({std::string(bank::kLeasePrefix), "streams/", std::string(kDrainPrefix), "cluster/"},
+  watch_ = bank_->WatchPrefixes({std::string(bank::kLeasePrefix), std::string(bank::kStreamsPrefix), std::string(kDrainPrefix),
+                                 std::string(kClusterPrefix)},
                                 [this](std::string_view, bool) {
                                   {
                                     MutexLock l(&mu_);
@@ -147,7 +148,6 @@ void Cluster::Work() {
   ReleaseOrphans();
   OpenPending();
   Balance();
-  ++ticks_;
   const int64_t now = SteadyMs();
   if (last_housekeep_steady_ == 0) last_housekeep_steady_ = now;
   if (now - last_housekeep_steady_ >= kHousekeepPeriods * options_.lease_ms) {
@@ -413,7 +413,7 @@ void Cluster::ReleaseOne(const std::string& stream) {
 void Cluster::Balance() {
   const int64_t now = WallMs();
   auto nodes = bank_->List(kNodesPrefix);
-  auto streams = bank_->List("streams/");
+  auto streams = bank_->List(bank::kStreamsPrefix);
   auto drains = bank_->List(kDrainPrefix);
   if (!nodes || !streams || !drains) return;
   std::set<std::string> drained;
@@ -442,7 +442,7 @@ void Cluster::Balance() {
   std::vector<std::string> free_streams;
   std::set<std::string> known;
   for (const auto& kv : *streams) {
-    std::string name = kv.key.substr(std::string_view("streams/").size());
+    std::string name = kv.key.substr(bank::kStreamsPrefix.size());
     known.insert(name);
     {
       MutexLock l(&mu_);

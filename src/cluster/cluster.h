@@ -53,6 +53,7 @@ std::string NodeKey(std::string_view id);
 std::string DrainKey(std::string_view id);
 inline constexpr std::string_view kNodesPrefix = "nodes/";
 inline constexpr std::string_view kDrainPrefix = "drain/";
+inline constexpr std::string_view kClusterPrefix = "cluster/";  // cluster-wide requests
 inline constexpr std::string_view kRebalanceKey = "cluster/rebalance";
 inline constexpr std::string_view kStreamLeasePrefix = "stream/";  // lease name prefix
 // Housekeeping runs every kHousekeepPeriods lease periods; a node record
@@ -138,7 +139,6 @@ class Cluster {
   // Gives the stream's lease up (the node closed it; deleting it).
   void Forget(const std::string& stream) EXCLUDES(mu_);
 
-  uint64_t ticks() const { return ticks_.load(); }
   uint64_t takeovers() const { return takeovers_.load(); }
 
  private:
@@ -206,7 +206,6 @@ class Cluster {
   void ReleaseOrphans() EXCLUDES(mu_);
   // Until when the node may act on a lease acquired or renewed at t0 (steady ms).
   int64_t ValidUntil(int64_t t0, const bank::Lease& lease) const;
-  std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker
   std::thread renewer_;
