@@ -67,11 +67,11 @@ void Broker::DescribeStream(std::string name, std::function<void(Outcome<StreamS
     out.first_seq = st.first_seq;
     out.frontier = st.frontier;
     out.bytes = st.bytes;
-    for (auto& g : s->Consumers()) {
-      std::lock_guard l(g->mu);
-      const Cursor& c = g->cursor;
-      out.consumers.push_back({g->name, c.ack_floor(), c.next_seq(), static_cast<uint32_t>(c.pending().size()),
-                               st.frontier > c.ack_floor() ? st.frontier - c.ack_floor() : 0});
+    for (const std::shared_ptr<ConsumerGroup>& g : s->Consumers()) {
+      MutexLock l(&g->mu);
+      const uint64_t floor = g->cursor.ack_floor();
+      out.consumers.push_back({g->name, floor, g->cursor.next_seq(), static_cast<uint32_t>(g->cursor.pending().size()),
+                               st.frontier > floor ? st.frontier - floor : 0});
     }
     done(std::move(out));
   });

@@ -17,7 +17,7 @@ void BankWriter::Write(std::string key, const std::string& stream, Encode encode
   const bool urgent = done != nullptr;
   bool wake = urgent;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (stop_) {
       if (done) done(Status::FailedPrecondition("node is stopping"));
       return;
@@ -33,7 +33,7 @@ void BankWriter::Write(std::string key, const std::string& stream, Encode encode
       lazy_.insert_or_assign(std::move(k), Item{std::move(key), stream, std::move(encode), nullptr});
     }
   }
-  if (wake) cv_.notify_one();
+  if (wake) cv_.Signal();
 }
 
 void BankWriter::Persist(const std::string& stream, std::shared_ptr<ConsumerGroup> group,
@@ -41,7 +41,7 @@ void BankWriter::Persist(const std::string& stream, std::shared_ptr<ConsumerGrou
   std::string key = CursorKey(stream, group->name);
   Write(std::move(key), stream,
         [group]() -> std::optional<std::string> {
-          std::lock_guard g(group->mu);
+          MutexLock g(&group->mu);
           return group->cursor.Encode();
         },
         std::move(done));
@@ -49,21 +49,21 @@ void BankWriter::Persist(const std::string& stream, std::shared_ptr<ConsumerGrou
 
 void BankWriter::Stop() {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (stop_ && !thread_.joinable()) return;
     stop_ = true;
   }
-  cv_.notify_one();
+  cv_.Signal();
   if (thread_.joinable()) thread_.join();
 }
 
 uint64_t BankWriter::commits() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return commits_;
 }
 
 uint64_t BankWriter::records() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return records_;
 }
 
@@ -104,7 +104,7 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
   if (all_fenced) {
     auto r = bank_->Commit(ops);
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       ++commits_;
       if (r) records_ += seen.size();
     }
@@ -139,7 +139,7 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
         }
         auto r = bank_->Commit(one);
         {
-          std::lock_guard l(mu_);
+          MutexLock l(&mu_);
           ++commits_;
           if (r) records_ += group.size();
         }
@@ -165,12 +165,12 @@ void BankWriter::Loop() {
   std::map<std::string, Item> lazy;
   while (true) {
     {
-      std::unique_lock l(mu_);
+      MutexLock l(&mu_);
       // Urgent items (someone waits for them) go at once; lazy ones (delivery
       // bookkeeping, session progress) ride along, or go after kLazyDelay.
       while (queue_.empty() && !stop_) {
-        if (lazy_.empty()) cv_.wait(l);
-        else if (cv_.wait_until(l, lazy_since_ + kLazyDelay) == std::cv_status::timeout) break;
+        if (lazy_.empty()) cv_.Wait(&mu_);
+        else if (!cv_.WaitUntil(&mu_, lazy_since_ + kLazyDelay)) break;
       }
       if (queue_.empty() && lazy_.empty() && stop_) return;
       items.swap(queue_);

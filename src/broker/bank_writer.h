@@ -1,7 +1,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "bank/bank.h"
+#include "base/mutex.h"
 
 namespace floe::broker {
 
@@ -59,15 +59,15 @@ class BankWriter {
   static constexpr size_t kMaxBytesPerCommit = 1 << 20;
   bank::Bank* bank_;
   Fence fence_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Item> queue_;
-  std::map<std::string, Item> lazy_;  // by key
-  std::chrono::steady_clock::time_point lazy_since_;
-  bool stop_ = false;
-  uint64_t commits_ = 0;
-  uint64_t records_ = 0;
-  std::thread thread_;
+  mutable Mutex mu_;
+  CondVar cv_;                                              // the writer waits on it
+  std::vector<Item> queue_ GUARDED_BY(mu_);                 // urgent, in order
+  std::map<std::string, Item> lazy_ GUARDED_BY(mu_);        // by key
+  std::chrono::steady_clock::time_point lazy_since_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
+  uint64_t commits_ GUARDED_BY(mu_) = 0;
+  uint64_t records_ GUARDED_BY(mu_) = 0;
+  std::thread thread_;  // started in the constructor, joined by Stop
 };
 
 }  // namespace floe::broker

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "broker/outcome.h"
 #include "log/stream.h"
@@ -300,7 +301,7 @@ class Session : public std::enable_shared_from_this<Session> {
   friend class Broker;
   Session(Broker::Core* core, uint64_t id, Role role, std::shared_ptr<StreamEntry> stream,
           std::shared_ptr<ConsumerGroup> consumer, std::shared_ptr<SessionState> state,
-          std::shared_ptr<std::mutex> publish_lock);
+          std::shared_ptr<Mutex> publish_lock);
   // Records acknowledged publishes in the conveyance state (lazily persisted).
   void NoteAcked(const std::vector<PublishResult>& results);
   void NoteDelivered(size_t delivered, uint64_t top_seq);
@@ -314,7 +315,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::shared_ptr<StreamEntry> stream_;
   const std::shared_ptr<ConsumerGroup> consumer_;  // consumers
   const std::shared_ptr<SessionState> state_;
-  const std::shared_ptr<std::mutex> publish_lock_;  // producers: see SessionTable::PublishLock
+  const std::shared_ptr<Mutex> publish_lock_;  // producers: see SessionTable::PublishLock
   const Peer* peer_ = nullptr;  // the connection it was opened for
   bool goodbye_ = false;
   bool closed_ = false;

@@ -19,7 +19,7 @@ void DeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, std::sh
                 uint64_t seq) {
   auto settle = [core, stream, group, seq](bool moved) {
     {
-      std::lock_guard l(group->mu);
+      MutexLock l(&group->mu);
       group->dead_lettering.erase(seq);
       if (moved) group->cursor.Done(seq);
     }
@@ -53,7 +53,7 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
   std::vector<uint64_t> to_dead_letter;
   bool changed = false;
   {
-    std::lock_guard l(consumer_->mu);
+    MutexLock l(&consumer_->mu);
     Cursor& cursor = consumer_->cursor;
     const int64_t now = NowMs();
     const int64_t deadline = now + config.ack_wait_ms;
@@ -147,7 +147,7 @@ std::chrono::steady_clock::time_point Session::NextRedelivery() {
   if (!consumer_) return std::chrono::steady_clock::time_point::max();
   int64_t next_deadline;
   {
-    std::lock_guard l(consumer_->mu);
+    MutexLock l(&consumer_->mu);
     next_deadline = consumer_->cursor.NextDeadline();
   }
   if (next_deadline == INT64_MAX) return std::chrono::steady_clock::time_point::max();
@@ -162,7 +162,7 @@ void Session::Answer(std::span<const AnswerItem> items, std::function<void(Outco
   auto codes = std::make_shared<std::vector<Code>>();
   codes->reserve(items.size());
   {
-    std::lock_guard l(consumer_->mu);
+    MutexLock l(&consumer_->mu);
     const int64_t now = NowMs();
     for (const auto& item : items) {
       Status s = consumer_->cursor.Apply(item, now, stream_->config().ack_wait_ms);
@@ -175,7 +175,7 @@ void Session::Answer(std::span<const AnswerItem> items, std::function<void(Outco
   core_->writer->Persist(stream_->name(), consumer_, [self, codes, done = std::move(done)](Status s) {
     if (!s.ok()) return done(Fail(Code::kUnavailable, "persisting the answers failed: " + s.ToString()));
     {
-      std::lock_guard l(self->state_->mu);
+      MutexLock l(&self->state_->mu);
       self->state_->record.answers += codes->size();
     }
     self->PersistState(nullptr);

@@ -51,7 +51,7 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
   std::string data;
   std::string old_blob;
   {
-    std::lock_guard l(state_->mu);
+    MutexLock l(&state_->mu);
     SessionRecord& rec = state_->record;
     if (state_->chunk_busy) {
       ack.code = Code::kTooManyInFlight;
@@ -94,7 +94,7 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
     auto failed = [&](Status s) {
       ChunkResult a{.producer_seq = pseq};
       {
-        std::lock_guard l(self->state_->mu);
+        MutexLock l(&self->state_->mu);
         self->state_->chunk_busy = false;
         a.durable_bytes = self->state_->record.bytes_conveyed;
       }
@@ -109,7 +109,7 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
     }
     // Durable: record the bytes conveyed in the bank before the ACK.
     {
-      std::lock_guard l(self->state_->mu);
+      MutexLock l(&self->state_->mu);
       self->state_->record.bytes_conveyed = std::max(self->state_->record.bytes_conveyed, end);
       self->state_->record.updated_ms = NowMs();
     }
@@ -118,7 +118,7 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
       if (!s.ok()) return failed(s);
       if (end == total) return self->CommitLarge(pseq, total, std::move(key), std::move(headers), std::move(done));
       {
-        std::lock_guard l(self->state_->mu);
+        MutexLock l(&self->state_->mu);
         self->state_->chunk_busy = false;
       }
       ChunkResult a{.producer_seq = pseq, .durable_bytes = end};
@@ -138,12 +138,12 @@ void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key
   log::Message m{.payload = *ref_path, .key = *ref_key, .encoded_headers = *ref_headers,
                  .producer_id = id_, .producer_seq = producer_seq};
   auto self = shared_from_this();
-  std::unique_lock session_lock(*publish_lock_);
+  MutexLock session_lock(publish_lock_.get());
   stream_->log().AppendAsync({&m, 1}, [self, producer_seq, total, ref_path, ref_headers, ref_key,
                                        done = std::move(done)](const log::AppendResult& res) {
     ChunkResult a{.producer_seq = producer_seq, .durable_bytes = total};
     {
-      std::lock_guard l(self->state_->mu);
+      MutexLock l(&self->state_->mu);
       self->state_->chunk_busy = false;
       SessionRecord& rec = self->state_->record;
       if (res.status.ok()) {

@@ -39,7 +39,7 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
   std::vector<size_t> fresh_index;
   uint64_t last = 0;
   log::Stream& log = stream_->log();
-  std::unique_lock session_lock(*publish_lock_);
+  publish_lock_->Lock();
   // Producer seqs above the highest the stream holds (or has in doubt) are
   // new: the common case needs no lookup per message.
   const uint64_t highest = log.HighestProducerSeq(id_);
@@ -114,7 +114,7 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
       finish(fresh_index.size());
     });
   }
-  session_lock.unlock();
+  publish_lock_->Unlock();
   // Duplicates of in-doubt messages: wait for the frontier to pass them. If
   // the first copy failed (its seq became a hole), the producer is told to
   // resend: the dedup window forgot it, so the resend is stored.

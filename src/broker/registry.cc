@@ -60,30 +60,26 @@ StreamEntry::~StreamEntry() {
 }
 
 std::shared_ptr<ConsumerGroup> StreamEntry::GetOrCreateConsumer(const std::string& name, uint64_t start_seq) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto& c = consumers_[name];
-  if (!c) {
-    c = std::make_shared<ConsumerGroup>();
-    c->name = name;
-    c->cursor = Cursor(std::max<uint64_t>(start_seq, 1));
-  }
+  if (!c) c = std::make_shared<ConsumerGroup>(name, Cursor(std::max<uint64_t>(start_seq, 1)));
   return c;
 }
 
 std::vector<std::shared_ptr<ConsumerGroup>> StreamEntry::Consumers() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   std::vector<std::shared_ptr<ConsumerGroup>> out;
   for (auto& [n, c] : consumers_) out.push_back(c);
   return out;
 }
 
 void StreamEntry::AddLoadedConsumer(std::shared_ptr<ConsumerGroup> c) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   consumers_[c->name] = std::move(c);
 }
 
 void StreamEntry::AddFrontierWaiter(std::function<void()> fn) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   waiters_.push_back(std::move(fn));
 }
 
@@ -92,7 +88,7 @@ void StreamEntry::OnFrontier(uint64_t) { WakeAll(); }
 void StreamEntry::WakeAll() {
   std::vector<std::function<void()>> ready;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     ready.swap(waiters_);
   }
   for (auto& fn : ready) fn();
@@ -120,7 +116,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& nam
 
 Result<std::shared_ptr<StreamEntry>> Registry::Open(const std::string& name) {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (auto it = streams_.find(name); it != streams_.end()) return it->second;
   }
   auto v = bank_->Get(StreamKey(name));
@@ -135,22 +131,20 @@ Result<std::shared_ptr<StreamEntry>> Registry::Open(const std::string& name) {
   for (const auto& ckv : *cursors) {
     auto cursor = Cursor::Decode(ckv.value);
     if (!cursor) return Err(Status(cursor.error().code(), ckv.key + ": " + std::string(cursor.error().message())));
-    auto group = std::make_shared<ConsumerGroup>();
-    group->name = ckv.key.substr(kCursorsPrefix.size() + name.size() + 1);
-    group->cursor = std::move(*cursor);
     // The sessions that had deliveries pending may resume here or elsewhere;
     // their deliveries are free to go to any session of the consumer now
     // (an answer from the original session still counts).
-    group->cursor.ReleaseAll(now);
-    (*entry)->AddLoadedConsumer(std::move(group));
+    cursor->ReleaseAll(now);
+    (*entry)->AddLoadedConsumer(
+        std::make_shared<ConsumerGroup>(ckv.key.substr(kCursorsPrefix.size() + name.size() + 1), std::move(*cursor)));
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   streams_[name] = *entry;
   return entry;
 }
 
 std::shared_ptr<StreamEntry> Registry::Close(const std::string& name) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = streams_.find(name);
   if (it == streams_.end()) return nullptr;
   auto entry = std::move(it->second);
@@ -171,7 +165,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   if (config.max_message_bytes == 0 || config.max_message_bytes > options_.max_message_bytes)
     return Err(Status::InvalidArgument(
         fmt::format("max message bytes must be 1 to {} (the node's limit)", options_.max_message_bytes)));
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   if (streams_.count(name)) return Err(Status::AlreadyExists(fmt::format("stream {} exists", name)));
   // Record it in the bank first (version 0: must be new), then create it.
   std::vector<bank::Op> ops;
@@ -197,7 +191,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
 Status Registry::Delete(const std::string& name, std::optional<bank::Op> fence) {
   std::shared_ptr<StreamEntry> entry;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = streams_.find(name);
     if (it == streams_.end()) return Status::NotFound(fmt::format("stream {} does not exist", name));
     entry = it->second;
@@ -220,7 +214,7 @@ Status Registry::Delete(const std::string& name, std::optional<bank::Op> fence) 
 }
 
 std::shared_ptr<StreamEntry> Registry::Get(const std::string& name) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = streams_.find(name);
   return it == streams_.end() ? nullptr : it->second;
 }
@@ -228,7 +222,7 @@ std::shared_ptr<StreamEntry> Registry::Get(const std::string& name) {
 void Registry::CloseAll() {
   std::map<std::string, std::shared_ptr<StreamEntry>> streams;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     streams.swap(streams_);
   }
   streams.clear();

@@ -10,7 +10,6 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "bank/bank.h"
+#include "base/mutex.h"
 #include "broker/bank_writer.h"
 #include "broker/cursor.h"
 #include "log/stream.h"
@@ -35,15 +35,17 @@ using bank::kStreamsPrefix;  // bank keys: streams/<name>
 inline constexpr std::string_view kCursorsPrefix = "cursors/";  // cursors/<stream>/<consumer>
 std::string StreamKey(std::string_view name);
 
-// One durable consumer of a stream. `mu` guards cursor; hold it while reading
-// the log for a delivery so two sessions never take the same seqs.
+// One durable consumer of a stream, shared by its sessions (any thread).
+// Hold `mu` while reading the log for a delivery so two sessions never take
+// the same seqs.
 struct ConsumerGroup {
-  std::string name;
-  std::mutex mu;
-  Cursor cursor;
+  ConsumerGroup(std::string n, Cursor c) : name(std::move(n)), cursor(std::move(c)) {}
+  const std::string name;
+  Mutex mu;
+  Cursor cursor GUARDED_BY(mu);
   // Seqs being moved to the dead-letter stream (off the consumer's lock):
-  // not delivered again meanwhile. Guarded by mu.
-  std::set<uint64_t> dead_lettering;
+  // not delivered again meanwhile.
+  std::set<uint64_t> dead_lettering GUARDED_BY(mu);
 };
 
 class StreamEntry {
@@ -80,9 +82,9 @@ class StreamEntry {
   std::unique_ptr<log::Stream> log_;
   std::atomic<int64_t> valid_until_ms_{0};  // fails closed: not owned until the cluster says so
   std::atomic<bool> lost_{false};
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<ConsumerGroup>> consumers_;  // guarded by mu_
-  std::vector<std::function<void()>> waiters_;                      // guarded by mu_
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<ConsumerGroup>> consumers_ GUARDED_BY(mu_);
+  std::vector<std::function<void()>> waiters_ GUARDED_BY(mu_);
 };
 
 struct RegistryOptions {
@@ -119,8 +121,8 @@ class Registry {
 
   const RegistryOptions options_;
   bank::Bank* bank_;
-  std::mutex mu_;  // guards streams_; held across create/delete
-  std::map<std::string, std::shared_ptr<StreamEntry>> streams_;
+  Mutex mu_;  // held across create/delete
+  std::map<std::string, std::shared_ptr<StreamEntry>> streams_ GUARDED_BY(mu_);
 };
 
 std::string EncodeStreamConfig(const StreamConfig& c);

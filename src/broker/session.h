@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace floe::broker {
@@ -47,15 +48,15 @@ std::string_view SessionKindName(SessionRecord::Kind k);
 
 // A session as a node serves it: the record plus the attached Session
 // holding it. Shared by the connections of one session on one node (a
-// reconnect claims it). `mu` guards everything.
+// reconnect claims it). Any thread, with `mu`.
 struct SessionState {
-  std::mutex mu;
-  SessionRecord record;
-  const void* holder = nullptr;           // the broker::Session serving it, or null
-  std::shared_ptr<ConsumerGroup> group;   // consumers
-  bool ended = false;                     // GOODBYE: the record is deleted
-  bool chunk_busy = false;                // a chunk is being written
-  bool lazy_queued = false;               // a lazy write of the record awaits the bank writer
+  Mutex mu;
+  SessionRecord record GUARDED_BY(mu);
+  const void* holder GUARDED_BY(mu) = nullptr;          // the broker::Session serving it, or null
+  std::shared_ptr<ConsumerGroup> group GUARDED_BY(mu);  // consumers
+  bool ended GUARDED_BY(mu) = false;                    // GOODBYE: the record is deleted
+  bool chunk_busy GUARDED_BY(mu) = false;               // a chunk is being written
+  bool lazy_queued GUARDED_BY(mu) = false;              // a lazy write of the record awaits the bank writer
 };
 
 }  // namespace floe::broker

@@ -14,7 +14,7 @@ void SessionTable::SweepExpired(std::unordered_map<uint64_t, std::weak_ptr<T>>* 
 }
 
 uint64_t SessionTable::NewId() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   uint64_t id;
   do id = rng_(); while (id == 0);
   return id;
@@ -23,7 +23,7 @@ uint64_t SessionTable::NewId() {
 void SessionTable::Claim(uint64_t id, const std::shared_ptr<Peer>& peer) {
   std::shared_ptr<Peer> previous;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto& slot = sessions_[id];
     previous = slot.lock();
     slot = peer;
@@ -32,24 +32,24 @@ void SessionTable::Claim(uint64_t id, const std::shared_ptr<Peer>& peer) {
 }
 
 void SessionTable::Release(uint64_t id, const Peer* peer) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
   auto cur = it->second.lock();
   if (!cur || cur.get() == peer) sessions_.erase(it);
 }
 
-std::shared_ptr<std::mutex> SessionTable::PublishLock(uint64_t id) {
-  std::lock_guard l(mu_);
+std::shared_ptr<Mutex> SessionTable::PublishLock(uint64_t id) {
+  MutexLock l(&mu_);
   SweepExpired(&publish_locks_);
   auto& weak = publish_locks_[id];
   auto lock = weak.lock();
-  if (!lock) weak = lock = std::make_shared<std::mutex>();
+  if (!lock) weak = lock = std::make_shared<Mutex>();
   return lock;
 }
 
 std::shared_ptr<SessionState> SessionTable::StateFor(uint64_t id) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   SweepExpired(&states_);
   auto& weak = states_[id];
   auto state = weak.lock();
@@ -58,34 +58,34 @@ std::shared_ptr<SessionState> SessionTable::StateFor(uint64_t id) {
 }
 
 size_t SessionTable::session_count() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return sessions_.size();
 }
 
 size_t SessionTable::Attach(std::shared_ptr<Peer> peer) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   peers_.insert(std::move(peer));
   return peers_.size();
 }
 
 void SessionTable::Detach(const Peer* peer) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = std::find_if(peers_.begin(), peers_.end(), [&](const auto& p) { return p.get() == peer; });
   if (it != peers_.end()) peers_.erase(it);
 }
 
 std::vector<std::shared_ptr<Peer>> SessionTable::Peers() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return {peers_.begin(), peers_.end()};
 }
 
 size_t SessionTable::peer_count() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return peers_.size();
 }
 
 void SessionTable::Clear() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   peers_.clear();
   sessions_.clear();
 }

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include "base/mutex.h"
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -27,7 +27,7 @@ class SessionTable {
   // The lock every connection of session `id` holds while it checks for
   // duplicates and appends, so an old connection still finishing a publish
   // and the new one resending it cannot both store a message.
-  std::shared_ptr<std::mutex> PublishLock(uint64_t id);
+  std::shared_ptr<Mutex> PublishLock(uint64_t id);
   // The shared state of session `id` on this node (created empty).
   std::shared_ptr<SessionState> StateFor(uint64_t id);
   size_t session_count();
@@ -40,16 +40,16 @@ class SessionTable {
 
  private:
   // Drops entries whose object is gone whenever the map doubled since the
-  // last sweep (amortised O(1) per insert). Requires mu_.
+  // last sweep (amortised O(1) per insert). The caller holds mu_.
   template <typename T>
   static void SweepExpired(std::unordered_map<uint64_t, std::weak_ptr<T>>* m);
 
-  std::mutex mu_;
-  std::mt19937_64 rng_{std::random_device{}()};                          // guarded by mu_
-  std::unordered_map<uint64_t, std::weak_ptr<Peer>> sessions_;           // guarded by mu_
-  std::unordered_map<uint64_t, std::weak_ptr<std::mutex>> publish_locks_;  // guarded by mu_
-  std::unordered_map<uint64_t, std::weak_ptr<SessionState>> states_;     // guarded by mu_
-  std::set<std::shared_ptr<Peer>> peers_;                                // guarded by mu_
+  Mutex mu_;
+  std::mt19937_64 rng_ GUARDED_BY(mu_){std::random_device{}()};
+  std::unordered_map<uint64_t, std::weak_ptr<Peer>> sessions_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::weak_ptr<Mutex>> publish_locks_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::weak_ptr<SessionState>> states_ GUARDED_BY(mu_);
+  std::set<std::shared_ptr<Peer>> peers_ GUARDED_BY(mu_);
 };
 
 }  // namespace floe::broker

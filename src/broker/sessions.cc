@@ -74,7 +74,7 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
       grant.highest_producer_seq = stream->log().HighestProducerSeq(id, &grant.highest_seq);
     } else {
       consumer = stream->GetOrCreateConsumer(req.consumer, StartSeq(stream->log(), req.start_at, req.start_value));
-      std::lock_guard l(consumer->mu);
+      MutexLock l(&consumer->mu);
       grant.ack_floor = consumer->cursor.ack_floor();
       for (const auto& [seq, p] : consumer->cursor.pending())
         if (p.session_id == id) grant.pending.push_back({seq, p.delivery_count});
@@ -88,7 +88,7 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
     // checkpoint is corrected by the stream's own tail (the log knows the
     // highest producer seq it stored for this session).
     {
-      std::lock_guard l(state->mu);
+      MutexLock l(&state->mu);
       SessionRecord& rec = state->record;
       if (rec.id == 0) {
         if (prior) rec = *prior;
@@ -136,7 +136,7 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
 
 Session::Session(Broker::Core* core, uint64_t id, Role role, std::shared_ptr<StreamEntry> stream,
                  std::shared_ptr<ConsumerGroup> consumer, std::shared_ptr<SessionState> state,
-                 std::shared_ptr<std::mutex> publish_lock)
+                 std::shared_ptr<Mutex> publish_lock)
     : core_(core),
       id_(id),
       role_(role),
@@ -167,7 +167,7 @@ void Session::NoteAcked(const std::vector<PublishResult>& results) {
   if (count == 0) return;
   core_->published += count;
   {
-    std::lock_guard l(state_->mu);
+    MutexLock l(&state_->mu);
     SessionRecord& rec = state_->record;
     rec.messages += count;
     if (top_pseq > rec.last_producer_seq) {
@@ -182,7 +182,7 @@ void Session::NoteAcked(const std::vector<PublishResult>& results) {
 void Session::NoteDelivered(size_t delivered, uint64_t top_seq) {
   if (delivered == 0) return;
   {
-    std::lock_guard l(state_->mu);
+    MutexLock l(&state_->mu);
     state_->record.messages += delivered;
     state_->record.last_seq = std::max(state_->record.last_seq, top_seq);
     state_->record.updated_ms = NowMs();
@@ -195,7 +195,7 @@ void Session::Close() {
   closed_ = true;
   if (consumer_) {
     {
-      std::lock_guard l(consumer_->mu);
+      MutexLock l(&consumer_->mu);
       consumer_->cursor.Release(id_, NowMs());
     }
     core_->writer->Persist(stream_->name(), consumer_, nullptr);
@@ -206,7 +206,7 @@ void Session::Close() {
   // After a goodbye the record is deleted.
   bool mine;
   {
-    std::lock_guard l(state_->mu);
+    MutexLock l(&state_->mu);
     mine = state_->holder == this;
     if (mine) {
       state_->holder = nullptr;
@@ -224,18 +224,18 @@ void Broker::Core::PersistSession(const std::string& stream, uint64_t id, std::s
   // Progress (every publish ACK, every delivery) only marks the record
   // dirty once per bank commit: one queued lazy write carries the latest.
   if (!done) {
-    std::lock_guard l(state->mu);
+    MutexLock l(&state->mu);
     if (state->lazy_queued) return;
     state->lazy_queued = true;
   }
   writer->Write(SessionKey(id), stream,
                 [state]() -> std::optional<std::string> {
-                  std::lock_guard l(state->mu);
+                  MutexLock l(&state->mu);
                   state->lazy_queued = false;  // what follows is written
                   if (state->ended) return std::nullopt;
                   SessionRecord rec = state->record;
                   if (state->group) {
-                    std::lock_guard g(state->group->mu);
+                    MutexLock g(&state->group->mu);
                     uint32_t pending = 0;
                     for (const auto& [seq, p] : state->group->cursor.pending())
                       if (p.session_id == rec.id) ++pending;
@@ -259,7 +259,7 @@ void Broker::Core::Housekeep() {
     auto state = sessions.StateFor(r->id);
     bool write = false;
     {
-      std::lock_guard l(state->mu);
+      MutexLock l(&state->mu);
       if (state->holder != nullptr) continue;  // served here now
       if (state->record.id == 0) state->record = *r;
       if (!state->record.holder.empty()) {

@@ -1,7 +1,5 @@
 #include "server/node.h"
 
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include <asio.hpp>
@@ -18,8 +16,8 @@ class Node::Impl {
   Status Init();
   void Stop();
   void Wait() {
-    std::unique_lock l(stop_mu_);
-    stop_cv_.wait(l, [&] { return stopped_; });
+    MutexLock l(&stop_mu_);
+    while (!stopped_) stop_cv_.Wait(&stop_mu_);
   }
 
   const NodeOptions options_;
@@ -30,9 +28,9 @@ class Node::Impl {
   std::unique_ptr<asio::signal_set> signals_;
   std::atomic<bool> stopping_{false};
 
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopped_ = false;  // guarded by stop_mu_
+  Mutex stop_mu_;
+  CondVar stop_cv_;
+  bool stopped_ GUARDED_BY(stop_mu_) = false;
 };
 
 Status Node::Impl::Init() {
@@ -96,9 +94,9 @@ void Node::Impl::Stop() {
   threads_.clear();
   if (broker_) broker_->Finish();
   // Notify under the lock: a waiter may destroy the node as soon as it wakes.
-  std::lock_guard l(stop_mu_);
+  MutexLock l(&stop_mu_);
   stopped_ = true;
-  stop_cv_.notify_all();
+  stop_cv_.SignalAll();
 }
 
 Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
