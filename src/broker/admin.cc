@@ -64,13 +64,14 @@ void Broker::DescribeStream(std::string name, std::function<void(Outcome<StreamS
     StreamStatus out;
     out.name = s->name();
     out.config = s->config();
-    out.first_seq = st.first_seq;
-    out.frontier = st.frontier;
+    out.first_seq = StreamSeq(st.first_seq);
+    out.frontier = StreamSeq(st.frontier);
     out.bytes = st.bytes;
     for (const std::shared_ptr<ConsumerGroup>& g : s->Consumers()) {
       MutexLock l(&g->mu);
       const uint64_t floor = g->cursor.ack_floor();
-      out.consumers.push_back({g->name, floor, g->cursor.next_seq(), static_cast<uint32_t>(g->cursor.pending().size()),
+      out.consumers.push_back({g->name, StreamSeq(floor), StreamSeq(g->cursor.next_seq()),
+                               static_cast<uint32_t>(g->cursor.pending().size()),
                                st.frontier > floor ? st.frontier - floor : 0});
     }
     done(std::move(out));

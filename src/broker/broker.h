@@ -78,42 +78,42 @@ class Peer {
 };
 
 struct SessionRequest {
-  uint64_t session_id = 0;  // 0: a new session (the core picks the id)
+  SessionId session_id;     // 0: a new session (the core picks the id)
   Role role = Role::kProducer;
   std::string stream;       // "" = the stream of the resumed session
   std::string consumer;     // consumers: the durable consumer ("" = the resumed one's)
   StartAt start_at = StartAt::kFirst;  // a new consumer starts here
-  uint64_t start_value = 0;
+  uint64_t start_value = 0;  // a seq (kSeq) or a timestamp in µs (kTime)
 };
 
 // What the client learns when its session is locked on this node.
 struct SessionGrant {
-  uint64_t session_id = 0;
-  uint64_t epoch = 0;
-  uint64_t highest_producer_seq = 0;  // producers: the highest stored for this session
-  uint64_t highest_seq = 0;           // ... and its stream seq
-  uint64_t ack_floor = 0;             // consumers
+  SessionId session_id;
+  Epoch epoch;
+  ProducerSeq highest_producer_seq;   // producers: the highest stored for this session
+  StreamSeq highest_seq;              // ... and its stream seq
+  StreamSeq ack_floor;                // consumers
   struct Pending {
-    uint64_t seq = 0;
+    StreamSeq seq;
     uint32_t delivery_count = 0;
   };
   std::vector<Pending> pending;       // consumers: this session's deliveries awaiting answers
-  uint64_t chunk_producer_seq = 0;    // producers: a large message in transfer ...
-  uint64_t chunk_bytes = 0;           // ... and how many of its bytes are durable
+  ProducerSeq chunk_producer_seq;     // producers: a large message in transfer ...
+  ByteOffset chunk_bytes;             // ... and how many of its bytes are durable
 };
 
 struct PublishInput {
-  uint64_t producer_seq = 0;
+  ProducerSeq producer_seq;
   std::string_view key;
   std::string_view headers;  // encoded as in docs/format.md
   std::string_view payload;
 };
 
 struct PublishResult {
-  uint64_t producer_seq = 0;
+  ProducerSeq producer_seq;
   Code code = Code::kOk;
   bool duplicate = false;  // already stored: seq is the original's
-  uint64_t seq = 0;
+  StreamSeq seq;
 };
 
 struct PublishOutcome {
@@ -125,27 +125,27 @@ struct PublishOutcome {
 };
 
 struct ChunkInput {
-  uint64_t producer_seq = 0;
-  uint64_t total_size = 0;
-  uint64_t offset = 0;
+  ProducerSeq producer_seq;
+  ByteOffset total_size;  // the whole message's size
+  ByteOffset offset;
   std::string_view key;      // read with the last chunk
   std::string_view headers;
   std::string_view data;
 };
 
 struct ChunkResult {
-  uint64_t producer_seq = 0;
+  ProducerSeq producer_seq;
   Code code = Code::kOk;
-  uint64_t durable_bytes = 0;  // send from here on
-  uint64_t seq = 0;            // once stored: its stream seq
+  ByteOffset durable_bytes;    // send from here on
+  StreamSeq seq;               // once stored: its stream seq
   bool duplicate = false;
   bool fenced = false;         // the node lost the stream: no ACK, move
 };
 
 struct ChunkData {
-  uint64_t seq = 0;
-  uint64_t total_size = 0;
-  uint64_t offset = 0;
+  StreamSeq seq;
+  ByteOffset total_size;
+  ByteOffset offset;
   std::string data;
 };
 
@@ -153,14 +153,21 @@ struct ChunkData {
 struct Delivered {
   enum class Kind : uint8_t { kMessage, kGap, kLarge };
   Kind kind = Kind::kMessage;
-  uint64_t seq = 0;
+  StreamSeq seq;
   uint64_t gap_count = 0;        // gaps: [seq, seq + gap_count) are holes
   uint32_t delivery_count = 0;
   int64_t timestamp_us = 0;
   std::string_view key;
   std::string_view headers;      // user headers (for kLarge without the reference)
   std::string_view payload;      // empty for kLarge: read it with FetchChunk
-  uint64_t large_size = 0;
+  ByteOffset large_size;
+};
+
+// A consumer's answer to one delivery.
+struct AnswerInput {
+  StreamSeq seq;
+  AnswerKind kind = AnswerKind::kAck;
+  uint32_t delay_ms = 0;  // NAK: redeliver after this long
 };
 
 struct DeliveryBatch {
@@ -170,8 +177,8 @@ struct DeliveryBatch {
 
 struct ConsumerStatus {
   std::string name;
-  uint64_t ack_floor = 0;
-  uint64_t next_seq = 0;
+  StreamSeq ack_floor;
+  StreamSeq next_seq;
   uint32_t pending = 0;
   uint64_t lag = 0;
 };
@@ -179,8 +186,8 @@ struct ConsumerStatus {
 struct StreamStatus {
   std::string name;
   StreamConfig config;
-  uint64_t first_seq = 0;
-  uint64_t frontier = 0;
+  StreamSeq first_seq;
+  StreamSeq frontier;
   uint64_t bytes = 0;
   std::vector<ConsumerStatus> consumers;
 };
@@ -256,7 +263,7 @@ class Broker {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   ~Session();
-  uint64_t id() const { return id_; }
+  SessionId id() const { return SessionId(id_); }
   Role role() const { return role_; }
   const std::string& stream_name() const;
   // Whether this node may act for the session's stream now (its lease is
@@ -286,9 +293,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnStreamChange(std::function<void()> fn);
   // Answers; `done` runs once they are persisted (a confirmed ACK is never
   // redelivered): one code per item.
-  void Answer(std::span<const AnswerItem> items, std::function<void(Outcome<std::vector<Code>>)> done);
+  void Answer(std::span<const AnswerInput> items, std::function<void(Outcome<std::vector<Code>>)> done);
   // Part of a large message (any consumer of the stream may read any).
-  void FetchChunk(uint64_t seq, uint64_t offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done);
+  void FetchChunk(StreamSeq seq, ByteOffset offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done);
 
   // The client said goodbye: the session ends with the connection (its
   // record is deleted) instead of waiting to be resumed.

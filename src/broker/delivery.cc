@@ -118,7 +118,7 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
   for (size_t i = 0; i < entries.size(); ++i) {
     const log::Entry& e = entries[i];
     Delivered x;
-    x.seq = e.seq;
+    x.seq = StreamSeq(e.seq);
     if (e.kind == log::Entry::Kind::kGap) {
       x.kind = Delivered::Kind::kGap;
       x.gap_count = e.gap_count;
@@ -131,7 +131,9 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
       x.headers = e.headers;
       x.payload = e.payload;
       std::string_view user_headers;
-      if (ParseLargeRef(e.headers, &x.large_size, &user_headers)) {
+      uint64_t large_size = 0;
+      if (ParseLargeRef(e.headers, &large_size, &user_headers)) {
+        x.large_size = ByteOffset(large_size);
         x.kind = Delivered::Kind::kLarge;  // the bytes come by FetchChunk
         x.headers = user_headers;
         x.payload = {};
@@ -157,7 +159,7 @@ std::chrono::steady_clock::time_point Session::NextRedelivery() {
 
 void Session::OnStreamChange(std::function<void()> fn) { stream_->AddFrontierWaiter(std::move(fn)); }
 
-void Session::Answer(std::span<const AnswerItem> items, std::function<void(Outcome<std::vector<Code>>)> done) {
+void Session::Answer(std::span<const AnswerInput> items, std::function<void(Outcome<std::vector<Code>>)> done) {
   if (!consumer_) return done(Fail(Code::kNoSession, "answers need a consumer session"));
   auto codes = std::make_shared<std::vector<Code>>();
   codes->reserve(items.size());
@@ -165,7 +167,7 @@ void Session::Answer(std::span<const AnswerItem> items, std::function<void(Outco
     MutexLock l(&consumer_->mu);
     const int64_t now = NowMs();
     for (const auto& item : items) {
-      Status s = consumer_->cursor.Apply(item, now, stream_->config().ack_wait_ms);
+      Status s = consumer_->cursor.Apply({item.seq.value(), item.kind, item.delay_ms}, now, stream_->config().ack_wait_ms);
       codes->push_back(s.ok() ? Code::kOk : Code::kNotDelivered);
     }
   }

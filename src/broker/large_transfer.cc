@@ -12,6 +12,7 @@
 namespace floe::broker {
 
 void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)> done) {
+  const uint64_t pseq = c.producer_seq.value(), total = c.total_size.value(), offset = c.offset.value();
   ChunkResult ack{.producer_seq = c.producer_seq};
   if (role_ != Role::kProducer) {
     ack.code = Code::kNoSession;
@@ -21,11 +22,11 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
     ack.fenced = true;
     return done(ack);
   }
-  if (c.producer_seq == 0 || c.total_size == 0) {
+  if (pseq == 0 || total == 0) {
     ack.code = Code::kInvalidArgument;
     return done(ack);
   }
-  if (c.total_size > core_->options.max_large_message_bytes) {
+  if (total > core_->options.max_large_message_bytes) {
     ack.code = Code::kMessageTooLarge;
     return done(ack);
   }
@@ -35,12 +36,12 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
   }
   // Stored before (a resend after the last ACK was lost)?
   log::Stream& log = stream_->log();
-  if (c.producer_seq <= log.HighestProducerSeq(id_)) {
-    auto found = log.LookupProducer(id_, c.producer_seq);
+  if (pseq <= log.HighestProducerSeq(id_)) {
+    auto found = log.LookupProducer(id_, pseq);
     using State = log::Stream::ProducerLookup::State;
     if (found.state == State::kCommitted) {
       ack.durable_bytes = c.total_size;
-      ack.seq = found.seq;
+      ack.seq = StreamSeq(found.seq);
       ack.duplicate = true;
     } else {
       ack.code = found.state == State::kInDoubt ? Code::kUnavailable : Code::kDuplicateTooOld;
@@ -55,48 +56,48 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
     SessionRecord& rec = state_->record;
     if (state_->chunk_busy) {
       ack.code = Code::kTooManyInFlight;
-      ack.durable_bytes = rec.bytes_conveyed;
+      ack.durable_bytes = ByteOffset(rec.bytes_conveyed);
       return done(ack);
     }
-    if (rec.conveying_producer_seq != c.producer_seq) {
-      if (c.producer_seq < rec.conveying_producer_seq) {
+    if (rec.conveying_producer_seq != pseq) {
+      if (pseq < rec.conveying_producer_seq) {
         ack.code = Code::kInvalidArgument;  // an older message than the one in transfer
         return done(ack);
       }
       // A new large message (any unfinished older one is abandoned).
       if (rec.conveying_producer_seq != 0) old_blob = BlobPath(stream_->name(), id_, rec.conveying_producer_seq);
-      rec.conveying_producer_seq = c.producer_seq;
-      rec.conveying_total = c.total_size;
+      rec.conveying_producer_seq = pseq;
+      rec.conveying_total = total;
       rec.bytes_conveyed = 0;
     }
-    ack.durable_bytes = rec.bytes_conveyed;
-    if (c.total_size != rec.conveying_total) {
+    ack.durable_bytes = ByteOffset(rec.bytes_conveyed);
+    if (total != rec.conveying_total) {
       ack.code = Code::kInvalidArgument;  // the size changed mid-transfer
       return done(ack);
     }
-    if (c.offset > rec.bytes_conveyed) {
+    if (offset > rec.bytes_conveyed) {
       ack.code = Code::kOutOfRange;  // a gap: send from durable_bytes
       return done(ack);
     }
     // Bytes below what is durable were acknowledged before: skip them.
-    const uint64_t skip = std::min<uint64_t>(rec.bytes_conveyed - c.offset, c.data.size());
-    write_at = c.offset + skip;
+    const uint64_t skip = std::min<uint64_t>(rec.bytes_conveyed - offset, c.data.size());
+    write_at = offset + skip;
     data.assign(c.data.substr(skip));
     state_->chunk_busy = true;
   }
   const uint64_t end = write_at + data.size();
   auto self = shared_from_this();
   asio::post(core_->file_pool, [self, old_blob = std::move(old_blob), write_at, end, data = std::move(data),
-                                total = c.total_size, pseq = c.producer_seq, key = std::string(c.key),
+                                total, pseq, key = std::string(c.key),
                                 headers = std::string(c.headers), done = std::move(done)]() mutable {
     Broker::Core* core = self->core_;
     if (!old_blob.empty()) RemoveBlob(core->BlobFile(old_blob));
     auto failed = [&](Status s) {
-      ChunkResult a{.producer_seq = pseq};
+      ChunkResult a{.producer_seq = ProducerSeq(pseq)};
       {
         MutexLock l(&self->state_->mu);
         self->state_->chunk_busy = false;
-        a.durable_bytes = self->state_->record.bytes_conveyed;
+        a.durable_bytes = ByteOffset(self->state_->record.bytes_conveyed);
       }
       a.fenced = !self->serving();
       // A failed write: resend the chunk; a failed bank commit: retry.
@@ -121,7 +122,7 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
         MutexLock l(&self->state_->mu);
         self->state_->chunk_busy = false;
       }
-      ChunkResult a{.producer_seq = pseq, .durable_bytes = end};
+      ChunkResult a{.producer_seq = ProducerSeq(pseq), .durable_bytes = ByteOffset(end)};
       a.fenced = !self->serving();  // fencing: no ACK
       done(a);
     });
@@ -141,7 +142,7 @@ void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key
   MutexLock session_lock(publish_lock_.get());
   stream_->log().AppendAsync({&m, 1}, [self, producer_seq, total, ref_path, ref_headers, ref_key,
                                        done = std::move(done)](const log::AppendResult& res) {
-    ChunkResult a{.producer_seq = producer_seq, .durable_bytes = total};
+    ChunkResult a{.producer_seq = ProducerSeq(producer_seq), .durable_bytes = ByteOffset(total)};
     {
       MutexLock l(&self->state_->mu);
       self->state_->chunk_busy = false;
@@ -157,7 +158,7 @@ void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key
     }
     a.fenced = !self->serving();  // fencing: no ACK
     if (res.status.ok()) {
-      a.seq = res.first_seq;
+      a.seq = StreamSeq(res.first_seq);
       if (!a.fenced) {
         self->core_->published += 1;
         self->PersistState(nullptr);
@@ -169,7 +170,8 @@ void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key
   });
 }
 
-void Session::FetchChunk(uint64_t seq, uint64_t offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done) {
+void Session::FetchChunk(StreamSeq at, ByteOffset from, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done) {
+  const uint64_t seq = at.value(), offset = from.value();
   if (!consumer_) return done(Fail(Code::kNoSession, "reading a large message needs a consumer session"));
   if (!serving()) return done(Fail(Code::kNotOwner, "this node no longer serves the stream"));
   auto r = stream_->log().Read({.from_seq = seq, .max_messages = 1});
@@ -192,7 +194,8 @@ void Session::FetchChunk(uint64_t seq, uint64_t offset, uint32_t max_bytes, std:
       return done(Fail(code, "reading the large message: " + data.error().ToString()));
     }
     if (data->size() != want) return done(Fail(Code::kInternal, "large message file is short"));
-    done(ChunkData{.seq = seq, .total_size = size, .offset = offset, .data = std::move(*data)});
+    done(ChunkData{.seq = StreamSeq(seq), .total_size = ByteOffset(size), .offset = ByteOffset(offset),
+                   .data = std::move(*data)});
   });
 }
 

@@ -45,13 +45,14 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
   const uint64_t highest = log.HighestProducerSeq(id_);
   for (size_t i = 0; i < messages.size(); ++i) {
     const PublishInput& m = messages[i];
+    const uint64_t pseq = m.producer_seq.value();
     PublishResult& r = wait->outcome.results[i];
     r.producer_seq = m.producer_seq;
     if (m.payload.size() + m.key.size() + m.headers.size() > limit) {
       r.code = Code::kMessageTooLarge;
       continue;
     }
-    if (m.producer_seq == 0 || m.producer_seq <= last) {
+    if (pseq == 0 || pseq <= last) {
       r.code = Code::kInvalidArgument;  // producer seqs start at 1 and increase within a request
       continue;
     }
@@ -62,17 +63,17 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
       r.code = Code::kInvalidArgument;  // malformed, or the reserved floe.large header first
       continue;
     }
-    last = m.producer_seq;
-    auto found = m.producer_seq > highest ? Lookup{} : log.LookupProducer(id_, m.producer_seq);
+    last = pseq;
+    auto found = pseq > highest ? Lookup{} : log.LookupProducer(id_, pseq);
     switch (found.state) {
       case Lookup::State::kCommitted:
         r.duplicate = true;
-        r.seq = found.seq;
+        r.seq = StreamSeq(found.seq);
         break;
       case Lookup::State::kInDoubt:
         // The first copy is being written; answer when it resolves.
         r.duplicate = true;
-        r.seq = found.seq;
+        r.seq = StreamSeq(found.seq);
         ++wait->remaining;
         break;
       case Lookup::State::kBelowWindow:
@@ -80,7 +81,7 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
         break;
       case Lookup::State::kNew:
         fresh.push_back({.payload = m.payload, .key = m.key, .encoded_headers = m.headers,
-                         .producer_id = id_, .producer_seq = m.producer_seq});
+                         .producer_id = id_, .producer_seq = pseq});
         fresh_index.push_back(i);
         break;
     }
@@ -106,7 +107,7 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
       for (size_t k = 0; k < fresh_index.size(); ++k) {
         PublishResult& r = wait->outcome.results[fresh_index[k]];
         if (res.status.ok()) {
-          r.seq = res.first_seq + k;
+          r.seq = StreamSeq(res.first_seq + k);
         } else {
           r.code = res.hole ? Code::kStorageFailed : CodeOf(res.status);
         }
@@ -121,8 +122,9 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
   for (size_t i = 0; i < wait->outcome.results.size() && in_doubt > 0; ++i) {
     PublishResult& r = wait->outcome.results[i];
     if (!r.duplicate || r.code != Code::kOk) continue;
-    if (r.seq <= log.frontier()) {
-      if (log.LookupProducer(id_, r.producer_seq).state != Lookup::State::kCommitted) r.code = Code::kStorageFailed;
+    if (r.seq.value() <= log.frontier()) {
+      if (log.LookupProducer(id_, r.producer_seq.value()).state != Lookup::State::kCommitted)
+        r.code = Code::kStorageFailed;
       finish(1);
       continue;
     }
@@ -130,13 +132,13 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
     auto check = std::make_shared<std::function<void()>>();
     *check = [stream, wait, i, finish, check, session = id_]() {
       PublishResult& rr = wait->outcome.results[i];
-      auto st = stream->log().LookupProducer(session, rr.producer_seq);
-      if (st.state == Lookup::State::kInDoubt && st.seq == rr.seq) {
+      auto st = stream->log().LookupProducer(session, rr.producer_seq.value());
+      if (st.state == Lookup::State::kInDoubt && st.seq == rr.seq.value()) {
         stream->AddFrontierWaiter(*check);  // not yet: wait for the next move
         return;
       }
       if (st.state != Lookup::State::kCommitted) rr.code = Code::kStorageFailed;
-      else rr.seq = st.seq;
+      else rr.seq = StreamSeq(st.seq);
       *check = nullptr;  // break the cycle
       finish(1);
     };

@@ -33,9 +33,10 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
   // on the bank pool, never on the caller's I/O thread.
   asio::post(core->bank_pool, [core, peer = std::move(peer), req = std::move(req), done = std::move(done)]() mutable {
     if (core->stopping) return done(Fail(Code::kShuttingDown, "node is shutting down"));
+    const uint64_t asked = req.session_id.value();  // 0: a new session
     std::optional<SessionRecord> prior;
-    if (req.session_id != 0) {
-      auto v = core->bank->Get(SessionKey(req.session_id));
+    if (asked != 0) {
+      auto v = core->bank->Get(SessionKey(asked));
       if (v) {
         auto r = DecodeSessionRecord(v->value);
         if (!r) return done(Fail(Code::kInternal, r.error().ToString()));
@@ -53,31 +54,34 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
     }
     if (prior && (prior->stream != req.stream || prior->kind != kind))
       return done(Fail(Code::kInvalidArgument, fmt::format("session {:016x} is a {} session of stream {}",
-                                                           req.session_id, SessionKindName(prior->kind), prior->stream)));
+                                                           asked, SessionKindName(prior->kind), prior->stream)));
     if (kind == SessionRecord::Kind::kConsumer) {
       if (req.consumer.empty() && prior) req.consumer = prior->consumer;
       Status valid = ValidateStreamName(req.consumer);
       if (!valid.ok()) return done(Fail(Code::kInvalidName, "consumer " + std::string(valid.message())));
       if (prior && prior->consumer != req.consumer)
         return done(Fail(Code::kInvalidArgument,
-                         fmt::format("session {:016x} belongs to consumer {}", req.session_id, prior->consumer)));
+                         fmt::format("session {:016x} belongs to consumer {}", asked, prior->consumer)));
     }
     auto stream = core->Served(req.stream);
     if (!stream) return done(tl::unexpected(core->Locate(req.stream)));
 
-    const uint64_t id = req.session_id ? req.session_id : core->sessions.NewId();
+    const uint64_t id = asked ? asked : core->sessions.NewId();
     core->sessions.Claim(id, peer);
     SessionGrant grant;
-    grant.session_id = id;
+    grant.session_id = SessionId(id);
     std::shared_ptr<ConsumerGroup> consumer;
+    uint64_t highest_pseq = 0, highest_seq = 0;
     if (kind == SessionRecord::Kind::kProducer) {
-      grant.highest_producer_seq = stream->log().HighestProducerSeq(id, &grant.highest_seq);
+      highest_pseq = stream->log().HighestProducerSeq(id, &highest_seq);
+      grant.highest_producer_seq = ProducerSeq(highest_pseq);
+      grant.highest_seq = StreamSeq(highest_seq);
     } else {
       consumer = stream->GetOrCreateConsumer(req.consumer, StartSeq(stream->log(), req.start_at, req.start_value));
       MutexLock l(&consumer->mu);
-      grant.ack_floor = consumer->cursor.ack_floor();
+      grant.ack_floor = StreamSeq(consumer->cursor.ack_floor());
       for (const auto& [seq, p] : consumer->cursor.pending())
-        if (p.session_id == id) grant.pending.push_back({seq, p.delivery_count});
+        if (p.session_id == id) grant.pending.push_back({StreamSeq(seq), p.delivery_count});
     }
     auto state = core->sessions.StateFor(id);
     std::shared_ptr<Session> session(new Session(
@@ -100,26 +104,26 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
       rec.holder = core->options.node_id;
       ++rec.epoch;
       rec.updated_ms = NowMs();
-      if (kind == SessionRecord::Kind::kProducer && grant.highest_producer_seq >= rec.last_producer_seq) {
-        rec.last_producer_seq = grant.highest_producer_seq;
-        rec.last_seq = grant.highest_seq;
+      if (kind == SessionRecord::Kind::kProducer && highest_pseq >= rec.last_producer_seq) {
+        rec.last_producer_seq = highest_pseq;
+        rec.last_seq = highest_seq;
       }
       state->holder = session.get();
       state->group = consumer;
       state->ended = false;
       state->chunk_busy = false;
-      grant.epoch = rec.epoch;
+      grant.epoch = Epoch(rec.epoch);
       // A large message in transfer: resume at the bytes the bank says are
       // durable (the blob file may hold more, written but never acknowledged).
       if (rec.conveying_producer_seq != 0) {
-        if (rec.conveying_producer_seq <= grant.highest_producer_seq) {
+        if (rec.conveying_producer_seq <= highest_pseq) {
           rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;  // it was stored
         } else {
           auto size = TruncateBlob(core->BlobFile(BlobPath(req.stream, id, rec.conveying_producer_seq)),
                                    rec.bytes_conveyed);
           if (size && *size < rec.bytes_conveyed) rec.bytes_conveyed = *size;
-          grant.chunk_producer_seq = rec.conveying_producer_seq;
-          grant.chunk_bytes = rec.bytes_conveyed;
+          grant.chunk_producer_seq = ProducerSeq(rec.conveying_producer_seq);
+          grant.chunk_bytes = ByteOffset(rec.bytes_conveyed);
         }
       }
     }
@@ -159,9 +163,9 @@ void Session::NoteAcked(const std::vector<PublishResult>& results) {
   for (const auto& r : results) {
     if (r.code != Code::kOk) continue;
     ++count;
-    if (r.producer_seq > top_pseq) {
-      top_pseq = r.producer_seq;
-      top_seq = r.seq;
+    if (r.producer_seq.value() > top_pseq) {
+      top_pseq = r.producer_seq.value();
+      top_seq = r.seq.value();
     }
   }
   if (count == 0) return;

@@ -12,6 +12,28 @@
 
 namespace floe {
 
+// A number of one kind: a stream seq can never be passed where a producer
+// seq, a session id, an epoch or a byte offset is meant (nor the reverse).
+// Explicit in and out (`StreamSeq(7)`, `.value()`); ordered; free at run
+// time. Used where these cross a module boundary (the broker core's API).
+template <typename Tag>
+class Number {
+ public:
+  constexpr Number() = default;
+  constexpr explicit Number(uint64_t v) : v_(v) {}
+  constexpr uint64_t value() const { return v_; }
+  friend constexpr bool operator==(Number, Number) = default;
+  friend constexpr auto operator<=>(Number, Number) = default;
+
+ private:
+  uint64_t v_ = 0;
+};
+using StreamSeq = Number<struct StreamSeqTag>;      // a slot of a stream's log
+using ProducerSeq = Number<struct ProducerSeqTag>;  // a producer's own numbering of its messages
+using SessionId = Number<struct SessionIdTag>;      // a session's connection instance id
+using Epoch = Number<struct EpochTag>;              // a lock's fencing epoch
+using ByteOffset = Number<struct ByteOffsetTag>;    // bytes into a (large) message
+
 enum class SyncMode : uint8_t { kFdatasync = 0, kNone = 1 };
 
 // A stream's settings, fixed at creation (docs/protocol.md STREAM_CREATE).

@@ -71,10 +71,23 @@ class CoreTest : public ::testing::Test {
   Outcome<Broker::Opened> Open(std::shared_ptr<Peer> peer, SessionRequest req) {
     return Await<Outcome<Broker::Opened>>([&](auto done) { broker_->OpenSession(peer, req, done); });
   }
-  PublishOutcome Publish(Session& s, std::vector<PublishInput> in) {
+  struct Msg {
+    uint64_t producer_seq;
+    std::string key;
+    std::string payload;
+  };
+  PublishOutcome Publish(Session& s, std::vector<Msg> msgs) {
+    std::vector<PublishInput> in;
+    for (const Msg& m : msgs) in.push_back({ProducerSeq(m.producer_seq), m.key, "", m.payload});
     return Await<PublishOutcome>([&](auto done) { s.Publish(in, 100, done); });
   }
-  Outcome<std::vector<Code>> Answer(Session& s, std::vector<AnswerItem> items) {
+  struct Ans {
+    uint64_t seq;
+    AnswerKind kind;
+  };
+  Outcome<std::vector<Code>> Answer(Session& s, std::vector<Ans> answers) {
+    std::vector<AnswerInput> items;
+    for (const Ans& a : answers) items.push_back({StreamSeq(a.seq), a.kind});
     return Await<Outcome<std::vector<Code>>>([&](auto done) { s.Answer(items, done); });
   }
 
@@ -90,30 +103,30 @@ TEST_F(CoreTest, PublishFetchAnswerAndResume) {
   auto p = Open(producer_peer, {.role = Role::kProducer, .stream = "orders"});
   ASSERT_TRUE(p.has_value()) << p.error().message;
   Session& producer = *p->session;
-  EXPECT_NE(producer.id(), 0u);
-  EXPECT_EQ(p->grant.highest_producer_seq, 0u);
-  auto out = Publish(producer, {{1, "", "", "one"}, {2, "", "", "two"}, {3, "", "", "three"}});
+  EXPECT_NE(producer.id(), SessionId(0));
+  EXPECT_EQ(p->grant.highest_producer_seq, ProducerSeq(0));
+  auto out = Publish(producer, {{1, "", "one"}, {2, "", "two"}, {3, "", "three"}});
   ASSERT_FALSE(out.fenced);
   ASSERT_EQ(out.results.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(out.results[i].code, Code::kOk);
-    EXPECT_EQ(out.results[i].seq, i + 1);
+    EXPECT_EQ(out.results[i].seq, StreamSeq(i + 1));
     EXPECT_FALSE(out.results[i].duplicate);
   }
-  auto again = Publish(producer, {{2, "", "", "two"}});
+  auto again = Publish(producer, {{2, "", "two"}});
   ASSERT_EQ(again.results.size(), 1u);
   EXPECT_TRUE(again.results[0].duplicate);
-  EXPECT_EQ(again.results[0].seq, 2u);
+  EXPECT_EQ(again.results[0].seq, StreamSeq(2));
   EXPECT_EQ(broker_->stats().published, 4u);  // the duplicate is acknowledged again
-  const uint64_t producer_id = producer.id();
+  const SessionId producer_id = producer.id();
   producer.Close();
 
   // The producer resumes on a new connection: the core knows how far it got.
   auto p2 = Open(std::make_shared<TestPeer>(), {.session_id = producer_id, .role = Role::kProducer});
   ASSERT_TRUE(p2.has_value()) << p2.error().message;
   EXPECT_EQ(p2->grant.session_id, producer_id);
-  EXPECT_EQ(p2->grant.highest_producer_seq, 3u);
-  EXPECT_EQ(p2->grant.highest_seq, 3u);
+  EXPECT_EQ(p2->grant.highest_producer_seq, ProducerSeq(3));
+  EXPECT_EQ(p2->grant.highest_seq, StreamSeq(3));
   EXPECT_GT(p2->grant.epoch, p->grant.epoch);
   p2->session->Close();
 
@@ -135,17 +148,17 @@ TEST_F(CoreTest, PublishFetchAnswerAndResume) {
   auto redelivered = consumer.Deliver(100, 1 << 20);
   ASSERT_TRUE(redelivered.has_value());
   ASSERT_EQ(redelivered->entries.size(), 1u);
-  EXPECT_EQ(redelivered->entries[0].seq, 2u);
+  EXPECT_EQ(redelivered->entries[0].seq, StreamSeq(2));
   EXPECT_EQ(redelivered->entries[0].delivery_count, 2u);
-  const uint64_t consumer_id = consumer.id();
+  const SessionId consumer_id = consumer.id();
 
   // Another connection claims the consumer session: the first is told to close.
   auto c2 = Open(std::make_shared<TestPeer>(), {.session_id = consumer_id, .role = Role::kConsumer});
   ASSERT_TRUE(c2.has_value()) << c2.error().message;
   EXPECT_TRUE(consumer_peer->close_soon.load());
-  EXPECT_EQ(c2->grant.ack_floor, 1u);
+  EXPECT_EQ(c2->grant.ack_floor, StreamSeq(1));
   std::set<uint64_t> pending;
-  for (const auto& d : c2->grant.pending) pending.insert(d.seq);
+  for (const auto& d : c2->grant.pending) pending.insert(d.seq.value());
   EXPECT_EQ(pending, (std::set<uint64_t>{2, 3}));
   consumer.Close();  // the old connection goes: the new one keeps the session
   codes = Answer(*c2->session, {{2, AnswerKind::kAck}, {3, AnswerKind::kAck}});
@@ -153,9 +166,9 @@ TEST_F(CoreTest, PublishFetchAnswerAndResume) {
   EXPECT_EQ(*codes, (std::vector<Code>{Code::kOk, Code::kOk}));
   auto status = Await<Outcome<StreamStatus>>([&](auto done) { broker_->DescribeStream("orders", done); });
   ASSERT_TRUE(status.has_value());
-  EXPECT_EQ(status->frontier, 3u);
+  EXPECT_EQ(status->frontier, StreamSeq(3));
   ASSERT_EQ(status->consumers.size(), 1u);
-  EXPECT_EQ(status->consumers[0].ack_floor, 3u);
+  EXPECT_EQ(status->consumers[0].ack_floor, StreamSeq(3));
   EXPECT_EQ(status->consumers[0].pending, 0u);
   c2->session->Close();
 
@@ -167,7 +180,7 @@ TEST_F(CoreTest, PublishFetchAnswerAndResume) {
   Start();
   auto c3 = Open(std::make_shared<TestPeer>(), {.session_id = consumer_id, .role = Role::kConsumer});
   ASSERT_TRUE(c3.has_value()) << c3.error().message;
-  EXPECT_EQ(c3->grant.ack_floor, 3u);
+  EXPECT_EQ(c3->grant.ack_floor, StreamSeq(3));
   auto none = c3->session->Deliver(100, 1 << 20);
   ASSERT_TRUE(none.has_value());
   EXPECT_TRUE(none->entries.empty());
@@ -186,7 +199,7 @@ TEST_F(CoreTest, RefusalsAreCoreCodes) {
   // A resumed session must keep its kind and stream.
   EXPECT_EQ(Open(peer, {.session_id = p->session->id(), .role = Role::kConsumer, .consumer = "c"}).error().code,
             Code::kInvalidArgument);
-  auto out = Publish(*p->session, {{0, "", "", "x"}, {5, "", "", std::string(2u << 20, 'x')}, {7, "", "", "ok"}});
+  auto out = Publish(*p->session, {{0, "", "x"}, {5, "", std::string(2u << 20, 'x')}, {7, "", "ok"}});
   EXPECT_EQ(out.results[0].code, Code::kInvalidArgument);  // producer seqs start at 1
   EXPECT_EQ(out.results[1].code, Code::kMessageTooLarge);  // the stream's default limit is 1 MiB
   EXPECT_EQ(out.results[2].code, Code::kOk);
@@ -205,7 +218,7 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   auto peer = std::make_shared<TestPeer>();
   auto p = Open(peer, {.role = Role::kProducer, .stream = "src"});
   ASSERT_TRUE(p.has_value());
-  ASSERT_EQ(Publish(*p->session, {{1, "k", "", "poison"}}).results[0].code, Code::kOk);
+  ASSERT_EQ(Publish(*p->session, {{1, "k", "poison"}}).results[0].code, Code::kOk);
   auto c = Open(peer, {.role = Role::kConsumer, .stream = "src", .consumer = "w"});
   ASSERT_TRUE(c.has_value());
   for (int i = 0; i < 2; ++i) {
@@ -223,7 +236,7 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   while (std::chrono::steady_clock::now() < deadline) {
     auto st = Await<Outcome<StreamStatus>>([&](auto done) { broker_->DescribeStream("dlq", done); });
     ASSERT_TRUE(st.has_value());
-    frontier = st->frontier;
+    frontier = st->frontier.value();
     if (frontier == 1) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -232,11 +245,11 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   ASSERT_TRUE(src.has_value());
   ASSERT_EQ(src->consumers.size(), 1u);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (src->consumers[0].ack_floor != 1 && std::chrono::steady_clock::now() < until) {
+  while (src->consumers[0].ack_floor != StreamSeq(1) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     src = Await<Outcome<StreamStatus>>([&](auto done) { broker_->DescribeStream("src", done); });
   }
-  EXPECT_EQ(src->consumers[0].ack_floor, 1u) << "the source message counts as answered once moved";
+  EXPECT_EQ(src->consumers[0].ack_floor, StreamSeq(1)) << "the source message counts as answered once moved";
   auto dc = Open(peer, {.role = Role::kConsumer, .stream = "dlq", .consumer = "ops"});
   ASSERT_TRUE(dc.has_value());
   auto moved = dc->session->Deliver(10, 1 << 20);

@@ -18,7 +18,7 @@ void Connection::AppendDelivery(std::string* frame, uint64_t req, const broker::
   d.entries.reserve(batch.entries.size());
   for (const broker::Delivered& e : batch.entries) {
     wire::Delivered x;
-    x.seq = e.seq;
+    x.seq = e.seq.value();
     switch (e.kind) {
       case broker::Delivered::Kind::kGap:
         x.kind = wire::Delivered::Kind::kGap;
@@ -32,7 +32,7 @@ void Connection::AppendDelivery(std::string* frame, uint64_t req, const broker::
         x.key = e.key;
         x.headers = e.headers;
         x.payload = e.payload;
-        x.large_size = e.large_size;
+        x.large_size = e.large_size.value();
         break;
     }
     d.entries.push_back(x);

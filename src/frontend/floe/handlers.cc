@@ -39,7 +39,7 @@ awaitable<void> Connection::OnSessionOpen(uint64_t req, std::span<const char> bo
   if (!so) co_return Error(req, wire::WireError::kMalformedFrame, so.error().message(), true);
   if (session_ || opening_)
     co_return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
-  broker::SessionRequest r{.session_id = so->session_id, .role = so->role, .stream = std::string(so->stream),
+  broker::SessionRequest r{.session_id = SessionId(so->session_id), .role = so->role, .stream = std::string(so->stream),
                            .consumer = std::string(so->consumer), .start_at = so->start_at,
                            .start_value = so->start_value};
   // The core reads and writes the bank on its own pool; this connection
@@ -66,10 +66,11 @@ awaitable<void> Connection::OnSessionOpen(uint64_t req, std::span<const char> bo
   }
   session_ = std::move(opened->session);
   const broker::SessionGrant& g = opened->grant;
-  wire::SessionOk ok{.session_id = g.session_id, .epoch = g.epoch, .highest_producer_seq = g.highest_producer_seq,
-                     .highest_seq = g.highest_seq, .ack_floor = g.ack_floor,
-                     .chunk_producer_seq = g.chunk_producer_seq, .chunk_bytes = g.chunk_bytes};
-  for (const auto& p : g.pending) ok.pending.push_back({p.seq, p.delivery_count});
+  wire::SessionOk ok{.session_id = g.session_id.value(), .epoch = g.epoch.value(),
+                     .highest_producer_seq = g.highest_producer_seq.value(), .highest_seq = g.highest_seq.value(),
+                     .ack_floor = g.ack_floor.value(), .chunk_producer_seq = g.chunk_producer_seq.value(),
+                     .chunk_bytes = g.chunk_bytes.value()};
+  for (const auto& p : g.pending) ok.pending.push_back({p.seq.value(), p.delivery_count});
   Reply(req, ok);
 }
 
@@ -79,14 +80,15 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
     return Error(req, wire::WireError::kNoSession, "PUBLISH needs a producer session");
   std::vector<broker::PublishInput> in;
   in.reserve(pub->messages.size());
-  for (const auto& m : pub->messages) in.push_back({m.producer_seq, m.key, m.headers, m.payload});
+  for (const auto& m : pub->messages) in.push_back({ProducerSeq(m.producer_seq), m.key, m.headers, m.payload});
   const uint64_t bytes = body.size();
   inflight_bytes_ += bytes;
   auto self = shared_from_this();
   session_->Publish(in, bytes, [self, req, bytes](broker::PublishOutcome out) {
     wire::PublishAck ack;
     ack.results.reserve(out.results.size());
-    for (const auto& r : out.results) ack.results.push_back({r.producer_seq, ToWire(r.code), r.duplicate, r.seq});
+    for (const auto& r : out.results)
+      ack.results.push_back({r.producer_seq.value(), ToWire(r.code), r.duplicate, r.seq.value()});
     std::string f;
     wire::AppendFrame(&f, req, ack);
     // The in-flight count drops on the strand, after the ACK is queued: a
@@ -109,13 +111,15 @@ void Connection::OnPublishChunk(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(c, wire::PublishChunk, req, body);
   if (!session_ || session_->role() != wire::Role::kProducer)
     return Error(req, wire::WireError::kNoSession, "PUBLISH_CHUNK needs a producer session");
-  broker::ChunkInput in{c->producer_seq, c->total_size, c->offset, c->key, c->headers, c->data};
+  broker::ChunkInput in{ProducerSeq(c->producer_seq), ByteOffset(c->total_size), ByteOffset(c->offset), c->key, c->headers,
+                        c->data};
   auto self = shared_from_this();
   session_->PublishChunk(in, [self, req](broker::ChunkResult r) {
     asio::post(self->strand_, [self, req, r] {
       if (r.fenced) return self->LeaveStream("");  // no ACK
-      self->Reply(req, wire::ChunkAck{.producer_seq = r.producer_seq, .code = ToWire(r.code),
-                                      .durable_bytes = r.durable_bytes, .seq = r.seq, .duplicate = r.duplicate});
+      self->Reply(req, wire::ChunkAck{.producer_seq = r.producer_seq.value(), .code = ToWire(r.code),
+                                      .durable_bytes = r.durable_bytes.value(), .seq = r.seq.value(),
+                                      .duplicate = r.duplicate});
     });
   });
 }
@@ -126,11 +130,12 @@ void Connection::OnFetchChunk(uint64_t req, std::span<const char> body) {
     return Error(req, wire::WireError::kNoSession, "FETCH_CHUNK needs a consumer session");
   const uint32_t max = std::min<uint32_t>(fc->max_bytes, limits_->max_frame_bytes / 2);
   auto self = shared_from_this();
-  session_->FetchChunk(fc->seq, fc->offset, max, [self, req](broker::Outcome<broker::ChunkData> c) {
+  session_->FetchChunk(StreamSeq(fc->seq), ByteOffset(fc->offset), max, [self, req](broker::Outcome<broker::ChunkData> c) {
     asio::post(self->strand_, [self, req, c = std::move(c)] {
       if (!c && c.error().code == broker::Code::kNotOwner) return self->LeaveStream(c.error().redirect);
       if (!c) return self->Fail(req, c.error());
-      self->Reply(req, wire::Chunk{.seq = c->seq, .total_size = c->total_size, .offset = c->offset, .data = c->data});
+      self->Reply(req, wire::Chunk{.seq = c->seq.value(), .total_size = c->total_size.value(), .offset = c->offset.value(),
+                                   .data = c->data});
     });
   });
 }
@@ -139,8 +144,11 @@ void Connection::OnAnswer(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(a, wire::Answer, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "ANSWER needs a consumer session");
+  std::vector<broker::AnswerInput> items;
+  items.reserve(a->items.size());
+  for (const auto& i : a->items) items.push_back({StreamSeq(i.seq), i.kind, i.delay_ms});
   auto self = shared_from_this();
-  session_->Answer(a->items, [self, req, items = a->items](broker::Outcome<std::vector<broker::Code>> codes) {
+  session_->Answer(items, [self, req, items = a->items](broker::Outcome<std::vector<broker::Code>> codes) {
     std::string f;
     if (codes) {
       wire::AnswerOk ok;
@@ -226,10 +234,11 @@ void Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body)
           wire::StreamInfoOk ok;
           ok.name = s->name;
           ok.config = s->config;
-          ok.first_seq = s->first_seq;
-          ok.frontier = s->frontier;
+          ok.first_seq = s->first_seq.value();
+          ok.frontier = s->frontier.value();
           ok.bytes = s->bytes;
-          for (const auto& c : s->consumers) ok.consumers.push_back({c.name, c.ack_floor, c.next_seq, c.pending, c.lag});
+          for (const auto& c : s->consumers)
+            ok.consumers.push_back({c.name, c.ack_floor.value(), c.next_seq.value(), c.pending, c.lag});
           wire::AppendFrame(&f, req, ok);
         } else {
           f = ErrorFrame(req, s.error());
