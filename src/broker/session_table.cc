@@ -39,22 +39,23 @@ void SessionTable::Release(uint64_t id, const Peer* peer) {
   if (!cur || cur.get() == peer) sessions_.erase(it);
 }
 
+template <typename T>
+std::shared_ptr<T> SessionTable::Shared(std::unordered_map<uint64_t, std::weak_ptr<T>>* m, uint64_t id) {
+  SweepExpired(m);
+  auto& weak = (*m)[id];
+  auto p = weak.lock();
+  if (!p) weak = p = std::make_shared<T>();
+  return p;
+}
+
 std::shared_ptr<Mutex> SessionTable::PublishLock(uint64_t id) {
   MutexLock l(&mu_);
-  SweepExpired(&publish_locks_);
-  auto& weak = publish_locks_[id];
-  auto lock = weak.lock();
-  if (!lock) weak = lock = std::make_shared<Mutex>();
-  return lock;
+  return Shared(&publish_locks_, id);
 }
 
 std::shared_ptr<SessionState> SessionTable::StateFor(uint64_t id) {
   MutexLock l(&mu_);
-  SweepExpired(&states_);
-  auto& weak = states_[id];
-  auto state = weak.lock();
-  if (!state) weak = state = std::make_shared<SessionState>();
-  return state;
+  return Shared(&states_, id);
 }
 
 size_t SessionTable::session_count() {

@@ -43,6 +43,10 @@ class SessionTable {
   // last sweep (amortised O(1) per insert). The caller holds mu_.
   template <typename T>
   static void SweepExpired(std::unordered_map<uint64_t, std::weak_ptr<T>>* m);
+  // The object the map holds for `id`, made if there is none alive. The
+  // caller holds mu_.
+  template <typename T>
+  static std::shared_ptr<T> Shared(std::unordered_map<uint64_t, std::weak_ptr<T>>* m, uint64_t id);
 
   Mutex mu_;
   std::mt19937_64 rng_ GUARDED_BY(mu_){std::random_device{}()};
