@@ -16,13 +16,12 @@ BankWriter::~BankWriter() { Stop(); }
 void BankWriter::Write(std::string key, const std::string& stream, Encode encode, std::function<void(Status)> done) {
   const bool urgent = done != nullptr;
   bool wake = urgent;
+  bool refused = false;
   {
     MutexLock l(&mu_);
     if (stop_) {
-      if (done) done(Status::FailedPrecondition("node is stopping"));
-      return;
-    }
-    if (urgent) {
+      refused = true;
+    } else if (urgent) {
       queue_.push_back({std::move(key), stream, std::move(encode), std::move(done)});
     } else {
       if (lazy_.empty()) {
@@ -32,6 +31,12 @@ void BankWriter::Write(std::string key, const std::string& stream, Encode encode
       auto k = key;
       lazy_.insert_or_assign(std::move(k), Item{std::move(key), stream, std::move(encode), nullptr});
     }
+  }
+  // Outside the lock: a callback may write again (a session released when
+  // its open failed).
+  if (refused) {
+    if (done) done(Status::FailedPrecondition("node is stopping"));
+    return;
   }
   if (wake) cv_.Signal();
 }

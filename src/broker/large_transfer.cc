@@ -92,7 +92,9 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
                                 headers = std::string(c.headers), done = std::move(done)]() mutable {
     Broker::Core* core = self->core_;
     if (!old_blob.empty()) RemoveBlob(core->BlobFile(old_blob));
-    auto failed = [&](Status s) {
+    // Runs on the pool or, after the bank commit, on the bank writer: it
+    // owns what it uses.
+    auto failed = [self, pseq, done](Status s) {
       ChunkResult a{.producer_seq = ProducerSeq(pseq)};
       {
         MutexLock l(&self->state_->mu);
@@ -117,7 +119,15 @@ void Session::PublishChunk(const ChunkInput& c, std::function<void(ChunkResult)>
     self->PersistState([self, failed, pseq, total, end, key = std::move(key), headers = std::move(headers),
                         done](Status s) mutable {
       if (!s.ok()) return failed(s);
-      if (end == total) return self->CommitLarge(pseq, total, std::move(key), std::move(headers), std::move(done));
+      if (end == total) {
+        // Not on the bank writer's thread: the append may wait for the
+        // log's backpressure, and every bank commit of the node would wait.
+        asio::post(self->core_->file_pool, [self, pseq, total, key = std::move(key), headers = std::move(headers),
+                                            done = std::move(done)]() mutable {
+          self->CommitLarge(pseq, total, std::move(key), std::move(headers), std::move(done));
+        });
+        return;
+      }
       {
         MutexLock l(&self->state_->mu);
         self->state_->chunk_busy = false;
@@ -140,7 +150,30 @@ void Session::CommitLarge(uint64_t producer_seq, uint64_t total, std::string key
                  .producer_id = id_, .producer_seq = producer_seq};
   auto self = shared_from_this();
   MutexLock session_lock(publish_lock_.get());
-  stream_->log().AppendAsync({&m, 1}, [self, producer_seq, total, ref_path, ref_headers, ref_key,
+  // Stored meanwhile by another connection of this session (a reconnect
+  // resent the last chunk)? Then it is a duplicate, never a second copy.
+  log::Stream& log = stream_->log();
+  if (producer_seq <= log.HighestProducerSeq(id_)) {
+    auto found = log.LookupProducer(id_, producer_seq);
+    const bool stored = found.state == log::Stream::ProducerLookup::State::kCommitted;
+    ChunkResult a{.producer_seq = ProducerSeq(producer_seq), .durable_bytes = ByteOffset(total)};
+    {
+      MutexLock l(&state_->mu);
+      state_->chunk_busy = false;
+      SessionRecord& rec = state_->record;
+      if (stored && rec.conveying_producer_seq == producer_seq)
+        rec.conveying_producer_seq = rec.conveying_total = rec.bytes_conveyed = 0;
+    }
+    if (stored) {
+      a.seq = StreamSeq(found.seq);
+      a.duplicate = true;
+    } else {
+      a.code = Code::kUnavailable;  // the other copy is in doubt: ask again
+    }
+    a.fenced = !serving();
+    return done(a);
+  }
+  log.AppendAsync({&m, 1}, [self, producer_seq, total, ref_path, ref_headers, ref_key,
                                        done = std::move(done)](const log::AppendResult& res) {
     ChunkResult a{.producer_seq = ProducerSeq(producer_seq), .durable_bytes = ByteOffset(total)};
     {
