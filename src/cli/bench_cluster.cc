@@ -16,12 +16,12 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "bank/bank.h"
 #include "cli/commands.h"
 #include "client/client.h"
@@ -143,13 +143,13 @@ int Failover(const ClusterBenchArgs& a) {
     po.stream = "fo";
     auto producer = client::Producer::Open(po);
     if (!producer) return fmt::print(stderr, "error: {}\n", producer.error().ToString()), 1;
-    std::mutex mu;
+    Mutex mu;  // killed_at, failover (locals: GUARDED_BY names members only)
     Clock::time_point killed_at{};
     double failover = -1;
     std::atomic<bool> stop{false};
     std::thread killer([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-      std::lock_guard l(mu);
+      MutexLock l(&mu);
       killed_at = Clock::now();
       n1.Kill();
     });
@@ -158,11 +158,11 @@ int Failover(const ClusterBenchArgs& a) {
     while (!stop) {
       bool after_kill;
       {
-        std::lock_guard l(mu);
+        MutexLock l(&mu);
         after_kill = killed_at != Clock::time_point{};
       }
       auto sent = (*producer)->Send("failover-bench", [&, after_kill](const client::PublishOutcome& o) {
-        std::lock_guard l(mu);
+        MutexLock l(&mu);
         if (o.status.ok() && after_kill && failover < 0) {
           failover = MsBetween(killed_at, Clock::now());
           stop = true;

@@ -8,10 +8,10 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
-#include <mutex>
 
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "client/client.h"
 #include "cli/commands.h"
 #include "cli/json.h"
@@ -176,10 +176,10 @@ int Produce(const ProduceArgs& a) {
   po.max_inflight = a.inflight;
   auto producer = client::Producer::Open(po);
   if (!producer) return Fail(producer.error());
-  std::mutex out_mu;
+  Mutex out_mu;  // one ACK line at a time on stdout/stderr
   std::atomic<uint64_t> failed{0};
   auto on_ack = [&](const client::PublishOutcome& r) {
-    std::lock_guard l(out_mu);
+    MutexLock l(&out_mu);
     if (!r.status.ok()) {
       ++failed;
       fmt::print(stderr, "error: producer seq {}: {}\n", r.producer_seq, r.status.ToString());

@@ -7,10 +7,9 @@
 // the servers in turn). A call whose connection broke mid-request is not
 // resent: create and delete are not idempotent, so the caller learns
 // Unavailable and decides.
-#include <mutex>
-
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "client/client.h"
 #include "client/connection.h"
 
@@ -23,41 +22,41 @@ class AdminImpl final : public Admin {
  public:
   explicit AdminImpl(const ClientOptions& options) : options_(options) {}
 
-  Status Start() {
-    std::lock_guard lk(mu_);
+  Status Start() EXCLUDES(mu_) {
+    MutexLock lk(&mu_);
     return EnsureConnected();
   }
 
-  Status CreateStream(const std::string& name, const wire::StreamConfig& config) override {
+  Status CreateStream(const std::string& name, const wire::StreamConfig& config) override EXCLUDES(mu_) {
     FLOE_RETURN_IF_ERROR(wire::ValidateStreamName(name));
     wire::StreamCreate req;
     req.name = name;
     req.config = config;
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     return StatusOf(Call<wire::Ok>(req));
   }
 
-  Status DeleteStream(const std::string& name) override {
-    std::lock_guard lk(mu_);
+  Status DeleteStream(const std::string& name) override EXCLUDES(mu_) {
+    MutexLock lk(&mu_);
     return StatusOf(Call<wire::Ok>(wire::StreamDelete{.name = name}));
   }
 
-  Result<std::vector<std::string>> ListStreams() override {
-    std::lock_guard lk(mu_);
+  Result<std::vector<std::string>> ListStreams() override EXCLUDES(mu_) {
+    MutexLock lk(&mu_);
     auto reply = Call<wire::StreamListOk>(wire::StreamList{});
     if (!reply) return Err(reply.error());
     return std::vector<std::string>(reply->names.begin(), reply->names.end());
   }
 
-  Result<StreamInfo> Info(const std::string& name) override {
-    std::lock_guard lk(mu_);
+  Result<StreamInfo> Info(const std::string& name) override EXCLUDES(mu_) {
+    MutexLock lk(&mu_);
     auto reply = Call<wire::StreamInfoOk>(wire::StreamInfo{.name = name});
     if (!reply) return Err(reply.error());
     return ToStreamInfo(*reply);
   }
 
  private:
-  Status EnsureConnected() {
+  Status EnsureConnected() REQUIRES(mu_) {
     if (conn_) return Status::OK();
     auto conn = internal::ConnectAny(options_, nullptr, &cancel_, &next_server_);
     if (!conn) return conn.error();
@@ -70,7 +69,7 @@ class AdminImpl final : public Admin {
   // A NOT_OWNER answer (info or delete of a stream another node owns) is
   // followed to the owner, on a connection of its own.
   template <typename Reply, typename Request>
-  Result<Reply> Call(const Request& req) {
+  Result<Reply> Call(const Request& req) REQUIRES(mu_) {
     FLOE_RETURN_ERR_IF_ERROR(EnsureConnected());
     auto reply = conn_->Call<Reply>(req, internal::kRequestTimeoutMs);
     if (!reply && conn_->broken()) {
@@ -106,10 +105,12 @@ class AdminImpl final : public Admin {
 
   const ClientOptions options_;
   internal::Canceller cancel_;  // never cancelled: Admin calls are short-lived
-  std::mutex mu_;
-  std::unique_ptr<Connection> conn_;  // guarded by mu_; null until (re)connected
-  std::unique_ptr<Connection> redirected_;  // the owner's connection a reply's views point into
-  size_t next_server_ = 0;            // guarded by mu_
+  Mutex mu_;
+  // The connections are guarded (the pointers and their use: one reader at a
+  // time, and a reply's views live in their read buffers until the next call).
+  std::unique_ptr<Connection> conn_ GUARDED_BY(mu_);  // null until (re)connected
+  std::unique_ptr<Connection> redirected_ GUARDED_BY(mu_);  // the owner's connection a reply's views point into
+  size_t next_server_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

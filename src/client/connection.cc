@@ -161,19 +161,20 @@ int64_t SteadyNowMs() {
 // --- Canceller ---------------------------------------------------------------
 
 void Canceller::Cancel() {
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu_);
   cancelled_ = true;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool Canceller::cancelled() const {
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu_);
   return cancelled_;
 }
 
 bool Canceller::SleepFor(int ms) {
-  std::unique_lock lk(mu_);
-  cv_.wait_for(lk, std::chrono::milliseconds(ms), [&] { return cancelled_; });
+  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(ms);
+  MutexLock lk(&mu_);
+  while (!cancelled_ && cv_.WaitUntil(&mu_, deadline)) {}
   return !cancelled_;
 }
 
@@ -257,7 +258,7 @@ Status Connection::Hello(const ClientOptions& options, int timeout_ms) {
 }
 
 Status Connection::SendFrame(std::string_view frame) {
-  std::lock_guard lk(write_mu_);
+  MutexLock lk(&write_mu_);
   while (!frame.empty()) {
     const ssize_t n = ::send(fd_, frame.data(), frame.size(), MSG_NOSIGNAL);
     if (n < 0) {

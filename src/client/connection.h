@@ -15,15 +15,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "client/client.h"
 #include "wire/protocol.h"
@@ -36,17 +35,18 @@ inline constexpr int kRequestTimeoutMs = 30000;
 
 // Wakes blocking connects and backoff sleeps from another thread (Close and
 // destructors), so shutting a client down never waits out a backoff.
+// Any thread may call any method.
 class Canceller {
  public:
-  void Cancel();
-  bool cancelled() const;
+  void Cancel() EXCLUDES(mu_);
+  bool cancelled() const EXCLUDES(mu_);
   // Sleeps up to `ms`; false when cancelled (before or during the sleep).
-  bool SleepFor(int ms);
+  bool SleepFor(int ms) EXCLUDES(mu_);
 
  private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool cancelled_ = false;  // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;  // cancelled_ set
+  bool cancelled_ GUARDED_BY(mu_) = false;
 };
 
 // One frame read from the server. `body` points into the connection's read
@@ -72,7 +72,7 @@ class Connection {
   uint64_t NextRequestId() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
 
   // Writes one whole frame. Any failure leaves the connection unusable.
-  Status SendFrame(std::string_view frame);
+  Status SendFrame(std::string_view frame) EXCLUDES(write_mu_);
   template <typename M>
   Status Send(uint64_t request_id, const M& msg) {
     std::string frame;
@@ -124,7 +124,9 @@ class Connection {
   uint32_t max_message_bytes_ = wire::kDefaultMaxMessageBytes;
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<bool> broken_{false};
-  std::mutex write_mu_;  // one frame at a time on the wire
+  // One frame at a time on the wire: it guards the socket's write side, no
+  // member (fd_ is const; broken_ is atomic).
+  Mutex write_mu_;
 
   // Read side, owned by the one reader thread.
   std::unique_ptr<char[]> rbuf_;

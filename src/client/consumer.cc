@@ -17,8 +17,8 @@
 //     wait for ANSWER_OK, which the receiver must read; this is the
 //     "consumer's receive thread" client.h refers to. The queue is bounded by
 //     the credit granted.
-// mu_ guards every field below it and the link's connection state (the link
-// shares it).
+// The mutex link_ shares (link_.mu(), mu() here) guards the fields marked
+// GUARDED_BY and the link's connection state.
 //
 // After a break: a FETCH or an answer whose reply was lost is sent once more
 // on the new connection. Answers are idempotent on the node, so that is
@@ -35,14 +35,13 @@
 // closed connection and delivers them again.
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "client/client.h"
 #include "client/connection.h"
 #include "client/session_link.h"
@@ -81,22 +80,25 @@ class ConsumerImpl final : public Consumer, private internal::SessionRole {
   explicit ConsumerImpl(const ConsumerOptions& options) : options_(options) {}
   ~ConsumerImpl() override { Shutdown(/*graceful=*/false); }
 
-  Status Start();
-  Result<std::vector<ReceivedMessage>> Fetch(uint32_t max_messages, uint32_t max_bytes, uint32_t wait_ms) override;
-  Status Ack(std::span<const uint64_t> seqs) override;
-  Result<std::string> ReadLarge(uint64_t seq, uint64_t offset, uint32_t max_bytes) override;
-  Status Nak(uint64_t seq, uint32_t delay_ms) override;
-  Status InProgress(uint64_t seq) override;
-  Status Terminate(uint64_t seq) override;
-  Status Subscribe(uint32_t credit, Handler handler) override;
-  void Stop() override;
-  Status Close() override;
+  Status Start() EXCLUDES(mu());
+  Result<std::vector<ReceivedMessage>> Fetch(uint32_t max_messages, uint32_t max_bytes, uint32_t wait_ms) override
+      EXCLUDES(mu());
+  Status Ack(std::span<const uint64_t> seqs) override EXCLUDES(mu());
+  Result<std::string> ReadLarge(uint64_t seq, uint64_t offset, uint32_t max_bytes) override EXCLUDES(mu());
+  Status Nak(uint64_t seq, uint32_t delay_ms) override EXCLUDES(mu());
+  Status InProgress(uint64_t seq) override EXCLUDES(mu());
+  Status Terminate(uint64_t seq) override EXCLUDES(mu());
+  Status Subscribe(uint32_t credit, Handler handler) override EXCLUDES(mu());
+  void Stop() override EXCLUDES(mu());
+  Status Close() override EXCLUDES(mu());
   uint64_t session_id() const override { return link_.session_id(); }
   uint64_t reconnects() const override { return link_.reconnects(); }
   uint64_t redirects() const override { return link_.redirects(); }
 
  private:
-  // A caller waiting for the reply to one request.
+  // A caller waiting for the reply to one request: on the caller's stack,
+  // its fields written and read with mu() held (a struct's fields cannot
+  // name the consumer's mutex, so they carry no GUARDED_BY).
   struct Waiter {
     bool done = false;
     bool lost = false;  // the connection broke first
@@ -111,51 +113,57 @@ class ConsumerImpl final : public Consumer, private internal::SessionRole {
 
   // SessionRole, called by link_ (see session_link.h for threads and locks).
   wire::SessionOpen SessionRequest(uint64_t session_id) override;
-  void SessionOpened(const wire::SessionOk&) override {}
-  std::string Connected(Connection& conn) override;
-  void Disconnected() override;
-  void GaveUp(const Status& why) override;
-  void HandleFrame(Connection& conn, const internal::Frame& frame) override;
+  void SessionOpened(const wire::SessionOk&) override REQUIRES(mu()) {}
+  std::string Connected(Connection& conn) override REQUIRES(mu());
+  void Disconnected() override REQUIRES(mu());
+  void GaveUp(const Status& why) override EXCLUDES(mu());
+  void HandleFrame(Connection& conn, const internal::Frame& frame) override EXCLUDES(mu());
 
   template <typename M>
-  Result<std::string> Request(const M& msg, wire::FrameType reply_type, int timeout_ms);
-  Status Answer(std::vector<wire::AnswerItem> items);
-  Status AnswerChunk(std::span<const wire::AnswerItem> items);
+  Result<std::string> Request(const M& msg, wire::FrameType reply_type, int timeout_ms) EXCLUDES(mu());
+  Status Answer(std::vector<wire::AnswerItem> items) EXCLUDES(mu());
+  Status AnswerChunk(std::span<const wire::AnswerItem> items) EXCLUDES(mu());
 
   // Receiver side.
-  void FailWaiters();
-  void HandleSubscriptionFrame(Connection& conn, const internal::Frame& frame);
+  void FailWaiters() REQUIRES(mu());
+  void HandleSubscriptionFrame(Connection& conn, const internal::Frame& frame) EXCLUDES(mu());
 
   // Delivery side.
-  void DeliveryLoop();
-  void GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_gen);
+  void DeliveryLoop() EXCLUDES(mu());
+  // Lets go of mu() around the CREDIT write; returns with it held.
+  void GiveCredit(uint64_t conn_gen) REQUIRES(mu());
 
-  void Shutdown(bool graceful);
+  void Shutdown(bool graceful) EXCLUDES(mu());
+
+  // The mutex the link shares, under the one name the analysis knows it by
+  // (session_link.h).
+  Mutex& mu() const RETURN_CAPABILITY(link_.mu()) { return link_.mu(); }
 
   const ConsumerOptions options_;
 
-  std::mutex mu_;
-  // The connection, its session and the receiver thread; guarded by mu_ as
+  Mutex link_mu_;  // storage only: always named mu()
+  // The connection, its session and the receiver thread; guarded by mu() as
   // session_link.h says.
-  internal::SessionLink link_{options_, options_.session_id, mu_, this, "consumer"};
-  std::condition_variable cv_;           // waiters, handler idle
-  std::condition_variable delivery_cv_;  // the delivery thread: queue, stop
-  std::unordered_map<uint64_t, Waiter*> waiters_;  // by request id, all on link_.conn()
+  internal::SessionLink link_{options_, options_.session_id, link_mu_, this, "consumer"};
+  CondVar cv_;           // waiters, handler idle
+  CondVar delivery_cv_;  // the delivery thread: queue, stop
+  std::unordered_map<uint64_t, Waiter*> waiters_ GUARDED_BY(mu());  // by request id, all on link_.conn()
 
   // The subscription. States: off (subscribed_ false); on and live on
   // link_.conn() (sub_request_id_ != 0); on and waiting for a connection (0). Subscribe
   // turns it on; Stop, Close or a non-retriable ERROR turn it off; the
   // receiver renews it on each new connection.
-  bool subscribed_ = false;
-  uint32_t credit_ = 0;
-  std::shared_ptr<const Handler> handler_;
-  uint64_t sub_request_id_ = 0;
-  uint32_t credit_owed_ = 0;             // handled on link_.conn() but not yet given back
-  Status sub_error_;                     // why the node ended the last subscription
-  std::deque<Batch> deliveries_;
-  bool handler_running_ = false;
-  std::thread::id delivery_thread_id_;
+  bool subscribed_ GUARDED_BY(mu()) = false;
+  uint32_t credit_ GUARDED_BY(mu()) = 0;
+  std::shared_ptr<const Handler> handler_ GUARDED_BY(mu());
+  uint64_t sub_request_id_ GUARDED_BY(mu()) = 0;
+  uint32_t credit_owed_ GUARDED_BY(mu()) = 0;  // handled on link_.conn() but not yet given back
+  Status sub_error_ GUARDED_BY(mu());          // why the node ended the last subscription
+  std::deque<Batch> deliveries_ GUARDED_BY(mu());
+  bool handler_running_ GUARDED_BY(mu()) = false;
+  std::thread::id delivery_thread_id_ GUARDED_BY(mu());
 
+  // Started by Start, joined by Shutdown (the owner's thread).
   std::thread delivery_;
 };
 
@@ -166,7 +174,7 @@ Status ConsumerImpl::Start() {
   if (options_.consumer.empty()) return Status::InvalidArgument("a durable consumer name is required");
   FLOE_RETURN_IF_ERROR(link_.Start());
   delivery_ = std::thread([this] { DeliveryLoop(); });
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu());
   delivery_thread_id_ = delivery_.get_id();
   return Status::OK();
 }
@@ -205,21 +213,20 @@ void ConsumerImpl::Disconnected() {
 
 // The consumer is broken: every call fails with link_.broken() from now on.
 void ConsumerImpl::GaveUp(const Status& why) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu());
   subscribed_ = false;
   sub_error_ = why;
   deliveries_.clear();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
-// mu_ held.
 void ConsumerImpl::FailWaiters() {
   for (auto& [id, w] : waiters_) {
     w->lost = true;
     w->done = true;
   }
   waiters_.clear();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 // --- Requests ------------------------------------------------------------------
@@ -235,8 +242,8 @@ Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_ty
     std::shared_ptr<Connection> conn;
     uint64_t id;
     {
-      std::unique_lock lk(mu_);
-      FLOE_RETURN_ERR_IF_ERROR(link_.WaitForConnection(lk));
+      MutexLock lk(&mu());
+      FLOE_RETURN_ERR_IF_ERROR(link_.WaitForConnection());
       conn = link_.conn();
       id = conn->NextRequestId();
       waiters_[id] = &w;
@@ -245,11 +252,18 @@ Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_ty
     // shutdown, marks it lost once it dropped this connection, so the resend
     // goes to the next one.
     if (!conn->Send(id, msg).ok()) conn->Shutdown();
-    std::unique_lock lk(mu_);
-    const auto deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
-    if (!cv_.wait_until(lk, deadline, [&] { return w.done; })) {
-      waiters_.erase(id);
-      lk.unlock();
+    bool timed_out = false;
+    {
+      MutexLock lk(&mu());
+      const auto deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
+      while (!w.done && cv_.WaitUntil(&mu(), deadline)) {}
+      // w.done is tested once more: a reply that came with the deadline wins.
+      if (!w.done) {
+        waiters_.erase(id);
+        timed_out = true;
+      }
+    }
+    if (timed_out) {
       conn->Shutdown();
       return Err(Status::TimedOut(fmt::format("no reply from {} within {} ms", conn->server(), timeout_ms)));
     }
@@ -347,9 +361,9 @@ Status ConsumerImpl::Subscribe(uint32_t credit, Handler handler) {
   std::shared_ptr<Connection> conn;
   uint64_t id;
   {
-    std::unique_lock lk(mu_);
+    MutexLock lk(&mu());
     if (subscribed_) return Status::FailedPrecondition("already subscribed: Stop() first");
-    FLOE_RETURN_IF_ERROR(link_.WaitForConnection(lk));
+    FLOE_RETURN_IF_ERROR(link_.WaitForConnection());
     handler_ = std::make_shared<const Handler>(std::move(handler));
     credit_ = credit;
     credit_owed_ = 0;
@@ -367,7 +381,7 @@ Status ConsumerImpl::Subscribe(uint32_t credit, Handler handler) {
 void ConsumerImpl::Stop() {
   std::shared_ptr<Connection> live;
   {
-    std::unique_lock lk(mu_);
+    MutexLock lk(&mu());
     if (!subscribed_) return;
     subscribed_ = false;
     deliveries_.clear();
@@ -375,7 +389,8 @@ void ConsumerImpl::Stop() {
     sub_request_id_ = 0;
     // After Stop returns the handler is not running and will not run again,
     // unless Stop was called from the handler itself.
-    if (std::this_thread::get_id() != delivery_thread_id_) cv_.wait(lk, [&] { return !handler_running_; });
+    if (std::this_thread::get_id() != delivery_thread_id_)
+      while (handler_running_) cv_.Wait(&mu());
     if (live != link_.conn()) live.reset();  // it broke meanwhile; its successor has no subscription
     if (live) link_.MarkPlannedReset();
   }
@@ -384,9 +399,9 @@ void ConsumerImpl::Stop() {
 
 // Runs the handler for each queued message, with the lock released.
 void ConsumerImpl::DeliveryLoop() {
-  std::unique_lock lk(mu_);
+  MutexLock lk(&mu());
   for (;;) {
-    delivery_cv_.wait(lk, [&] { return link_.stopping() || !deliveries_.empty(); });
+    while (!link_.stopping() && deliveries_.empty()) delivery_cv_.Wait(&mu());
     if (link_.stopping()) return;
     Batch batch = std::move(deliveries_.front());
     deliveries_.pop_front();
@@ -398,12 +413,12 @@ void ConsumerImpl::DeliveryLoop() {
       if (batch.conn_gen != link_.conn_gen()) break;
       std::shared_ptr<const Handler> handler = handler_;
       handler_running_ = true;
-      lk.unlock();
+      mu().Unlock();
       (*handler)(m);
-      lk.lock();
+      mu().Lock();
       handler_running_ = false;
-      cv_.notify_all();
-      GiveCredit(lk, batch.conn_gen);
+      cv_.SignalAll();
+      GiveCredit(batch.conn_gen);
     }
   }
 }
@@ -411,16 +426,16 @@ void ConsumerImpl::DeliveryLoop() {
 // One credit per handled entry (message or gap), given back once half the
 // subscription's credit is owed: the node never waits on a credit we hold
 // back, since at most credit/2 is ever owed.
-void ConsumerImpl::GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_gen) {
+void ConsumerImpl::GiveCredit(uint64_t conn_gen) {
   if (!subscribed_ || sub_request_id_ == 0 || conn_gen != link_.conn_gen() || !link_.conn()) return;
   if (++credit_owed_ < std::max<uint32_t>(1, credit_ / 2)) return;
   const uint32_t n = credit_owed_;
   credit_owed_ = 0;
   std::shared_ptr<Connection> conn = link_.conn();
   const uint64_t id = sub_request_id_;
-  lk.unlock();
+  mu().Unlock();
   if (!conn->Send(id, wire::Credit{.credit = n}).ok()) conn->Shutdown();
-  lk.lock();
+  mu().Lock();
 }
 
 // --- Receiver ------------------------------------------------------------------
@@ -430,14 +445,14 @@ void ConsumerImpl::GiveCredit(std::unique_lock<std::mutex>& lk, uint64_t conn_ge
 void ConsumerImpl::HandleFrame(Connection& conn, const internal::Frame& frame) {
   const wire::FrameHeader& h = frame.header;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     if (auto it = waiters_.find(h.request_id); it != waiters_.end()) {
       Waiter* w = it->second;
       w->type = h.type;
       w->body.assign(frame.body.data(), frame.body.size());
       w->done = true;
       waiters_.erase(it);
-      cv_.notify_all();
+      cv_.SignalAll();
       return;
     }
     if (sub_request_id_ == 0 || h.request_id != sub_request_id_) return;  // a request we gave up on: dropped
@@ -458,10 +473,10 @@ void ConsumerImpl::HandleSubscriptionFrame(Connection& conn, const internal::Fra
       return;
     }
     std::vector<ReceivedMessage> messages = ToMessages(*delivery);
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     if (!subscribed_ || h.request_id != sub_request_id_) return;
     deliveries_.push_back({link_.conn_gen(), std::move(messages)});
-    delivery_cv_.notify_one();
+    delivery_cv_.Signal();
     return;
   }
   if (h.type != wire::FrameType::kError) return;
@@ -470,7 +485,7 @@ void ConsumerImpl::HandleSubscriptionFrame(Connection& conn, const internal::Fra
     link_.Redirect(conn, internal::RedirectOf(frame.body));  // the reconnect pacer spaces out repeated refusals
     return;
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu());
   if (h.request_id != sub_request_id_) return;
   subscribed_ = false;
   sub_request_id_ = 0;
@@ -484,7 +499,7 @@ Status ConsumerImpl::Close() {
   if (std::this_thread::get_id() == delivery_.get_id())
     return Status::FailedPrecondition("Close from the push handler: call Stop() there, Close() elsewhere");
   Shutdown(/*graceful=*/true);
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu());
   if (!link_.broken().ok()) return link_.broken();
   return sub_error_;
 }
@@ -496,12 +511,12 @@ Status ConsumerImpl::Close() {
 void ConsumerImpl::Shutdown(bool graceful) {
   if (!link_.BeginStop()) return;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     subscribed_ = false;
     deliveries_.clear();
     FailWaiters();
   }
-  delivery_cv_.notify_all();
+  delivery_cv_.SignalAll();
   if (delivery_.joinable()) delivery_.join();
   link_.FinishStop(graceful);
 }

@@ -17,8 +17,8 @@
 //     unacked messages, runs the ack callbacks (outside the lock), and on
 //     each new connection queues every unacknowledged message again, in
 //     producer-seq order.
-// mu_ guards every field below it and the link's connection state (the link
-// shares it).
+// The mutex link_ shares (link_.mu(), mu() here) guards the fields marked
+// GUARDED_BY and the link's connection state.
 //
 // Retry semantics: the node dedups by (session id, producer seq) and answers
 // a resend of a stored message with its original seq (duplicate = true), so
@@ -34,14 +34,13 @@
 // callback.
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "client/client.h"
 #include "client/connection.h"
 #include "client/session_link.h"
@@ -70,9 +69,9 @@ class ProducerImpl final : public Producer, private internal::SessionRole {
 
   Status Start();
   Result<uint64_t> Send(std::string_view payload, AckCallback done, std::string_view key,
-                        std::string_view headers) override;
-  Status Flush() override;
-  Status Close() override;
+                        std::string_view headers) override EXCLUDES(mu());
+  Status Flush() override EXCLUDES(mu());
+  Status Close() override EXCLUDES(mu());
   uint64_t session_id() const override { return link_.session_id(); }
   uint64_t reconnects() const override { return link_.reconnects(); }
   uint64_t redirects() const override { return link_.redirects(); }
@@ -101,55 +100,61 @@ class ProducerImpl final : public Producer, private internal::SessionRole {
 
   // SessionRole, called by link_ (see session_link.h for threads and locks).
   wire::SessionOpen SessionRequest(uint64_t session_id) override;
-  void SessionOpened(const wire::SessionOk& ok) override;
-  std::string Connected(Connection& conn) override;
-  void Disconnected() override {}
-  void GaveUp(const Status& why) override;
-  void HandleFrame(Connection& conn, const internal::Frame& frame) override;
+  void SessionOpened(const wire::SessionOk& ok) override REQUIRES(mu());
+  std::string Connected(Connection& conn) override REQUIRES(mu());
+  void Disconnected() override REQUIRES(mu()) {}
+  void GaveUp(const Status& why) override EXCLUDES(mu());
+  void HandleFrame(Connection& conn, const internal::Frame& frame) override EXCLUDES(mu());
 
   // Sender side.
-  void SenderLoop();
-  bool ShouldLinger(SteadyClock::time_point now) const;
-  uint32_t LingerUs() const;
+  void SenderLoop() EXCLUDES(mu());
+  bool ShouldLinger(SteadyClock::time_point now) const REQUIRES(mu());
+  uint32_t LingerUs() const REQUIRES(mu());
   static constexpr size_t kEagerBatch = 64;
   static constexpr uint32_t kAutoLingerUs = 50;
-  void PromoteDueRetries(SteadyClock::time_point now);
-  void PushReady(uint64_t seq, size_t wire_bytes);
-  void SendBatch(std::unique_lock<std::mutex>& lk, Completions* done);
-  void TakeBatch(uint64_t rid, size_t frame_budget, Completions* done);
+  void PromoteDueRetries(SteadyClock::time_point now) REQUIRES(mu());
+  void PushReady(uint64_t seq, size_t wire_bytes) REQUIRES(mu());
+  void SendBatch(Completions* done) REQUIRES(mu());
+  void TakeBatch(uint64_t rid, size_t frame_budget, Completions* done) REQUIRES(mu());
 
   // Receiver side.
-  void HandleAck(uint64_t rid, const wire::PublishAck& ack);
-  void HandleBatchError(uint64_t rid, const wire::Error& error);
+  void HandleAck(uint64_t rid, const wire::PublishAck& ack) EXCLUDES(mu());
+  void HandleBatchError(uint64_t rid, const wire::Error& error) EXCLUDES(mu());
 
-  // Completion helpers (mu_ held); callbacks run later via RunCompletions.
-  void Complete(std::map<uint64_t, Pending>::iterator it, PublishOutcome outcome, Completions* done);
-  void Retry(std::map<uint64_t, Pending>::iterator it, const Status& why, Completions* done);
-  void FailAll(const Status& why, Completions* done);
-  void RunCompletions(Completions& done);
+  // Completion helpers; callbacks run later via RunCompletions.
+  void Complete(std::map<uint64_t, Pending>::iterator it, PublishOutcome outcome, Completions* done) REQUIRES(mu());
+  void Retry(std::map<uint64_t, Pending>::iterator it, const Status& why, Completions* done) REQUIRES(mu());
+  void FailAll(const Status& why, Completions* done) REQUIRES(mu());
+  void RunCompletions(Completions& done) EXCLUDES(mu());
 
-  void Shutdown(bool graceful);
+  void Shutdown(bool graceful) EXCLUDES(mu());
+
+  // The mutex the link shares, under the one name the analysis knows it by
+  // (session_link.h).
+  Mutex& mu() const RETURN_CAPABILITY(link_.mu()) { return link_.mu(); }
 
   ProducerOptions options_;  // fixed after the constructor
 
-  std::mutex mu_;
-  // The connection, its session and the receiver thread; guarded by mu_ as
+  Mutex link_mu_;  // storage only: always named mu()
+  // The connection, its session and the receiver thread; guarded by mu() as
   // session_link.h says.
-  internal::SessionLink link_{options_, options_.session_id, mu_, this, "producer"};
-  std::condition_variable sender_cv_;  // the sender: work, a connection, the token, stop
-  std::condition_variable space_cv_;   // Send: room under max_inflight; Flush; Close
-  uint32_t max_frame_bytes_ = wire::kDefaultMaxFrameBytes;  // of the last node we spoke to
-  bool sending_ = false;               // the send token
-  uint64_t next_seq_ = 1;
-  std::map<uint64_t, Pending> unacked_;  // by producer seq: resent in this order
-  std::deque<Ready> ready_;              // to put on the wire, oldest first
-  size_t ready_bytes_ = 0;
-  SteadyClock::time_point ready_since_{};      // when ready_ last became non-empty (linger)
-  std::multimap<SteadyClock::time_point, uint64_t> delayed_;  // retriable NAKs waiting out their backoff
-  size_t completing_ = 0;                // completions taken but whose callbacks have not run
-  int flushers_ = 0;                     // Flush callers: the sender does not linger
+  internal::SessionLink link_{options_, options_.session_id, link_mu_, this, "producer"};
+  CondVar sender_cv_;  // the sender: work, a connection, the token, stop
+  CondVar space_cv_;   // Send: room under max_inflight; Flush; Close
+  uint32_t max_frame_bytes_ GUARDED_BY(mu()) = wire::kDefaultMaxFrameBytes;  // of the last node we spoke to
+  bool sending_ GUARDED_BY(mu()) = false;  // the send token
+  uint64_t next_seq_ GUARDED_BY(mu()) = 1;
+  std::map<uint64_t, Pending> unacked_ GUARDED_BY(mu());  // by producer seq: resent in this order
+  std::deque<Ready> ready_ GUARDED_BY(mu());              // to put on the wire, oldest first
+  size_t ready_bytes_ GUARDED_BY(mu()) = 0;
+  SteadyClock::time_point ready_since_ GUARDED_BY(mu()){};  // when ready_ last became non-empty (linger)
+  // Retriable NAKs waiting out their backoff.
+  std::multimap<SteadyClock::time_point, uint64_t> delayed_ GUARDED_BY(mu());
+  size_t completing_ GUARDED_BY(mu()) = 0;  // completions taken but whose callbacks have not run
+  int flushers_ GUARDED_BY(mu()) = 0;       // Flush callers: the sender does not linger
 
-  // Owned by the holder of the send token.
+  // Owned by the holder of the send token (sending_, taken and given back
+  // under mu()): no lock guards them, so no GUARDED_BY.
   wire::Publish publish_;
   std::string frame_;
 
@@ -186,7 +191,7 @@ std::string ProducerImpl::Connected(Connection& conn) {
     p.inflight_rid = 0;
     PushReady(seq, p.wire_bytes);
   }
-  sender_cv_.notify_one();
+  sender_cv_.Signal();
   return {};
 }
 
@@ -195,9 +200,9 @@ std::string ProducerImpl::Connected(Connection& conn) {
 void ProducerImpl::GaveUp(const Status& why) {
   Completions done;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     FailAll(why, &done);
-    space_cv_.notify_all();
+    space_cv_.SignalAll();
   }
   RunCompletions(done);
 }
@@ -207,46 +212,47 @@ void ProducerImpl::GaveUp(const Status& why) {
 Result<uint64_t> ProducerImpl::Send(std::string_view payload, AckCallback done, std::string_view key,
                                     std::string_view headers) {
   const size_t wire_bytes = kMessageOverhead + key.size() + headers.size() + payload.size();
-  std::unique_lock lk(mu_);
-  if (wire_bytes + kPublishFixedBytes > max_frame_bytes_)
-    return Err(Status::InvalidArgument(
-        fmt::format("message of {} bytes cannot fit the node's frame limit of {}", wire_bytes, max_frame_bytes_)));
-  space_cv_.wait(lk, [&] {
-    return unacked_.size() < options_.max_inflight || link_.stopping() || !link_.broken().ok();
-  });
-  if (link_.stopping()) return Err(Status::FailedPrecondition("producer closed"));
-  if (!link_.broken().ok()) return Err(link_.broken());
-  const uint64_t seq = next_seq_++;
-  Pending& p = unacked_.emplace_hint(unacked_.end(), seq, Pending{})->second;
-  p.key.assign(key);
-  p.headers.assign(headers);
-  p.payload.assign(payload);
-  p.done = std::move(done);
-  p.wire_bytes = wire_bytes;
-  PushReady(seq, wire_bytes);
-  if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && link_.conn()) {
-    // Nothing else in flight: batching has nothing to gain, send now.
-    Completions failed;
-    SendBatch(lk, &failed);
-    lk.unlock();
-    RunCompletions(failed);
-  } else if (ready_.size() == 1 || ready_.size() == kEagerBatch || ready_.size() >= options_.max_batch_messages) {
-    // Wake the sender only when it has something new to decide: a first
-    // message, or a batch full enough to go without lingering.
-    sender_cv_.notify_one();
+  Completions failed;
+  uint64_t seq;
+  {
+    MutexLock lk(&mu());
+    if (wire_bytes + kPublishFixedBytes > max_frame_bytes_)
+      return Err(Status::InvalidArgument(
+          fmt::format("message of {} bytes cannot fit the node's frame limit of {}", wire_bytes, max_frame_bytes_)));
+    while (unacked_.size() >= options_.max_inflight && !link_.stopping() && link_.broken().ok()) space_cv_.Wait(&mu());
+    if (link_.stopping()) return Err(Status::FailedPrecondition("producer closed"));
+    if (!link_.broken().ok()) return Err(link_.broken());
+    seq = next_seq_++;
+    Pending& p = unacked_.emplace_hint(unacked_.end(), seq, Pending{})->second;
+    p.key.assign(key);
+    p.headers.assign(headers);
+    p.payload.assign(payload);
+    p.done = std::move(done);
+    p.wire_bytes = wire_bytes;
+    PushReady(seq, wire_bytes);
+    if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && link_.conn()) {
+      // Nothing else in flight: batching has nothing to gain, send now.
+      SendBatch(&failed);
+    } else if (ready_.size() == 1 || ready_.size() == kEagerBatch || ready_.size() >= options_.max_batch_messages) {
+      // Wake the sender only when it has something new to decide: a first
+      // message, or a batch full enough to go without lingering.
+      sender_cv_.Signal();
+    }
   }
+  RunCompletions(failed);  // messages the eager send found too big for the node
   return seq;
 }
 
 Status ProducerImpl::Flush() {
-  std::unique_lock lk(mu_);
+  MutexLock lk(&mu());
   const uint64_t last = next_seq_ - 1;
   ++flushers_;
-  sender_cv_.notify_one();
-  space_cv_.wait(lk, [&] {
+  sender_cv_.Signal();
+  for (;;) {
     const bool drained = (unacked_.empty() || unacked_.begin()->first > last) && completing_ == 0;
-    return drained || link_.stopping() || !link_.broken().ok();
-  });
+    if (drained || link_.stopping() || !link_.broken().ok()) break;
+    space_cv_.Wait(&mu());
+  }
   --flushers_;
   if (!link_.broken().ok()) return link_.broken();
   const bool drained = unacked_.empty() || unacked_.begin()->first > last;
@@ -266,13 +272,13 @@ Status ProducerImpl::Close() {
 // (only when not flushed first) fail with Aborted, their callbacks run here.
 void ProducerImpl::Shutdown(bool graceful) {
   if (!link_.BeginStop()) return;
-  sender_cv_.notify_all();
-  space_cv_.notify_all();
+  sender_cv_.SignalAll();
+  space_cv_.SignalAll();
   if (sender_.joinable()) sender_.join();
   link_.FinishStop(graceful);
   Completions done;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     FailAll(Status::Aborted("producer closed before the node acknowledged the message"), &done);
   }
   RunCompletions(done);
@@ -320,27 +326,28 @@ void ProducerImpl::PromoteDueRetries(SteadyClock::time_point now) {
 }
 
 void ProducerImpl::SenderLoop() {
-  std::unique_lock lk(mu_);
+  mu().Lock();
   Completions done;
   while (!link_.stopping()) {
     const auto now = SteadyClock::now();
     PromoteDueRetries(now);
     if (!link_.conn() || sending_ || ready_.empty()) {
-      if (delayed_.empty()) sender_cv_.wait(lk);
-      else sender_cv_.wait_until(lk, delayed_.begin()->first);
+      if (delayed_.empty()) sender_cv_.Wait(&mu());
+      else (void)sender_cv_.WaitUntil(&mu(), delayed_.begin()->first);
       continue;
     }
     if (ShouldLinger(now)) {
-      sender_cv_.wait_until(lk, ready_since_ + std::chrono::microseconds(LingerUs()));
+      (void)sender_cv_.WaitUntil(&mu(), ready_since_ + std::chrono::microseconds(LingerUs()));
       continue;
     }
-    SendBatch(lk, &done);
+    SendBatch(&done);
     if (!done.empty()) {
-      lk.unlock();
+      mu().Unlock();
       RunCompletions(done);
-      lk.lock();
+      mu().Lock();
     }
   }
+  mu().Unlock();
 }
 
 // Moves messages from ready_ into publish_, marking them in flight under
@@ -375,10 +382,10 @@ void ProducerImpl::TakeBatch(uint64_t rid, size_t frame_budget, Completions* don
   }
 }
 
-// Precondition: mu_ held via lk, the token free, link_.conn() set. Encodes under
+// Precondition: mu() held, the token free, link_.conn() set. Encodes under
 // the lock (the frame must not point into unacked_, which the receiver may
-// change), writes without it.
-void ProducerImpl::SendBatch(std::unique_lock<std::mutex>& lk, Completions* done) {
+// change), writes without it, holding the token; returns with mu() held.
+void ProducerImpl::SendBatch(Completions* done) {
   std::shared_ptr<Connection> conn = link_.conn();
   const uint64_t rid = conn->NextRequestId();
   TakeBatch(rid, conn->max_frame_bytes() - kPublishFixedBytes, done);
@@ -386,15 +393,15 @@ void ProducerImpl::SendBatch(std::unique_lock<std::mutex>& lk, Completions* done
   sending_ = true;
   frame_.clear();
   wire::AppendFrame(&frame_, rid, publish_);
-  lk.unlock();
+  mu().Unlock();
   const Status s = conn->SendFrame(frame_);
-  lk.lock();
+  mu().Lock();
   sending_ = false;
   if (!s.ok()) {
     // The receiver reconnects and queues these messages again.
     link_.Cut(conn);
   }
-  sender_cv_.notify_one();  // the token is free again
+  sender_cv_.Signal();  // the token is free again
 }
 
 // --- Receiver ------------------------------------------------------------------
@@ -429,7 +436,7 @@ void ProducerImpl::HandleFrame(Connection& conn, const internal::Frame& frame) {
 void ProducerImpl::HandleAck(uint64_t rid, const wire::PublishAck& ack) {
   Completions done;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     for (const wire::PublishResult& r : ack.results) {
       auto it = unacked_.find(r.producer_seq);
       // Acked already, or resent since: this answer is stale.
@@ -452,7 +459,7 @@ void ProducerImpl::HandleBatchError(uint64_t rid, const wire::Error& error) {
   const Status why = internal::ErrorToStatus(error.code, retriable, error.message);
   Completions done;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu());
     for (auto it = unacked_.begin(); it != unacked_.end();) {
       auto next = std::next(it);
       if (it->second.inflight_rid == rid) {
@@ -490,7 +497,7 @@ void ProducerImpl::Retry(std::map<uint64_t, Pending>::iterator it, const Status&
                                             std::max(options_.reconnect_max_backoff_ms, 1));
   ++p.retries;
   delayed_.emplace(now + std::chrono::milliseconds(backoff), it->first);
-  sender_cv_.notify_one();
+  sender_cv_.Signal();
 }
 
 void ProducerImpl::FailAll(const Status& why, Completions* done) {
@@ -506,10 +513,10 @@ void ProducerImpl::RunCompletions(Completions& done) {
   if (done.empty()) return;
   for (Completion& c : done)
     if (c.done) c.done(c.outcome);
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu());
   completing_ -= done.size();
   done.clear();
-  space_cv_.notify_all();
+  space_cv_.SignalAll();
 }
 
 }  // namespace

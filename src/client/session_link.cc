@@ -17,7 +17,7 @@ Result<wire::SessionOk> OpenSessionOn(Connection& conn, const wire::SessionOpen&
   return ok;
 }
 
-SessionLink::SessionLink(const ClientOptions& options, uint64_t session_id, std::mutex& mu, SessionRole* role,
+SessionLink::SessionLink(const ClientOptions& options, uint64_t session_id, Mutex& mu, SessionRole* role,
                          const char* what)
     : options_(options), mu_(mu), role_(role), what_(what), session_id_(session_id), pacer_(options) {}
 
@@ -44,12 +44,12 @@ Result<std::unique_ptr<Connection>> SessionLink::Connect(int64_t give_up_at_stea
 Status SessionLink::OpenSession(Connection& conn) {
   const uint64_t asked = session_id_.load();
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     if (stopping_) return Status::Aborted(fmt::format("{} closed", what_));
     handshake_conn_ = &conn;
   }
   auto ok = OpenSessionOn(conn, role_->SessionRequest(asked));
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu_);
   handshake_conn_ = nullptr;
   if (!ok) return ok.error();
   session_id_ = ok->session_id;
@@ -65,7 +65,7 @@ bool SessionLink::Install(std::unique_ptr<Connection> fresh) {
   pacer_.Connected();
   std::string frames;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     if (stopping_) return false;
     conn_ = conn;
     if (conn_gen_++ > 0) {
@@ -73,15 +73,15 @@ bool SessionLink::Install(std::unique_ptr<Connection> fresh) {
       else ++reconnects_;
     }
     frames = role_->Connected(*conn);
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   // A failed send shows up as a failed read, and the next connection retries.
   if (!frames.empty()) (void)conn->SendFrame(frames);
   return true;
 }
 
-Status SessionLink::WaitForConnection(std::unique_lock<std::mutex>& lk) {
-  cv_.wait(lk, [&] { return conn_ || stopping_ || !broken_.ok(); });
+Status SessionLink::WaitForConnection() {
+  while (!conn_ && !stopping_ && broken_.ok()) cv_.Wait(&mu_);
   if (stopping_) return Status::FailedPrecondition(fmt::format("{} closed", what_));
   return broken_;
 }
@@ -92,7 +92,7 @@ void SessionLink::ReceiverLoop() {
   for (;;) {
     std::shared_ptr<Connection> conn;
     {
-      std::lock_guard lk(mu_);
+      MutexLock lk(&mu_);
       if (stopping_ && !conn_) break;
       conn = conn_;
     }
@@ -102,7 +102,7 @@ void SessionLink::ReceiverLoop() {
     }
     auto frame = conn->ReadFrame();
     if (!frame) {
-      std::lock_guard lk(mu_);
+      MutexLock lk(&mu_);
       Cut(conn);
       continue;
     }
@@ -118,9 +118,9 @@ void SessionLink::ReceiverLoop() {
       role_->HandleFrame(*conn, *frame);
     }
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu_);
   receiver_exited_ = true;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void SessionLink::Cut(const std::shared_ptr<Connection>& conn) {
@@ -140,7 +140,7 @@ void SessionLink::Redirect(Connection& conn, std::string redirect) {
 bool SessionLink::Reconnect() {
   bool planned;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     planned = planned_reset_;
   }
   // The owner's own reset is no sign of a sick node: no pause after it.
@@ -154,10 +154,10 @@ bool SessionLink::Reconnect() {
           : Connect(pacer_.GiveUpAtSteadyMs());
   if (conn) return Install(std::move(*conn));
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     if (stopping_) return false;
     broken_ = conn.error();
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   role_->GaveUp(conn.error());
   return false;
@@ -167,12 +167,12 @@ bool SessionLink::Reconnect() {
 
 bool SessionLink::BeginStop() {
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     if (stopped_) return false;
     stopped_ = true;
     stopping_ = true;
     if (handshake_conn_) handshake_conn_->Shutdown();
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   cancel_.Cancel();
   return true;
@@ -181,19 +181,20 @@ bool SessionLink::BeginStop() {
 void SessionLink::FinishStop(bool graceful) {
   std::shared_ptr<Connection> conn;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(&mu_);
     conn = conn_;
   }
   if (conn) {
     if (graceful && conn->Send(conn->NextRequestId(), wire::Goodbye{}).ok()) {
       conn->ShutdownWrite();
-      std::unique_lock lk(mu_);
-      cv_.wait_for(lk, std::chrono::seconds(1), [&] { return receiver_exited_; });
+      const auto deadline = SteadyClock::now() + std::chrono::seconds(1);
+      MutexLock lk(&mu_);
+      while (!receiver_exited_ && cv_.WaitUntil(&mu_, deadline)) {}
     }
     conn->Shutdown();
   }
   if (receiver_.joinable()) receiver_.join();
-  std::lock_guard lk(mu_);
+  MutexLock lk(&mu_);
   conn_.reset();
 }
 

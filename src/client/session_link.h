@@ -17,17 +17,20 @@
 // Locking: the link has no mutex of its own. It shares its owner's (`mu`,
 // given to the constructor), so a connection change and the role's reaction
 // to it (resend what is unacknowledged, fail waiting replies) are one
-// critical section, and the hot paths take one lock, not two.
+// critical section, and the hot paths take one lock, not two. The owner
+// names that mutex as link_.mu() (RETURN_CAPABILITY), never by its own
+// member: its fields are GUARDED_BY(link_.mu()) and it locks link_.mu(), so
+// the clang thread-safety analysis sees the one mutex the link's accessors
+// REQUIRE (two names for it would look like two mutexes).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "client/client.h"
 #include "client/connection.h"
@@ -42,7 +45,9 @@ namespace floe::client::internal {
 Result<wire::SessionOk> OpenSessionOn(Connection& conn, const wire::SessionOpen& open);
 
 // What a producer or a consumer adds to the link. Each hook says which
-// thread calls it and whether the shared mutex is held.
+// thread calls it and whether the shared mutex is held (an override of a
+// "mutex held" hook is REQUIRES(link_.mu()): the analysis then checks its
+// body, though not the link's call through this interface).
 class SessionRole {
  public:
   virtual ~SessionRole() = default;
@@ -80,7 +85,7 @@ class SessionLink {
  public:
   // `what` names the owner in errors ("producer"). `options`, `mu` and
   // `role` must outlive the link.
-  SessionLink(const ClientOptions& options, uint64_t session_id, std::mutex& mu, SessionRole* role,
+  SessionLink(const ClientOptions& options, uint64_t session_id, Mutex& mu, SessionRole* role,
               const char* what);
   ~SessionLink();  // precondition: stopped (FinishStop) or never started
   SessionLink(const SessionLink&) = delete;
@@ -88,39 +93,43 @@ class SessionLink {
 
   // Connects and opens the session on the caller's thread (the first
   // connection's failure is the caller's error), then starts the receiver.
-  Status Start();
+  Status Start() EXCLUDES(mu_);
 
   // Shutting down, in two steps around the owner stopping its own threads.
   // BeginStop: the link is stopping; a connect or backoff in progress is
   // woken. False if it was stopped before. Mutex not held.
-  bool BeginStop();
+  bool BeginStop() EXCLUDES(mu_);
   // Graceful: GOODBYE and half-close, then up to a second for the node to
   // close its side (the receiver sees EOF and exits). Then the connection is
   // cut and the receiver joined. Mutex not held.
-  void FinishStop(bool graceful);
+  void FinishStop(bool graceful) EXCLUDES(mu_);
 
   // Cuts the current connection on purpose (the consumer's Stop): the next
   // one is not counted as a reconnect nor paced. Mutex held.
-  void MarkPlannedReset() { planned_reset_ = true; }
+  void MarkPlannedReset() REQUIRES(mu_) { planned_reset_ = true; }
 
   // Shuts `conn` down and, if it is still the link's connection, drops it
   // (Disconnected runs on this thread): for a writer whose send failed, so
   // nothing more goes out on it before the receiver notices. Mutex held.
-  void Cut(const std::shared_ptr<Connection>& conn);
+  void Cut(const std::shared_ptr<Connection>& conn) REQUIRES(mu_);
 
   // Follows `redirect` ("" keeps the server list) on the next connection and
   // cuts `conn`. Receiver thread only (from HandleFrame).
   void Redirect(Connection& conn, std::string redirect);
 
-  // Waits on the link's condition variable until a connection is installed;
-  // FailedPrecondition when stopping, broken() when broken. Mutex held (lk).
-  Status WaitForConnection(std::unique_lock<std::mutex>& lk);
+  // Waits on the link's condition variable (releasing the mutex meanwhile)
+  // until a connection is installed; FailedPrecondition when stopping,
+  // broken() when broken. Mutex held.
+  Status WaitForConnection() REQUIRES(mu_);
+
+  // The shared mutex (the owner's), as the analysis is to name it.
+  Mutex& mu() const RETURN_CAPABILITY(mu_) { return mu_; }
 
   // Mutex held for these four.
-  const std::shared_ptr<Connection>& conn() const { return conn_; }
-  uint64_t conn_gen() const { return conn_gen_; }  // bumped per installed connection
-  bool stopping() const { return stopping_; }
-  const Status& broken() const { return broken_; }  // OK until reconnecting gave up
+  const std::shared_ptr<Connection>& conn() const REQUIRES(mu_) { return conn_; }
+  uint64_t conn_gen() const REQUIRES(mu_) { return conn_gen_; }  // bumped per installed connection
+  bool stopping() const REQUIRES(mu_) { return stopping_; }
+  const Status& broken() const REQUIRES(mu_) { return broken_; }  // OK until reconnecting gave up
 
   // Any thread.
   uint64_t session_id() const { return session_id_.load(); }
@@ -128,15 +137,14 @@ class SessionLink {
   uint64_t redirects() const { return redirects_followed_.load(); }
 
  private:
-  Status OpenSession(Connection& conn);
-  Result<std::unique_ptr<Connection>> Connect(int64_t give_up_at_steady_ms);
-  bool Install(std::unique_ptr<Connection> fresh);
-  void ReceiverLoop();
-  bool Reconnect();
-  void Drop(const std::shared_ptr<Connection>& conn);
+  Status OpenSession(Connection& conn) EXCLUDES(mu_);
+  Result<std::unique_ptr<Connection>> Connect(int64_t give_up_at_steady_ms) EXCLUDES(mu_);
+  bool Install(std::unique_ptr<Connection> fresh) EXCLUDES(mu_);
+  void ReceiverLoop() EXCLUDES(mu_);
+  bool Reconnect() EXCLUDES(mu_);
 
   const ClientOptions& options_;
-  std::mutex& mu_;           // the owner's
+  Mutex& mu_;                // the owner's
   SessionRole* const role_;  // the owner
   const char* const what_;
   Canceller cancel_;
@@ -149,16 +157,17 @@ class SessionLink {
   size_t next_server_ = 0;
   ReconnectPacer pacer_;
 
-  // Guarded by mu_.
-  std::condition_variable cv_;  // connection installed, broken, stopping, receiver exited
-  std::shared_ptr<Connection> conn_;      // null while reconnecting
-  Connection* handshake_conn_ = nullptr;  // a connection in SESSION_OPEN, so BeginStop can wake it
-  uint64_t conn_gen_ = 0;
-  Status broken_;
-  bool stopping_ = false;
-  bool stopped_ = false;        // BeginStop ran
-  bool planned_reset_ = false;  // the owner cut conn_ on purpose
-  bool receiver_exited_ = false;
+  CondVar cv_;  // connection installed, broken, stopping, receiver exited
+  std::shared_ptr<Connection> conn_ GUARDED_BY(mu_);  // null while reconnecting
+  // A connection in SESSION_OPEN, so BeginStop can wake it. The pointer is
+  // guarded; the Connection is not (its Shutdown is for any thread).
+  Connection* handshake_conn_ GUARDED_BY(mu_) = nullptr;
+  uint64_t conn_gen_ GUARDED_BY(mu_) = 0;
+  Status broken_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  bool stopped_ GUARDED_BY(mu_) = false;        // BeginStop ran
+  bool planned_reset_ GUARDED_BY(mu_) = false;  // the owner cut conn_ on purpose
+  bool receiver_exited_ GUARDED_BY(mu_) = false;
 
   std::thread receiver_;
 };

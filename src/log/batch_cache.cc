@@ -3,7 +3,7 @@
 namespace floe::log {
 
 std::shared_ptr<const std::string> BatchCache::Find(uint64_t segment_id, uint64_t offset, bool touch) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto found = index_.find({segment_id, offset});
   if (found == index_.end()) return nullptr;
   if (touch) lru_.splice(lru_.begin(), lru_, found->second);
@@ -11,7 +11,7 @@ std::shared_ptr<const std::string> BatchCache::Find(uint64_t segment_id, uint64_
 }
 
 void BatchCache::Insert(uint64_t segment_id, uint64_t offset, std::shared_ptr<const std::string> bytes) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto [it, inserted] = index_.try_emplace({segment_id, offset});
   if (!inserted) return;  // a concurrent reader loaded it first
   used_bytes_ += bytes->size();

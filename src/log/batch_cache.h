@@ -6,10 +6,11 @@
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
+
+#include "base/mutex.h"
 
 namespace floe::log {
 
@@ -29,11 +30,11 @@ class BatchCache {
 
   // The bytes of the batch at (segment_id, offset), or null when not held.
   // `touch` makes it the most recently used.
-  std::shared_ptr<const std::string> Find(uint64_t segment_id, uint64_t offset, bool touch);
+  std::shared_ptr<const std::string> Find(uint64_t segment_id, uint64_t offset, bool touch) EXCLUDES(mu_);
   // Keeps `bytes` as the batch at (segment_id, offset), unless a batch is
   // already held there (a concurrent reader loaded it first), then evicts the
   // least recently used past the capacity.
-  void Insert(uint64_t segment_id, uint64_t offset, std::shared_ptr<const std::string> bytes);
+  void Insert(uint64_t segment_id, uint64_t offset, std::shared_ptr<const std::string> bytes) EXCLUDES(mu_);
 
  private:
   struct Cached {
@@ -47,10 +48,10 @@ class BatchCache {
   };
 
   const uint64_t capacity_bytes_;
-  std::mutex mu_;
-  std::list<Cached> lru_;                                             // guarded by mu_; most recent first
-  std::unordered_map<Key, std::list<Cached>::iterator, KeyHash> index_;  // guarded by mu_; into lru_
-  uint64_t used_bytes_ = 0;                                           // guarded by mu_; bytes in lru_
+  Mutex mu_;
+  std::list<Cached> lru_ GUARDED_BY(mu_);  // most recent first
+  std::unordered_map<Key, std::list<Cached>::iterator, KeyHash> index_ GUARDED_BY(mu_);  // into lru_
+  uint64_t used_bytes_ GUARDED_BY(mu_) = 0;                                              // bytes in lru_
 };
 
 }  // namespace floe::log

@@ -108,7 +108,6 @@ internal::SegmentView ViewAt(const std::shared_ptr<internal::Segment>& seg,
 }  // namespace
 
 // Finds the segment holding `seq` and where to start scanning for it.
-// Requires mu_.
 bool Stream::Impl::NextView(uint64_t seq, SegmentView* view) {
   auto it = std::upper_bound(segments_.begin(), segments_.end(), seq,
                              [](uint64_t s, const std::shared_ptr<Segment>& g) { return s < g->base_seq; });
@@ -133,7 +132,7 @@ Result<ReadResult> Stream::Impl::Read(const ReadOptions& options) {
   uint64_t frontier;
   SegmentView view;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (seq < first_seq_)
       return Err(Status::OutOfRange(fmt::format("seq {} is below the stream's first seq {}", seq, first_seq_)));
     frontier = slots_.frontier();
@@ -143,7 +142,7 @@ Result<ReadResult> Stream::Impl::Read(const ReadOptions& options) {
   uint64_t offset = view.start_offset;
   while (seq <= frontier && out.entries.size() < options.max_messages) {
     if (offset >= view.size || seq >= view.end_seq) {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       if (!NextView(seq, &view)) break;
       offset = view.start_offset;
       continue;
@@ -203,7 +202,7 @@ Result<uint64_t> Stream::Impl::SeekTime(int64_t ts) {
   SegmentView view;
   uint64_t frontier;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     frontier = slots_.frontier();
     // Timestamps never decrease along the stream: binary search the segments,
     // then the sparse index, then scan at most an index interval of batches.
@@ -240,9 +239,10 @@ Result<uint64_t> Stream::Impl::SeekTime(int64_t ts) {
 
 // Any thread.
 bool Stream::Impl::WaitFor(uint64_t seq, std::chrono::milliseconds timeout) {
-  std::unique_lock l(mu_);
-  return frontier_cv_.wait_for(l, timeout, [&] { return slots_.frontier() >= seq || closing_; }) &&
-         slots_.frontier() >= seq;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  MutexLock l(&mu_);
+  while (slots_.frontier() < seq && !closing_ && frontier_cv_.WaitUntil(&mu_, deadline)) {}
+  return slots_.frontier() >= seq;
 }
 
 }  // namespace floe::log

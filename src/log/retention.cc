@@ -13,10 +13,10 @@ namespace floe::log {
 // seqs at a crash, which recovery takes for corruption.
 Status Stream::Impl::EnforceRetention() {
   if (options_.retention_bytes == 0 && options_.retention_age_us == 0) return Status::OK();
-  std::lock_guard retention(retention_mu_);
+  MutexLock retention(&retention_mu_);
   std::vector<std::shared_ptr<Segment>> doomed;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     uint64_t total = 0;
     for (auto& s : segments_) total += s->size;
     const int64_t now = static_cast<int64_t>(env_->NowMicros());

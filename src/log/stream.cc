@@ -2,9 +2,9 @@
 // Close. The work is in recovery.cc, writer.cc, reader.cc and retention.cc.
 #include "log/stream.h"
 
-#include <condition_variable>
 #include <cstdio>
-#include <mutex>
+
+#include "base/mutex.h"
 
 #include "log/format.h"
 #include "log/stream_internal.h"
@@ -18,14 +18,14 @@ void Stream::Impl::Log(const std::string& line) {
 
 void Stream::Impl::Close() {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (closed_) return;
     closed_ = true;
     closing_ = true;
   }
-  writer_cv_.notify_all();
-  space_cv_.notify_all();
-  frontier_cv_.notify_all();
+  writer_cv_.SignalAll();
+  space_cv_.SignalAll();
+  frontier_cv_.SignalAll();
   if (writer_.joinable()) writer_.join();
 }
 
@@ -48,18 +48,21 @@ void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done)
 }
 
 AppendResult Stream::Append(std::span<const Message> messages) {
-  std::mutex m;
-  std::condition_variable cv;
+  // The callback runs on the writer thread. It signals with m held, so this
+  // frame (and cv) cannot be gone before the signal is made. ready and out
+  // are locals (GUARDED_BY names members only): touched only with m held.
+  Mutex m;
+  CondVar cv;
   bool ready = false;
   AppendResult out;
   AppendAsync(messages, [&](const AppendResult& r) {
-    std::lock_guard l(m);
+    MutexLock l(&m);
     out = r;
     ready = true;
-    cv.notify_one();
+    cv.Signal();
   });
-  std::unique_lock l(m);
-  cv.wait(l, [&] { return ready; });
+  MutexLock l(&m);
+  while (!ready) cv.Wait(&m);
   return out;
 }
 
@@ -68,12 +71,12 @@ Result<uint64_t> Stream::SeekTime(int64_t ts) { return impl_->SeekTime(ts); }
 bool Stream::WaitFor(uint64_t seq, std::chrono::milliseconds timeout) { return impl_->WaitFor(seq, timeout); }
 
 void Stream::SetFrontierListener(std::function<void(uint64_t)> listener) {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   impl_->frontier_listener_ = std::move(listener);
 }
 
 Stream::ProducerLookup Stream::LookupProducer(uint64_t producer_id, uint64_t producer_seq) const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   auto f = impl_->dedup_.Find(producer_id, producer_seq);
   switch (f.found) {
     case DedupIndex::Found::kNew: return {};
@@ -86,19 +89,19 @@ Stream::ProducerLookup Stream::LookupProducer(uint64_t producer_id, uint64_t pro
 }
 
 uint64_t Stream::HighestProducerSeq(uint64_t producer_id, uint64_t* seq) const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   return impl_->dedup_.Highest(producer_id, seq);
 }
 
 Status Stream::EnforceRetention() { return impl_->EnforceRetention(); }
 
 Status Stream::health() const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   return impl_->failed_;
 }
 
 StreamStats Stream::stats() const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   StreamStats s = impl_->counters_;
   s.first_seq = impl_->first_seq_;
   s.frontier = impl_->slots_.frontier();
@@ -111,12 +114,12 @@ StreamStats Stream::stats() const {
 }
 
 uint64_t Stream::first_seq() const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   return impl_->first_seq_;
 }
 
 uint64_t Stream::frontier() const {
-  std::lock_guard l(impl_->mu_);
+  MutexLock l(&impl_->mu_);
   return impl_->slots_.frontier();
 }
 

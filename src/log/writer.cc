@@ -32,54 +32,57 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
     done({Status::InvalidArgument(messages.empty() ? "append of no messages" : "append too large for one batch")});
     return;
   }
-  std::unique_lock l(mu_);
-  space_cv_.wait(l, [&] { return pending_bytes_ < options_.max_pending_bytes || closing_ || !failed_.ok(); });
-  if (closing_) {
-    l.unlock();
-    done({Status::Unavailable("stream is closed")});
+  Status refused;
+  bool wake = false;
+  {
+    MutexLock l(&mu_);
+    while (pending_bytes_ >= options_.max_pending_bytes && !closing_ && failed_.ok()) space_cv_.Wait(&mu_);
+    if (closing_) {
+      refused = Status::Unavailable("stream is closed");
+    } else if (!failed_.ok()) {
+      refused = failed_;
+    } else {
+      // Assign seqs and mark them in doubt: invisible until resolved.
+      const uint32_t count = static_cast<uint32_t>(messages.size());
+      const uint64_t first = slots_.Assign(count);
+      const int64_t ts = last_ts_ = std::max<int64_t>(last_ts_, static_cast<int64_t>(env_->NowMicros()));
+      if (pending_.empty() || pending_.back().buf.size() + bytes > options_.max_group_bytes) {
+        pending_.emplace_back();
+        Group& g = pending_.back();
+        g.buf.reserve(std::min<uint64_t>(options_.max_group_bytes, 1 << 20));
+        g.buf.resize(kBatchHeaderSize);
+        g.base_seq = first;
+        g.first_ts = ts;
+      }
+      Group& g = pending_.back();
+      for (uint32_t i = 0; i < count; ++i) {
+        AppendRecord(&g.buf, messages[i], static_cast<uint32_t>(first + i - g.base_seq), ts);
+        dedup_.Record(messages[i].producer_id, messages[i].producer_seq, first + i);
+      }
+      g.count += count;
+      g.last_ts = ts;
+      g.waiters.push_back({first, count, std::move(done)});
+      pending_bytes_ += bytes;
+      wake = !writer_active_;
+    }
+  }
+  // Refused: the callback runs here, on the caller's thread, without mu_.
+  if (!refused.ok()) {
+    done({refused});
     return;
   }
-  if (!failed_.ok()) {
-    Status s = failed_;
-    l.unlock();
-    done({s});
-    return;
-  }
-  // Assign seqs and mark them in doubt: invisible until resolved.
-  const uint32_t count = static_cast<uint32_t>(messages.size());
-  const uint64_t first = slots_.Assign(count);
-  const int64_t ts = last_ts_ = std::max<int64_t>(last_ts_, static_cast<int64_t>(env_->NowMicros()));
-  if (pending_.empty() || pending_.back().buf.size() + bytes > options_.max_group_bytes) {
-    pending_.emplace_back();
-    Group& g = pending_.back();
-    g.buf.reserve(std::min<uint64_t>(options_.max_group_bytes, 1 << 20));
-    g.buf.resize(kBatchHeaderSize);
-    g.base_seq = first;
-    g.first_ts = ts;
-  }
-  Group& g = pending_.back();
-  for (uint32_t i = 0; i < count; ++i) {
-    AppendRecord(&g.buf, messages[i], static_cast<uint32_t>(first + i - g.base_seq), ts);
-    dedup_.Record(messages[i].producer_id, messages[i].producer_seq, first + i);
-  }
-  g.count += count;
-  g.last_ts = ts;
-  g.waiters.push_back({first, count, std::move(done)});
-  pending_bytes_ += bytes;
-  const bool wake = !writer_active_;
-  l.unlock();
-  if (wake) writer_cv_.notify_one();
+  if (wake) writer_cv_.Signal();
 }
 
 // The writer thread owns the active segment. writer_active_ is set while it
 // works (writing, rolling, maintenance), so appenders know not to wake it.
 void Stream::Impl::WriterLoop() {
-  std::unique_lock l(mu_);
+  mu_.Lock();
   while (true) {
-    writer_cv_.wait_for(l, std::chrono::seconds(1),
-                        [&] { return !pending_.empty() || roll_requested_ || closing_; });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (pending_.empty() && !roll_requested_ && !closing_ && writer_cv_.WaitUntil(&mu_, deadline)) {}
     if (!pending_.empty()) {
-      WriteOneGroup(l);
+      WriteOneGroup();
       continue;
     }
     if (roll_requested_) {
@@ -87,27 +90,29 @@ void Stream::Impl::WriterLoop() {
       writer_active_ = true;
       const uint64_t next = slots_.next_seq();
       Status fail = failed_;
-      l.unlock();
+      mu_.Unlock();
       Status s = fail.ok() ? Roll(next) : fail;
-      l.lock();
+      mu_.Lock();
       writer_active_ = false;
       roll_status_ = s;
       ++rolls_done_;
-      frontier_cv_.notify_all();
+      frontier_cv_.SignalAll();
       continue;
     }
     if (closing_) break;
     writer_active_ = true;
-    l.unlock();
+    mu_.Unlock();
     Maintain();
-    l.lock();
+    mu_.Lock();
     writer_active_ = false;
   }
+  mu_.Unlock();
 }
 
-// Writer thread. Requires mu_ held by `l` and a group pending; writes the
-// front group and resolves its appends. Returns with `l` held.
-void Stream::Impl::WriteOneGroup(std::unique_lock<std::mutex>& l) {
+// Writer thread, mu_ held and a group pending: writes the front group and
+// resolves its appends, with mu_ released around the write, the sync and the
+// callbacks.
+void Stream::Impl::WriteOneGroup() {
   writer_active_ = true;
   // One batch per write and fdatasync: then at most the last batch of a
   // segment can be unsynced at a crash, and a good batch after a bad one
@@ -116,10 +121,10 @@ void Stream::Impl::WriteOneGroup(std::unique_lock<std::mutex>& l) {
   groups.push_back(std::move(pending_.front()));
   pending_.pop_front();
   Status fail = failed_;
-  l.unlock();
+  mu_.Unlock();
   Status s = fail.ok() ? WriteGroups(groups) : fail;
   FinishGroups(groups, s);
-  l.lock();
+  mu_.Lock();
   writer_active_ = false;
 }
 
@@ -134,7 +139,7 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
   // Roll before a write that would pass the segment size, or by age.
   bool roll = appender_->end() > kSegmentHeaderSize && appender_->end() + total > options_.segment_bytes;
   if (options_.segment_age_us > 0 && appender_->end() > kSegmentHeaderSize) {
-    std::lock_guard lg(mu_);
+    MutexLock lg(&mu_);
     roll |= static_cast<int64_t>(env_->NowMicros()) - segments_.back()->created_us >
             static_cast<int64_t>(options_.segment_age_us);
   }
@@ -160,7 +165,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     Status earlier_failure;  // the stream had already failed before this write
     uint64_t committed;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       earlier_failure = failed_;
       committed = segments_.back()->size;
     }
@@ -191,7 +196,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
   std::function<void(uint64_t)> listener;
   uint64_t frontier;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     Segment& seg = *segments_.back();
     uint64_t offset = appender_->end();
     for (auto it = groups.rbegin(); it != groups.rend(); ++it) offset -= it->buf.size();
@@ -233,8 +238,8 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     frontier = slots_.frontier();
     listener = frontier_listener_;
   }
-  space_cv_.notify_all();
-  frontier_cv_.notify_all();
+  space_cv_.SignalAll();
+  frontier_cv_.SignalAll();
   if (listener && state != SlotState::kInDoubt) listener(frontier);
   for (auto& [cb, r] : done) cb(r);
 }
@@ -293,7 +298,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   {
     // An empty segment takes the newest timestamp so far, keeping segment
     // timestamps non-decreasing for SeekTime's binary search.
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     seg->first_ts = seg->last_ts = last_ts_;
   }
   if (!first_batch.empty()) {
@@ -303,7 +308,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
     seg->index.push_back({base_seq, kSegmentHeaderSize, bh->first_ts});
   }
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     segments_.push_back(std::move(seg));
   }
   appender_ = std::move(appender);
@@ -318,7 +323,7 @@ void Stream::Impl::Maintain() {
     int64_t created;
     bool idle;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       next = slots_.next_seq();
       created = segments_.back()->created_us;
       idle = pending_.empty() && slots_.frontier() + 1 == next && failed_.ok();
@@ -335,11 +340,11 @@ void Stream::Impl::Maintain() {
 // Any thread but the writer's: the writer thread owns the active segment, so
 // ask it to roll and wait.
 Status Stream::Impl::RollForTest() {
-  std::unique_lock l(mu_);
+  MutexLock l(&mu_);
   const uint64_t target = rolls_done_ + 1;
   roll_requested_ = true;
-  writer_cv_.notify_one();
-  frontier_cv_.wait(l, [&] { return rolls_done_ >= target || closing_; });
+  writer_cv_.Signal();
+  while (rolls_done_ < target && !closing_) frontier_cv_.Wait(&mu_);
   return rolls_done_ >= target ? roll_status_ : Status::FailedPrecondition("stream is closed");
 }
 

@@ -16,9 +16,7 @@
 #include "client/session_link.h"
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +29,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "base/mutex.h"
 #include "broker/node_process.h"
 #include "client/client.h"
 #include "wire/protocol.h"
@@ -66,40 +65,42 @@ class RecordingRole final : public internal::SessionRole {
   explicit RecordingRole(std::string stream) : stream_(std::move(stream)) {}
 
   wire::SessionOpen SessionRequest(uint64_t session_id) override {
-    std::lock_guard lk(mu);
+    MutexLock lk(&mu);
     asked.push_back(session_id);
     return {.session_id = session_id, .role = wire::Role::kProducer, .stream = stream_};
   }
   void SessionOpened(const wire::SessionOk& ok) override { opened.push_back(ok.session_id); }  // mu held
   std::string Connected(Connection& conn) override {  // mu held
     servers.push_back(conn.server());
-    cv.notify_all();
+    cv.SignalAll();
     return {};
   }
   void Disconnected() override { ++disconnects; }  // mu held
   void GaveUp(const Status& why) override {
-    std::lock_guard lk(mu);
+    MutexLock lk(&mu);
     gave_up = why;
     gave_up_called = true;
-    cv.notify_all();
+    cv.SignalAll();
   }
   void HandleFrame(Connection&, const internal::Frame& frame) override {
     if (frame.header.type != wire::FrameType::kPublishAck) return;
     auto ack = wire::DecodeBodyAs<wire::PublishAck>(frame.body);
-    std::lock_guard lk(mu);
+    MutexLock lk(&mu);
     if (ack) acks.insert(acks.end(), ack->results.begin(), ack->results.end());
-    cv.notify_all();
+    cv.SignalAll();
   }
 
   // Waits (mu not held) until pred() holds, with mu held while it is tested.
   template <typename Pred>
   bool WaitFor(Pred pred, int timeout_ms = 30000) {
-    std::unique_lock lk(mu);
-    return cv.wait_for(lk, milliseconds(timeout_ms), pred);
+    const auto deadline = internal::SteadyClock::now() + milliseconds(timeout_ms);
+    MutexLock lk(&mu);
+    while (!pred() && cv.WaitUntil(&mu, deadline)) {}
+    return pred();
   }
 
-  std::mutex mu;
-  std::condition_variable cv;
+  Mutex mu;
+  CondVar cv;
   // Guarded by mu.
   std::vector<uint64_t> asked;   // the session id of each SESSION_OPEN
   std::vector<uint64_t> opened;  // the session id each SESSION_OK gave
@@ -130,11 +131,11 @@ void CreateStream(const ClientOptions& options, const std::string& name) {
 }
 
 // Publishes one message with `producer_seq` on the link's current connection.
-Status PublishOne(SessionLink& link, std::mutex& mu, uint64_t producer_seq) {
+Status PublishOne(SessionLink& link, Mutex& mu, uint64_t producer_seq) {
   std::shared_ptr<Connection> conn;
   {
-    std::unique_lock lk(mu);
-    FLOE_RETURN_IF_ERROR(link.WaitForConnection(lk));
+    MutexLock lk(&mu);
+    FLOE_RETURN_IF_ERROR(link.WaitForConnection());
     conn = link.conn();
   }
   wire::Publish publish;
@@ -213,7 +214,7 @@ TEST_F(SessionLinkTest, ResumesTheSameSessionAfterTheNodeIsKilledAndRestarted) {
   EXPECT_EQ(link.session_id(), session);
   EXPECT_EQ(link.reconnects(), 1u);
   {
-    std::lock_guard lk(role.mu);
+    MutexLock lk(&role.mu);
     // Asked for a new session once, then for the same one on every try (the
     // restarted node refuses it until it took the dead instance's lease over).
     ASSERT_GE(role.asked.size(), 2u);
@@ -226,7 +227,7 @@ TEST_F(SessionLinkTest, ResumesTheSameSessionAfterTheNodeIsKilledAndRestarted) {
   ASSERT_OK(PublishOne(link, role.mu, 1));
   ASSERT_TRUE(role.WaitFor([&] { return role.acks.size() == 2; }));
   {
-    std::lock_guard lk(role.mu);
+    MutexLock lk(&role.mu);
     ASSERT_EQ(role.acks[0].code, wire::WireError::kOk);
     ASSERT_EQ(role.acks[1].code, wire::WireError::kOk);
     EXPECT_TRUE(role.acks[1].duplicate) << "a new session would have stored it again";
@@ -235,7 +236,7 @@ TEST_F(SessionLinkTest, ResumesTheSameSessionAfterTheNodeIsKilledAndRestarted) {
   ASSERT_TRUE(link.BeginStop());
   EXPECT_FALSE(link.BeginStop()) << "stopping twice";
   link.FinishStop(/*graceful=*/true);
-  std::lock_guard lk(role.mu);
+  MutexLock lk(&role.mu);
   EXPECT_FALSE(role.gave_up_called);
 }
 
@@ -254,7 +255,7 @@ TEST_F(SessionLinkTest, FollowsRedirectsToTheStreamOwner) {
   ASSERT_OK(redirected.Start());
   EXPECT_GE(redirected.redirects(), 1u);
   {
-    std::lock_guard lk(at_start.mu);
+    MutexLock lk(&at_start.mu);
     ASSERT_EQ(at_start.servers.size(), 1u);
     EXPECT_EQ(at_start.servers[0], n1->address()) << "connected to the owner";
   }
@@ -277,7 +278,7 @@ TEST_F(SessionLinkTest, FollowsRedirectsToTheStreamOwner) {
   ASSERT_OK(PublishOne(moving, moving_role.mu, 1));
   ASSERT_TRUE(moving_role.WaitFor([&] { return !moving_role.acks.empty(); }));
   {
-    std::lock_guard lk(moving_role.mu);
+    MutexLock lk(&moving_role.mu);
     EXPECT_EQ(moving_role.acks.back().code, wire::WireError::kOk);
   }
   // The first link, on n1 too, ends up on n2 as well (its own list).
@@ -304,7 +305,7 @@ TEST_F(SessionLinkTest, AServerListWithNoNodeFailsClearlyWithinTheDeadline) {
   EXPECT_GE(took, 1000) << "it retried with backoff before giving up";
   EXPECT_LT(took, 1500 + options.connect_timeout_ms + 2000) << "it gave up near the deadline";
   {
-    std::lock_guard lk(role.mu);
+    MutexLock lk(&role.mu);
     EXPECT_TRUE(role.servers.empty());
     EXPECT_FALSE(role.gave_up_called) << "Start's failure is the caller's, not GaveUp's";
   }
@@ -337,10 +338,10 @@ TEST_F(SessionLinkTest, GivesUpWhenTheNodeStaysDownAndStopsWithoutWaitingOutTheB
   ASSERT_TRUE(role.WaitFor([&] { return role.gave_up_called; }, 30000)) << "never gave up";
   EXPECT_LT(MsSince(killed), 1500 + options.connect_timeout_ms + 2000);
   {
-    std::unique_lock lk(role.mu);
+    MutexLock lk(&role.mu);
     EXPECT_EQ(role.gave_up.code(), ErrorCode::kUnavailable) << role.gave_up.ToString();
     EXPECT_EQ(link.broken().code(), ErrorCode::kUnavailable);
-    EXPECT_EQ(link.WaitForConnection(lk).code(), ErrorCode::kUnavailable) << "a broken link stays broken";
+    EXPECT_EQ(link.WaitForConnection().code(), ErrorCode::kUnavailable) << "a broken link stays broken";
   }
   ASSERT_TRUE(link.BeginStop());
   link.FinishStop(false);
@@ -359,8 +360,8 @@ TEST_F(SessionLinkTest, GivesUpWhenTheNodeStaysDownAndStopsWithoutWaitingOutTheB
   ASSERT_TRUE(waiting.BeginStop());
   waiting.FinishStop(true);
   EXPECT_LT(MsSince(stop), 2500) << "Stop waited out a 5 s backoff";
-  std::unique_lock lk(patient.mu);
-  EXPECT_EQ(waiting.WaitForConnection(lk).code(), ErrorCode::kFailedPrecondition);
+  MutexLock lk(&patient.mu);
+  EXPECT_EQ(waiting.WaitForConnection().code(), ErrorCode::kFailedPrecondition);
   EXPECT_FALSE(patient.gave_up_called) << "stopping is not giving up";
 }
 
