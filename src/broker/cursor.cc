@@ -89,6 +89,13 @@ void Cursor::ReleaseAll(int64_t now_ms) {
   }
 }
 
+void Cursor::Postpone(uint64_t seq, int64_t until_ms) {
+  auto it = pending_.find(seq);
+  if (it == pending_.end()) return;
+  it->second.session_id = 0;
+  it->second.deadline_ms = until_ms;
+}
+
 const PendingEntry* Cursor::Find(uint64_t seq) const {
   auto it = pending_.find(seq);
   return it == pending_.end() ? nullptr : &it->second;

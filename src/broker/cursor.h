@@ -55,6 +55,9 @@ class Cursor {
   void Release(uint64_t session, int64_t now_ms);
   // Releases every outstanding delivery (after a restart: no session survives).
   void ReleaseAll(int64_t now_ms);
+  // A pending seq is not due again before `until_ms` (a dead-letter move that
+  // failed is retried then); its delivery count is kept. No-op if not pending.
+  void Postpone(uint64_t seq, int64_t until_ms);
 
   uint64_t ack_floor() const { return ack_floor_; }
   uint64_t next_seq() const { return next_seq_; }

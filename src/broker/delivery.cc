@@ -11,10 +11,16 @@ namespace floe::broker {
 
 namespace {
 
-// Moves `seq` of `stream` to its dead-letter stream (or drops it if there is
-// none), off the consumer's lock: the seq stays pending (and is not
-// delivered again: ConsumerGroup::dead_lettering) until the copy is durable,
-// then it is done. A failed move is tried again at a later delivery.
+// A dead-letter move that could not be made is tried again this much later.
+constexpr int64_t kDeadLetterRetryMs = 1000;
+
+// Moves `seq` of `stream` to its dead-letter stream (or drops it if none is
+// configured, or the configured one does not exist), off the consumer's
+// lock: the seq stays pending (and is not delivered again:
+// ConsumerGroup::dead_lettering) until the copy is durable, then it is done.
+// A move that fails, or waits for a dead-letter stream this node does not
+// serve, is tried again kDeadLetterRetryMs later: the message is never
+// dropped while its dead-letter stream exists. Runs on the file pool.
 void DeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, std::shared_ptr<ConsumerGroup> group,
                 uint64_t seq) {
   auto settle = [core, stream, group, seq](bool moved) {
@@ -22,14 +28,20 @@ void DeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, std::sh
       MutexLock l(&group->mu);
       group->dead_lettering.erase(seq);
       if (moved) group->cursor.Done(seq);
+      else group->cursor.Postpone(seq, NowMs() + kDeadLetterRetryMs);
     }
-    if (!moved) return;  // no wake-up: a failing move must not spin
-    core->writer->Persist(stream->name(), group, nullptr);
-    stream->WakeAll();
+    if (moved) core->writer->Persist(stream->name(), group, nullptr);
+    stream->WakeAll();  // the loops waiting on this seq look again
   };
   const std::string& dlq_name = stream->config().dead_letter;
-  auto dlq = dlq_name.empty() ? nullptr : core->registry->Get(dlq_name);
-  if (!dlq) return settle(true);
+  if (dlq_name.empty()) return settle(true);
+  auto dlq = core->Served(dlq_name);
+  if (!dlq) {
+    // Not served here: wait until it is (this node asks for it), unless it
+    // does not exist at all. A move is not yet forwarded to another node.
+    const Failure where = core->Locate(dlq_name);
+    return settle(where.code == Code::kUnknownStream);
+  }
   auto r = stream->log().Read({.from_seq = seq, .max_messages = 1});
   if (!r || r->entries.empty() || r->entries[0].seq != seq || r->entries[0].kind != log::Entry::Kind::kMessage)
     return settle(true);  // gone (retention) or not a message: nothing to move
@@ -147,10 +159,17 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
 
 std::chrono::steady_clock::time_point Session::NextRedelivery() {
   if (!consumer_) return std::chrono::steady_clock::time_point::max();
-  int64_t next_deadline;
+  int64_t next_deadline = INT64_MAX;
   {
     MutexLock l(&consumer_->mu);
-    next_deadline = consumer_->cursor.NextDeadline();
+    if (consumer_->dead_lettering.empty()) {
+      next_deadline = consumer_->cursor.NextDeadline();
+    } else {
+      // A seq being moved is not deliverable, whatever its deadline says:
+      // its move wakes the stream when it settles.
+      for (const auto& [seq, p] : consumer_->cursor.pending())
+        if (!consumer_->dead_lettering.count(seq)) next_deadline = std::min(next_deadline, p.deadline_ms);
+    }
   }
   if (next_deadline == INT64_MAX) return std::chrono::steady_clock::time_point::max();
   // Deadlines are wall-clock ms (they are persisted); waits are steady.

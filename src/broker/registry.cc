@@ -54,7 +54,10 @@ bool StreamEntry::owned() const {
              .count() < until;
 }
 
-StreamEntry::~StreamEntry() {
+StreamEntry::~StreamEntry() { Shutdown(); }
+
+void StreamEntry::Shutdown() {
+  MarkLost();
   log_.reset();  // writes what is pending; its callbacks run now
   WakeAll();
 }
@@ -225,7 +228,7 @@ void Registry::CloseAll() {
     MutexLock l(&mu_);
     streams.swap(streams_);
   }
-  streams.clear();
+  for (auto& [name, entry] : streams) entry->Shutdown();
 }
 
 }  // namespace floe::broker

@@ -63,6 +63,10 @@ class StreamEntry {
   void SetValidUntil(int64_t steady_ms) { valid_until_ms_.store(steady_ms); }
   // The node gave the stream up or lost it: owned() is false from now on.
   void MarkLost() { lost_.store(true); }
+  // The node's last step (nothing calls log() any more): closes the log now
+  // — what is pending is written and its callbacks run while the broker
+  // core still exists — even if a session still holds the entry.
+  void Shutdown();
 
   // Creates the consumer at `start_seq` if it does not exist yet.
   std::shared_ptr<ConsumerGroup> GetOrCreateConsumer(const std::string& name, uint64_t start_seq);

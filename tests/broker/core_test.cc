@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "bank/bank.h"
 #include "broker/broker.h"
 #include "support/temp_dir.h"
 
@@ -260,6 +261,38 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   dc->session->Close();
   c->session->Close();
   p->session->Close();
+}
+
+TEST_F(CoreTest, AChunkWhoseBankCommitIsFencedIsAnsweredNotAcknowledged) {
+  ASSERT_TRUE(Create("big").has_value());
+  auto p = Open(std::make_shared<TestPeer>(), {.role = Role::kProducer, .stream = "big"});
+  ASSERT_TRUE(p.has_value());
+  // Another holder's write moves the stream's lease record under the node:
+  // the next fenced commit (the chunk's bytes conveyed) is refused, and its
+  // answer comes from the bank writer's thread, long after the file pool's
+  // job that wrote the chunk returned.
+  auto bank = bank::OpenBank("sqlite:" + dir_.path() + "/bank.db");
+  ASSERT_TRUE(bank.has_value()) << bank.error().ToString();
+  const std::vector<bank::Op> steal{bank::Op::Put(std::string(bank::kLeasePrefix) + "stream/big", "someone else")};
+  ASSERT_TRUE((*bank)->Commit(steal).has_value());
+  const std::string data(1000, 'x');
+  auto r = Await<ChunkResult>([&](auto done) {
+    p->session->PublishChunk({.producer_seq = ProducerSeq(1), .total_size = ByteOffset(4000), .offset = ByteOffset(0),
+                              .data = data},
+                             done);
+  });
+  EXPECT_EQ(r.producer_seq, ProducerSeq(1));
+  // Not an ACK: the bytes conveyed are not in the bank.
+  EXPECT_TRUE(r.fenced || r.code == Code::kUnavailable) << CodeName(r.code);
+  p->session->Close();
+}
+
+TEST_F(CoreTest, ASessionOpenAfterTheBankWriterStoppedIsRefusedNotHung) {
+  ASSERT_TRUE(Create("s").has_value());
+  broker_->Flush();  // the stop sequence's step: the bank writer takes no more writes
+  auto p = Open(std::make_shared<TestPeer>(), {.role = Role::kProducer, .stream = "s"});
+  ASSERT_FALSE(p.has_value());
+  EXPECT_EQ(p.error().code, Code::kUnavailable) << p.error().message;
 }
 
 }  // namespace

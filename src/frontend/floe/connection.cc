@@ -211,7 +211,7 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
     case FrameType::kStreamDelete:
     case FrameType::kStreamList:
     case FrameType::kStreamInfo:
-      OnAdmin(h, body);
+      co_await OnAdmin(h, body);
       break;
     default:
       Error(h.request_id, wire::WireError::kUnknownType,

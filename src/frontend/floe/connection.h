@@ -25,7 +25,10 @@
 #include <string>
 #include <string_view>
 
+#include <optional>
+
 #include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
 
 #include "broker/broker.h"
 #include "wire/protocol.h"
@@ -71,6 +74,25 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
     Enqueue(f);
   }
 
+  // Calls `start` with a callback for the core and suspends this
+  // connection's reading (not its I/O thread) until the core answers; the
+  // answer comes back on the strand. Requests are handled in order
+  // (docs/protocol.md), so a request the core answers on its pools is
+  // awaited before the next frame is read.
+  template <typename T, typename Start>
+  asio::awaitable<T> AwaitCore(Start start) {
+    auto event = std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max());
+    auto result = std::make_shared<std::optional<T>>();
+    start([self = shared_from_this(), event, result](T v) mutable {
+      asio::post(self->strand_, [event, result, v = std::move(v)]() mutable {
+        *result = std::move(v);
+        event->cancel();
+      });
+    });
+    while (!*result) co_await event->async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    co_return std::move(**result);
+  }
+
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> Dispatch(const wire::FrameHeader& h, std::span<const char> body);
   // Request handlers (handlers.cc): decode, call the core, answer.
@@ -83,7 +105,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void OnSubscribe(uint64_t req, std::span<const char> body);
   void OnCredit(uint64_t req, std::span<const char> body);
   void OnFetch(uint64_t req, std::span<const char> body);
-  void OnAdmin(const wire::FrameHeader& h, std::span<const char> body);
+  asio::awaitable<void> OnAdmin(const wire::FrameHeader& h, std::span<const char> body);
   // Delivery loops (delivery_loops.cc): a long poll, and push with credit.
   asio::awaitable<void> FetchLoop(uint64_t req, wire::Fetch fetch);
   asio::awaitable<void> PushLoop(uint64_t req);
@@ -107,7 +129,6 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::atomic<uint64_t> inflight_bytes_{0};  // publish bytes awaiting their ACK
 
   std::shared_ptr<broker::Session> session_;  // once opened
-  bool opening_ = false;                       // a SESSION_OPEN is with the core
   std::shared_ptr<asio::steady_timer> wait_timer_;  // a long poll's wait
   // Push subscription.
   bool subscribed_ = false;

@@ -37,34 +37,25 @@ void Connection::OnHello(uint64_t req, std::span<const char> body) {
 awaitable<void> Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   auto so = wire::DecodeBodyAs<wire::SessionOpen>(body);
   if (!so) co_return Error(req, wire::WireError::kMalformedFrame, so.error().message(), true);
-  if (session_ || opening_)
-    co_return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
+  if (session_) co_return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
   broker::SessionRequest r{.session_id = SessionId(so->session_id), .role = so->role, .stream = std::string(so->stream),
                            .consumer = std::string(so->consumer), .start_at = so->start_at,
                            .start_value = so->start_value};
-  // The core reads and writes the bank on its own pool; this connection
-  // reads no further frame until the session is open (or refused), but the
-  // I/O thread serves other connections meanwhile.
-  using Result = broker::Outcome<broker::Broker::Opened>;
-  auto event = std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max());
-  auto result = std::make_shared<std::optional<Result>>();
+  // The core reads and writes the bank on its own pool; the I/O thread
+  // serves other connections meanwhile.
   auto self = shared_from_this();
-  opening_ = true;
-  broker_->OpenSession(self, std::move(r), [self, event, result](Result o) mutable {
-    asio::post(self->strand_, [event, result, o = std::move(o)]() mutable {
-      *result = std::move(o);
-      event->cancel();
-    });
-  });
-  while (!*result) co_await event->async_wait(kNoThrow);
-  opening_ = false;
-  Result& opened = **result;
+  auto opened = co_await AwaitCore<broker::Outcome<broker::Broker::Opened>>(
+      [&](auto done) { broker_->OpenSession(self, std::move(r), std::move(done)); });
   if (!opened) co_return Fail(req, opened.error());
-  if (closed_) {
-    opened->session->Close();  // the client went away meanwhile
-    co_return;
-  }
   session_ = std::move(opened->session);
+  if (closed_) co_return session_->Close();  // the client went away meanwhile
+  if (!session_->serving()) {
+    // The stream moved while the core opened the session: an eviction that
+    // came meanwhile found no session here to evict.
+    Fail(req, {broker::Code::kNotOwner, fmt::format("node {} no longer serves stream {}", limits_->node_id,
+                                                     session_->stream_name()), {}});
+    co_return RequestClose();
+  }
   const broker::SessionGrant& g = opened->grant;
   wire::SessionOk ok{.session_id = g.session_id.value(), .epoch = g.epoch.value(),
                      .highest_producer_seq = g.highest_producer_seq.value(), .highest_seq = g.highest_seq.value(),
@@ -189,65 +180,54 @@ void Connection::OnCredit(uint64_t req, std::span<const char> body) {
   if (push_wake_) push_wake_->cancel();
 }
 
-void Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body) {
+awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const char> body) {
   using wire::FrameType;
   const uint64_t req = h.request_id;
-  auto self = shared_from_this();
-  // The core answers on its pool; the reply is sent from there.
-  auto reply_ok = [self, req](broker::Outcome<void> r) {
-    std::string f;
-    if (r) {
-      wire::AppendFrame(&f, req, wire::Ok{});
-    } else {
-      f = ErrorFrame(req, r.error());
-    }
-    self->SendFrame(std::move(f));
-  };
+  // The core answers on its bank pool; the request is awaited, so requests
+  // stay in order and the reply is queued before a later GOODBYE closes.
   switch (h.type) {
     case FrameType::kStreamCreate: {
-      FLOE_DECODE_OR_CLOSE(c, wire::StreamCreate, req, body);
-      return broker_->CreateStream(std::string(c->name), c->config, reply_ok);
+      auto c = wire::DecodeBodyAs<wire::StreamCreate>(body);
+      if (!c) co_return Error(req, wire::WireError::kMalformedFrame, c.error().message(), true);
+      auto r = co_await AwaitCore<broker::Outcome<void>>(
+          [&](auto done) { broker_->CreateStream(std::string(c->name), c->config, std::move(done)); });
+      co_return r ? Reply(req, wire::Ok{}) : Fail(req, r.error());
     }
     case FrameType::kStreamDelete: {
-      FLOE_DECODE_OR_CLOSE(d, wire::StreamDelete, req, body);
-      return broker_->DeleteStream(std::string(d->name), reply_ok);
+      auto d = wire::DecodeBodyAs<wire::StreamDelete>(body);
+      if (!d) co_return Error(req, wire::WireError::kMalformedFrame, d.error().message(), true);
+      auto r = co_await AwaitCore<broker::Outcome<void>>(
+          [&](auto done) { broker_->DeleteStream(std::string(d->name), std::move(done)); });
+      co_return r ? Reply(req, wire::Ok{}) : Fail(req, r.error());
     }
     case FrameType::kStreamList: {
-      FLOE_DECODE_OR_CLOSE(l, wire::StreamList, req, body);
-      return broker_->ListStreams([self, req](broker::Outcome<std::vector<std::string>> names) {
-        std::string f;
-        if (names) {
-          wire::StreamListOk ok;
-          for (const auto& n : *names) ok.names.push_back(n);
-          wire::AppendFrame(&f, req, ok);
-        } else {
-          f = ErrorFrame(req, names.error());
-        }
-        self->SendFrame(std::move(f));
-      });
+      auto l = wire::DecodeBodyAs<wire::StreamList>(body);
+      if (!l) co_return Error(req, wire::WireError::kMalformedFrame, l.error().message(), true);
+      auto names = co_await AwaitCore<broker::Outcome<std::vector<std::string>>>(
+          [&](auto done) { broker_->ListStreams(std::move(done)); });
+      if (!names) co_return Fail(req, names.error());
+      wire::StreamListOk ok;
+      for (const auto& n : *names) ok.names.push_back(n);
+      co_return Reply(req, ok);
     }
     case FrameType::kStreamInfo: {
-      FLOE_DECODE_OR_CLOSE(i, wire::StreamInfo, req, body);
-      return broker_->DescribeStream(std::string(i->name), [self, req](broker::Outcome<broker::StreamStatus> s) {
-        std::string f;
-        if (s) {
-          wire::StreamInfoOk ok;
-          ok.name = s->name;
-          ok.config = s->config;
-          ok.first_seq = s->first_seq.value();
-          ok.frontier = s->frontier.value();
-          ok.bytes = s->bytes;
-          for (const auto& c : s->consumers)
-            ok.consumers.push_back({c.name, c.ack_floor.value(), c.next_seq.value(), c.pending, c.lag});
-          wire::AppendFrame(&f, req, ok);
-        } else {
-          f = ErrorFrame(req, s.error());
-        }
-        self->SendFrame(std::move(f));
-      });
+      auto i = wire::DecodeBodyAs<wire::StreamInfo>(body);
+      if (!i) co_return Error(req, wire::WireError::kMalformedFrame, i.error().message(), true);
+      auto s = co_await AwaitCore<broker::Outcome<broker::StreamStatus>>(
+          [&](auto done) { broker_->DescribeStream(std::string(i->name), std::move(done)); });
+      if (!s) co_return Fail(req, s.error());
+      wire::StreamInfoOk ok;
+      ok.name = s->name;
+      ok.config = s->config;
+      ok.first_seq = s->first_seq.value();
+      ok.frontier = s->frontier.value();
+      ok.bytes = s->bytes;
+      for (const auto& c : s->consumers)
+        ok.consumers.push_back({c.name, c.ack_floor.value(), c.next_seq.value(), c.pending, c.lag});
+      co_return Reply(req, ok);
     }
     default:
-      return;
+      co_return;
   }
 }
 
