@@ -47,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 3:
       RoundTrip(in, [](std::string_view b) { return broker::DecodeStreamConfig(b); },
-                [](const wire::StreamConfig& c) { return broker::EncodeStreamConfig(c); });
+                [](const StreamConfig& c) { return broker::EncodeStreamConfig(c); });
       break;
   }
   return 0;
