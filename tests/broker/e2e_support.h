@@ -36,7 +36,7 @@
 #include "client/client.h"
 #include "log/batch.h"
 #include "log/segment.h"
-#include "node_process.h"
+#include "support/node_process.h"
 #include "wire/protocol.h"
 
 

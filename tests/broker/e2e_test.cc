@@ -1,5 +1,5 @@
 // End-to-end tests of a floe node (issue 3): a real `floe serve` process on
-// loopback (node_process.h), driven through the real client library, raw
+// loopback (support/node_process.h), driven through the real client library, raw
 // sockets and the floe CLI. They check the properties docs/protocol.md and
 // DESIGN.md promise across process boundaries:
 //   * publish and pull/push consume, exact payloads in stream order;

@@ -1,6 +1,6 @@
 // The session link that producers and consumers share (src/client/
 // session_link.h), against real `floe serve` processes on loopback
-// (tests/broker/node_process.h). A recording SessionRole stands in for the
+// (tests/support/node_process.h). A recording SessionRole stands in for the
 // producer: it opens a producer session and publishes by hand on the link's
 // connection, so each test sees what the link did (which session it asked
 // for, where it connected, what it gave up with):
@@ -30,7 +30,7 @@
 #include <gtest/gtest.h>
 
 #include "base/mutex.h"
-#include "broker/node_process.h"
+#include "support/node_process.h"
 #include "client/client.h"
 #include "wire/protocol.h"
 

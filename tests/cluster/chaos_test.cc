@@ -32,7 +32,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "../broker/node_process.h"
+#include "support/node_process.h"
 #include "client/client.h"
 #include "support/etcd_server.h"
 

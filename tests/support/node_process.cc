@@ -1,4 +1,4 @@
-#include "node_process.h"
+#include "support/node_process.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
