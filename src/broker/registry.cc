@@ -164,7 +164,16 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
     valid = ValidateStreamName(config.dead_letter);
     if (!valid.ok()) return Err(Status::InvalidArgument("dead-letter " + std::string(valid.message())));
     if (config.dead_letter == name) return Err(Status::InvalidArgument("a stream cannot be its own dead-letter stream"));
+    // A dead-letter stream that does not exist would drop what it should keep.
+    auto dlq = bank_->Get(StreamKey(config.dead_letter));
+    if (!dlq && dlq.error().IsNotFound())
+      return Err(Status::InvalidArgument(
+          fmt::format("dead-letter stream {} does not exist: create it first", config.dead_letter)));
+    if (!dlq) return Err(dlq.error());
   }
+  if (config.ack_wait_ms < kMinAckWaitMs || config.ack_wait_ms > kMaxAckWaitMs)
+    return Err(Status::InvalidArgument(fmt::format("ack wait must be {} to {} ms, got {}", kMinAckWaitMs,
+                                                   kMaxAckWaitMs, config.ack_wait_ms)));
   if (config.max_message_bytes == 0 || config.max_message_bytes > options_.max_message_bytes)
     return Err(Status::InvalidArgument(
         fmt::format("max message bytes must be 1 to {} (the node's limit)", options_.max_message_bytes)));

@@ -42,10 +42,15 @@ struct StreamConfig {
   uint64_t retention_age_ms = 0;    // 0: keep everything
   uint32_t max_message_bytes = 1u << 20;
   SyncMode sync = SyncMode::kFdatasync;
-  uint32_t ack_wait_ms = 30000;     // redeliver an unanswered delivery after this
+  uint32_t ack_wait_ms = 30000;     // redeliver an unanswered delivery after this (kMin/kMaxAckWaitMs)
   uint32_t max_deliveries = 5;      // then move it to dead_letter (0: never)
   std::string dead_letter;          // a stream name, or empty: drop
 };
+// An ack wait shorter than this redelivers faster than a consumer can answer
+// (0 would redeliver at once until the message is dead-lettered); longer
+// than a week is a mistake, not a setting.
+inline constexpr uint32_t kMinAckWaitMs = 100;
+inline constexpr uint32_t kMaxAckWaitMs = 7u * 24 * 3600 * 1000;
 // The config's fields in their pinned order (the STREAM_CREATE body and the
 // bank's stream record both hold them so). Decode fails the decoder on an
 // unknown sync mode.

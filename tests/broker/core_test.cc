@@ -192,6 +192,20 @@ TEST_F(CoreTest, RefusalsAreCoreCodes) {
   EXPECT_EQ(Create("bad/name").error().code, Code::kInvalidName);
   ASSERT_TRUE(Create("s").has_value());
   EXPECT_EQ(Create("s").error().code, Code::kStreamExists);
+  // Settings that cannot work are refused with the accepted range.
+  auto zero_wait = Create("w0", StreamConfig{.ack_wait_ms = 0});
+  ASSERT_FALSE(zero_wait.has_value());
+  EXPECT_EQ(zero_wait.error().code, Code::kInvalidArgument);
+  EXPECT_NE(zero_wait.error().message.find("100 to 604800000 ms"), std::string::npos) << zero_wait.error().message;
+  EXPECT_EQ(Create("w1", StreamConfig{.ack_wait_ms = kMaxAckWaitMs + 1}).error().code, Code::kInvalidArgument);
+  auto no_dlq = Create("d", StreamConfig{.dead_letter = "missing"});
+  ASSERT_FALSE(no_dlq.has_value());
+  EXPECT_EQ(no_dlq.error().code, Code::kInvalidArgument);
+  EXPECT_NE(no_dlq.error().message.find("missing does not exist"), std::string::npos) << no_dlq.error().message;
+  auto none = Await<Outcome<std::vector<std::string>>>([&](auto done) { broker_->ListStreams(done); });
+  ASSERT_TRUE(none.has_value());
+  EXPECT_EQ(*none, std::vector<std::string>{"s"}) << "a refused create left a stream behind";
+  EXPECT_TRUE(Create("d", StreamConfig{.ack_wait_ms = kMinAckWaitMs, .dead_letter = "s"}).has_value());
   auto peer = std::make_shared<TestPeer>();
   EXPECT_EQ(Open(peer, {.role = Role::kProducer, .stream = "nope"}).error().code, Code::kUnknownStream);
   EXPECT_EQ(Open(peer, {.role = Role::kConsumer, .stream = "s", .consumer = ""}).error().code, Code::kInvalidName);
