@@ -66,7 +66,6 @@ void Broker::Finish() {
 
 bool Broker::stopping() const { return core_->stopping.load(); }
 uint64_t Broker::inflight_bytes() const { return core_->inflight_bytes.load(); }
-const BrokerOptions& Broker::options() const { return core_->options; }
 
 size_t Broker::Attach(std::shared_ptr<Peer> peer) { return core_->sessions.Attach(std::move(peer)); }
 void Broker::Detach(const Peer* peer) { core_->sessions.Detach(peer); }

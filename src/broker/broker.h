@@ -247,7 +247,6 @@ class Broker {
   };
   Stats stats() const;
 
-  const BrokerOptions& options() const;
 
   class Core;  // the state the core's files share (broker/core.h)
 

@@ -119,9 +119,9 @@ void Connection::OnFetchChunk(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(fc, wire::FetchChunk, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "FETCH_CHUNK needs a consumer session");
-  const uint32_t max = std::min<uint32_t>(fc->max_bytes, limits_->max_frame_bytes / 2);
+  // The core bounds the read (BrokerOptions::max_read_bytes, half a frame).
   auto self = shared_from_this();
-  session_->FetchChunk(StreamSeq(fc->seq), ByteOffset(fc->offset), max, [self, req](broker::Outcome<broker::ChunkData> c) {
+  session_->FetchChunk(StreamSeq(fc->seq), ByteOffset(fc->offset), fc->max_bytes, [self, req](broker::Outcome<broker::ChunkData> c) {
     asio::post(self->strand_, [self, req, c = std::move(c)] {
       if (!c && c.error().code == broker::Code::kNotOwner) return self->LeaveStream(c.error().redirect);
       if (!c) return self->Fail(req, c.error());
