@@ -34,6 +34,17 @@ void Broker::DeleteStream(std::string name, std::function<void(Outcome<void>)> d
   asio::post(core->bank_pool, [core, name = std::move(name), done = std::move(done)] {
     auto entry = core->Served(name);
     if (!entry) return done(tl::unexpected(core->Locate(name)));
+    // A dead-letter stream outlives the streams that send to it: deleting it
+    // first would drop the messages their consumers give up on.
+    auto all = core->bank->List(kStreamsPrefix);
+    if (!all) return done(tl::unexpected(FailureOf(all.error())));
+    for (const auto& kv : *all) {
+      auto config = DecodeStreamConfig(kv.value);
+      if (config && config->dead_letter == name)
+        return done(Fail(Code::kInvalidArgument,
+                         fmt::format("stream {} is the dead-letter stream of {}: delete {} first", name,
+                                     kv.key.substr(kStreamsPrefix.size()), kv.key.substr(kStreamsPrefix.size()))));
+    }
     Status s = core->registry->Delete(name, core->cluster->Fence(name));
     if (s.IsNotFound()) return done(Fail(Code::kUnknownStream, std::string(s.message())));  // deleted meanwhile
     if (!s.ok()) return done(tl::unexpected(FailureOf(s)));

@@ -48,6 +48,8 @@ struct ConsumerGroup;
 struct SessionState;
 class Session;
 
+class Forwarder;
+
 struct BrokerOptions {
   std::string node_id = "node-1";
   std::string data_dir = "./floe-data";
@@ -60,6 +62,39 @@ struct BrokerOptions {
   bool auto_balance = true;
   int64_t session_ttl_ms = 24ll * 3600 * 1000;
   uint64_t max_large_message_bytes = 4ull << 30;
+  // Reaches the node serving a dead-letter stream this node does not serve
+  // (the server's node-to-node link); null: such moves wait until the
+  // dead-letter stream is served here.
+  std::shared_ptr<Forwarder> forwarder;
+};
+
+// A message moved to the dead-letter stream of the stream it reached its
+// delivery limit on. Its identity in the dead-letter stream's dedup window is
+// (DeadLetterProducerId(source_stream, consumer), source_seq): a move that is
+// retried — on this node, forwarded again, or by the node that takes the
+// source stream over — is stored once.
+struct DeadLetterMove {
+  std::string stream;         // the dead-letter stream
+  std::string source_stream;  // where the message reached max_deliveries
+  std::string consumer;       // the durable consumer that gave up on it
+  StreamSeq source_seq;
+  std::string key;
+  std::string headers;  // encoded as in docs/format.md
+  std::string payload;
+};
+struct DeadLetterStored {
+  StreamSeq seq;           // in the dead-letter stream
+  bool duplicate = false;  // stored by an earlier try: seq is that copy's
+};
+uint64_t DeadLetterProducerId(std::string_view source_stream, std::string_view consumer);
+
+// Carries a dead-letter move to the node at `address` (HOST:PORT) that serves
+// its dead-letter stream, and returns that node's answer. Called on the
+// core's file pool; may block (bounded by its own timeouts).
+class Forwarder {
+ public:
+  virtual ~Forwarder() = default;
+  virtual Outcome<DeadLetterStored> ForwardDeadLetter(const std::string& address, const DeadLetterMove& move) = 0;
 };
 
 // A front end's connection, as the core sees it. Any thread may call these;
@@ -234,6 +269,11 @@ class Broker {
   void DeleteStream(std::string name, std::function<void(Outcome<void>)> done);
   void ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done);
   void DescribeStream(std::string name, std::function<void(Outcome<StreamStatus>)> done);
+
+  // Stores a dead-letter move forwarded by another node into `move.stream`,
+  // served here (else kNotOwner / kUnavailable / kUnknownStream as for a
+  // session); `done` runs once it is durable, or with the failure.
+  void AppendDeadLetter(DeadLetterMove move, std::function<void(Outcome<DeadLetterStored>)> done);
 
   // Node-wide publish bytes awaiting their ACK (front ends stop reading
   // past their limit).

@@ -59,10 +59,21 @@ class Broker::Core final : public cluster::Host {
   // ends' I/O threads.
   asio::thread_pool bank_pool{2};
   asio::thread_pool file_pool{2};
+  // Serialises a dead-letter copy's dedup lookup with its append
+  // (dead_letter.cc).
+  Mutex dead_letter_mu;
   std::atomic<bool> stopping{false};
   std::atomic<bool> finished{false};
   std::atomic<uint64_t> published{0};       // messages acknowledged
   std::atomic<uint64_t> inflight_bytes{0};  // publish bytes awaiting ACK, node-wide
 };
+
+// Moves `seq` of `stream` to its dead-letter stream, wherever that is served
+// (dead_letter.cc). The seq stays pending and undeliverable
+// (ConsumerGroup::dead_lettering) until the copy is durable, then it is done;
+// a move that cannot be made now is tried again a second later, so a message
+// is never dropped while its dead-letter stream exists. Runs on the file pool.
+void MoveToDeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, std::shared_ptr<ConsumerGroup> group,
+                      uint64_t seq);
 
 }  // namespace floe::broker

@@ -1,58 +1,13 @@
 // Delivery (DESIGN.md "Consume"): what a consumer session is given —
 // redeliveries first, then new messages, gaps for holes —, the answers it
 // gives back (confirmed only once persisted), and the move of a message that
-// reached its delivery limit to the dead-letter stream.
+// reached its delivery limit to the dead-letter stream (dead_letter.cc).
 #include <climits>
 
 #include "broker/blob.h"
 #include "broker/core.h"
 
 namespace floe::broker {
-
-namespace {
-
-// A dead-letter move that could not be made is tried again this much later.
-constexpr int64_t kDeadLetterRetryMs = 1000;
-
-// Moves `seq` of `stream` to its dead-letter stream (or drops it if none is
-// configured, or the configured one does not exist), off the consumer's
-// lock: the seq stays pending (and is not delivered again:
-// ConsumerGroup::dead_lettering) until the copy is durable, then it is done.
-// A move that fails, or waits for a dead-letter stream this node does not
-// serve, is tried again kDeadLetterRetryMs later: the message is never
-// dropped while its dead-letter stream exists. Runs on the file pool.
-void DeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, std::shared_ptr<ConsumerGroup> group,
-                uint64_t seq) {
-  auto settle = [core, stream, group, seq](bool moved) {
-    {
-      MutexLock l(&group->mu);
-      group->dead_lettering.erase(seq);
-      if (moved) group->cursor.Done(seq);
-      else group->cursor.Postpone(seq, NowMs() + kDeadLetterRetryMs);
-    }
-    if (moved) core->writer->Persist(stream->name(), group, nullptr);
-    stream->WakeAll();  // the loops waiting on this seq look again
-  };
-  const std::string& dlq_name = stream->config().dead_letter;
-  if (dlq_name.empty()) return settle(true);
-  auto dlq = core->Served(dlq_name);
-  if (!dlq) {
-    // Not served here: wait until it is (this node asks for it), unless it
-    // does not exist at all. A move is not yet forwarded to another node.
-    const Failure where = core->Locate(dlq_name);
-    return settle(where.code == Code::kUnknownStream);
-  }
-  auto r = stream->log().Read({.from_seq = seq, .max_messages = 1});
-  if (!r || r->entries.empty() || r->entries[0].seq != seq || r->entries[0].kind != log::Entry::Kind::kMessage)
-    return settle(true);  // gone (retention) or not a message: nothing to move
-  auto entry = std::make_shared<log::Entry>(std::move(r->entries[0]));
-  // Producer id: the source seq, so a retried move is stored once.
-  log::Message m{.payload = entry->payload, .key = entry->key, .encoded_headers = entry->headers,
-                 .producer_id = 0, .producer_seq = seq};
-  dlq->log().AppendAsync({&m, 1}, [entry, settle](const log::AppendResult& res) { settle(res.status.ok()); });
-}
-
-}  // namespace
 
 Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_bytes) {
   if (!consumer_) return Fail(Code::kNoSession, "deliveries need a consumer session");
@@ -120,7 +75,7 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
   }
   for (uint64_t seq : to_dead_letter) {
     asio::post(core_->file_pool, [core = core_, stream = stream_, group = consumer_, seq] {
-      DeadLetter(core, stream, group, seq);
+      MoveToDeadLetter(core, stream, group, seq);
     });
   }
   if (changed) core_->writer->Persist(stream_->name(), consumer_, nullptr);

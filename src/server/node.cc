@@ -7,6 +7,7 @@
 
 #include "broker/broker.h"
 #include "frontend/floe/listener.h"
+#include "server/forwarder.h"
 
 namespace floe::server {
 
@@ -46,6 +47,7 @@ Status Node::Impl::Init() {
   b.auto_balance = options_.auto_balance;
   b.session_ttl_ms = options_.session_ttl_ms;
   b.max_large_message_bytes = options_.max_large_message_bytes;
+  b.forwarder = std::make_shared<Forwarder>(options_.node_id);
   auto broker = broker::Broker::Open(b);
   if (!broker) return broker.error();
   broker_ = std::move(*broker);

@@ -13,7 +13,7 @@ bool IsKnownFrameType(uint8_t t) {
     case FrameType::kAnswerOk: case FrameType::kStreamCreate: case FrameType::kStreamDelete:
     case FrameType::kStreamList: case FrameType::kStreamListOk: case FrameType::kStreamInfo:
     case FrameType::kStreamInfoOk: case FrameType::kPublishChunk: case FrameType::kChunkAck:
-    case FrameType::kFetchChunk: case FrameType::kChunk:
+    case FrameType::kFetchChunk: case FrameType::kChunk: case FrameType::kDeadLetter:
       return true;
   }
   return false;
@@ -48,6 +48,7 @@ std::string_view FrameTypeName(FrameType t) {
     case FrameType::kChunkAck: return "CHUNK_ACK";
     case FrameType::kFetchChunk: return "FETCH_CHUNK";
     case FrameType::kChunk: return "CHUNK";
+    case FrameType::kDeadLetter: return "DEAD_LETTER";
   }
   return "UNKNOWN";
 }
@@ -193,6 +194,27 @@ Result<PublishChunk> PublishChunk::DecodeBody(Decoder& d) {
   if (d.ok() && (c.offset > c.total_size || c.data.size() > c.total_size - c.offset))
     d.Fail("chunk extends past the message's total size");
   return c;
+}
+
+void DeadLetter::EncodeBody(Encoder& e) const {
+  e.String(stream);
+  e.String(source_stream);
+  e.String(consumer);
+  e.U64(source_seq);
+  e.Blob(key);
+  e.Blob(headers);
+  e.Blob(payload);
+}
+Result<DeadLetter> DeadLetter::DecodeBody(Decoder& d) {
+  DeadLetter m;
+  m.stream = d.String();
+  m.source_stream = d.String();
+  m.consumer = d.String();
+  m.source_seq = d.U64();
+  m.key = d.Blob();
+  m.headers = d.Blob();
+  m.payload = d.Blob();
+  return m;
 }
 
 void ChunkAck::EncodeBody(Encoder& e) const {

@@ -61,6 +61,7 @@ enum class FrameType : uint8_t {
   kStreamListOk = 0x43,
   kStreamInfo = 0x44,
   kStreamInfoOk = 0x45,
+  kDeadLetter = 0x50,  // node to node
 };
 bool IsKnownFrameType(uint8_t type);
 std::string_view FrameTypeName(FrameType t);
@@ -185,6 +186,22 @@ struct PublishAck {
   std::vector<PublishResult> results;
   void EncodeBody(Encoder& e) const;
   static Result<PublishAck> DecodeBody(Decoder& d);
+};
+
+// Node to node: a message that reached max_deliveries on `source_stream`,
+// for the dead-letter stream `stream` this node serves. Answered by a
+// PUBLISH_ACK of one result (producer_seq = source_seq), or an ERROR.
+struct DeadLetter {
+  static constexpr FrameType kType = FrameType::kDeadLetter;
+  std::string_view stream;
+  std::string_view source_stream;
+  std::string_view consumer;
+  uint64_t source_seq = 0;
+  std::string_view key;
+  std::string_view headers;
+  std::string_view payload;
+  void EncodeBody(Encoder& e) const;
+  static Result<DeadLetter> DecodeBody(Decoder& d);
 };
 
 // One piece of a large message (bigger than a frame). Chunks of one message

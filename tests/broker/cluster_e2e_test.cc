@@ -218,6 +218,84 @@ TEST_F(ClusterTest, ClientIsRedirectedToTheOwnerNode) {
   EXPECT_TRUE(e->retriable);
 }
 
+// Issue 11: a message its consumer gives up on reaches the dead-letter stream
+// even when another node serves that stream (forwarded: DEAD_LETTER), counts
+// as answered only once stored there, and a retried move is stored once.
+TEST_F(ClusterTest, DeadLettersReachTheirStreamOnAnotherNodeOnce) {
+  NodeProcess* n1 = AddNode("n1");
+  NodeProcess* n2 = AddNode("n2");
+  ASSERT_OK(n1->Start());
+  ASSERT_OK(n2->Start());
+  CreateStream(Options({n1}), "dlqB");
+  {
+    ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(Options({n2})));
+    ASSERT_OK(admin->CreateStream("srcB", {.ack_wait_ms = 30000, .max_deliveries = 2, .dead_letter = "dlqB"}));
+  }
+  ASSERT_EQ(OwnerOf("dlqB").owner, "n1");
+  ASSERT_EQ(OwnerOf("srcB").owner, "n2");
+
+  constexpr int kMessages = 5;
+  ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(Options({n2}), "srcB"));
+  AckLog acks;
+  for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+  ASSERT_OK(producer->Close());
+  ASSERT_EQ(acks.ok(), static_cast<size_t>(kMessages)) << acks.Errors();
+
+  // NAK every delivery until nothing comes back: each message is delivered
+  // max_deliveries (2) times, then moved.
+  ASSERT_OK_AND_ASSIGN(auto consumer, OpenConsumer(Options({n2}), "srcB", "w"));
+  std::map<uint64_t, uint32_t> deliveries;
+  for (auto quiet_since = Clock::now(); MsSince(quiet_since) < 1500;) {
+    ASSERT_OK_AND_ASSIGN(auto b, consumer->Fetch(10, 1 << 20, 300));
+    for (const auto& m : b) {
+      deliveries[m.seq] = std::max(deliveries[m.seq], m.delivery_count);
+      ASSERT_OK(consumer->Nak(m.seq));
+      quiet_since = Clock::now();
+    }
+  }
+  ASSERT_EQ(deliveries.size(), static_cast<size_t>(kMessages));
+  for (const auto& [seq, n] : deliveries) EXPECT_EQ(n, 2u) << "seq " << seq;
+
+  ASSERT_OK_AND_ASSIGN(auto admin1, client::Admin::Connect(Options({n1})));
+  uint64_t frontier = 0;
+  for (auto start = Clock::now(); MsSince(start) < 10000 && frontier < kMessages;) {
+    ASSERT_OK_AND_ASSIGN(auto info, admin1->Info("dlqB"));
+    frontier = info.frontier;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(frontier, static_cast<uint64_t>(kMessages)) << "every given-up message is in dlqB on n1";
+  ASSERT_OK_AND_ASSIGN(auto src, admin1->Info("srcB"));  // follows the redirect to n2
+  ASSERT_EQ(src.consumers.size(), 1u);
+  EXPECT_EQ(src.consumers[0].ack_floor, static_cast<uint64_t>(kMessages)) << "moved messages count as answered";
+  EXPECT_EQ(src.consumers[0].pending, 0u);
+  ASSERT_OK(consumer->Close());
+
+  ASSERT_OK_AND_ASSIGN(auto dead, OpenConsumer(Options({n1}), "dlqB", "ops"));
+  ASSERT_OK_AND_ASSIGN(auto got, PullAll(*dead, kMessages, /*ack=*/true, 10000));
+  const AuditResult audit = Audit(got);
+  EXPECT_EQ(audit.messages, static_cast<size_t>(kMessages));
+  EXPECT_EQ(audit.stored_twice, 0u);
+  EXPECT_EQ(audit.bad_payloads, 0u);
+  ASSERT_OK(dead->Close());
+
+  // A move retried (its reply lost, say) by hand: n1 finds the first copy.
+  auto raw = RawConn::Connect(n1->port());
+  ASSERT_TRUE(raw && raw->Handshake());
+  const std::string payload = MakePayload(0, 0);
+  ASSERT_TRUE(raw->Send(FrameOf(2, wire::DeadLetter{.stream = "dlqB", .source_stream = "srcB", .consumer = "w",
+                                                    .source_seq = 1, .payload = payload})));
+  RawFrame f;
+  ASSERT_EQ(raw->ReadFrame(5000, &f), RawConn::Read::kFrame);
+  ASSERT_EQ(f.type, static_cast<uint8_t>(wire::FrameType::kPublishAck)) << "error " << ErrorCodeOf(f);
+  auto ack = wire::DecodeBodyAs<wire::PublishAck>(std::span<const char>(f.body.data(), f.body.size()));
+  ASSERT_TRUE(ack.has_value());
+  ASSERT_EQ(ack->results.size(), 1u);
+  EXPECT_TRUE(ack->results[0].duplicate);
+  EXPECT_EQ(ack->results[0].seq, audit.seq_of.at({0, 0}));
+  ASSERT_OK_AND_ASSIGN(auto after, admin1->Info("dlqB"));
+  EXPECT_EQ(after.frontier, static_cast<uint64_t>(kMessages)) << "the retry was not stored again";
+}
+
 TEST_F(ClusterTest, OwnerDeathMovesTheStreamAndSessionsResumeOnAnotherNode) {
   NodeProcess* n1 = AddNode("n1");
   NodeProcess* n2 = AddNode("n2");

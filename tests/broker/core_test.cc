@@ -222,6 +222,7 @@ TEST_F(CoreTest, RefusalsAreCoreCodes) {
   ASSERT_FALSE(not_consumer.has_value());
   EXPECT_EQ(not_consumer.error().code, Code::kNoSession);
   p->session->Close();
+  EXPECT_TRUE(Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("d", done); }).has_value());  // s's sender
   EXPECT_TRUE(Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("s", done); }).has_value());
   EXPECT_EQ(Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("s", done); }).error().code,
             Code::kUnknownStream);
@@ -275,6 +276,52 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   dc->session->Close();
   c->session->Close();
   p->session->Close();
+}
+
+TEST_F(CoreTest, ADeadLetterMoveRetriedIsStoredOnce) {
+  ASSERT_TRUE(Create("dlq").has_value());
+  ASSERT_TRUE(Create("src", StreamConfig{.max_deliveries = 1, .dead_letter = "dlq"}).has_value());
+  auto move = [&](const std::string& consumer, uint64_t seq) {
+    return Await<Outcome<DeadLetterStored>>([&](auto done) {
+      broker_->AppendDeadLetter({.stream = "dlq", .source_stream = "src", .consumer = consumer,
+                                 .source_seq = StreamSeq(seq), .payload = "poison"},
+                                done);
+    });
+  };
+  auto first = move("w", 7);
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_FALSE(first->duplicate);
+  // A retry (a lost reply, a failed write reported late, the node that took
+  // the source stream over) finds the first copy.
+  auto again = move("w", 7);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->seq, first->seq);
+  // Another consumer's give-up on the same message is a move of its own.
+  auto other = move("v", 7);
+  ASSERT_TRUE(other.has_value());
+  EXPECT_FALSE(other->duplicate);
+  EXPECT_NE(other->seq, first->seq);
+  auto st = Await<Outcome<StreamStatus>>([&](auto done) { broker_->DescribeStream("dlq", done); });
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->frontier, StreamSeq(2)) << "two moves stored, the retry not";
+  EXPECT_EQ(move("w", 0).error().code, Code::kInvalidArgument);
+  auto missing = Await<Outcome<DeadLetterStored>>([&](auto done) {
+    broker_->AppendDeadLetter({.stream = "nope", .source_stream = "src", .consumer = "w", .source_seq = StreamSeq(1)},
+                              done);
+  });
+  EXPECT_EQ(missing.error().code, Code::kUnknownStream);
+}
+
+TEST_F(CoreTest, ADeadLetterStreamIsNotDeletedBeforeItsSources) {
+  ASSERT_TRUE(Create("dlq").has_value());
+  ASSERT_TRUE(Create("src", StreamConfig{.dead_letter = "dlq"}).has_value());
+  auto refused = Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("dlq", done); });
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, Code::kInvalidArgument);
+  EXPECT_NE(refused.error().message.find("dead-letter stream of src"), std::string::npos) << refused.error().message;
+  EXPECT_TRUE(Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("src", done); }).has_value());
+  EXPECT_TRUE(Await<Outcome<void>>([&](auto done) { broker_->DeleteStream("dlq", done); }).has_value());
 }
 
 TEST_F(CoreTest, AChunkWhoseBankCommitIsFencedIsAnsweredNotAcknowledged) {

@@ -211,6 +211,7 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
     case FrameType::kStreamDelete:
     case FrameType::kStreamList:
     case FrameType::kStreamInfo:
+    case FrameType::kDeadLetter:
       co_await OnAdmin(h, body);
       break;
     default:

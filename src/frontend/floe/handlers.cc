@@ -226,6 +226,21 @@ awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const 
         ok.consumers.push_back({c.name, c.ack_floor.value(), c.next_seq.value(), c.pending, c.lag});
       co_return Reply(req, ok);
     }
+    case FrameType::kDeadLetter: {
+      auto m = wire::DecodeBodyAs<wire::DeadLetter>(body);
+      if (!m) co_return Error(req, wire::WireError::kMalformedFrame, m.error().message(), true);
+      broker::DeadLetterMove move{.stream = std::string(m->stream), .source_stream = std::string(m->source_stream),
+                                  .consumer = std::string(m->consumer), .source_seq = StreamSeq(m->source_seq),
+                                  .key = std::string(m->key), .headers = std::string(m->headers),
+                                  .payload = std::string(m->payload)};
+      auto r = co_await AwaitCore<broker::Outcome<broker::DeadLetterStored>>(
+          [&](auto done) { broker_->AppendDeadLetter(std::move(move), std::move(done)); });
+      if (!r) co_return Fail(req, r.error());
+      wire::PublishAck ack;
+      ack.results.push_back({.producer_seq = m->source_seq, .code = wire::WireError::kOk,
+                             .duplicate = r->duplicate, .seq = r->seq.value()});
+      co_return Reply(req, ack);
+    }
     default:
       co_return;
   }
