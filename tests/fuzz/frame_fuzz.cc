@@ -47,6 +47,7 @@ void DecodeBody(FrameType type, std::span<const char> body) {
     case FrameType::kAnswerOk: return RoundTrip<AnswerOk>(body);
     case FrameType::kStreamCreate: return RoundTrip<StreamCreate>(body);
     case FrameType::kStreamDelete: return RoundTrip<StreamDelete>(body);
+    case FrameType::kDeadLetter: return RoundTrip<DeadLetter>(body);
     case FrameType::kStreamListOk: return RoundTrip<StreamListOk>(body);
     case FrameType::kStreamInfo: return RoundTrip<StreamInfo>(body);
     case FrameType::kStreamInfoOk: return RoundTrip<StreamInfoOk>(body);
