@@ -10,7 +10,13 @@
 //     in stream order;
 //   * no consumer ACK that was confirmed is ever delivered again;
 //   * the large message interrupted mid-transfer completes with its bytes
-//     intact.
+//     intact;
+//   * dead letters: on the last stream the consumer NAKs every odd message
+//     until it reaches max_deliveries; the dead-letter stream lives wherever
+//     the cluster puts it (often another node than its source). Every
+//     message there is either ACKed by the consumer or stored once in the
+//     dead-letter stream — every odd one in it — and none is stored there
+//     twice.
 // It prints the counts it checked. FLOE_CHAOS_SECONDS sets the chaos phase
 // (default 45 s); FLOE_CHAOS_SEED the random seed (printed).
 #include <signal.h>
@@ -49,7 +55,8 @@ using test::NodeProcess;
 using test::RunCommand;
 
 constexpr int kNodes = 3;
-constexpr int kStreams = 3;
+constexpr int kStreams = 4;
+constexpr int kDeadLetterSource = kStreams - 1;  // its consumer NAKs odd messages until they die
 constexpr int kLeaseMs = 1500;
 constexpr uint64_t kLargeSize = 64ull << 20;
 
@@ -151,10 +158,21 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
   {
     auto admin = client::Admin::Connect(Options());
     ASSERT_TRUE(admin.has_value()) << admin.error().ToString();
+    // The dead-letter stream starts on another node than its source (the
+    // creating node serves a stream), so moves are forwarded from the start.
+    client::ClientOptions on_n2 = Options();
+    on_n2.servers = nodes_[1]->servers();
+    auto admin2 = client::Admin::Connect(on_n2);
+    ASSERT_TRUE(admin2.has_value()) << admin2.error().ToString();
+    ASSERT_TRUE((*admin2)->CreateStream("chaos-dlq", {}).ok());
     for (int s = 0; s < kStreams; ++s) {
       wire::StreamConfig c;
       c.ack_wait_ms = 2000;
       c.max_deliveries = 0;  // never dead-letter: every message must reach the consumer
+      if (s == kDeadLetterSource) {
+        c.max_deliveries = 2;
+        c.dead_letter = "chaos-dlq";
+      }
       ASSERT_TRUE((*admin)->CreateStream(fmt::format("chaos-{}", s), c).ok());
     }
   }
@@ -221,7 +239,7 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
       while (consuming) {
         auto got = (*c)->Fetch(100, 1 << 20, 200);
         if (!got) continue;  // a node died under the fetch: the client reconnects
-        std::vector<uint64_t> seqs;
+        std::vector<uint64_t> seqs, nak;
         {
           std::lock_guard l(log.mu);
           for (const auto& m : *got) {
@@ -242,9 +260,15 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
             auto [it, fresh] = log.payload_of.emplace(m.seq, m.payload);
             if (!fresh && it->second != m.payload && log.violations.size() < 5)
               log.violations.push_back(fmt::format("stream {} seq {} changed payload", s, m.seq));
+            unsigned long long index = 0;
+            if (s == kDeadLetterSource && std::sscanf(m.payload.c_str(), "s%*d:%llu:", &index) == 1 && index % 2) {
+              nak.push_back(m.seq);  // poison: NAKed until it is dead-lettered
+              continue;
+            }
             seqs.push_back(m.seq);
           }
         }
+        for (uint64_t seq : nak) (void)(*c)->Nak(seq);
         if (seqs.empty()) continue;
         if ((*c)->Ack(seqs).ok()) {
           std::lock_guard l(log.mu);
@@ -255,6 +279,47 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
       redirects += (*c)->redirects();
     });
   }
+
+  // The dead-letter stream's reader: which source index each of its seqs holds.
+  std::mutex dlq_mu;
+  std::map<uint64_t, uint64_t> dlq_index_of;  // dead-letter seq -> source index
+  std::vector<std::string> dlq_violations;
+  std::atomic<bool> reading_dlq{true};
+  std::thread dlq_reader([&] {
+    client::ConsumerOptions co;
+    static_cast<client::ClientOptions&>(co) = Options();
+    co.stream = "chaos-dlq";
+    co.consumer = "ops";
+    auto c = client::Consumer::Open(co);
+    ASSERT_TRUE(c.has_value()) << c.error().ToString();
+    while (reading_dlq) {
+      auto got = (*c)->Fetch(100, 1 << 20, 200);
+      if (!got) continue;
+      std::vector<uint64_t> seqs;
+      for (const auto& m : *got) {
+        if (m.gap) continue;
+        seqs.push_back(m.seq);
+        int ps = -1;
+        unsigned long long index = 0;
+        std::lock_guard l(dlq_mu);
+        if (std::sscanf(m.payload.c_str(), "s%d:%llu:", &ps, &index) != 2 || ps != kDeadLetterSource ||
+            m.payload != Payload(ps, index)) {
+          dlq_violations.push_back(fmt::format("chaos-dlq seq {}: foreign payload '{}'", m.seq, m.payload));
+          continue;
+        }
+        dlq_index_of[m.seq] = index;
+      }
+      if (!seqs.empty()) (void)(*c)->Ack(seqs);
+    }
+    (void)(*c)->Close();
+  });
+  // Source indices in the dead-letter stream (each: how many seqs hold it).
+  auto dead_lettered = [&] {
+    std::lock_guard l(dlq_mu);
+    std::map<uint64_t, int> copies;
+    for (const auto& [seq, index] : dlq_index_of) ++copies[index];
+    return copies;
+  };
 
   // One large message, in chunks, through all of it.
   Result<client::LargeMessageOutcome> large = Err(Status::Internal("not run"));
@@ -367,10 +432,21 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
     }
     return true;
   };
-  while (!all_consumed() && MsSince(drain_start) < 90000) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Every odd message of the dead-letter source reaches chaos-dlq.
+  auto all_dead_lettered = [&] {
+    const auto copies = dead_lettered();
+    for (const auto& [i, seq] : acked[kDeadLetterSource])
+      if (i % 2 && !copies.count(i)) return false;
+    return true;
+  };
+  while (!(all_consumed() && all_dead_lettered()) && MsSince(drain_start) < 90000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   fmt::print("everything ACKed was consumed {} ms after the producers stopped\n", MsSince(drain_start));
   consuming = false;
   for (int s = kStreams; s < static_cast<int>(workers.size()); ++s) workers[s].join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a last move in flight reaches the reader
+  reading_dlq = false;
+  dlq_reader.join();
 
   // --- The checker -------------------------------------------------------------
   uint64_t consumed = 0, redeliveries = 0, lost = 0, misplaced = 0, stored_twice = 0, out_of_order = 0;
@@ -472,6 +548,31 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
   }
   EXPECT_EQ(audit_mismatch, 0u);
   EXPECT_EQ(audited, acked_total);
+
+  // Dead letters: each message of the source ACKed by its consumer or stored
+  // once in chaos-dlq; every odd (always NAKed) one there; none there twice.
+  uint64_t dl_moved = 0, dl_missing = 0, dl_twice = 0, dl_neither = 0;
+  {
+    for (const auto& v : dlq_violations) ADD_FAILURE() << v;
+    const auto copies = dead_lettered();
+    ConsumerLog& c = *clogs[kDeadLetterSource];
+    std::lock_guard l(c.mu);
+    for (const auto& [i, seq] : acked[kDeadLetterSource]) {
+      auto it = copies.find(i);
+      const int n = it == copies.end() ? 0 : it->second;
+      dl_moved += n > 0;
+      if (n > 1 && ++dl_twice <= 5) ADD_FAILURE() << fmt::format("index {} is in chaos-dlq {} times", i, n);
+      if (i % 2 && n == 0 && ++dl_missing <= 5)
+        ADD_FAILURE() << fmt::format("index {} (seq {}) reached max deliveries but is not in chaos-dlq", i, seq);
+      if (i % 2 == 0 && n == 0 && !c.confirmed.count(seq) && ++dl_neither <= 5)
+        ADD_FAILURE() << fmt::format("index {} (seq {}) neither ACKed nor dead-lettered", i, seq);
+    }
+    for (const auto& [index, n] : copies)
+      if (!acked[kDeadLetterSource].count(index))
+        ADD_FAILURE() << fmt::format("chaos-dlq holds index {}, never ACKed to its producer", index);
+  }
+  EXPECT_EQ(dl_missing + dl_twice + dl_neither, 0u);
+  EXPECT_GT(dl_moved, 100u) << "too few dead-letter moves to prove anything";
   EXPECT_EQ(lost, 0u);
   EXPECT_EQ(misplaced, 0u);
   EXPECT_EQ(stored_twice, 0u);
@@ -525,9 +626,9 @@ TEST_F(ChaosTest, NothingAcknowledgedIsLostNothingIsStoredTwiceNoConfirmedAckCom
       "chaos checked: {} messages sent, {} ACKed ({} as duplicates of a resend), {} stored, {} consumed, {} "
       "redeliveries, {} "
       "stream moves (epochs), {} redirects followed, large message {} MiB in {} reconnects ({} bytes sent); "
-      "lost 0 of {}, stored twice {}, confirmed ACKs redelivered {}; actions: {}\n",
+      "lost 0 of {}, stored twice {}, confirmed ACKs redelivered {}; {} dead-lettered, each once; actions: {}\n",
       sent, acked_total, duplicates, audited, consumed, redeliveries, takeovers, redirects.load(), kLargeSize >> 20,
-      large->reconnects, large->bytes_sent, acked_total - lost, stored_twice, after_confirm, acts);
+      large->reconnects, large->bytes_sent, acked_total - lost, stored_twice, after_confirm, dl_moved, acts);
 }
 
 }  // namespace
