@@ -1489,6 +1489,33 @@ TEST_F(E2eTest, LimitsGiveClearErrors) {
   EXPECT_EQ(names, (std::vector<std::string>{"big", "small", std::string(128, 'y')}));
 }
 
+// Issue 11: a stream deleted while its sessions' bookkeeping is still queued
+// for the bank drops those writes on purpose, without a failure in the log
+// (real bank failures stay loud: BankWriterTest).
+TEST_F(E2eTest, DeletingAStreamLogsNoBankFailure) {
+  for (int round = 0; round < 5; ++round) {
+    const std::string name = fmt::format("gone-{}", round);
+    CreateStream(name);
+    ASSERT_OK_AND_ASSIGN(auto producer, OpenProducer(name));
+    AckLog acks;
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(producer->Send(MakePayload(0, i), acks.Callback()).has_value());
+    ASSERT_OK(producer->Flush());
+    ASSERT_OK_AND_ASSIGN(auto consumer, OpenConsumer(name, "c"));
+    ASSERT_OK_AND_ASSIGN(auto got, consumer->Fetch(20, 1 << 20, 2000));
+    ASSERT_FALSE(got.empty());
+    // Delivered, not answered: the cursor and both sessions' progress are
+    // lazy writes in the bank writer's queue when the stream goes.
+    ASSERT_OK_AND_ASSIGN(auto admin, client::Admin::Connect(Options()));
+    ASSERT_OK(admin->DeleteStream(name));
+    (void)consumer->Close();
+    (void)producer->Close();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the writer's lazy delay
+  const std::string out = node_->output();
+  EXPECT_EQ(out.find("bank records"), std::string::npos) << out;
+  EXPECT_EQ(out.find("failed"), std::string::npos) << out;
+}
+
 TEST_F(E2eTest, TooManyConnectionsGetsAnError) {
   extra_node_ = MakeNode(dir_->path() + "/limited", {"--max-connections", "2"});
   ASSERT_OK(extra_node_->Start());
