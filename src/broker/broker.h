@@ -60,6 +60,9 @@ struct BrokerOptions {
   bool auto_balance = true;
   int64_t session_ttl_ms = 24ll * 3600 * 1000;
   uint64_t max_large_message_bytes = 4ull << 30;
+  // The streams' file layer (tests: a fault-injecting one); nullptr: Env::Default().
+  Env* env = nullptr;
+  uint64_t disk_reserve_bytes = 32ull << 20;  // kept free for the bank (docs/operations.md)
 };
 
 // A front end's connection, as the core sees it. Any thread may call these;
