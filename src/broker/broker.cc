@@ -19,7 +19,12 @@ Result<std::unique_ptr<Broker>> Broker::Open(const BrokerOptions& options) {
   if (!bank) return Err(bank.error());
   core->bank = std::move(*bank);
   core->registry = std::make_unique<Registry>(
-      RegistryOptions{options.data_dir, options.direct_io, options.max_message_bytes}, core->bank.get());
+      RegistryOptions{.data_dir = options.data_dir,
+                      .direct_io = options.direct_io,
+                      .max_message_bytes = options.max_message_bytes,
+                      .env = options.env,
+                      .disk_reserve_bytes = options.disk_reserve_bytes},
+      core->bank.get());
   Core* c = core.get();
   core->writer = std::make_unique<BankWriter>(core->bank.get(), [c](const std::string& stream) -> std::optional<bank::Op> {
     if (!c->cluster) return std::nullopt;

@@ -62,6 +62,9 @@ struct BrokerOptions {
   bool auto_balance = true;
   int64_t session_ttl_ms = 24ll * 3600 * 1000;
   uint64_t max_large_message_bytes = 4ull << 30;
+  // The streams' file layer (tests: a fault-injecting one); nullptr: Env::Default().
+  Env* env = nullptr;
+  uint64_t disk_reserve_bytes = 32ull << 20;  // kept free for the bank (docs/operations.md)
   // Reaches the node serving a dead-letter stream this node does not serve
   // (the server's node-to-node link); null: such moves wait until the
   // dead-letter stream is served here.

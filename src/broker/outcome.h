@@ -24,8 +24,8 @@ enum class Code : uint8_t {
   kNotOwner,          // this node does not serve the stream: go to Failure::redirect ("" = unknown yet)
   kUnavailable,       // transient: retry the same request
   kStorageFailed,     // the write failed and the message was not stored: resend it
-  kStreamReadOnly,    // the stream refuses writes until it is reopened
-  kNoSpace,           // the data disk is full: retry once space is freed
+  kStreamReadOnly,    // a failed precondition: the stream refuses the request as it stands
+  kNoSpace,           // the data disk is full: retry with backoff once space is freed
   kTooManyInFlight,
   kShuttingDown,
   kInternal,

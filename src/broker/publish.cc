@@ -108,8 +108,12 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
         PublishResult& r = wait->outcome.results[fresh_index[k]];
         if (res.status.ok()) {
           r.seq = StreamSeq(res.first_seq + k);
+        } else if (res.hole || res.out_of_order) {
+          // Not stored: its write failed, or an earlier message of this
+          // session is not stored yet (docs/protocol.md, "Order"). Resend.
+          r.code = Code::kStorageFailed;
         } else {
-          r.code = res.hole ? Code::kStorageFailed : CodeOf(res.status);
+          r.code = CodeOf(res.status);
         }
       }
       finish(fresh_index.size());

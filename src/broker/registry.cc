@@ -99,12 +99,23 @@ void StreamEntry::WakeAll() {
 
 // --- Registry ---------------------------------------------------------------------
 
-Registry::Registry(RegistryOptions options, bank::Bank* bank) : options_(std::move(options)), bank_(bank) {}
+Registry::Registry(RegistryOptions options, bank::Bank* bank)
+    : options_(std::move(options)),
+      bank_(bank),
+      disk_guard_(std::make_shared<log::DiskGuard>(log::DiskGuardOptions{
+          .env = options_.env, .dir = options_.data_dir, .reserve_bytes = options_.disk_reserve_bytes})) {
+  Status s = disk_guard_->Init();
+  if (!s.ok()) {
+    fmt::print(stderr, "floe: creating the disk reserve {} failed: {}\n", disk_guard_->reserve_path(), s.ToString());
+  }
+}
 
 Registry::~Registry() { CloseAll(); }
 
 Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& name, const StreamConfig& config) {
   log::StreamOptions o;
+  o.env = options_.env;
+  o.disk_guard = disk_guard_;
   o.direct_io = options_.direct_io;
   o.sync = config.sync == SyncMode::kNone ? log::SyncMode::kNone : log::SyncMode::kFdatasync;
   o.retention_bytes = config.retention_bytes;

@@ -24,6 +24,7 @@
 #include "base/mutex.h"
 #include "broker/bank_writer.h"
 #include "broker/cursor.h"
+#include "log/disk_guard.h"
 #include "log/stream.h"
 #include "model/types.h"
 
@@ -95,12 +96,20 @@ struct RegistryOptions {
   std::string data_dir;
   bool direct_io = true;
   uint32_t max_message_bytes = 8u << 20;  // node-wide cap
+  // Streams' file layer (tests put a fault-injecting one here); nullptr: Env::Default().
+  Env* env = nullptr;
+  // The disk reserve kept in the data directory for the bank (log/disk_guard.h,
+  // docs/operations.md); 0: none.
+  uint64_t disk_reserve_bytes = kDefaultDiskReserveBytes;
+  static constexpr uint64_t kDefaultDiskReserveBytes = 32ull << 20;
 };
 
 // The streams this node serves (owns). Which streams it owns is the
 // cluster's decision (src/cluster): the node opens and closes them here.
 class Registry {
  public:
+  // Creates the disk reserve in options.data_dir if it is missing (a disk
+  // too full for it is logged, and its guard starts full).
   Registry(RegistryOptions options, bank::Bank* bank);
   ~Registry();
   // Opens a stream recorded in the bank (recovering its log from disk, which
@@ -125,6 +134,9 @@ class Registry {
 
   const RegistryOptions options_;
   bank::Bank* bank_;
+  // One per data directory: every stream here shares it (a full disk stops
+  // them all, and its reserve is released once).
+  std::shared_ptr<log::DiskGuard> disk_guard_;
   Mutex mu_;  // held across create/delete
   std::map<std::string, std::shared_ptr<StreamEntry>> streams_ GUARDED_BY(mu_);
 };

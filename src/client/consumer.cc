@@ -20,6 +20,14 @@
 // The mutex link_ shares (link_.mu(), mu() here) guards the fields marked
 // GUARDED_BY and the link's connection state.
 //
+// Retries: a FETCH or an ANSWER that fails retriably (ERROR or per-answer
+// UNAVAILABLE — say a bank commit failed —, DISK_FULL, a lost connection, a
+// timeout) is sent again after a backoff doubling from
+// reconnect_min_backoff_ms to reconnect_max_backoff_ms, until
+// reconnect_give_up_ms pass; only then does the call fail with the last
+// error. Answers are idempotent on the node (an ACK of an answered seq is
+// OK), so resending a whole ANSWER is safe.
+//
 // After a break: a FETCH or an answer whose reply was lost is sent once more
 // on the new connection. Answers are idempotent on the node, so that is
 // safe. A lost FETCH reply leaves its messages pending for the old
@@ -121,6 +129,10 @@ class ConsumerImpl final : public Consumer, private internal::SessionRole {
 
   template <typename M>
   Result<std::string> Request(const M& msg, wire::FrameType reply_type, int timeout_ms) EXCLUDES(mu());
+  // Runs `call` (returning Status or Result<T>) until it succeeds, fails for
+  // good, or the retry budget is spent (file comment).
+  template <typename Call>
+  auto Retrying(Call call) -> decltype(call()) EXCLUDES(mu());
   Status Answer(std::vector<wire::AnswerItem> items) EXCLUDES(mu());
   Status AnswerChunk(std::span<const wire::AnswerItem> items) EXCLUDES(mu());
 
@@ -279,11 +291,39 @@ Result<std::string> ConsumerImpl::Request(const M& msg, wire::FrameType reply_ty
   }
 }
 
+namespace {
+const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+Status StatusOf(const Result<T>& r) {
+  return r ? Status::OK() : r.error();
+}
+}  // namespace
+
+template <typename Call>
+auto ConsumerImpl::Retrying(Call call) -> decltype(call()) {
+  const auto give_up = SteadyClock::now() + std::chrono::milliseconds(std::max(options_.reconnect_give_up_ms, 0));
+  for (int attempt = 0;; ++attempt) {
+    auto result = call();
+    const Status s = StatusOf(result);
+    if (s.ok() || !internal::IsRetriableStatus(s)) return result;
+    const int64_t backoff = std::min<int64_t>(int64_t{std::max(options_.reconnect_min_backoff_ms, 1)}
+                                                  << std::min(attempt, 20),
+                                              std::max(options_.reconnect_max_backoff_ms, 1));
+    const auto until = SteadyClock::now() + std::chrono::milliseconds(backoff);
+    if (until >= give_up) return result;
+    MutexLock lk(&mu());
+    // Stopped or given up on: the failure is final.
+    if (link_.stopping() || !link_.broken().ok()) return result;
+    while (!link_.stopping() && cv_.WaitUntil(&mu(), until)) {}
+    if (link_.stopping()) return result;
+  }
+}
+
 Result<std::vector<ReceivedMessage>> ConsumerImpl::Fetch(uint32_t max_messages, uint32_t max_bytes,
                                                          uint32_t wait_ms) {
   const wire::Fetch req{.max_messages = max_messages, .max_bytes = max_bytes, .wait_ms = wait_ms};
   const int timeout = static_cast<int>(std::min<int64_t>(int64_t{internal::kRequestTimeoutMs} + wait_ms, INT32_MAX));
-  auto body = Request(req, wire::FrameType::kDelivery, timeout);
+  auto body = Retrying([&] { return Request(req, wire::FrameType::kDelivery, timeout); });
   if (!body) return Err(body.error());
   auto delivery = wire::DecodeBodyAs<wire::Delivery>(*body);
   if (!delivery) return Err(Status::Internal(fmt::format("bad DELIVERY from node: {}", delivery.error().message())));
@@ -324,7 +364,7 @@ Status ConsumerImpl::Answer(std::vector<wire::AnswerItem> items) {
   std::span<const wire::AnswerItem> rest(items);
   while (!rest.empty()) {
     const size_t n = std::min(rest.size(), kMaxAnswersPerFrame);
-    FLOE_RETURN_IF_ERROR(AnswerChunk(rest.first(n)));
+    FLOE_RETURN_IF_ERROR(Retrying([&] { return AnswerChunk(rest.first(n)); }));
     rest = rest.subspan(n);
   }
   return Status::OK();

@@ -23,10 +23,15 @@
 // Retry semantics: the node dedups by (session id, producer seq) and answers
 // a resend of a stored message with its original seq (duplicate = true), so
 // resending after a break never stores twice. A message NAKed with a
-// retriable code is resent with the same producer seq after a backoff, for
-// at most reconnect_give_up_ms; a non-retriable NAK completes it with an
-// error. A retried message may land in the stream after later ones: stream
-// order follows producer-seq order only while nothing is retried. If no
+// retriable code (STORAGE_FAILED, UNAVAILABLE, DISK_FULL, …) is resent with
+// the same producer seq after a backoff, for at most reconnect_give_up_ms; a
+// non-retriable NAK completes it with an error.
+// Order (docs/protocol.md, "Order"): the stream stores a session's messages
+// in producer-seq order. While a retriable NAK's backoff runs, nothing is
+// sent; then every unacknowledged message not on the wire goes out again in
+// producer-seq order, the NAKed one first. Later messages that were already
+// on the wire are refused by the node (STORAGE_FAILED) and join the resend,
+// so none lands before the one that failed. If no
 // usable connection is had for reconnect_give_up_ms, every unacked message
 // fails with Unavailable and the producer is broken: Send and Flush return
 // that status from then on. Flush otherwise returns OK once every message
@@ -148,8 +153,10 @@ class ProducerImpl final : public Producer, private internal::SessionRole {
   std::deque<Ready> ready_ GUARDED_BY(mu());              // to put on the wire, oldest first
   size_t ready_bytes_ GUARDED_BY(mu()) = 0;
   SteadyClock::time_point ready_since_ GUARDED_BY(mu()){};  // when ready_ last became non-empty (linger)
-  // Retriable NAKs waiting out their backoff.
-  std::multimap<SteadyClock::time_point, uint64_t> delayed_ GUARDED_BY(mu());
+  // A retriable NAK came: send nothing before hold_until_, then requeue every
+  // unacked message not on the wire, in producer-seq order (file comment).
+  bool resend_ GUARDED_BY(mu()) = false;
+  SteadyClock::time_point hold_until_ GUARDED_BY(mu()){};
   size_t completing_ GUARDED_BY(mu()) = 0;  // completions taken but whose callbacks have not run
   int flushers_ GUARDED_BY(mu()) = 0;       // Flush callers: the sender does not linger
 
@@ -186,7 +193,7 @@ std::string ProducerImpl::Connected(Connection& conn) {
   // what it already holds as duplicates with the original seq.
   ready_.clear();
   ready_bytes_ = 0;
-  delayed_.clear();
+  resend_ = false;
   for (auto& [seq, p] : unacked_) {
     p.inflight_rid = 0;
     PushReady(seq, p.wire_bytes);
@@ -230,7 +237,7 @@ Result<uint64_t> ProducerImpl::Send(std::string_view payload, AckCallback done, 
     p.done = std::move(done);
     p.wire_bytes = wire_bytes;
     PushReady(seq, wire_bytes);
-    if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && link_.conn()) {
+    if (options_.linger_us == 0 && unacked_.size() == 1 && !sending_ && !resend_ && link_.conn()) {
       // Nothing else in flight: batching has nothing to gain, send now.
       SendBatch(&failed);
     } else if (ready_.size() == 1 || ready_.size() == kEagerBatch || ready_.size() >= options_.max_batch_messages) {
@@ -309,20 +316,16 @@ bool ProducerImpl::ShouldLinger(SteadyClock::time_point now) const {
   return linger > 0 && now < ready_since_ + std::chrono::microseconds(linger);
 }
 
+// The backoff is over: every unacked message not on the wire is ready again,
+// in producer-seq order (the retried ones are the oldest: they go first).
 void ProducerImpl::PromoteDueRetries(SteadyClock::time_point now) {
-  std::vector<Ready> due;
-  while (!delayed_.empty() && delayed_.begin()->first <= now) {
-    const uint64_t seq = delayed_.begin()->second;
-    delayed_.erase(delayed_.begin());
-    auto it = unacked_.find(seq);
-    if (it != unacked_.end() && it->second.inflight_rid == 0) due.push_back({seq, it->second.wire_bytes});
-  }
-  if (due.empty()) return;
-  // Retries are older than anything new: they go first, in seq order.
-  std::sort(due.begin(), due.end(), [](const Ready& a, const Ready& b) { return a.seq < b.seq; });
-  if (ready_.empty()) ready_since_ = now;
-  for (const Ready& r : due) ready_bytes_ += r.wire_bytes;
-  ready_.insert(ready_.begin(), due.begin(), due.end());
+  if (!resend_ || now < hold_until_) return;
+  resend_ = false;
+  ready_.clear();
+  ready_bytes_ = 0;
+  for (auto& [seq, p] : unacked_)
+    if (p.inflight_rid == 0) PushReady(seq, p.wire_bytes);
+  ready_since_ = now;
 }
 
 void ProducerImpl::SenderLoop() {
@@ -331,9 +334,9 @@ void ProducerImpl::SenderLoop() {
   while (!link_.stopping()) {
     const auto now = SteadyClock::now();
     PromoteDueRetries(now);
-    if (!link_.conn() || sending_ || ready_.empty()) {
-      if (delayed_.empty()) sender_cv_.Wait(&mu());
-      else (void)sender_cv_.WaitUntil(&mu(), delayed_.begin()->first);
+    if (!link_.conn() || sending_ || ready_.empty() || resend_) {
+      if (!resend_) sender_cv_.Wait(&mu());
+      else (void)sender_cv_.WaitUntil(&mu(), hold_until_);
       continue;
     }
     if (ShouldLinger(now)) {
@@ -496,7 +499,8 @@ void ProducerImpl::Retry(std::map<uint64_t, Pending>::iterator it, const Status&
   const int64_t backoff = std::min<int64_t>(int64_t{std::max(options_.reconnect_min_backoff_ms, 1)} << shift,
                                             std::max(options_.reconnect_max_backoff_ms, 1));
   ++p.retries;
-  delayed_.emplace(now + std::chrono::milliseconds(backoff), it->first);
+  hold_until_ = std::max(resend_ ? hold_until_ : now, now + std::chrono::milliseconds(backoff));
+  resend_ = true;
   sender_cv_.Signal();
 }
 
@@ -504,7 +508,7 @@ void ProducerImpl::FailAll(const Status& why, Completions* done) {
   while (!unacked_.empty()) Complete(unacked_.begin(), {why, 0}, done);
   ready_.clear();
   ready_bytes_ = 0;
-  delayed_.clear();
+  resend_ = false;
 }
 
 // Runs callbacks without the lock (they may call Send), then lets Flush and

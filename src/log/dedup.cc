@@ -25,6 +25,7 @@ void DedupIndex::Record(uint64_t producer_id, uint64_t producer_seq, uint64_t se
     if (pos != w.entries.end() && pos->producer_seq == producer_seq) pos->seq = seq;
     else w.entries.insert(pos, {producer_seq, seq});
   }
+  if (!w.unstored.empty()) unstored_ -= w.unstored.erase(producer_seq);  // stored (in doubt) again
   if (w.entries.size() > per_producer_) {
     w.entries.pop_front();
     w.trimmed = true;
@@ -38,6 +39,35 @@ void DedupIndex::Forget(uint64_t producer_id, uint64_t producer_seq, uint64_t se
   auto& entries = it->second.entries;
   auto pos = LowerBound(entries, producer_seq);
   if (pos != entries.end() && pos->producer_seq == producer_seq && pos->seq == seq) entries.erase(pos);
+}
+
+void DedupIndex::MarkUnstored(uint64_t producer_id, uint64_t producer_seq) {
+  if (producer_id == 0) return;
+  Window& w = windows_[producer_id];
+  if (w.unstored.size() >= per_producer_ && producer_seq > *w.unstored.rbegin()) return;
+  if (w.unstored.insert(producer_seq).second) ++unstored_;
+  if (w.unstored.size() > per_producer_) {
+    w.unstored.erase(std::prev(w.unstored.end()));
+    --unstored_;
+  }
+}
+
+bool DedupIndex::OutOfOrder(uint64_t producer_id, std::span<const uint64_t> producer_seqs) const {
+  if (unstored_ == 0 || producer_id == 0 || producer_seqs.empty()) return false;
+  auto it = windows_.find(producer_id);
+  if (it == windows_.end()) return false;
+  const uint64_t highest = producer_seqs.back();
+  for (uint64_t u : it->second.unstored) {
+    if (u >= highest) return false;
+    // An unstored seq the append carries itself is being resent: fine.
+    if (!std::binary_search(producer_seqs.begin(), producer_seqs.end(), u)) return true;
+  }
+  return false;
+}
+
+size_t DedupIndex::unstored(uint64_t producer_id) const {
+  auto it = windows_.find(producer_id);
+  return it == windows_.end() ? 0 : it->second.unstored.size();
 }
 
 DedupIndex::Lookup DedupIndex::Find(uint64_t producer_id, uint64_t producer_seq) const {
@@ -67,7 +97,11 @@ void DedupIndex::Evict() {
   size_t keep = max_producers_ - max_producers_ / 10;
   if (keep >= latest.size()) return;
   std::nth_element(latest.begin(), latest.begin() + static_cast<long>(latest.size() - keep), latest.end());
-  for (size_t i = 0; i < latest.size() - keep; ++i) windows_.erase(latest[i].second);
+  for (size_t i = 0; i < latest.size() - keep; ++i) {
+    auto it = windows_.find(latest[i].second);
+    unstored_ -= it->second.unstored.size();
+    windows_.erase(it);
+  }
 }
 
 }  // namespace floe::log

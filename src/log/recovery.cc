@@ -21,6 +21,15 @@ Status Stream::Impl::Recover() {
   auto lock = env_->Lock(dir_ + "/LOCK");
   if (!lock) return Status(lock.error().code(), "stream " + dir_ + " is open elsewhere: " + std::string(lock.error().message()));
   lock_ = std::move(*lock);
+  guard_ = options_.disk_guard;
+  if (!guard_) {
+    guard_ = std::make_shared<DiskGuard>(DiskGuardOptions{
+        .env = env_,
+        .dir = dir_,
+        .reserve_bytes = 0,
+        .probe_interval_us = static_cast<int64_t>(options_.heal_min_backoff_us),
+        .logger = options_.logger});
+  }
 
   auto headers = LoadSegmentHeaders();
   if (!headers) return headers.error();

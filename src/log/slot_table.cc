@@ -23,6 +23,18 @@ bool SlotTable::Resolve(uint64_t first, SlotState state) {
   return true;
 }
 
+uint64_t SlotTable::ResolveAllInDoubt(SlotState state) {
+  assert(state != SlotState::kInDoubt);
+  uint64_t n = 0;
+  for (Range& r : ranges_) {
+    if (r.state != SlotState::kInDoubt) continue;
+    r.state = state;
+    n += r.count;
+  }
+  Advance();
+  return n;
+}
+
 void SlotTable::Advance() {
   while (!ranges_.empty() && ranges_.front().state != SlotState::kInDoubt) {
     // Invariant: ranges are contiguous, so the front range starts right after

@@ -37,6 +37,8 @@ class SlotTable {
   // Resolves the range that Assign returned `first` for. Returns false (and
   // changes nothing) if no in-doubt range starts at `first`.
   bool Resolve(uint64_t first, SlotState state);
+  // Resolves every in-doubt range to `state`; returns how many seqs.
+  uint64_t ResolveAllInDoubt(SlotState state);
   // Returns the state of an assigned seq not yet passed by the frontier, or
   // kCommitted for one at or below it (whose real state the log holds).
   SlotState StateOf(uint64_t seq) const;

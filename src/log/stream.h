@@ -27,6 +27,7 @@
 #include "base/env.h"
 #include "base/status.h"
 #include "log/batch.h"
+#include "log/disk_guard.h"
 
 namespace floe::log {
 
@@ -66,6 +67,15 @@ struct StreamOptions {
   size_t dedup_per_producer = 4096;
   size_t dedup_max_producers = 100000;
   RecoveryPolicy recovery = RecoveryPolicy::kTruncateTornTail;
+  // The data directory's disk guard, shared with the other streams on that
+  // disk (disk_guard.h); nullptr: the stream makes its own, without reserve.
+  std::shared_ptr<DiskGuard> disk_guard;
+  // After a failure it could not record as holes, the stream retries
+  // recording them (and so heals by itself) after this backoff, doubling up
+  // to the max; meanwhile appends are refused with Unavailable (NoSpace for
+  // a full disk).
+  uint64_t heal_min_backoff_us = 100'000;
+  uint64_t heal_max_backoff_us = 30'000'000;
   // Receives one line per notable event (recovery cuts, failures); nullptr: stderr.
   std::function<void(const std::string&)> logger;
 };
@@ -75,6 +85,9 @@ struct AppendResult {
   uint64_t first_seq = 0;  // seqs assigned, when any were
   uint32_t count = 0;
   bool hole = false;       // the write failed and [first_seq, +count) are holes
+  // Refused (no seqs) because a producer's earlier message is unstored:
+  // resend that one first (dedup.h, docs/protocol.md "Order").
+  bool out_of_order = false;
 };
 using AppendCallback = std::function<void(const AppendResult&)>;
 
@@ -123,6 +136,7 @@ struct StreamStats {
   uint64_t syncs = 0;
   uint64_t holes = 0;        // seqs resolved as holes since open
   size_t in_doubt = 0;       // append calls assigned but not resolved
+  uint64_t heals = 0;        // failures healed by recording their holes later
 };
 
 class Stream {
@@ -136,9 +150,16 @@ class Stream {
   // Appends messages as consecutive seqs. `done` runs once: when the write is
   // durable (OK), when it failed (error, with hole=true if the seqs became
   // holes), or at once if refused (error, no seqs): Unavailable once the
-  // stream is closing (its node gives it up: retry where it goes next),
-  // FailedPrecondition while it refuses writes after a failure it could not
-  // record. Blocks while more than max_pending_bytes wait to be written
+  // stream is closing (its node gives it up: retry where it goes next), or
+  // while it refuses writes after a failure it could not record (it heals
+  // by itself: see heal_min_backoff_us); NoSpace while the disk is full;
+  // Aborted with out_of_order=true when a producer's earlier message is
+  // unstored. Every error is retriable but InvalidArgument.
+  //
+  // Order: a failed write fails every append queued behind it, and a
+  // producer's messages are never stored past one of its unstored messages
+  // (dedup.h), so each producer's messages are stored in producer-seq order.
+  // Blocks while more than max_pending_bytes wait to be written
   // (backpressure).
   void AppendAsync(std::span<const Message> messages, AppendCallback done);
   AppendResult Append(std::span<const Message> messages);  // waits for the outcome
@@ -167,7 +188,8 @@ class Stream {
   // Deletes whole segments past the retention limits (the writer also does
   // this by itself after each roll and once a second).
   Status EnforceRetention();
-  // OK, or why the stream refuses writes (a failed write it could not record).
+  // OK, or why the stream refuses writes (a failed write it could not record,
+  // or a full disk).
   Status health() const;
   StreamStats stats() const;  // every counter; walks the segments
   uint64_t first_seq() const;  // as stats().first_seq, cheaply

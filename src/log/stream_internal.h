@@ -23,6 +23,7 @@
 #include "log/batch.h"
 #include "log/batch_cache.h"
 #include "log/dedup.h"
+#include "log/disk_guard.h"
 #include "log/segment.h"
 #include "log/slot_table.h"
 #include "log/stream.h"
@@ -154,8 +155,11 @@ class Stream::Impl {
   uint64_t first_seq_ GUARDED_BY(mu_) = 1;
   int64_t last_ts_ GUARDED_BY(mu_) = 0;
   // Not OK once a failed write could not be recorded as holes: the stream
-  // refuses writes until reopened. Written only by the writer thread.
+  // refuses writes until Heal records them (Unavailable, or NoSpace when the
+  // disk is full). Written only by the writer thread.
   Status failed_ GUARDED_BY(mu_);
+  int64_t heal_at_us_ GUARDED_BY(mu_) = 0;  // when the writer next tries Heal
+  int heal_failures_ GUARDED_BY(mu_) = 0;
   bool closing_ GUARDED_BY(mu_) = false;
   bool closed_ GUARDED_BY(mu_) = false;
   bool writer_active_ GUARDED_BY(mu_) = false;   // the writer thread is busy (no need to wake it)
@@ -168,11 +172,17 @@ class Stream::Impl {
   // Writer thread only (and Recover, before the writer starts).
   std::unique_ptr<SegmentAppender> appender_;
   uint64_t next_segment_id_ = 1;
+  // Segment files a failed CreateSegment could not remove: Heal removes them
+  // before it records holes (recovery must never meet two segments with one
+  // base seq).
+  std::vector<std::string> abandoned_;
   // Started by StartWriter, joined by Close.
   std::thread writer_;
 
   // Its own lock; any thread.
   BatchCache cache_;
+  // Set by Recover (options_.disk_guard, or one of the stream's own); its own lock.
+  std::shared_ptr<DiskGuard> guard_;
 
  private:
   // Writer thread only (writer.cc); CreateSegment also from Recover.
@@ -183,7 +193,20 @@ class Stream::Impl {
   Status WriteGroups(std::deque<Group>& groups) EXCLUDES(mu_);
   void FinishGroups(std::deque<Group>& groups, const Status& write_status) EXCLUDES(mu_);
   Status Roll(uint64_t base_seq) EXCLUDES(mu_);
-  Status CreateSegment(uint64_t base_seq, std::string_view first_batch) EXCLUDES(mu_);
+  Status CreateSegment(uint64_t base_seq, std::string_view first_batch, bool preallocate = true) EXCLUDES(mu_);
+  // A hole segment: preallocated if the disk allows, else without (a full
+  // disk may still hold a few KiB, and the holes must be recorded).
+  Status CreateHoleSegment(uint64_t first, uint64_t end, int64_t ts, bool* preallocated = nullptr) EXCLUDES(mu_);
+  // Under mu_: marks every producer seq of `groups` unstored (dedup.h).
+  void MarkUnstored(const std::deque<Group>& groups) REQUIRES(mu_);
+  bool OutOfOrderLocked(std::span<const Message> messages, Status* why) REQUIRES(mu_);
+  // A write failed with NoSpace: tells the guard what room would do.
+  void ReportNoSpace(const Status& s, uint64_t group_bytes) EXCLUDES(mu_);
+  // Writer thread, failed_ set: cuts the active segment back to its
+  // committed end (durably), removes abandoned segments, records every
+  // in-doubt seq as a hole in a new segment, and clears failed_.
+  Status Heal() EXCLUDES(mu_);
+  void ScheduleHeal(const Status& why) REQUIRES(mu_);
   void Maintain() EXCLUDES(mu_);
 
   // Recover's steps (recovery.cc).

@@ -16,6 +16,41 @@
 
 namespace floe::log {
 
+namespace {
+
+// Whether `messages` would pass an unstored message of one of their
+// producers (dedup.h); sets *why if so. Requires the stream's mu_ (dedup is
+// passed in to keep the helper free of the Impl).
+bool OutOfOrder(const DedupIndex& dedup, std::span<const Message> messages, Status* why) {
+  // Usually one producer per append; group the seqs of each, in order.
+  std::vector<std::pair<uint64_t, uint64_t>> seqs;  // (producer id, producer seq)
+  seqs.reserve(messages.size());
+  for (const Message& m : messages)
+    if (m.producer_id != 0) seqs.emplace_back(m.producer_id, m.producer_seq);
+  std::stable_sort(seqs.begin(), seqs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<uint64_t> one;
+  for (size_t i = 0; i < seqs.size();) {
+    const uint64_t producer = seqs[i].first;
+    one.clear();
+    for (; i < seqs.size() && seqs[i].first == producer; ++i) one.push_back(seqs[i].second);
+    std::sort(one.begin(), one.end());
+    if (dedup.OutOfOrder(producer, one)) {
+      *why = Status::Aborted(fmt::format(
+          "producer {:016x}: an earlier message of this producer was not stored (its write failed or was "
+          "refused); resend it before producer seq {}",
+          producer, one.back()));
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+bool Stream::Impl::OutOfOrderLocked(std::span<const Message> messages, Status* why) {
+  return OutOfOrder(dedup_, messages, why);
+}
+
 // Any thread.
 void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback done) {
   size_t bytes = 0;
@@ -33,14 +68,21 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
     return;
   }
   Status refused;
+  bool out_of_order = false;
   bool wake = false;
   {
     MutexLock l(&mu_);
     while (pending_bytes_ >= options_.max_pending_bytes && !closing_ && failed_.ok()) space_cv_.Wait(&mu_);
+    // A full disk is said as the guard says it (with the room needed).
+    Status admit;
+    if (!closing_ && (failed_.ok() || failed_.code() == ErrorCode::kNoSpace)) admit = guard_->Admit();
     if (closing_) {
       refused = Status::Unavailable("stream is closed");
-    } else if (!failed_.ok()) {
-      refused = failed_;
+    } else if (!failed_.ok() || !admit.ok() || (dedup_.any_unstored() && OutOfOrderLocked(messages, &refused))) {
+      if (refused.ok()) refused = !admit.ok() ? admit : failed_;
+      else out_of_order = true;
+      // Not stored: the producers' later messages must wait for these.
+      for (const Message& m : messages) dedup_.MarkUnstored(m.producer_id, m.producer_seq);
     } else {
       // Assign seqs and mark them in doubt: invisible until resolved.
       const uint32_t count = static_cast<uint32_t>(messages.size());
@@ -68,7 +110,9 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
   }
   // Refused: the callback runs here, on the caller's thread, without mu_.
   if (!refused.ok()) {
-    done({refused});
+    AppendResult r{refused};
+    r.out_of_order = out_of_order;
+    done(r);
     return;
   }
   if (wake) writer_cv_.Signal();
@@ -79,7 +123,13 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
 void Stream::Impl::WriterLoop() {
   mu_.Lock();
   while (true) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    // Maintenance once a second; sooner while a heal or the disk guard waits.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    if (!failed_.ok() || guard_->full()) {
+      const auto soon = std::chrono::steady_clock::now() +
+                        std::chrono::microseconds(std::max<uint64_t>(options_.heal_min_backoff_us, 1000));
+      deadline = std::min(deadline, soon);
+    }
     while (pending_.empty() && !roll_requested_ && !closing_ && writer_cv_.WaitUntil(&mu_, deadline)) {}
     if (!pending_.empty()) {
       WriteOneGroup();
@@ -123,9 +173,37 @@ void Stream::Impl::WriteOneGroup() {
   Status fail = failed_;
   mu_.Unlock();
   Status s = fail.ok() ? WriteGroups(groups) : fail;
+  if (!s.ok()) {
+    // Order (stream.h): every append queued behind a failed one fails with
+    // it, as one range of holes, and its producer seqs become unstored in
+    // the same step, so no later append of those producers can slip in
+    // between. The queued groups carry the seqs that follow, contiguously.
+    MutexLock l(&mu_);
+    while (!pending_.empty()) {
+      groups.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+    MarkUnstored(groups);
+  }
   FinishGroups(groups, s);
   mu_.Lock();
   writer_active_ = false;
+}
+
+void Stream::Impl::MarkUnstored(const std::deque<Group>& groups) {
+  for (const Group& g : groups) {
+    RecordIterator ri(BatchHeader{0, static_cast<uint32_t>(g.buf.size()), BatchType::kData, g.base_seq, g.count},
+                      g.buf);
+    RecordView r;
+    while (ri.Next(&r).value_or(false)) dedup_.MarkUnstored(r.producer_id, r.producer_seq);
+  }
+}
+
+void Stream::Impl::ReportNoSpace(const Status& s, uint64_t group_bytes) {
+  if (s.code() != ErrorCode::kNoSpace) return;
+  // What lets this stream go on: a new segment (preallocated) and the batch.
+  const uint64_t need = (options_.preallocate ? options_.segment_bytes : 0) + group_bytes;
+  guard_->Full(fmt::format("writing stream {} ({})", dir_, s.message()), need);
 }
 
 // Writer thread, without mu_. Writes `groups` at the end of the active
@@ -170,14 +248,24 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
       committed = segments_.back()->size;
     }
     const bool already_failed = !earlier_failure.ok();
+    uint64_t group_bytes = 0;
+    for (const Group& g : groups) group_bytes += g.buf.size();
+    bool preallocated = false;
     // After a failed write or fdatasync the bytes past the committed end may
     // be in the page cache but never reach the disk (Linux forgets pages
-    // whose write-back failed): cut them so that a reopened stream cannot
-    // read and serve them.
-    (void)appender_->file()->Truncate(committed);
-    Status hole = already_failed ? earlier_failure
-                                 : CreateSegment(first, EncodeHoleBatch(first, static_cast<uint32_t>(end - first),
-                                                                        groups.back().last_ts));
+    // whose write-back failed): cut them, durably, so that a reopened stream
+    // cannot read and serve them — and so that recovery never meets them
+    // next to the hole segment that claims their seqs. If that fails the
+    // holes are not recorded now; Heal cuts again first.
+    Status hole = earlier_failure;
+    if (!already_failed) {
+      hole = appender_->file()->Truncate(committed);
+      if (hole.ok()) hole = appender_->file()->Sync();
+      if (hole.ok()) hole = CreateHoleSegment(first, end, groups.back().last_ts, &preallocated);
+    }
+    // A full disk, unless the hole segment just found room for a whole
+    // preallocated segment (the ENOSPC has passed).
+    if (!(hole.ok() && preallocated)) ReportNoSpace(write_status, group_bytes);
     if (hole.ok()) {
       state = SlotState::kHole;
       Log(fmt::format("write of seqs [{}, {}) failed ({}); recorded them as holes in segment {}", first, end,
@@ -186,8 +274,9 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
       state = SlotState::kInDoubt;
       if (!already_failed) {
         Log(fmt::format("write of seqs [{}, {}) failed ({}) and recording the holes failed too ({}); "
-                        "the stream refuses writes until reopened",
+                        "the stream refuses writes until it records them (retrying with backoff)",
                         first, end, write_status.ToString(), hole.ToString()));
+        if (write_status.code() != ErrorCode::kNoSpace) ReportNoSpace(hole, group_bytes);
       }
     }
   }
@@ -232,8 +321,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     } else if (state == SlotState::kHole) {
       counters_.holes += groups.back().base_seq + groups.back().count - groups.front().base_seq;
     } else if (failed_.ok()) {
-      failed_ = Status::FailedPrecondition("stream refuses writes after a failed write it could not record as holes (" +
-                                           write_status.ToString() + "); reopen it");
+      ScheduleHeal(write_status);
     }
     frontier = slots_.frontier();
     listener = frontier_listener_;
@@ -257,7 +345,7 @@ Status Stream::Impl::Roll(uint64_t base_seq) {
 // Writer thread (or Recover), without mu_. Creates segment next_segment_id_
 // starting at base_seq, optionally with a first batch, makes it durable (file
 // and directory entry) and makes it the active segment.
-Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_batch) {
+Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_batch, bool preallocate) {
   const uint64_t id = next_segment_id_;
   const std::string path = dir_ + "/" + SegmentFileName(id);
   auto wf = env_->Open(path, {.create = true, .exclusive = true, .writable = true, .direct = options_.direct_io});
@@ -267,7 +355,7 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   SegmentHeader h{id, base_seq, static_cast<int64_t>(env_->NowMicros())};
   auto appender = std::make_unique<SegmentAppender>(wfile, 0, std::string());
   auto write = [&]() -> Status {
-    if (options_.preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
+    if (options_.preallocate && preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
     // The header alone first: a crash can then tear only a file of at most
     // one block, which recovery recognises and removes.
     const std::string header = EncodeSegmentHeader(h);
@@ -288,7 +376,9 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
     // Best effort: leave no half-made segment behind to confuse recovery.
     wfile.reset();
     appender.reset();
-    if (env_->Remove(path).ok()) (void)env_->SyncDir(dir_);
+    Status removed = env_->Remove(path);
+    if (removed.ok()) removed = env_->SyncDir(dir_);
+    if (!removed.ok() && env_->Exists(path)) abandoned_.push_back(path);
     return opened.error();
   }
 
@@ -318,6 +408,21 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
 // Writer thread, without mu_: periodic work when idle, rolling by age and
 // retention.
 void Stream::Impl::Maintain() {
+  const bool room = guard_->Probe();
+  bool heal = false;
+  {
+    MutexLock l(&mu_);
+    // A full disk heals when the guard finds room again, not before.
+    heal = !failed_.ok() && static_cast<int64_t>(env_->NowMicros()) >= heal_at_us_ &&
+           (room || failed_.code() != ErrorCode::kNoSpace);
+  }
+  if (heal) {
+    Status s = Heal();
+    if (!s.ok()) {
+      MutexLock l(&mu_);
+      ScheduleHeal(s);
+    }
+  }
   if (options_.segment_age_us > 0 && appender_->end() > kSegmentHeaderSize) {
     uint64_t next;
     int64_t created;
@@ -335,6 +440,74 @@ void Stream::Impl::Maintain() {
   }
   Status s = EnforceRetention();
   if (!s.ok()) Log("retention: " + s.ToString());
+}
+
+// Writer thread, without mu_.
+Status Stream::Impl::CreateHoleSegment(uint64_t first, uint64_t end, int64_t ts, bool* preallocated) {
+  const std::string batch = EncodeHoleBatch(first, static_cast<uint32_t>(end - first), ts);
+  Status s = CreateSegment(first, batch);
+  if (preallocated) *preallocated = s.ok() && options_.preallocate;
+  if (s.code() == ErrorCode::kNoSpace && options_.preallocate) s = CreateSegment(first, batch, /*preallocate=*/false);
+  return s;
+}
+
+// mu_ held, writer thread: the stream refuses writes until Heal succeeds,
+// tried again after a backoff that doubles from heal_min_backoff_us.
+void Stream::Impl::ScheduleHeal(const Status& why) {
+  const uint64_t backoff =
+      std::min<uint64_t>(std::max<uint64_t>(options_.heal_min_backoff_us, 1) << std::min(heal_failures_, 20),
+                         std::max(options_.heal_max_backoff_us, options_.heal_min_backoff_us));
+  ++heal_failures_;
+  heal_at_us_ = static_cast<int64_t>(env_->NowMicros() + backoff);
+  const std::string text = fmt::format(
+      "stream refuses writes after a failed write it could not record as holes ({}); it retries in {} ms", why.ToString(),
+      backoff / 1000);
+  failed_ = why.code() == ErrorCode::kNoSpace || guard_->full() ? Status::NoSpace(text) : Status::Unavailable(text);
+}
+
+// Writer thread, without mu_. The same repair a reopen would make (the
+// committed bytes are exactly what recovery keeps), done in place: sessions
+// keep the stream. Every assigned seq above the frontier is in doubt here
+// (failed_ refused every append since), so they become one range of holes.
+Status Stream::Impl::Heal() {
+  uint64_t committed, first, next;
+  int64_t ts;
+  {
+    MutexLock l(&mu_);
+    committed = segments_.back()->size;
+    first = slots_.frontier() + 1;
+    next = slots_.next_seq();
+    ts = last_ts_;
+  }
+  FLOE_RETURN_IF_ERROR(appender_->file()->Truncate(committed));
+  FLOE_RETURN_IF_ERROR(appender_->file()->Sync());
+  if (!abandoned_.empty()) {
+    for (const std::string& path : abandoned_)
+      if (env_->Exists(path)) FLOE_RETURN_IF_ERROR(env_->Remove(path));
+    FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
+    abandoned_.clear();
+  }
+  // A fresh segment either way: the old appender's state past the committed
+  // end is unspecified after the failed write.
+  FLOE_RETURN_IF_ERROR(next > first ? CreateHoleSegment(first, next, ts) : CreateSegment(next, {}));
+  std::function<void(uint64_t)> listener;
+  uint64_t frontier;
+  {
+    MutexLock l(&mu_);
+    const uint64_t n = slots_.ResolveAllInDoubt(SlotState::kHole);
+    counters_.holes += n;
+    ++counters_.heals;
+    failed_ = Status::OK();
+    heal_failures_ = 0;
+    frontier = slots_.frontier();
+    listener = frontier_listener_;
+  }
+  Log(fmt::format("recorded seqs [{}, {}) as holes in segment {} after the earlier failure; the stream accepts writes again",
+                  first, next, next_segment_id_ - 1));
+  space_cv_.SignalAll();
+  frontier_cv_.SignalAll();
+  if (listener) listener(frontier);
+  return Status::OK();
 }
 
 // Any thread but the writer's: the writer thread owns the active segment, so

@@ -28,6 +28,7 @@ std::string_view WireErrorName(WireError e) {
     case WireError::kNotDelivered: return "NOT_DELIVERED";
     case WireError::kOutOfRange: return "OUT_OF_RANGE";
     case WireError::kDuplicateTooOld: return "DUPLICATE_TOO_OLD";
+    case WireError::kDiskFull: return "DISK_FULL";
   }
   return "UNKNOWN_ERROR";
 }
@@ -41,6 +42,7 @@ bool IsRetriable(WireError e) {
     case WireError::kTooManyConnections:
     case WireError::kTooManyInFlight:
     case WireError::kShuttingDown:
+    case WireError::kDiskFull:
       return true;
     default:
       return false;

@@ -25,7 +25,7 @@ enum class WireError : uint16_t {
   kNotOwner = 11,           // this node does not own the stream (redirect)
   kUnavailable = 12,        // transient: retry the same request
   kStorageFailed = 13,      // the write failed; the message was not stored: resend it
-  kStreamReadOnly = 14,     // the stream refuses writes until an operator reopens it
+  kStreamReadOnly = 14,     // a failed precondition; no longer sent for a failed write (the stream heals: UNAVAILABLE)
   kTooManyConnections = 15,
   kTooManyInFlight = 16,
   kShuttingDown = 17,       // the node is stopping: reconnect elsewhere or later
@@ -35,6 +35,7 @@ enum class WireError : uint16_t {
   kNotDelivered = 21,       // an answer for a seq that is not pending for this consumer
   kOutOfRange = 22,         // a seq below the stream's first seq (retention)
   kDuplicateTooOld = 23,    // a producer seq older than the stream's dedup window
+  kDiskFull = 24,           // the node's data disk is full: retry with backoff (the message says the room needed)
 };
 
 std::string_view WireErrorName(WireError e);

@@ -34,7 +34,7 @@ TEST(ErrorMapTest, EveryStatusCodeMapsToItsCoreCodeAndWireCode) {
       {ErrorCode::kAborted, Code::kUnavailable, WireError::kUnavailable},
       {ErrorCode::kFailedPrecondition, Code::kStreamReadOnly, WireError::kStreamReadOnly},
       {ErrorCode::kAlreadyExists, Code::kStreamExists, WireError::kStreamExists},
-      {ErrorCode::kNoSpace, Code::kNoSpace, WireError::kStorageFailed},
+      {ErrorCode::kNoSpace, Code::kNoSpace, WireError::kDiskFull},
       {ErrorCode::kTimedOut, Code::kUnavailable, WireError::kUnavailable},
       {ErrorCode::kInternal, Code::kInternal, WireError::kInternal},
   };
@@ -48,18 +48,17 @@ TEST(ErrorMapTest, EveryStatusCodeMapsToItsCoreCodeAndWireCode) {
   EXPECT_EQ(broker::CodeOf(Status(static_cast<ErrorCode>(99), "from the future")), Code::kInternal);
 }
 
-TEST(ErrorMapTest, EveryCoreCodeHasItsOwnWireCodeButNoSpace) {
-  // Protocol v1 has no code for a full disk: it is a failed write (resend).
+TEST(ErrorMapTest, EveryCoreCodeHasItsOwnWireCode) {
   std::set<WireError> seen;
   for (int c = 0; c <= static_cast<int>(Code::kDuplicateTooOld); ++c) {
     const Code code = static_cast<Code>(c);
     const WireError w = ToWire(code);
     EXPECT_NE(wire::WireErrorName(w), "UNKNOWN_ERROR") << broker::CodeName(code);
-    if (code != Code::kNoSpace) {
-      EXPECT_TRUE(seen.insert(w).second) << broker::CodeName(code) << " shares a wire code";
-    }
+    EXPECT_TRUE(seen.insert(w).second) << broker::CodeName(code) << " shares a wire code";
   }
-  EXPECT_EQ(ToWire(Code::kNoSpace), WireError::kStorageFailed);
+  // A full disk has its own retriable code (24), not a failed write's.
+  EXPECT_EQ(ToWire(Code::kNoSpace), WireError::kDiskFull);
+  EXPECT_TRUE(wire::IsRetriable(WireError::kDiskFull));
 }
 
 TEST(ErrorMapTest, RetriabilityFollowsTheStatusRetryRules) {

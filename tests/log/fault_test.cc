@@ -826,11 +826,11 @@ TEST_F(FaultTest, UnrecordableFailureRefusesWritesAndKeepsServingReaders) {
   EXPECT_FALSE(failed.hole) << "the holes were not recorded: the outcome is unknown";
   EXPECT_EQ(failed.first_seq, frontier + 1);
   Status health = stream_->health();
-  EXPECT_EQ(health.code(), ErrorCode::kFailedPrecondition) << health.ToString();
+  EXPECT_EQ(health.code(), ErrorCode::kUnavailable) << health.ToString() << ": retriable, it heals by itself";
   EXPECT_FALSE(health.message().empty());
 
   AppendResult refused = Append(1);
-  EXPECT_EQ(refused.status.code(), ErrorCode::kFailedPrecondition) << refused.status.ToString();
+  EXPECT_EQ(refused.status.code(), ErrorCode::kUnavailable) << refused.status.ToString();
   EXPECT_EQ(refused.count, 0u) << "a refused append is given no seqs";
 
   // Readers still get everything up to the frontier, which stays put.
@@ -858,7 +858,7 @@ TEST_F(FaultTest, UnrecordableFailureUnderConcurrentAppends) {
     env_->FailSyncs(FaultEnv::kForever, skip);
     AppendConcurrently(4, 20, static_cast<uint64_t>(skip));
     const StreamStats st = stream_->stats();
-    EXPECT_EQ(stream_->health().code(), ErrorCode::kFailedPrecondition);
+    EXPECT_EQ(stream_->health().code(), ErrorCode::kUnavailable);
     EXPECT_GE(st.in_doubt, 1u);
     EXPECT_LT(st.frontier + 1, st.next_seq) << "unresolved seqs must pin the frontier";
     ASSERT_TRUE(model_.Check(*stream_, /*settle=*/false));
@@ -886,7 +886,7 @@ TEST_F(FaultTest, FullDiskRefusesWritesUntilReopened) {
   } while (r.status.ok() && appends < 20);
   EXPECT_EQ(r.status.code(), ErrorCode::kNoSpace) << r.status.ToString();
   EXPECT_FALSE(stream_->health().ok());
-  EXPECT_EQ(Append(1).status.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Append(1).status.code(), ErrorCode::kNoSpace) << "a full disk is reported as such, retriable";
   ASSERT_TRUE(model_.Check(*stream_, /*settle=*/false));
   Close();
   env_->ClearFaults();
@@ -919,7 +919,8 @@ TEST_P(FrontierTest, FrontierNeverMovesBackAcrossReopenAndCrash) {
       break;
     case Unresolved::kHoleSegmentNotWritten:
       env_->FailSyncs(1);
-      env_->InjectWriteFault({.error = kENOSPC, .after_bytes = 0, .sticky = true, .path_filter = SegmentFileName(2)});
+      // Every new segment: a hole segment is tried preallocated, then not.
+      env_->InjectWriteFault({.error = kENOSPC, .after_bytes = 0, .sticky = true, .path_filter = ".seg"});
       break;
   }
   AppendResult failed = Append(5);

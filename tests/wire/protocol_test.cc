@@ -1406,6 +1406,7 @@ const CodeRow kCodes[] = {
     {21, WireError::kNotDelivered, "NOT_DELIVERED", false},
     {22, WireError::kOutOfRange, "OUT_OF_RANGE", false},
     {23, WireError::kDuplicateTooOld, "DUPLICATE_TOO_OLD", false},
+    {24, WireError::kDiskFull, "DISK_FULL", true},
 };
 
 TEST(WireErrorTest, NumbersNamesAndRetriabilityMatchTheDocument) {
@@ -1423,7 +1424,7 @@ TEST(WireErrorTest, NamesAreDistinct) {
 }
 
 TEST(WireErrorTest, UnknownCodesHaveAFallbackNameAndAreNotRetriable) {
-  for (uint16_t n : {uint16_t{24}, uint16_t{100}, uint16_t{1000}, kU16Max}) {
+  for (uint16_t n : {uint16_t{25}, uint16_t{100}, uint16_t{1000}, kU16Max}) {
     EXPECT_EQ(WireErrorName(static_cast<WireError>(n)), "UNKNOWN_ERROR") << n;
     EXPECT_FALSE(IsRetriable(static_cast<WireError>(n))) << n;
   }

@@ -19,7 +19,7 @@ wire::WireError ToWire(broker::Code code) {
     case Code::kUnavailable: return WireError::kUnavailable;
     case Code::kStorageFailed: return WireError::kStorageFailed;
     case Code::kStreamReadOnly: return WireError::kStreamReadOnly;
-    case Code::kNoSpace: return WireError::kStorageFailed;  // protocol v1 has no code of its own for it
+    case Code::kNoSpace: return WireError::kDiskFull;
     case Code::kTooManyInFlight: return WireError::kTooManyInFlight;
     case Code::kShuttingDown: return WireError::kShuttingDown;
     case Code::kInternal: return WireError::kInternal;
