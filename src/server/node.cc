@@ -121,6 +121,29 @@ Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id
   return Status::OK();
 }
 
+// Every connection holds a descriptor, and the node needs some of its own
+// (segments, the bank, the event loop): raise the soft RLIMIT_NOFILE toward
+// the hard one as far as the connection limit needs (no privilege needed),
+// and warn if even the hard limit is short, since accept would then fail
+// before --max-connections bites.
+void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
+  constexpr rlim_t kOwnFiles = 256;
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return;
+  const rlim_t want = static_cast<rlim_t>(max_connections) + kOwnFiles;
+  if (nofile.rlim_cur >= want) return;
+  const rlim_t raised = nofile.rlim_max == RLIM_INFINITY ? want : std::min(want, nofile.rlim_max);
+  if (raised > nofile.rlim_cur) {
+    rlimit r{raised, nofile.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &r) == 0) nofile.rlim_cur = raised;
+  }
+  if (nofile.rlim_cur < want)
+    fmt::print(stderr,
+               "floe: node {}: the descriptor limit ({}, ulimit -n) is below --max-connections {} plus {} for the "
+               "node's own files: accept will fail before the connection limit bites\n",
+               node_id, nofile.rlim_cur, max_connections, kOwnFiles);
+}
+
 }  // namespace
 
 class Node::Impl {
@@ -155,13 +178,7 @@ Status Node::Impl::Init() {
   auto lock = LockNodeId(options_.data_dir, options_.node_id);
   if (!lock) return lock.error();
   lock_fd_ = *lock;
-  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-      nofile.rlim_cur < options_.max_connections + 64) {
-    fmt::print(stderr,
-               "floe: node {}: the descriptor limit ({}, ulimit -n) is below --max-connections {} plus the node's "
-               "own files: accept will fail before the connection limit bites\n",
-               options_.node_id, nofile.rlim_cur, options_.max_connections);
-  }
+  RaiseDescriptorLimit(options_.node_id, options_.max_connections);
   broker::BrokerOptions b;
   b.node_id = options_.node_id;
   b.data_dir = options_.data_dir;

@@ -267,6 +267,28 @@ TEST_F(LimitsTest, AcceptOutOfDescriptorsBacksOffAndKeepsServing) {
   EXPECT_TRUE(admitted) << "no connection was accepted after descriptors freed up";
 }
 
+// --- Options ---------------------------------------------------------------------------
+
+TEST_F(LimitsTest, LimitOptionsAreRangeChecked) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"--idle-timeout-ms", "0"}, "--idle-timeout-ms"},
+      {{"--handshake-timeout-ms", "99999999999"}, "--handshake-timeout-ms"},
+      {{"--frame-timeout-ms", "-5"}, "--frame-timeout-ms"},
+      {{"--max-connections", "0"}, "--max-connections"},
+      {{"--max-connections", "-1"}, "--max-connections"},
+      {{"--node-id", "../elsewhere"}, "--node-id"},
+  };
+  for (const auto& [args, named] : bad) {
+    std::vector<std::string> argv = {FLOE_BINARY, "serve", "--data", dir_->path() + "/data", "--listen", "127.0.0.1:0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = RunCommand(argv, {}, 10000);
+    ASSERT_FALSE(r.timed_out) << args[0] << " " << args[1] << " was accepted: the node served";
+    EXPECT_NE(r.exit_code, 0) << args[0] << " " << args[1];
+    EXPECT_NE((r.out + r.err).find(named), std::string::npos) << r.out << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_->path() + "/elsewhere")) << "--node-id escaped the data directory";
+}
+
 // --- One node id, one live node ---------------------------------------------------------
 
 TEST_F(LimitsTest, ASecondNodeWithTheSameIdIsRefused) {
