@@ -16,7 +16,7 @@ namespace {
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 // A timed-out connection's last frames (its ERROR, ACKs in flight) get this
 // long to drain before the socket is closed regardless.
-constexpr auto kCloseGraceMs = std::chrono::milliseconds(1000);
+constexpr auto kCloseGrace = std::chrono::milliseconds(1000);
 // Closes for silence, across the node's connections: one line per 10 s.
 LogLimiter timeout_log(std::chrono::seconds(10));
 }  // namespace
@@ -101,7 +101,7 @@ void Connection::TimeOut(std::string reason) {
                        reason);
   });
   timed_out_ = true;
-  close_by_ = std::chrono::steady_clock::now() + kCloseGraceMs;
+  close_by_ = std::chrono::steady_clock::now() + kCloseGrace;
   Error(0, wire::WireError::kUnavailable, fmt::format("node {} closes this connection: {}", limits_->node_id, reason));
   // Wakes a read in progress (it sees EOF); the ERROR is still written.
   socket_.shutdown(tcp::socket::shutdown_receive, ec);

@@ -25,7 +25,7 @@
 // sends PING halfway, so a client that answers PING, or sends anything, stays
 // open). Time spent waiting on the core or on backpressure is not silence.
 // A timed-out connection gets ERROR UNAVAILABLE (request id 0) and drains;
-// if draining takes longer than kCloseGraceMs it is closed anyway.
+// if draining takes longer than kCloseGrace it is closed anyway.
 #pragma once
 
 #include <atomic>
