@@ -23,7 +23,23 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_option("--bank-prefix", *bank_prefix, "Key prefix of floe's keys on etcd (default /floe/)");
   serve->add_option("--node-id", o->node_id, "This node's id")->default_val("node-1");
   serve->add_option("--io-threads", o->io_threads, "Network threads")->default_val(2)->check(CLI::Range(1, 64));
-  serve->add_option("--max-connections", o->max_connections, "Connections at most")->default_val(1024);
+  serve->add_option("--max-connections", o->max_connections,
+                    "Connections at most; past it a client gets TOO_MANY_CONNECTIONS at once")
+      ->default_val(o->max_connections)
+      ->check(CLI::Range(size_t{1}, server::kMaxMaxConnections));
+  serve->add_option("--handshake-timeout-ms", o->handshake_timeout_ms,
+                    "Close a connection that has not sent a whole HELLO this long after connecting")
+      ->default_val(o->handshake_timeout_ms)
+      ->check(CLI::Range(server::kMinHandshakeTimeoutMs, server::kMaxHandshakeTimeoutMs));
+  serve->add_option("--frame-timeout-ms", o->frame_timeout_ms,
+                    "Close a connection that sent part of a frame and then nothing for this long")
+      ->default_val(o->frame_timeout_ms)
+      ->check(CLI::Range(server::kMinFrameTimeoutMs, server::kMaxFrameTimeoutMs));
+  serve->add_option("--idle-timeout-ms", o->idle_timeout_ms,
+                    "Close a connection silent this long; the node sends PING at half of it, and any frame "
+                    "(the PONG too) keeps it open")
+      ->default_val(o->idle_timeout_ms)
+      ->check(CLI::Range(server::kMinIdleTimeoutMs, server::kMaxIdleTimeoutMs));
   serve->add_option("--max-message-bytes", o->max_message_bytes, "Largest message payload the node accepts")
       ->default_val(o->max_message_bytes);
   serve->add_flag("--no-direct-io", [o](int64_t) { o->direct_io = false; }, "Write segments through the page cache");

@@ -1,19 +1,158 @@
 #include "server/node.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include <asio.hpp>
 #include <fmt/format.h>
 
+#include "bank/bank.h"
 #include "broker/broker.h"
+#include "cluster/cluster.h"
 #include "frontend/floe/listener.h"
+#include "model/types.h"
 #include "server/forwarder.h"
 
 namespace floe::server {
 
+namespace {
+
+Status CheckRange(const char* what, uint64_t v, uint64_t lo, uint64_t hi) {
+  if (v >= lo && v <= hi) return Status::OK();
+  return Status::InvalidArgument(fmt::format("{} must be {}-{}, got {}", what, lo, hi, v));
+}
+
+Status ValidateLimits(const NodeOptions& o) {
+  FLOE_RETURN_IF_ERROR(CheckRange("--handshake-timeout-ms", o.handshake_timeout_ms, kMinHandshakeTimeoutMs,
+                                  kMaxHandshakeTimeoutMs));
+  FLOE_RETURN_IF_ERROR(CheckRange("--frame-timeout-ms", o.frame_timeout_ms, kMinFrameTimeoutMs, kMaxFrameTimeoutMs));
+  FLOE_RETURN_IF_ERROR(CheckRange("--idle-timeout-ms", o.idle_timeout_ms, kMinIdleTimeoutMs, kMaxIdleTimeoutMs));
+  FLOE_RETURN_IF_ERROR(CheckRange("--max-connections", o.max_connections, 1, kMaxMaxConnections));
+  // The id names a lock file and bank keys: the naming rule of streams.
+  if (Status s = ValidateStreamName(o.node_id); !s.ok())
+    return Status::InvalidArgument(fmt::format("--node-id '{}': {}", o.node_id, s.message()));
+  return Status::OK();
+}
+
+// Holds <data_dir>/node-<id>.lock with flock for the process's life (the
+// kernel drops it when the process dies, kill -9 included), so a second
+// `floe serve` with this id on this directory is refused at once. Nodes
+// with other ids share the directory freely. The file holds the holder's
+// pid, for the message only.
+Result<int> LockNodeId(const std::string& data_dir, const std::string& node_id) {
+  std::error_code fec;
+  std::filesystem::create_directories(data_dir, fec);
+  if (fec) return Err(Status::IOError(fmt::format("creating {}: {}", data_dir, fec.message())));
+  const std::string path = fmt::format("{}/node-{}.lock", data_dir, node_id);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Err(Status::FromErrno(errno, "opening " + path));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) return Err(Status::FromErrno(err, "locking " + path));
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return Err(Status::FailedPrecondition(fmt::format(
+        "node id {} is in use: another floe serve (pid {}) runs with --node-id {} on data directory {} (it holds "
+        "{}); stop it, or give this node its own --node-id (nodes sharing a data directory need distinct ids)",
+        node_id, holder, node_id, data_dir, path)));
+  }
+  const std::string pid = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    // The lock is what matters; the pid is a courtesy.
+  }
+  return fd;
+}
+
+// The bank's view, for nodes that share a bank but not a data directory
+// (another host, another --data): refuses if nodes/<id> belongs to a live
+// node. A record at our own address is our previous life (we hold its
+// port now, so it is dead). A record whose heartbeat is older than its
+// lease period is dead by the cluster's own rule. Otherwise the record may
+// be fresh only because its node just died: watch it until its lease period
+// has passed: a heartbeat that advances meanwhile (live nodes heartbeat
+// every third of a lease) is another live node with this id. Two nodes
+// started at the same instant on different directories both see no record:
+// that race is not closed here.
+Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id, const std::string& address) {
+  auto bank = bank::OpenBank(bank_url);
+  if (!bank) return bank.error();
+  const std::string key = cluster::NodeKey(node_id);
+  auto read = [&]() -> Result<std::optional<cluster::NodeInfo>> {
+    auto v = (*bank)->Get(key);
+    if (!v) {
+      if (v.error().IsNotFound()) return std::optional<cluster::NodeInfo>();
+      return Err(v.error());
+    }
+    auto n = cluster::DecodeNodeInfo(v->value);
+    if (!n) return std::optional<cluster::NodeInfo>();  // unreadable: the heartbeat overwrites it
+    return std::optional<cluster::NodeInfo>(*n);
+  };
+  auto first = read();
+  if (!first) return first.error();
+  if (!*first) return Status::OK();
+  const cluster::NodeInfo seen = **first;
+  if (seen.address == address) return Status::OK();
+  const int64_t lease = std::max<int64_t>(seen.lease_ms, 30);
+  const int64_t left_ms = seen.heartbeat_ms + lease - cluster::WallMs();
+  if (left_ms <= 0) return Status::OK();
+  // Bounded by steady time too, whatever the clocks say.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(left_ms, 2 * lease) + 50);
+  const auto poll = std::chrono::milliseconds(std::clamp<int64_t>(lease / 10, 5, 200));
+  while (std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(poll);
+    auto now = read();
+    if (!now) return now.error();
+    if (!*now) return Status::OK();  // it stopped and removed its record
+    if ((*now)->heartbeat_ms != seen.heartbeat_ms || (*now)->address != seen.address)
+      return Status::FailedPrecondition(fmt::format(
+          "node id {} is in use: the bank shows a live node {} at {} (heartbeat {} ms ago); two live nodes with "
+          "one id are never allowed: give this node its own --node-id",
+          node_id, node_id, (*now)->address, std::max<int64_t>(0, cluster::WallMs() - (*now)->heartbeat_ms)));
+  }
+  return Status::OK();
+}
+
+// Every connection holds a descriptor, and the node needs some of its own
+// (segments, the bank, the event loop): raise the soft RLIMIT_NOFILE toward
+// the hard one as far as the connection limit needs (no privilege needed),
+// and warn if even the hard limit is short, since accept would then fail
+// before --max-connections bites.
+void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
+  constexpr rlim_t kOwnFiles = 256;
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return;
+  const rlim_t want = static_cast<rlim_t>(max_connections) + kOwnFiles;
+  if (nofile.rlim_cur >= want) return;
+  const rlim_t raised = nofile.rlim_max == RLIM_INFINITY ? want : std::min(want, nofile.rlim_max);
+  if (raised > nofile.rlim_cur) {
+    rlimit r{raised, nofile.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &r) == 0) nofile.rlim_cur = raised;
+  }
+  if (nofile.rlim_cur < want)
+    fmt::print(stderr,
+               "floe: node {}: the descriptor limit ({}, ulimit -n) is below --max-connections {} plus {} for the "
+               "node's own files: accept will fail before the connection limit bites\n",
+               node_id, nofile.rlim_cur, max_connections, kOwnFiles);
+}
+
+}  // namespace
+
 class Node::Impl {
  public:
   explicit Impl(NodeOptions options) : options_(std::move(options)) {}
+  ~Impl() {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
   Status Init();
   void Stop();
   void Wait() {
@@ -28,6 +167,7 @@ class Node::Impl {
   std::vector<std::thread> threads_;
   std::unique_ptr<asio::signal_set> signals_;
   std::atomic<bool> stopping_{false};
+  int lock_fd_ = -1;  // node-<id>.lock in data_dir, flock'd while the node lives
 
   Mutex stop_mu_;
   CondVar stop_cv_;
@@ -35,6 +175,11 @@ class Node::Impl {
 };
 
 Status Node::Impl::Init() {
+  FLOE_RETURN_IF_ERROR(ValidateLimits(options_));
+  auto lock = LockNodeId(options_.data_dir, options_.node_id);
+  if (!lock) return lock.error();
+  lock_fd_ = *lock;
+  RaiseDescriptorLimit(options_.node_id, options_.max_connections);
   broker::BrokerOptions b;
   b.node_id = options_.node_id;
   b.data_dir = options_.data_dir;
@@ -51,8 +196,14 @@ Status Node::Impl::Init() {
   auto broker = broker::Broker::Open(b);
   if (!broker) return broker.error();
   broker_ = std::move(*broker);
-  frontend::ListenerLimits limits{options_.node_id, options_.max_frame_bytes, options_.max_message_bytes,
-                                  options_.max_connection_inflight_bytes, options_.max_node_inflight_bytes};
+  frontend::ListenerLimits limits{.node_id = options_.node_id,
+                                  .max_frame_bytes = options_.max_frame_bytes,
+                                  .max_message_bytes = options_.max_message_bytes,
+                                  .max_connection_inflight_bytes = options_.max_connection_inflight_bytes,
+                                  .max_node_inflight_bytes = options_.max_node_inflight_bytes,
+                                  .handshake_timeout_ms = options_.handshake_timeout_ms,
+                                  .frame_timeout_ms = options_.frame_timeout_ms,
+                                  .idle_timeout_ms = options_.idle_timeout_ms};
   auto listener = frontend::Listener::Bind(io_, options_.listen, broker_.get(), limits, options_.max_connections);
   if (!listener) return listener.error();
   listener_ = std::move(*listener);
@@ -60,6 +211,8 @@ Status Node::Impl::Init() {
   // (opening them) before taking connections.
   const std::string address =
       options_.advertise.empty() ? fmt::format("{}:{}", listener_->host(), listener_->port()) : options_.advertise;
+  FLOE_RETURN_IF_ERROR(CheckNodeIdUnused(
+      options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank, options_.node_id, address));
   FLOE_RETURN_IF_ERROR(broker_->StartCluster(address));
   listener_->Start();
   for (int i = 0; i < std::max(1, options_.io_threads); ++i) threads_.emplace_back([this] { io_.run(); });

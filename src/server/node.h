@@ -20,6 +20,13 @@
 
 namespace floe::server {
 
+// Accepted ranges (ms) of NodeOptions' connection limits; Node::Start and
+// `floe serve` refuse values outside them.
+inline constexpr uint32_t kMinHandshakeTimeoutMs = 100, kMaxHandshakeTimeoutMs = 600'000;
+inline constexpr uint32_t kMinFrameTimeoutMs = 100, kMaxFrameTimeoutMs = 600'000;
+inline constexpr uint32_t kMinIdleTimeoutMs = 1'000, kMaxIdleTimeoutMs = 86'400'000;
+inline constexpr size_t kMaxMaxConnections = 1'000'000;
+
 struct NodeOptions {
   std::string node_id = "node-1";
   std::string data_dir = "./floe-data";
@@ -29,6 +36,10 @@ struct NodeOptions {
   uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
   uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;
   size_t max_connections = 1024;
+  // Connection timeouts (docs/protocol.md "Timeouts and keep-alive").
+  uint32_t handshake_timeout_ms = 5000;  // accept to HELLO
+  uint32_t frame_timeout_ms = 10000;     // longest pause inside a frame
+  uint32_t idle_timeout_ms = 60000;      // longest silence (the node PINGs at half)
   // A connection stops reading publishes while this many bytes await their
   // ACK (backpressure on fast producers); the node as a whole, max_node_inflight.
   uint64_t max_connection_inflight_bytes = 32ull << 20;
@@ -46,6 +57,11 @@ struct NodeOptions {
 class Node {
  public:
   // Opens the bank and every stream, binds, and starts serving.
+  // One node id, one live node: Start fails with FailedPrecondition if
+  // another process holds this id's lock file in data_dir
+  // (node-<id>.lock, flock'd for the node's life), or if the bank shows a
+  // node of this id at another address whose heartbeat still advances
+  // (checked for up to one lease period; see CheckNodeIdUnused in node.cc).
   static Result<std::unique_ptr<Node>> Start(const NodeOptions& options);
   ~Node();
   uint16_t port() const;

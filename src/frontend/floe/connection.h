@@ -17,6 +17,15 @@
 //                awaits its ACK, or at once on a write error) [MaybeClose,
 //                OnWritten]
 // A connection never goes back; `closed` is final.
+//
+// Timeouts (docs/protocol.md "Timeouts and keep-alive"), watched by one timer
+// per connection on its strand (OnWatchdog): no HELLO within
+// handshake_timeout_ms of the accept; a frame begun whose next byte takes
+// longer than frame_timeout_ms; nothing at all for idle_timeout_ms (the node
+// sends PING halfway, so a client that answers PING, or sends anything, stays
+// open). Time spent waiting on the core or on backpressure is not silence.
+// A timed-out connection gets ERROR UNAVAILABLE (request id 0) and drains;
+// if draining takes longer than kCloseGrace it is closed anyway.
 #pragma once
 
 #include <atomic>
@@ -41,6 +50,9 @@ struct ListenerLimits {
   uint32_t max_message_bytes = wire::kDefaultMaxMessageBytes;
   uint64_t max_connection_inflight_bytes = 32ull << 20;
   uint64_t max_node_inflight_bytes = 256ull << 20;
+  uint32_t handshake_timeout_ms = 5000;  // from the accept to a complete HELLO
+  uint32_t frame_timeout_ms = 10000;     // longest pause inside one frame
+  uint32_t idle_timeout_ms = 60000;      // longest silence between frames (PING at half)
 };
 
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
@@ -94,6 +106,13 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   }
 
   asio::awaitable<void> ReadLoop();
+  // Reads exactly buf.size() bytes (false: EOF, an error or a close), noting
+  // each arrival for the watchdog; `in_frame`: the bytes continue a frame.
+  asio::awaitable<bool> ReadFull(asio::mutable_buffer buf, bool in_frame);
+  // The timeouts (file comment): re-armed at each expiry, never per frame.
+  void ArmWatchdog();
+  void OnWatchdog();
+  void TimeOut(std::string reason);
   asio::awaitable<void> Dispatch(const wire::FrameHeader& h, std::span<const char> body);
   // Request handlers (handlers.cc): decode, call the core, answer.
   void OnHello(uint64_t req, std::span<const char> body);
@@ -119,6 +138,15 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   asio::steady_timer inflight_signal_;  // wakes ReadLoop blocked on backpressure
+  // Timeout state, all on the strand.
+  asio::steady_timer watchdog_;
+  std::chrono::steady_clock::time_point accepted_at_;
+  std::chrono::steady_clock::time_point quiet_since_;  // last byte read, or the read began
+  std::chrono::steady_clock::time_point close_by_{};   // a timed-out drain ends by then
+  bool awaiting_bytes_ = false;  // ReadLoop waits on the socket (not on the core)
+  bool mid_frame_ = false;       // part of a frame has arrived
+  bool pinged_ = false;          // a PING went out since quiet_since_
+  bool timed_out_ = false;
   std::string outbox_;   // frames waiting for the current write to finish
   std::string sending_;  // the bytes of the write in flight
   bool writing_ = false;

@@ -8,7 +8,7 @@ namespace floe::frontend {
 using asio::ip::tcp;
 
 Listener::Listener(asio::io_context& io, broker::Broker* broker, ListenerLimits limits, size_t max_connections)
-    : io_(io), acceptor_(io), broker_(broker), limits_(std::move(limits)), max_connections_(max_connections) {}
+    : io_(io), acceptor_(io), backoff_timer_(io), broker_(broker), limits_(std::move(limits)), max_connections_(max_connections) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
                                                  broker::Broker* broker, ListenerLimits limits,
@@ -38,24 +38,61 @@ void Listener::Start() { asio::co_spawn(io_, AcceptLoop(), asio::detached); }
 void Listener::Close() {
   asio::error_code ec;
   acceptor_.close(ec);
+  backoff_timer_.cancel();
 }
+
+namespace {
+// A failed accept that says nothing about the listener's health: the peer
+// gave up before we took it, or a signal. Accept again at once.
+bool Transient(const asio::error_code& ec) {
+  return ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
+         ec == asio::error::would_block || ec == std::errc::protocol_error;
+}
+constexpr auto kMinAcceptBackoff = std::chrono::milliseconds(10);
+constexpr auto kMaxAcceptBackoff = std::chrono::milliseconds(1000);
+}  // namespace
 
 asio::awaitable<void> Listener::AcceptLoop() {
   constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+  auto backoff = kMinAcceptBackoff;
   while (!broker_->stopping()) {
     auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_), kNoThrow);
     if (ec) {
-      if (broker_->stopping() || ec == asio::error::operation_aborted) break;
+      if (broker_->stopping() || ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
+      if (Transient(ec)) continue;
+      // Out of descriptors or memory: accepting again at once fails again at
+      // once (the connection stays in the backlog), so wait; what is open
+      // keeps being served on the other strands.
+      accept_log_.Print([&] {
+        return fmt::format(
+            "floe: node {}: cannot accept connections: {}; retrying in {} ms (backing off up to {} ms; raise "
+            "the descriptor limit, ulimit -n, above --max-connections {})",
+            limits_.node_id, ec.message(), backoff.count(), kMaxAcceptBackoff.count(), max_connections_);
+      });
+      backoff_timer_.expires_after(backoff);
+      co_await backoff_timer_.async_wait(kNoThrow);
+      backoff = std::min(backoff * 2, kMaxAcceptBackoff);
       continue;
     }
+    backoff = kMinAcceptBackoff;
     socket.set_option(tcp::no_delay(true), ec);
     const size_t count = broker_->peer_count();
     if (count >= max_connections_) {
-      // Say why, then close.
+      // Say why, then close: the client learns it from its first read.
+      asio::error_code pec;
+      const auto peer = socket.remote_endpoint(pec);
+      limit_log_.Print([&] {
+        return fmt::format("floe: node {}: refused a connection from {}: {} connections open, the limit "
+                           "(--max-connections)",
+                           limits_.node_id, pec ? std::string("?") : peer.address().to_string(), count);
+      });
       std::string f;
       wire::AppendFrame(&f, 0, wire::Error{wire::WireError::kTooManyConnections,
                                            wire::IsRetriable(wire::WireError::kTooManyConnections),
-                                           fmt::format("node has {} connections, the limit", count), {}});
+                                           fmt::format("node {} has {} connections, its limit (--max-connections); "
+                                                       "try another node or later",
+                                                       limits_.node_id, count),
+                                           {}});
       asio::error_code wec;
       asio::write(socket, asio::buffer(f), wec);
       socket.close(wec);

@@ -1,5 +1,13 @@
 // The floe protocol's listener: accepts TCP connections on the node's I/O
 // threads and hands each to a Connection over the broker core.
+//
+// Limits. Past max_connections a new connection gets ERROR
+// TOO_MANY_CONNECTIONS (request id 0) and is closed at once. When accept
+// itself fails (out of file descriptors: EMFILE/ENFILE, or of kernel
+// memory) the loop backs off, 10 ms doubling to 1 s, reset by the next
+// accepted connection; connections already open are served meanwhile and
+// the ones waiting in the backlog are accepted once descriptors free up.
+// Both are logged, at most one line per 10 s each (LogLimiter).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +19,7 @@
 #include "base/status.h"
 #include "broker/broker.h"
 #include "frontend/floe/connection.h"
+#include "frontend/floe/log_limiter.h"
 
 namespace floe::frontend {
 
@@ -33,10 +42,13 @@ class Listener {
 
   asio::io_context& io_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer backoff_timer_;  // the accept loop's pause after a failed accept
   broker::Broker* const broker_;
   const ListenerLimits limits_;
   const size_t max_connections_;
   std::string host_;
+  LogLimiter limit_log_{std::chrono::seconds(10)};
+  LogLimiter accept_log_{std::chrono::seconds(10)};
 };
 
 }  // namespace floe::frontend
