@@ -193,8 +193,8 @@ struct EncodeOptions {
 // Appends the encoded packet to `*out` (nothing on error).
 //   InvalidArgument: the packet breaks a rule a decoder would refuse it for
 //     (the same rules, with the same messages), or 3.1.1 cannot say it: AUTH,
-//     a failure reason in an acknowledgement or DISCONNECT, a CONNACK reason
-//     with no 3.1.1 return code.
+//     a failure reason in an acknowledgement or DISCONNECT, a SUBACK failure
+//     other than 0x80, a CONNACK reason with no 3.1.1 return code.
 //   OutOfRange: the packet is larger than `max_packet_size` (or than MQTT can
 //     frame).
 // For 3.1.1 what that version has no field for is left out: properties,
