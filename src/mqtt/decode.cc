@@ -88,7 +88,7 @@ Result DecodeConnect(Reader& r, Sender sender) {
   if (!r.empty()) {
     return fail(Malformed(fmt::format("CONNECT has {} bytes after its last field", r.remaining())), level);
   }
-  if (auto e = ValidatePacket(c, c.version, sender)) return fail(std::move(*e), level);
+  if (auto e = ValidatePacket(c, c.version, sender, /*decoded=*/true)) return fail(std::move(*e), level);
   return Packet(std::move(c));
 }
 
@@ -298,7 +298,9 @@ DecodeResult<Packet> DecodePacket(std::span<const char> packet, const DecodeOpti
   if (!result || type == PacketType::kConnect) return result;  // CONNECT checked its own end and rules
   if (!r.ok()) return Failed(r, type);
   if (!r.empty()) return Trailing(r, type);
-  if (auto e = ValidatePacket(*result, version, options.sender)) return tl::unexpected(std::move(*e));
+  if (auto e = ValidatePacket(*result, version, options.sender, /*decoded=*/true)) {
+    return tl::unexpected(std::move(*e));
+  }
   return result;
 }
 

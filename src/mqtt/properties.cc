@@ -124,11 +124,24 @@ bool Properties::Has(PropertyId id) const {
   return false;
 }
 
-bool Properties::empty() const {
-  for (const PropertyInfo& p : kProperties) {
-    if (Has(p.id)) return false;
-  }
-  return true;
+uint32_t Properties::PresentMask() const {
+  // In table order (kProperties), one test per field.
+  const bool present[] = {
+      payload_format_indicator.has_value(), message_expiry_interval.has_value(), content_type.has_value(),
+      response_topic.has_value(), correlation_data.has_value(), !subscription_identifiers.empty(),
+      session_expiry_interval.has_value(), assigned_client_identifier.has_value(), server_keep_alive.has_value(),
+      authentication_method.has_value(), authentication_data.has_value(), request_problem_information.has_value(),
+      will_delay_interval.has_value(), request_response_information.has_value(), response_information.has_value(),
+      server_reference.has_value(), reason_string.has_value(), receive_maximum.has_value(),
+      topic_alias_maximum.has_value(), topic_alias.has_value(), maximum_qos.has_value(),
+      retain_available.has_value(), !user_properties.empty(), maximum_packet_size.has_value(),
+      wildcard_subscription_available.has_value(), subscription_identifier_available.has_value(),
+      shared_subscription_available.has_value(),
+  };
+  static_assert(std::size(present) == kProperties.size());
+  uint32_t mask = 0;
+  for (size_t i = 0; i < std::size(present); ++i) mask |= static_cast<uint32_t>(present[i]) << i;
+  return mask;
 }
 
 namespace {
@@ -273,10 +286,15 @@ std::optional<DecodeError> CheckString(const std::optional<std::string_view>& s,
 
 }  // namespace
 
-std::optional<DecodeError> ValidateProperties(const Properties& p, PropertyScope scope, Sender sender) {
-  for (const PropertyInfo& info : kProperties) {
-    if (p.Has(info.id) && !info.AllowedIn(scope)) {
-      return Malformed(fmt::format("{} is not allowed in {} [2.2.2.2]", info.name, PropertyScopeName(scope)));
+std::optional<DecodeError> ValidateProperties(const Properties& p, PropertyScope scope, Sender sender,
+                                              bool check_encoding) {
+  const uint32_t present = p.PresentMask();
+  // The common case, nothing to check (AUTH alone requires a property).
+  if (present == 0 && scope != PropertyScope::kAuth) return std::nullopt;
+  for (size_t i = 0; i < kProperties.size(); ++i) {
+    if ((present >> i & 1) && !kProperties[i].AllowedIn(scope)) {
+      return Malformed(
+          fmt::format("{} is not allowed in {} [2.2.2.2]", kProperties[i].name, PropertyScopeName(scope)));
     }
   }
   FLOE_MQTT_CHECK(CheckZeroOne(p.payload_format_indicator, PropertyId::kPayloadFormatIndicator));
@@ -313,6 +331,11 @@ std::optional<DecodeError> ValidateProperties(const Properties& p, PropertyScope
   if (scope == PropertyScope::kAuth && !p.authentication_method) {
     return ProtocolError("AUTH has no Authentication Method [3.15.2.2.2]");
   }
+  if (p.response_topic && HasWildcard(*p.response_topic)) {
+    return ProtocolError("Response Topic contains a wildcard [MQTT-3.3.2-14]");
+  }
+  if (p.response_topic && p.response_topic->empty()) return ProtocolError("Response Topic is empty [MQTT-4.7.3-1]");
+  if (!check_encoding) return std::nullopt;
   FLOE_MQTT_CHECK(CheckString(p.content_type, PropertyId::kContentType));
   FLOE_MQTT_CHECK(CheckString(p.correlation_data, PropertyId::kCorrelationData));
   FLOE_MQTT_CHECK(CheckString(p.assigned_client_identifier, PropertyId::kAssignedClientIdentifier));

@@ -129,9 +129,11 @@ struct Properties {
   std::optional<uint8_t> subscription_identifier_available;  // 0 or 1
   std::optional<uint8_t> shared_subscription_available;      // 0 or 1
 
-  bool empty() const;
+  bool empty() const { return PresentMask() == 0; }
   // Whether property `id` is present.
   bool Has(PropertyId id) const;
+  // Bit i set when AllProperties()[i] is present.
+  uint32_t PresentMask() const;
   bool operator==(const Properties&) const = default;
 };
 
@@ -151,7 +153,10 @@ std::optional<DecodeError> ReadProperties(Reader& r, PropertyScope scope, Proper
 // Response Topic that is not a valid topic name); 0x94 Topic Alias invalid for
 // Topic Alias 0; and the `sender` rules (a client's PUBLISH carries no
 // Subscription Identifier; a server's DISCONNECT no Session Expiry Interval).
-std::optional<DecodeError> ValidateProperties(const Properties& p, PropertyScope scope, Sender sender);
+// `check_encoding` false skips the string length and UTF-8 checks, for
+// properties the Reader already checked as it decoded them.
+std::optional<DecodeError> ValidateProperties(const Properties& p, PropertyScope scope, Sender sender,
+                                              bool check_encoding = true);
 
 // The encoded size of the properties (without the Property Length).
 size_t PropertiesSize(const Properties& p);

@@ -12,6 +12,9 @@ namespace floe::mqtt {
 
 // Nothing if `p` is a valid packet of `version` sent by `sender`, else the
 // reason the receiver answers with (docs/mqtt.md's table).
-std::optional<DecodeError> ValidatePacket(const Packet& p, Version version, Sender sender);
+// `decoded`: the packet came from DecodePacket's Reader, whose strings are
+// already known to be valid UTF-8 of at most 65,535 bytes; those checks are
+// skipped (they are what the encoder needs, for views it is handed).
+std::optional<DecodeError> ValidatePacket(const Packet& p, Version version, Sender sender, bool decoded = false);
 
 }  // namespace floe::mqtt
