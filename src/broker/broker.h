@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -234,6 +235,13 @@ class Broker {
   void DeleteStream(std::string name, std::function<void(Outcome<void>)> done);
   void ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done);
   void DescribeStream(std::string name, std::function<void(Outcome<StreamStatus>)> done);
+
+  // A front end's own records in the bank (an MQTT session's subscriptions),
+  // under "frontend/" + key; `done` runs on a core thread. A value of
+  // nullopt deletes. Commits are not fenced by a stream: the front end owns
+  // the key while it holds the session the record belongs to.
+  void ReadRecord(std::string key, std::function<void(Outcome<std::optional<std::string>>)> done);
+  void WriteRecord(std::string key, std::optional<std::string> value, std::function<void(Outcome<void>)> done);
 
   // Node-wide publish bytes awaiting their ACK (front ends stop reading
   // past their limit).
