@@ -391,6 +391,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     if (!assigned.empty()) ack.properties.assigned_client_identifier = assigned_id_ = assigned;
   }
   Send(ack);
+  keep_alive_timer_.cancel();  // from the CONNECT timeout to the keep alive
   auto self = shared_from_this();
   asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->PushLoop(); }, asio::detached);
   co_return true;
