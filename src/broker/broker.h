@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -277,6 +278,13 @@ class Broker {
   // served here (else kNotOwner / kUnavailable / kUnknownStream as for a
   // session); `done` runs once it is durable, or with the failure.
   void AppendDeadLetter(DeadLetterMove move, std::function<void(Outcome<DeadLetterStored>)> done);
+
+  // A front end's own records in the bank (an MQTT session's subscriptions),
+  // under "frontend/" + key; `done` runs on a core thread. A value of
+  // nullopt deletes. Commits are not fenced by a stream: the front end owns
+  // the key while it holds the session the record belongs to.
+  void ReadRecord(std::string key, std::function<void(Outcome<std::optional<std::string>>)> done);
+  void WriteRecord(std::string key, std::optional<std::string> value, std::function<void(Outcome<void>)> done);
 
   // Node-wide publish bytes awaiting their ACK (front ends stop reading
   // past their limit).

@@ -54,6 +54,12 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       ->default_val(o->session_ttl_ms);
   serve->add_flag("--no-auto-balance", [o](int64_t) { o->auto_balance = false; },
                   "Move streams between nodes only when asked (floe cluster rebalance, floe node drain)");
+  serve->add_option("--mqtt-listen", o->mqtt_listen,
+                    "HOST:PORT for MQTT 5.0 and 3.1.1 clients ('' = off; port 0: any free port; docs/mqtt.md)")
+      ->default_val(o->mqtt_listen);
+  serve->add_option("--mqtt-stream", o->mqtt_stream,
+                    "The stream MQTT messages are stored in (created on first use)")
+      ->default_val(o->mqtt_stream);
   serve->callback([o, bank_prefix, exit_code] {
     if (!bank_prefix->empty()) {
       auto url = bank::WithEtcdPrefix(o->bank, *bank_prefix);
@@ -71,7 +77,10 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       return;
     }
     (*node)->HandleSignals();
-    // Tests and scripts wait for this line.
+    if ((*node)->mqtt_port() != 0)
+      fmt::print("floe: node {} MQTT on {}:{} (stream {})\n", o->node_id,
+                 o->mqtt_listen.substr(0, o->mqtt_listen.rfind(':')), (*node)->mqtt_port(), o->mqtt_stream);
+    // Tests and scripts wait for this line (after the MQTT one).
     fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
                o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
     std::fflush(stdout);

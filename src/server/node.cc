@@ -17,6 +17,7 @@
 #include "broker/broker.h"
 #include "cluster/cluster.h"
 #include "frontend/floe/listener.h"
+#include "frontend/mqtt/listener.h"
 #include "model/types.h"
 #include "server/forwarder.h"
 
@@ -164,6 +165,7 @@ class Node::Impl {
   asio::io_context io_;
   std::unique_ptr<broker::Broker> broker_;
   std::unique_ptr<frontend::Listener> listener_;
+  std::unique_ptr<frontend::mqtt::Listener> mqtt_listener_;
   std::vector<std::thread> threads_;
   std::unique_ptr<asio::signal_set> signals_;
   std::atomic<bool> stopping_{false};
@@ -207,6 +209,15 @@ Status Node::Impl::Init() {
   auto listener = frontend::Listener::Bind(io_, options_.listen, broker_.get(), limits, options_.max_connections);
   if (!listener) return listener.error();
   listener_ = std::move(*listener);
+  if (!options_.mqtt_listen.empty()) {
+    frontend::mqtt::MqttOptions mo;
+    mo.node_id = options_.node_id;
+    mo.stream = options_.mqtt_stream;
+    auto mqtt = frontend::mqtt::Listener::Bind(io_, options_.mqtt_listen, broker_.get(), std::move(mo),
+                                               options_.max_connections);
+    if (!mqtt) return mqtt.error();
+    mqtt_listener_ = std::move(*mqtt);
+  }
   // Join the cluster: heartbeat, then take this node's share of the streams
   // (opening them) before taking connections.
   const std::string address =
@@ -215,6 +226,7 @@ Status Node::Impl::Init() {
       options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank, options_.node_id, address));
   FLOE_RETURN_IF_ERROR(broker_->StartCluster(address));
   listener_->Start();
+  if (mqtt_listener_) mqtt_listener_->Start();
   for (int i = 0; i < std::max(1, options_.io_threads); ++i) threads_.emplace_back([this] { io_.run(); });
   return Status::OK();
 }
@@ -228,6 +240,7 @@ void Node::Impl::Stop() {
     broker_->BeginStop();
     asio::post(io_, [this] {
       listener_->Close();
+      if (mqtt_listener_) mqtt_listener_->Close();
       asio::error_code ec;
       if (signals_) signals_->cancel(ec);
     });
@@ -264,6 +277,7 @@ Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
 Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Node::~Node() { Stop(); }
 uint16_t Node::port() const { return impl_->listener_->port(); }
+uint16_t Node::mqtt_port() const { return impl_->mqtt_listener_ ? impl_->mqtt_listener_->port() : 0; }
 void Node::Stop() { impl_->Stop(); }
 void Node::Wait() { impl_->Wait(); }
 

@@ -1,6 +1,6 @@
 // A floe node (`floe serve`): the broker core (src/broker) with its front
-// ends — today the floe protocol (src/frontend/floe, docs/protocol.md) — on
-// one set of I/O threads.
+// ends — the floe protocol (src/frontend/floe, docs/protocol.md) and MQTT
+// (src/frontend/mqtt, docs/mqtt.md) — on one set of I/O threads.
 //
 // Threads: `io_threads` Asio threads run every connection (each on its own
 // strand); the core's pools run bank reads, stream admin and large-message
@@ -52,6 +52,10 @@ struct NodeOptions {
   bool auto_balance = true;                 // move streams to even the load
   int64_t session_ttl_ms = 24ll * 3600 * 1000;  // a released session's record is kept this long
   uint64_t max_large_message_bytes = 4ull << 30;  // messages sent in chunks (PUBLISH_CHUNK)
+  // MQTT 5.0 / 3.1.1 (docs/mqtt.md): HOST:PORT ("" = off; port 0 picks a
+  // free one), and the stream MQTT messages go to.
+  std::string mqtt_listen = "127.0.0.1:1883";
+  std::string mqtt_stream = "mqtt";
 };
 
 class Node {
@@ -65,6 +69,7 @@ class Node {
   static Result<std::unique_ptr<Node>> Start(const NodeOptions& options);
   ~Node();
   uint16_t port() const;
+  uint16_t mqtt_port() const;  // 0 when MQTT is off
   // Graceful stop: no new connections or requests; in-flight publishes are
   // written and acknowledged, answers persisted; then connections close.
   void Stop();

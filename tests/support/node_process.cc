@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <algorithm>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -177,7 +178,7 @@ CommandResult RunCommand(const std::vector<std::string>& argv_in, std::string_vi
 
 NodeProcess::NodeProcess(NodeConfig config) : config_(std::move(config)) {
   if (config_.reserve_ports) {
-    for (int i = 0; i < 2; ++i) reserved_fds_[i] = ReservePort(&reserved_ports_[i]);
+    for (int i = 0; i < 3; ++i) reserved_fds_[i] = ReservePort(&reserved_ports_[i]);
   }
 }
 
@@ -223,6 +224,12 @@ Status NodeProcess::StartOn(uint16_t listen_port) {
   std::vector<std::string> args = {config_.binary, "serve", "--data", config_.data_dir, "--listen",
                                    fmt::format("127.0.0.1:{}", listen_port)};
   args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
+  // MQTT on a port of its own (the third reserved one: the same across
+  // restarts), never the default 1883 several nodes of a test would share.
+  if (std::find(args.begin(), args.end(), "--mqtt-listen") == args.end()) {
+    args.push_back("--mqtt-listen");
+    args.push_back(fmt::format("127.0.0.1:{}", reserved_fds_[2] >= 0 ? reserved_ports_[2] : 0));
+  }
   std::vector<char*> argv = Argv(args);
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return Status::IOError(fmt::format("pipe: {}", std::strerror(errno)));
@@ -261,6 +268,9 @@ Status NodeProcess::StartOn(uint16_t listen_port) {
     const std::string run = output_.substr(run_start_);
     if (std::regex_search(run, m, kListening)) {
       port_ = static_cast<uint16_t>(std::stoi(m[1].str()));
+      static const std::regex kMqtt(R"(MQTT on [^ ]*:(\d+) )");
+      std::smatch mm;
+      mqtt_port_ = std::regex_search(run, mm, kMqtt) ? static_cast<uint16_t>(std::stoi(mm[1].str())) : 0;
       if (listen_port != 0 && port_ != listen_port)
         return Status::Internal(fmt::format("node asked to listen on {} says {}", listen_port, port_));
       return Status::OK();

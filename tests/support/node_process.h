@@ -92,6 +92,9 @@ class NodeProcess {
   bool Alive();
   pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
+  // The MQTT port (node_process passes --mqtt-listen on a reserved port
+  // unless extra_args names one); 0 when MQTT is off.
+  uint16_t mqtt_port() const { return mqtt_port_; }
   // "127.0.0.1:PORT" of the running (or last) node.
   std::string address() const;
   // Every address the node may listen on across restarts: the primary port,
@@ -110,10 +113,11 @@ class NodeProcess {
   void JoinReader();
 
   const NodeConfig config_;
-  int reserved_fds_[2] = {-1, -1};
-  uint16_t reserved_ports_[2] = {0, 0};
+  int reserved_fds_[3] = {-1, -1, -1};  // the primary, the spare, MQTT
+  uint16_t reserved_ports_[3] = {0, 0, 0};
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  uint16_t mqtt_port_ = 0;
   int starts_ = 0;
 
   mutable std::mutex mu_;
