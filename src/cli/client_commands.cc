@@ -38,8 +38,8 @@ Result<client::StreamInfo> Describe(const client::ClientOptions& o, const std::s
 
 // A message over the limit: what the limit is and what to do instead.
 std::string TooLargeHint(const std::string& stream, uint64_t limit) {
-  return fmt::format("stream {} accepts messages of at most {} (its --max-message-bytes, and at most the node's); send "
-                     "a larger body as one large message, in chunks: floe produce {} --large FILE",
+  return fmt::format("stream {} accepts messages of at most {}, its --max-message-bytes (a node may allow less); "
+                     "send a larger body as one large message, in chunks: floe produce {} --large FILE",
                      stream, FormatBytes(limit), stream);
 }
 
@@ -115,6 +115,7 @@ int Produce(const ProduceArgs& a) {
     MutexLock l(&out_mu);
     ++failed;
     if (a.json) fmt::print("{}\n", ErrorJson(s, where_json));
+    else if (where_text.empty()) fmt::print(stderr, "error: {}\n", s.ToString());
     else fmt::print(stderr, "error: {}: {}\n", where_text, s.ToString());
   };
   auto on_ack = [&](const client::PublishOutcome& r) {
@@ -143,7 +144,7 @@ int Produce(const ProduceArgs& a) {
       if (line.size() > limit) {  // refused; the lines after it still go
         report(Status::InvalidArgument(
                    fmt::format("line {}: {} is over the limit: {}", n, FormatBytes(line.size()), TooLargeHint(a.stream, limit))),
-               fmt::format(",\"line\":{}", n), fmt::format("line {}", n));
+               fmt::format(",\"line\":{}", n), "");
         continue;
       }
       auto r = (*producer)->Send(line, on_ack);
