@@ -329,7 +329,8 @@ void RegisterClientCommands(CLI::App& app, int* exit_code) {
       "consume", "Print messages of a durable consumer, one payload per line; the session id goes to stderr");
   AddName(consume, "stream", &ca->stream, "stream", "Stream name")->required();
   AddName(consume, "--consumer", &ca->consumer, "consumer", "Durable consumer name")->required();
-  AddNumber(consume, "--max", &ca->max, Kind::kInteger, Range{1, 1ull << 53}, "Stop after this many messages");
+  AddNumber(consume, "--max", &ca->max, Kind::kInteger, Range{1, 1ull << 53}, "Stop after this many messages")
+      ->default_str("no limit");
   AddNumber(consume, "--wait-ms", &ca->wait_ms, Kind::kDurationMs, Range{0, 3600 * 1000},
             "Stop when nothing arrives for this long (0 to 1 h; ms, or 30s, 5m)");
   consume
@@ -344,7 +345,8 @@ void RegisterClientCommands(CLI::App& app, int* exit_code) {
             auto v = ParseStartPosition(s, NowUs());
             return v ? std::string() : std::string(v.error().message());
           },
-          "POSITION"));
+          ""))
+      ->type_name("POSITION");
   AddSessionId(consume, "--session-id", &ca->session_id, "Resume this consumer session (16 hex digits, as printed)");
   consume->add_flag("--ack,!--no-ack", ca->ack, "ACK each message (default)");
   consume->add_flag("--nak", ca->nak, "NAK each message (redelivered)");

@@ -12,7 +12,7 @@ CLI::Option* AddSessionId(CLI::App* app, const std::string& name, uint64_t* out,
         auto v = ParseSessionId(s);
         return v ? std::string() : std::string(v.error().message());
       },
-      "SESSION"));
+      ""));
   o->type_name("SESSION");
   return o;
 }
@@ -25,7 +25,7 @@ CLI::Option* AddName(CLI::App* app, const std::string& name, std::string* out, c
         Status v = ValidateName(s, what);
         return v.ok() ? std::string() : std::string(v.message());
       },
-      "NAME"));
+      ""));
   o->type_name("NAME");
   return o;
 }
@@ -38,7 +38,7 @@ CLI::Option* AddServers(CLI::App* app, std::string* out) {
         auto v = client::ParseServers(s);
         return v ? std::string() : std::string(v.error().message());
       },
-      "SERVERS"));
+      ""));
   o->type_name("SERVERS");
   return o;
 }

@@ -43,7 +43,7 @@ CLI::Option* AddNumber(CLI::App* app, const std::string& name, T* out, Kind kind
         auto v = parse(s);
         return v ? std::string() : std::string(v.error().message());
       },
-      kind == Kind::kDurationMs ? "DURATION" : kind == Kind::kBytes ? "BYTES" : "N"));
+      ""));
   o->type_name(kind == Kind::kDurationMs ? "DURATION" : kind == Kind::kBytes ? "BYTES" : "N");
   o->default_str(fmt::format("{}", *out));
   return o;

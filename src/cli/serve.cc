@@ -25,7 +25,7 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
             Status v = ValidateListenAddress(s);
             return v.ok() ? std::string() : std::string(v.message());
           },
-          "HOST:PORT"));
+          ""));
   serve->add_option("--bank", o->bank,
                     "Information bank: sqlite:PATH (default sqlite:DATA/bank.db) or "
                     "etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]");
@@ -45,7 +45,7 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
             if (v && v->size() != 1) return std::string("one HOST:PORT");
             return v ? std::string() : std::string(v.error().message());
           },
-          "HOST:PORT"));
+          ""));
   AddNumber(serve, "--lease-ms", &o->lease_ms, Kind::kDurationMs, Range{30, 600000},
             "Stream lease period (30 ms to 10 min): a dead node's streams move after about this long");
   AddNumber(serve, "--session-ttl-ms", &o->session_ttl_ms, Kind::kDurationMs, Range{1000, 365ull * 24 * 3600 * 1000},
