@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "model/limits.h"
+
 namespace floe::broker {
 
 int64_t NowMs() {
@@ -182,6 +184,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
           fmt::format("dead-letter stream {} does not exist: create it first", config.dead_letter)));
     if (!dlq) return Err(dlq.error());
   }
+  if (Status v = ValidateStreamSettings(config); !v.ok()) return Err(v);  // model/limits.h: the CLI's ranges too
   if (config.ack_wait_ms < kMinAckWaitMs || config.ack_wait_ms > kMaxAckWaitMs)
     return Err(Status::InvalidArgument(fmt::format("ack wait must be {} to {} ms, got {}", kMinAckWaitMs,
                                                    kMaxAckWaitMs, config.ack_wait_ms)));

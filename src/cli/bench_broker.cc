@@ -18,20 +18,28 @@
 #include "base/coding.h"
 #include "client/client.h"
 #include "cli/commands.h"
+#include "cli/json.h"
+#include "cli/options.h"
+#include "model/limits.h"
 
 namespace floe::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A benchmark keeps a few bytes per message (latencies, seen flags): this
+// bounds its memory (40 MB) and its run.
+constexpr uint64_t kMaxBenchMessages = 10000000;
+
 struct BenchArgs {
   std::string server = "127.0.0.1:7650";
   std::string stream = "bench";
   std::string consumer;
+  uint64_t timeout_ms = kDefaultTimeoutMs;
   uint64_t messages = 200000;
-  size_t size = 100;
-  size_t inflight = 1000;
-  size_t connections = 1;
+  uint64_t size = 100;
+  uint64_t inflight = 1000;
+  uint64_t connections = 1;
   uint64_t warmup = 0;
   uint32_t batch = 100;
   uint32_t linger_us = 0;
@@ -45,31 +53,23 @@ uint32_t Percentile(std::vector<uint32_t>& v, double p) {
   return v[static_cast<size_t>(p * double(v.size() - 1))];
 }
 
-int Fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.ToString());
-  return 1;
-}
-
 Result<client::ClientOptions> Options(const BenchArgs& a) {
-  auto list = client::ParseServers(a.server);
-  if (!list) return Err(list.error());
-  client::ClientOptions o;
-  o.servers = *list;
-  o.client_name = "floe-bench";
-  return o;
+  return ClientOptionsFor(a.server, a.timeout_ms, "floe-bench");
 }
 
 int BenchPublish(const BenchArgs& a) {
-  if (a.size < 8) return Fail(Status::InvalidArgument("--size must be at least 8 (bytes 0-7 hold the index)"));
-  if (a.connections == 0 || a.inflight < a.connections)
-    return Fail(Status::InvalidArgument("need 1 <= --connections <= --inflight"));
+  auto Fail = [&](const Status& s) { return cli::Fail(s, a.json); };
+  if (a.inflight < a.connections)
+    return Fail(Status::InvalidArgument(fmt::format("--inflight {} is below --connections {}: each connection needs "
+                                                    "at least one message in flight",
+                                                    a.inflight, a.connections)));
   auto o = Options(a);
   if (!o) return Fail(o.error());
   if (a.create) {
     auto admin = client::Admin::Connect(*o);
     if (!admin) return Fail(admin.error());
     wire::StreamConfig c;
-    c.max_message_bytes = static_cast<uint32_t>(std::max<size_t>(a.size, 1 << 20));
+    c.max_message_bytes = static_cast<uint32_t>(std::max<uint64_t>(a.size, 1 << 20));
     Status s = (*admin)->CreateStream(a.stream, c);
     if (!s.ok() && s.code() != ErrorCode::kAlreadyExists) return Fail(s);
   }
@@ -138,6 +138,7 @@ int BenchPublish(const BenchArgs& a) {
 }
 
 int BenchConsume(const BenchArgs& a) {
+  auto Fail = [&](const Status& s) { return cli::Fail(s, a.json); };
   auto o = Options(a);
   if (!o) return Fail(o.error());
   client::ConsumerOptions co;
@@ -192,24 +193,31 @@ int BenchConsume(const BenchArgs& a) {
 void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code) {
   auto a = std::make_shared<BenchArgs>();
   auto* pub = bench->add_subcommand("publish", "W1/W2: pipelined durable publish to a running node");
-  pub->add_option("--server", a->server, "HOST:PORT[,…]")->default_val("127.0.0.1:7650");
-  pub->add_option("--stream", a->stream, "Stream (created if missing)")->default_val("bench");
-  pub->add_option("--messages", a->messages, "Messages")->default_val(200000);
-  pub->add_option("--size", a->size, "Payload bytes (>= 8)")->default_val(100);
-  pub->add_option("--inflight", a->inflight, "Unacknowledged messages at most, in total")->default_val(1000);
-  pub->add_option("--connections", a->connections, "Producer connections")->default_val(1);
-  pub->add_option("--warmup", a->warmup, "Untimed messages first, one at a time")->default_val(0);
-  pub->add_option("--linger-us", a->linger_us, "Producer batching linger")->default_val(0);
-  pub->add_flag("--json", a->json, "One JSON object");
+  AddServers(pub, &a->server);
+  AddTimeout(pub, &a->timeout_ms);
+  AddName(pub, "--stream", &a->stream, "stream", "Stream (created if missing)")->default_val("bench");
+  AddNumber(pub, "--messages", &a->messages, Kind::kInteger, Range{1, kMaxBenchMessages}, "Messages (1 to 10^7)");
+  AddNumber(pub, "--size", &a->size, Kind::kBytes, Range{8, kMaxMessageBytesCeiling},
+            "Payload bytes (8, which hold the index, to 16 MiB)");
+  AddNumber(pub, "--inflight", &a->inflight, Kind::kInteger, Range{1, 100000},
+            "Unacknowledged messages at most, in total (1 to 100000)");
+  AddNumber(pub, "--connections", &a->connections, Kind::kInteger, Range{1, 64}, "Producer connections (1 to 64)");
+  AddNumber(pub, "--warmup", &a->warmup, Kind::kInteger, Range{0, 1000000},
+            "Untimed messages first, one at a time (0 to 10^6)");
+  AddNumber(pub, "--linger-us", &a->linger_us, Kind::kInteger, Range{0, 1000000},
+            "Producer batching linger in µs (0 to 1 s)");
+  pub->add_flag("--json", a->json, "One JSON object (errors too)");
   pub->callback([=] { *exit_code = BenchPublish(*a); });
   auto* con = bench->add_subcommand("consume", "W3: a fresh durable consumer reads and ACKs the stream");
-  con->add_option("--server", a->server, "HOST:PORT[,…]")->default_val("127.0.0.1:7650");
-  con->add_option("--stream", a->stream, "Stream")->default_val("bench");
-  con->add_option("--consumer", a->consumer, "Consumer name (default: a new random one)");
-  con->add_option("--messages", a->messages, "Messages to expect (indexes 0..N-1)")->default_val(200000);
-  con->add_option("--size", a->size, "Payload size (for MB/s)")->default_val(100);
-  con->add_option("--batch", a->batch, "Messages per fetch")->default_val(100);
-  con->add_flag("--json", a->json, "One JSON object");
+  AddServers(con, &a->server);
+  AddTimeout(con, &a->timeout_ms);
+  AddName(con, "--stream", &a->stream, "stream", "Stream")->default_val("bench");
+  AddName(con, "--consumer", &a->consumer, "consumer", "Consumer name (default: a new random one)");
+  AddNumber(con, "--messages", &a->messages, Kind::kInteger, Range{1, kMaxBenchMessages},
+            "Messages to expect (indexes 0..N-1; 1 to 10^7)");
+  AddNumber(con, "--size", &a->size, Kind::kBytes, Range{8, kMaxMessageBytesCeiling}, "Payload size (for MB/s)");
+  AddNumber(con, "--batch", &a->batch, Kind::kInteger, Range{1, 10000}, "Messages per fetch (1 to 10000)");
+  con->add_flag("--json", a->json, "One JSON object (errors too)");
   con->callback([=] { *exit_code = BenchConsume(*a); });
 }
 

@@ -24,6 +24,7 @@
 #include "base/mutex.h"
 #include "bank/bank.h"
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "client/client.h"
 #include "cluster/cluster.h"
 
@@ -270,10 +271,12 @@ void RegisterClusterBenchCommands(CLI::App* bench, int* exit_code) {
   {
     auto a = std::make_shared<ClusterBenchArgs>();
     auto* c = bench->add_subcommand("failover", "Owner SIGKILLed to the first ACK from the new owner (2-node cluster)");
-    c->add_option("--lease-ms", a->lease_ms, "Lease period of the nodes")->default_val(3000);
-    c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->default_val(5);
+    AddNumber(c, "--lease-ms", &a->lease_ms, Kind::kDurationMs, Range{30, 600000},
+              "Lease period of the nodes (30 ms to 10 min)");
+    AddNumber(c, "--runs", &a->runs, Kind::kInteger, Range{1, 100}, "Repetitions (the median is reported; 1 to 100)");
     c->add_option("--bank", a->bank, "etcd://HOST:PORT[,…]: run the nodes on this etcd (default: SQLite)");
-    c->add_option("--base-port", a->base_port, "Nodes listen on this port and the next")->default_val(7760);
+    AddNumber(c, "--base-port", &a->base_port, Kind::kInteger, Range{1024, 65534},
+              "Nodes listen on this port and the next (1024 to 65534)");
     c->add_option("--dir", a->dir, "Where the temporary data directories go (default: the temp dir)");
     c->add_flag("--json", a->json, "JSON output");
     c->callback([a, exit_code] { *exit_code = Failover(*a); });
@@ -281,10 +284,12 @@ void RegisterClusterBenchCommands(CLI::App* bench, int* exit_code) {
   {
     auto a = std::make_shared<ClusterBenchArgs>();
     auto* c = bench->add_subcommand("rebalance", "Publish rates before, during and after moving a stream");
-    c->add_option("--lease-ms", a->lease_ms, "Lease period of the nodes")->default_val(3000);
-    c->add_option("--seconds", a->seconds, "Seconds of publishing before the rebalance (twice that after)")
-        ->default_val(4);
-    c->add_option("--base-port", a->base_port, "Nodes listen on this port and the next")->default_val(7760);
+    AddNumber(c, "--lease-ms", &a->lease_ms, Kind::kDurationMs, Range{30, 600000},
+              "Lease period of the nodes (30 ms to 10 min)");
+    AddNumber(c, "--seconds", &a->seconds, Kind::kInteger, Range{1, 600},
+              "Seconds of publishing before the rebalance (twice that after; 1 to 600)");
+    AddNumber(c, "--base-port", &a->base_port, Kind::kInteger, Range{1024, 65534},
+              "Nodes listen on this port and the next (1024 to 65534)");
     c->add_option("--dir", a->dir, "Where the temporary data directory goes (default: the temp dir)");
     c->add_flag("--keep", a->keep, "Keep the data directory and the nodes' logs");
     c->add_flag("--json", a->json, "JSON output");

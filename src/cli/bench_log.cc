@@ -12,6 +12,9 @@
 
 #include "base/coding.h"
 #include "cli/commands.h"
+#include "cli/json.h"
+#include "cli/options.h"
+#include "model/limits.h"
 #include "log/stream.h"
 
 namespace floe::cli {
@@ -22,9 +25,9 @@ using Clock = std::chrono::steady_clock;
 struct BenchLogArgs {
   std::string dir;
   uint64_t messages = 200000;
-  size_t size = 100;
-  size_t inflight = 1000;
-  size_t batch = 1;
+  uint64_t size = 100;
+  uint64_t inflight = 1000;
+  uint64_t batch = 1;
   bool json = false;
   bool no_sync = false;
   bool buffered = false;
@@ -33,9 +36,10 @@ struct BenchLogArgs {
 };
 
 int BenchLog(const BenchLogArgs& a) {
-  if (a.size < 8) return fmt::print(stderr, "error: --size must be at least 8 (bytes 0-7 hold the index)\n"), 2;
-  if (a.batch == 0 || a.inflight < a.batch)
-    return fmt::print(stderr, "error: need 1 <= --batch <= --inflight\n"), 2;
+  if (a.inflight < a.batch)
+    return Fail(Status::InvalidArgument(fmt::format(
+                    "--batch {} is over --inflight {}: a batch waits for its ACK whole", a.batch, a.inflight)),
+                a.json);
   std::string dir = a.dir;
   if (dir.empty()) {
     char tmpl[] = "/tmp/floe-bench-XXXXXX";
@@ -50,7 +54,7 @@ int BenchLog(const BenchLogArgs& a) {
   o.direct_io = !a.buffered;
   o.cache_bytes = a.cache_mb << 20;
   auto opened = log::Stream::Open(stream_dir, o);
-  if (!opened) return fmt::print(stderr, "error: {}\n", opened.error().ToString()), 1;
+  if (!opened) return Fail(opened.error(), a.json);
   log::Stream& stream = **opened;
 
   std::vector<uint32_t> latency_us(a.messages);
@@ -88,7 +92,7 @@ int BenchLog(const BenchLogArgs& a) {
   bool order_ok = true;
   while (seen < a.messages) {
     auto r = stream.Read({.from_seq = from, .max_messages = 1000, .max_bytes = 8 << 20});
-    if (!r) return fmt::print(stderr, "error: read: {}\n", r.error().ToString()), 1;
+    if (!r) return Fail(r.error(), a.json);
     if (r->entries.empty()) break;
     for (const auto& e : r->entries) {
       if (e.payload.size() < 8 || DecodeFixed64(e.payload.data()) != seen) order_ok = false;
@@ -131,15 +135,18 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   auto a = std::make_shared<BenchLogArgs>();
   auto* logb = bench->add_subcommand("log", "Durable appends through the log with group commit, then a full read");
   logb->add_option("--dir", a->dir, "Directory for the bench stream (default: a new one under /tmp)");
-  logb->add_option("--messages", a->messages, "Messages to append")->default_val(200000);
-  logb->add_option("--size", a->size, "Payload bytes per message (>= 8)")->default_val(100);
-  logb->add_option("--inflight", a->inflight, "Appends awaiting their ACK at most (W1 uses 1000)")->default_val(1000);
-  logb->add_option("--batch", a->batch, "Messages per append call")->default_val(1);
+  AddNumber(logb, "--messages", &a->messages, Kind::kInteger, Range{1, 10000000}, "Messages to append (1 to 10^7)");
+  AddNumber(logb, "--size", &a->size, Kind::kBytes, Range{8, kMaxMessageBytesCeiling},
+            "Payload bytes per message (8, which hold the index, to 16 MiB)");
+  AddNumber(logb, "--inflight", &a->inflight, Kind::kInteger, Range{1, 100000},
+            "Appends awaiting their ACK at most (W1 uses 1000; 1 to 100000)");
+  AddNumber(logb, "--batch", &a->batch, Kind::kInteger, Range{1, 10000}, "Messages per append call (1 to 10000)");
   logb->add_flag("--json", a->json, "Print one JSON object");
   logb->add_flag("--no-sync", a->no_sync, "sync=none: no fdatasync (not durable; for comparison)");
   logb->add_flag("--buffered", a->buffered, "Buffered writes instead of O_DIRECT");
   logb->add_flag("--keep", a->keep, "Keep the stream directory");
-  logb->add_option("--cache-mb", a->cache_mb, "Stream's cache of recent batches, MiB")->default_val(64);
+  AddNumber(logb, "--cache-mb", &a->cache_mb, Kind::kInteger, Range{0, 16384},
+            "Stream's cache of recent batches, MiB (0 to 16384)");
   logb->callback([=] { *exit_code = BenchLog(*a); });
   RegisterBrokerBenchCommands(bench, exit_code);
   RegisterClusterBenchCommands(bench, exit_code);

@@ -1,5 +1,8 @@
-// Client-side commands: `floe stream …`, `floe produce`, `floe consume`.
-// Each takes --server HOST:PORT[,HOST:PORT…] and tries the servers in turn.
+// `floe produce` and `floe consume`: a producer and a durable consumer over
+// the floe protocol. Each takes --server HOST:PORT[,HOST:PORT…] (tried in
+// turn) and --timeout. Every option is checked while the command line is
+// parsed (cli/options.h); what needs the stream (its message limit, its
+// frontier) is checked against `stream info` before anything is sent.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,117 +18,40 @@
 #include "client/client.h"
 #include "cli/commands.h"
 #include "cli/json.h"
+#include "cli/options.h"
+#include "model/limits.h"
 
 namespace floe::cli {
 namespace {
 
-int Fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.ToString());
-  return 1;
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
-Result<client::ClientOptions> ClientOpts(const std::string& servers) {
-  auto list = client::ParseServers(servers);
-  if (!list) return Err(list.error());
-  client::ClientOptions o;
-  o.servers = *list;
-  o.client_name = "floe-cli";
-  return o;
+// The stream's settings and state, read before producing or consuming.
+Result<client::StreamInfo> Describe(const client::ClientOptions& o, const std::string& stream) {
+  auto admin = client::Admin::Connect(o);
+  if (!admin) return Err(admin.error());
+  return (*admin)->Info(stream);
 }
 
-struct StreamArgs {
-  std::string server = "127.0.0.1:7650";
-  std::string name;
-  bool json = false;
-  wire::StreamConfig config;
-  std::string sync = "fdatasync";
-};
-
-int StreamCreate(const StreamArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
-  auto admin = client::Admin::Connect(*o);
-  if (!admin) return Fail(admin.error());
-  wire::StreamConfig c = a.config;
-  if (a.sync == "none") c.sync = wire::SyncMode::kNone;
-  else if (a.sync != "fdatasync") return Fail(Status::InvalidArgument("--sync is fdatasync or none"));
-  Status s = (*admin)->CreateStream(a.name, c);
-  if (!s.ok()) return Fail(s);
-  if (a.json) fmt::print("{{\"created\":\"{}\"}}\n", JsonEscape(a.name));
-  else fmt::print("created stream {}\n", a.name);
-  return 0;
-}
-
-int StreamDelete(const StreamArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
-  auto admin = client::Admin::Connect(*o);
-  if (!admin) return Fail(admin.error());
-  Status s = (*admin)->DeleteStream(a.name);
-  if (!s.ok()) return Fail(s);
-  if (a.json) fmt::print("{{\"deleted\":\"{}\"}}\n", JsonEscape(a.name));
-  else fmt::print("deleted stream {}\n", a.name);
-  return 0;
-}
-
-int StreamList(const StreamArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
-  auto admin = client::Admin::Connect(*o);
-  if (!admin) return Fail(admin.error());
-  auto names = (*admin)->ListStreams();
-  if (!names) return Fail(names.error());
-  if (a.json) {
-    std::string out = "[";
-    for (size_t i = 0; i < names->size(); ++i) out += fmt::format("{}\"{}\"", i ? "," : "", JsonEscape((*names)[i]));
-    fmt::print("{}]\n", out);
-  } else {
-    for (const auto& n : *names) fmt::print("{}\n", n);
-  }
-  return 0;
-}
-
-int StreamInfoCmd(const StreamArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
-  auto admin = client::Admin::Connect(*o);
-  if (!admin) return Fail(admin.error());
-  auto info = (*admin)->Info(a.name);
-  if (!info) return Fail(info.error());
-  const auto& c = info->config;
-  if (a.json) {
-    std::string consumers;
-    for (const auto& x : info->consumers)
-      consumers += fmt::format("{}{{\"name\":\"{}\",\"ack_floor\":{},\"next_seq\":{},\"pending\":{},\"lag\":{}}}",
-                               consumers.empty() ? "" : ",", JsonEscape(x.name), x.ack_floor, x.next_seq, x.pending,
-                               x.lag);
-    fmt::print("{{\"name\":\"{}\",\"first_seq\":{},\"frontier\":{},\"bytes\":{},\"retention_bytes\":{},"
-               "\"retention_age_ms\":{},\"max_message_bytes\":{},\"sync\":\"{}\",\"ack_wait_ms\":{},"
-               "\"max_deliveries\":{},\"dead_letter\":\"{}\",\"consumers\":[{}]}}\n",
-               JsonEscape(info->name), info->first_seq, info->frontier, info->bytes, c.retention_bytes,
-               c.retention_age_ms, c.max_message_bytes, c.sync == wire::SyncMode::kNone ? "none" : "fdatasync",
-               c.ack_wait_ms, c.max_deliveries, JsonEscape(c.dead_letter), consumers);
-    return 0;
-  }
-  fmt::print("stream        {}\nfirst seq     {}\nfrontier      {}\nbytes         {}\nsync          {}\n"
-             "ack wait      {} ms\nmax deliver   {}\ndead letter   {}\n",
-             info->name, info->first_seq, info->frontier, info->bytes,
-             c.sync == wire::SyncMode::kNone ? "none" : "fdatasync", c.ack_wait_ms, c.max_deliveries,
-             c.dead_letter.empty() ? "-" : c.dead_letter);
-  for (const auto& x : info->consumers)
-    fmt::print("consumer      {}: ack floor {}, next {}, pending {}, lag {}\n", x.name, x.ack_floor, x.next_seq,
-               x.pending, x.lag);
-  return 0;
+// A message over the limit: what the limit is and what to do instead.
+std::string TooLargeHint(const std::string& stream, uint64_t limit) {
+  return fmt::format("stream {} accepts messages of at most {}, its --max-message-bytes (a node may allow less); "
+                     "send a larger body as one large message, in chunks: floe produce {} --large FILE",
+                     stream, FormatBytes(limit), stream);
 }
 
 struct ProduceArgs {
   std::string server = "127.0.0.1:7650";
+  uint64_t timeout_ms = kDefaultTimeoutMs;
   std::string stream;
-  uint64_t count = 0;
-  size_t size = 100;
+  uint64_t count = 0;  // 0: stdin
+  uint64_t size = 100;
   bool json = false;
   uint64_t session_id = 0;
-  size_t inflight = 1000;
+  uint64_t inflight = 1000;
   std::string large;  // a file sent as one large message
 };
 
@@ -133,11 +59,11 @@ struct ProduceArgs {
 // --session-id after an interruption.
 int ProduceLarge(const ProduceArgs& a, const client::ClientOptions& o) {
   const int fd = ::open(a.large.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Fail(Status::IOError(fmt::format("{}: {}", a.large, std::strerror(errno))));
+  if (fd < 0) return Fail(Status::IOError(fmt::format("{}: {}", a.large, std::strerror(errno))), a.json);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || st.st_size == 0) {
+  if (::fstat(fd, &st) != 0 || st.st_size == 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return Fail(Status::InvalidArgument(fmt::format("{}: empty or unreadable", a.large)));
+    return Fail(Status::InvalidArgument(fmt::format("{}: empty, unreadable or not a regular file", a.large)), a.json);
   }
   client::LargeMessageOptions lo;
   static_cast<client::ClientOptions&>(lo) = o;
@@ -155,64 +81,89 @@ int ProduceLarge(const ProduceArgs& a, const client::ClientOptions& o) {
   };
   auto r = client::PublishLarge(lo, static_cast<uint64_t>(st.st_size), read);
   ::close(fd);
-  if (!r) return Fail(r.error());
+  if (!r) return Fail(r.error(), a.json);
   if (a.json)
-    fmt::print("{{\"seq\":{},\"producer_seq\":1,\"size\":{},\"session\":\"{:x}\",\"resumed_from\":{},\"duplicate\":{}}}\n",
-               r->seq, st.st_size, r->session_id, r->resumed_from, r->duplicate);
+    fmt::print("{{\"seq\":{},\"producer_seq\":1,\"size\":{},\"session\":\"{}\",\"resumed_from\":{},\"duplicate\":{}}}\n",
+               r->seq, st.st_size, FormatSessionId(r->session_id), r->resumed_from, r->duplicate);
   else
-    fmt::print("1 {} ({} bytes, session {:x}, resumed from byte {})\n", r->seq, st.st_size, r->session_id,
-               r->resumed_from);
+    fmt::print("1 {} ({} bytes, session {}, resumed from byte {})\n", r->seq, st.st_size,
+               FormatSessionId(r->session_id), r->resumed_from);
   return 0;
 }
 
 int Produce(const ProduceArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
+  auto o = ClientOptionsFor(a.server, a.timeout_ms, "floe-cli");
+  if (!o) return Fail(o.error(), a.json);
   if (!a.large.empty()) return ProduceLarge(a, *o);
+  // The stream's limit, so a message over it is refused here with the
+  // limit named, and a --size over it before anything is sent.
+  auto info = Describe(*o, a.stream);
+  if (!info) return Fail(info.error(), a.json);
+  const uint64_t limit = info->config.max_message_bytes;
+  if (a.count > 0 && a.size > limit)
+    return Fail(Status::InvalidArgument(fmt::format("--size {}: {}", a.size, TooLargeHint(a.stream, limit))), a.json);
   client::ProducerOptions po;
   static_cast<client::ClientOptions&>(po) = *o;
   po.stream = a.stream;
   po.session_id = a.session_id;
   po.max_inflight = a.inflight;
   auto producer = client::Producer::Open(po);
-  if (!producer) return Fail(producer.error());
-  Mutex out_mu;  // one ACK line at a time on stdout/stderr
+  if (!producer) return Fail(producer.error(), a.json);
+  Mutex out_mu;  // one line at a time on stdout/stderr
   std::atomic<uint64_t> failed{0};
-  auto on_ack = [&](const client::PublishOutcome& r) {
+  auto report = [&](const Status& s, std::string_view where_json, std::string_view where_text) {
     MutexLock l(&out_mu);
+    ++failed;
+    if (a.json) fmt::print("{}\n", ErrorJson(s, where_json));
+    else if (where_text.empty()) fmt::print(stderr, "error: {}\n", s.ToString());
+    else fmt::print(stderr, "error: {}: {}\n", where_text, s.ToString());
+  };
+  auto on_ack = [&](const client::PublishOutcome& r) {
     if (!r.status.ok()) {
-      ++failed;
-      fmt::print(stderr, "error: producer seq {}: {}\n", r.producer_seq, r.status.ToString());
+      Status s = r.status;
+      if (ErrorCodeName(s) == "MESSAGE_TOO_LARGE")
+        s = Status(s.code(), fmt::format("{} ({})", s.message(), TooLargeHint(a.stream, limit)));
+      report(s, fmt::format(",\"producer_seq\":{}", r.producer_seq), fmt::format("producer seq {}", r.producer_seq));
       return;
     }
+    MutexLock l(&out_mu);
     if (a.json) fmt::print("{{\"seq\":{},\"producer_seq\":{}}}\n", r.seq, r.producer_seq);
     else fmt::print("{} {}\n", r.producer_seq, r.seq);
   };
+  Status broken;
   if (a.count > 0) {
-    std::string payload(std::max<size_t>(a.size, 8), 'x');
-    for (uint64_t i = 0; i < a.count; ++i) {
-      std::memcpy(payload.data(), &i, 8);
+    std::string payload(a.size, 'x');
+    for (uint64_t i = 0; i < a.count && broken.ok(); ++i) {
+      std::memcpy(payload.data(), &i, std::min<size_t>(8, payload.size()));
       auto r = (*producer)->Send(payload, on_ack);
-      if (!r) return Fail(r.error());
+      if (!r) broken = r.error();
     }
   } else {
     std::string line;
-    while (std::getline(std::cin, line)) {
+    for (uint64_t n = 1; broken.ok() && std::getline(std::cin, line); ++n) {
+      if (line.size() > limit) {  // refused; the lines after it still go
+        report(Status::InvalidArgument(
+                   fmt::format("line {}: {} is over the limit: {}", n, FormatBytes(line.size()), TooLargeHint(a.stream, limit))),
+               fmt::format(",\"line\":{}", n), "");
+        continue;
+      }
       auto r = (*producer)->Send(line, on_ack);
-      if (!r) return Fail(r.error());
+      if (!r) broken = r.error();
     }
   }
   Status s = (*producer)->Close();
-  if (!s.ok()) return Fail(s);
-  if (!a.json) fmt::print(stderr, "session {:x}\n", (*producer)->session_id());
+  fmt::print(stderr, "session {}\n", FormatSessionId((*producer)->session_id()));
+  if (!broken.ok()) return Fail(broken, a.json);
+  if (!s.ok()) return Fail(s, a.json);
   return failed == 0 ? 0 : 1;
 }
 
 struct ConsumeArgs {
   std::string server = "127.0.0.1:7650";
+  uint64_t timeout_ms = kDefaultTimeoutMs;
   std::string stream;
   std::string consumer;
-  uint64_t max = UINT64_MAX;
+  uint64_t max = 0;  // 0: no limit
   bool ack = true;
   bool nak = false;
   bool json = false;
@@ -244,33 +195,64 @@ Status SaveLarge(client::Consumer& c, const std::string& dir, const client::Rece
   return Status::OK();
 }
 
+// --from, checked against the stream: where a new consumer starts. A seq
+// past the stream's next seq is refused (a consumer there would wait for
+// messages that may never come); `last` is the frontier now. A consumer
+// that exists resumes where it stood, whatever --from says.
+Status ResolveStart(const ConsumeArgs& a, const client::ClientOptions& o, client::ConsumerOptions* co) {
+  auto pos = ParseStartPosition(a.from, NowUs());  // checked at parse time; the clock moved little
+  if (!pos) return Status::InvalidArgument("--from: " + std::string(pos.error().message()));
+  auto info = Describe(o, a.stream);
+  if (!info) return info.error();
+  for (const auto& c : info->consumers)
+    if (c.name == a.consumer) {
+      fmt::print(stderr, "note: consumer {} exists: it resumes after its ack floor {}; --from applies to new consumers\n",
+                 a.consumer, c.ack_floor);
+      return Status::OK();
+    }
+  using K = StartPosition::Kind;
+  switch (pos->kind) {
+    case K::kFirst: co->start_at = wire::StartAt::kFirst; break;
+    case K::kNew: co->start_at = wire::StartAt::kNew; break;
+    case K::kTime: co->start_at = wire::StartAt::kTime, co->start_value = pos->value; break;
+    case K::kLast:
+      if (info->frontier == 0) co->start_at = wire::StartAt::kFirst;
+      else co->start_at = wire::StartAt::kSeq, co->start_value = info->frontier;
+      break;
+    case K::kSeq:
+      if (pos->value > info->frontier + 1)
+        return Status::OutOfRange(fmt::format(
+            "--from {}: stream {} holds seqs up to {} (its frontier); a new consumer starts at a seq from 1 to {}, "
+            "or at 'new' for only the messages published from now on",
+            pos->value, a.stream, info->frontier, info->frontier + 1));
+      co->start_at = wire::StartAt::kSeq;
+      co->start_value = pos->value;
+      break;
+  }
+  return Status::OK();
+}
+
 int Consume(const ConsumeArgs& a) {
-  auto o = ClientOpts(a.server);
-  if (!o) return Fail(o.error());
+  auto o = ClientOptionsFor(a.server, a.timeout_ms, "floe-cli");
+  if (!o) return Fail(o.error(), a.json);
   client::ConsumerOptions co;
   static_cast<client::ClientOptions&>(co) = *o;
   co.stream = a.stream;
   co.consumer = a.consumer;
   co.session_id = a.session_id;
-  if (!a.from.empty()) {
-    // --from SEQ, or --from TIME as an ISO date is not parsed here: a number
-    // with a unit suffix 'us' is a timestamp in µs since the epoch.
-    if (a.from == "new") {
-      co.start_at = wire::StartAt::kNew;
-    } else if (a.from.size() > 2 && a.from.ends_with("us")) {
-      co.start_at = wire::StartAt::kTime;
-      co.start_value = std::stoull(a.from.substr(0, a.from.size() - 2));
-    } else {
-      co.start_at = wire::StartAt::kSeq;
-      co.start_value = std::stoull(a.from);
-    }
-  }
+  if (!a.from.empty())
+    if (Status s = ResolveStart(a, *o, &co); !s.ok()) return Fail(s, a.json);
   auto consumer = client::Consumer::Open(co);
-  if (!consumer) return Fail(consumer.error());
+  if (!consumer) return Fail(consumer.error(), a.json);
+  const uint64_t max = a.max == 0 ? UINT64_MAX : a.max;
   uint64_t got = 0;
-  while (got < a.max) {
-    auto batch = (*consumer)->Fetch(static_cast<uint32_t>(std::min<uint64_t>(a.max - got, 100)), 1 << 20, a.wait_ms);
-    if (!batch) return Fail(batch.error());
+  auto fail = [&](const Status& s) {
+    fmt::print(stderr, "session {}\n", FormatSessionId((*consumer)->session_id()));
+    return Fail(s, a.json);
+  };
+  while (got < max) {
+    auto batch = (*consumer)->Fetch(static_cast<uint32_t>(std::min<uint64_t>(max - got, 100)), 1 << 20, a.wait_ms);
+    if (!batch) return fail(batch.error());
     if (batch->empty()) break;
     std::vector<uint64_t> acks;
     for (const auto& m : *batch) {
@@ -278,106 +260,103 @@ int Consume(const ConsumeArgs& a) {
         if (a.json) fmt::print("{{\"gap\":{},\"count\":{}}}\n", m.seq, m.gap_count);
         continue;
       }
+      const std::string key = m.key.empty() ? std::string() : "," + JsonBytesField("key", m.key);
       if (m.large_size > 0) {
         if (!a.save_large.empty()) {
           Status s = SaveLarge(**consumer, a.save_large, m);
-          if (!s.ok()) return Fail(s);
+          if (!s.ok()) return fail(s);
         }
         if (a.json)
-          fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{},\"large_size\":{}}}\n", m.seq,
-                     m.delivery_count, m.timestamp_us, m.large_size);
+          fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{}{},\"large_size\":{}}}\n", m.seq,
+                     m.delivery_count, m.timestamp_us, key, m.large_size);
         else
           fmt::print("<large message {}: {} bytes{}>\n", m.seq, m.large_size,
                      a.save_large.empty() ? "" : fmt::format(", saved in {}/{}", a.save_large, m.seq));
       } else if (a.json) {
-        fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{},\"payload\":\"{}\"}}\n", m.seq, m.delivery_count,
-                   m.timestamp_us, JsonEscape(m.payload));
+        fmt::print("{{\"seq\":{},\"delivery\":{},\"timestamp_us\":{}{},{}}}\n", m.seq, m.delivery_count,
+                   m.timestamp_us, key, JsonBytesField("payload", m.payload));
       } else {
         fmt::print("{}\n", m.payload);
       }
       ++got;
       if (a.nak) {
         Status s = (*consumer)->Nak(m.seq);
-        if (!s.ok()) return Fail(s);
+        if (!s.ok()) return fail(s);
       } else if (a.ack) {
         acks.push_back(m.seq);
       }
     }
     if (!acks.empty()) {
       Status s = (*consumer)->Ack(acks);
-      if (!s.ok()) return Fail(s);
+      if (!s.ok()) return fail(s);
     }
   }
   Status s = (*consumer)->Close();
-  return s.ok() ? 0 : Fail(s);
+  fmt::print(stderr, "session {}\n", FormatSessionId((*consumer)->session_id()));
+  return s.ok() ? 0 : Fail(s, a.json);
 }
 
 }  // namespace
 
 void RegisterClientCommands(CLI::App& app, int* exit_code) {
-  // floe stream …
-  auto sa = std::make_shared<StreamArgs>();
-  auto* stream = app.add_subcommand("stream", "Create, delete, list and inspect streams on a node");
-  stream->require_subcommand(1);
-  auto server_opt = [](CLI::App* c, std::string* s) {
-    c->add_option("--server", *s, "HOST:PORT[,HOST:PORT…], tried in turn")->default_val("127.0.0.1:7650");
-  };
-  auto* create = stream->add_subcommand("create", "Create a stream");
-  create->add_option("name", sa->name, "Stream name")->required();
-  create->add_option("--retention-bytes", sa->config.retention_bytes, "Delete oldest segments past this size (0: keep)");
-  create->add_option("--retention-age-ms", sa->config.retention_age_ms, "Delete segments older than this (0: keep)");
-  create->add_option("--max-message-bytes", sa->config.max_message_bytes, "Largest message")->default_val(1 << 20);
-  create->add_option("--sync", sa->sync, "fdatasync (durable, default) or none (not durable)")->default_val("fdatasync");
-  create->add_option("--ack-wait-ms", sa->config.ack_wait_ms, "Redeliver unanswered deliveries after")->default_val(30000);
-  create->add_option("--max-deliveries", sa->config.max_deliveries, "Then dead-letter (0: never)")->default_val(5);
-  create->add_option("--dead-letter", sa->config.dead_letter, "Dead-letter stream name");
-  create->add_flag("--json", sa->json, "JSON output");
-  server_opt(create, &sa->server);
-  create->callback([=] { *exit_code = StreamCreate(*sa); });
-  auto* del = stream->add_subcommand("delete", "Delete a stream and its consumers");
-  del->add_option("name", sa->name, "Stream name")->required();
-  del->add_flag("--json", sa->json, "JSON output");
-  server_opt(del, &sa->server);
-  del->callback([=] { *exit_code = StreamDelete(*sa); });
-  auto* list = stream->add_subcommand("list", "List streams");
-  list->add_flag("--json", sa->json, "JSON output");
-  server_opt(list, &sa->server);
-  list->callback([=] { *exit_code = StreamList(*sa); });
-  auto* info = stream->add_subcommand("info", "First seq, frontier, bytes, consumers and their lag");
-  info->add_option("name", sa->name, "Stream name")->required();
-  info->add_flag("--json", sa->json, "JSON output");
-  server_opt(info, &sa->server);
-  info->callback([=] { *exit_code = StreamInfoCmd(*sa); });
-
   // floe produce
   auto pa = std::make_shared<ProduceArgs>();
-  auto* produce = app.add_subcommand("produce", "Publish stdin lines (or --count synthetic messages); print each ACK");
-  produce->add_option("stream", pa->stream, "Stream name")->required();
-  produce->add_option("--count", pa->count, "Send this many synthetic messages instead of stdin");
-  produce->add_option("--size", pa->size, "Synthetic message size")->default_val(100);
-  produce->add_option("--session-id", pa->session_id, "Resume this producer session");
-  produce->add_option("--inflight", pa->inflight, "Unacknowledged messages at most")->default_val(1000);
-  produce->add_flag("--json", pa->json, "Print {\"seq\":S,\"producer_seq\":P} per ACK");
-  produce->add_option("--large", pa->large,
-                      "Send this file as one large message, in chunks (resume with --session-id)");
-  server_opt(produce, &pa->server);
+  auto* produce = app.add_subcommand(
+      "produce", "Publish stdin lines (or --count synthetic messages); print each ACK; the session id goes to stderr");
+  AddName(produce, "stream", &pa->stream, "stream", "Stream name")->required();
+  auto* count = AddNumber(produce, "--count", &pa->count, Kind::kInteger, Range{1, 1000000000},
+                          "Send this many synthetic messages instead of stdin (1 to 10^9)");
+  AddNumber(produce, "--size", &pa->size, Kind::kBytes, Range{8, kMaxMessageBytesCeiling},
+            "Synthetic message size (8 bytes, which hold the index, to the stream's limit)");
+  AddSessionId(produce, "--session-id", &pa->session_id, "Resume this producer session (16 hex digits, as printed)");
+  AddNumber(produce, "--inflight", &pa->inflight, Kind::kInteger, Range{1, 100000},
+            "Unacknowledged messages at most (1 to 100000)");
+  produce->add_flag("--json", pa->json,
+                    "Print {\"seq\":S,\"producer_seq\":P} per ACK; errors as {\"error\":{…}} lines on stdout");
+  produce
+      ->add_option("--large", pa->large,
+                   "Send this file as one large message, in chunks (resume with --session-id); for bodies over the "
+                   "stream's message limit")
+      ->check(CLI::ExistingFile)
+      ->excludes(count);
+  AddServers(produce, &pa->server);
+  AddTimeout(produce, &pa->timeout_ms);
   produce->callback([=] { *exit_code = Produce(*pa); });
 
   // floe consume
   auto ca = std::make_shared<ConsumeArgs>();
-  auto* consume = app.add_subcommand("consume", "Print messages of a durable consumer, one payload per line");
-  consume->add_option("stream", ca->stream, "Stream name")->required();
-  consume->add_option("--consumer", ca->consumer, "Durable consumer name")->required();
-  consume->add_option("--max", ca->max, "Stop after this many messages");
-  consume->add_option("--wait-ms", ca->wait_ms, "Stop when nothing arrives for this long")->default_val(1000);
-  consume->add_option("--from", ca->from, "New consumers start at SEQ, at TIMEus (µs since the epoch), or 'new'");
-  consume->add_option("--session-id", ca->session_id, "Resume this consumer session");
+  auto* consume = app.add_subcommand(
+      "consume", "Print messages of a durable consumer, one payload per line; the session id goes to stderr");
+  AddName(consume, "stream", &ca->stream, "stream", "Stream name")->required();
+  AddName(consume, "--consumer", &ca->consumer, "consumer", "Durable consumer name")->required();
+  AddNumber(consume, "--max", &ca->max, Kind::kInteger, Range{1, 1ull << 53}, "Stop after this many messages")
+      ->default_str("no limit");
+  AddNumber(consume, "--wait-ms", &ca->wait_ms, Kind::kDurationMs, Range{0, 3600 * 1000},
+            "Stop when nothing arrives for this long (0 to 1 h; ms, or 30s, 5m)");
+  consume
+      ->add_option("--from", ca->from,
+                   "Where a NEW consumer starts: first (default), last (the last message now), new (only messages "
+                   "published from now on), SEQ (1 to the stream's frontier + 1; a larger seq is refused), an ISO "
+                   "8601 time (2026-12-01T10:00:00Z), a time ago (-30s, -5m, -2h, -1d), or TIMEus (µs since the "
+                   "epoch). A time starts at the first message stamped at or after it. An existing consumer "
+                   "resumes where it stood.")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            auto v = ParseStartPosition(s, NowUs());
+            return v ? std::string() : std::string(v.error().message());
+          },
+          ""))
+      ->type_name("POSITION");
+  AddSessionId(consume, "--session-id", &ca->session_id, "Resume this consumer session (16 hex digits, as printed)");
   consume->add_flag("--ack,!--no-ack", ca->ack, "ACK each message (default)");
   consume->add_flag("--nak", ca->nak, "NAK each message (redelivered)");
-  consume->add_flag("--json", ca->json, "One JSON object per message");
+  consume->add_flag("--json", ca->json,
+                    "One JSON object per message; a payload or key that is not UTF-8 is base64 with "
+                    "\"payload_encoding\":\"base64\" (\"key_encoding\"); errors as {\"error\":{…}} on stdout");
   consume->add_option("--save-large", ca->save_large, "Write each large message's body to DIR/<seq>")
       ->check(CLI::ExistingDirectory);
-  server_opt(consume, &ca->server);
+  AddServers(consume, &ca->server);
+  AddTimeout(consume, &ca->timeout_ms);
   consume->callback([=] { *exit_code = Consume(*ca); });
 }
 

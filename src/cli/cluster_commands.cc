@@ -14,6 +14,7 @@
 #include "broker/session.h"
 #include "cli/commands.h"
 #include "cli/json.h"
+#include "cli/options.h"
 #include "cluster/cluster.h"
 
 namespace floe::cli {
@@ -47,22 +48,24 @@ Result<std::unique_ptr<bank::Bank>> OpenExisting(const BankArgs& a) {
   return bank::OpenBank(url);
 }
 
-int Fail(const char* what, const Status& s) {
+// Under --json the error is the JSON object on stdout (cli/json.h).
+int Fail(const char* what, const Status& s, bool json = false) {
+  if (json) return cli::Fail(s, true);
   fmt::print(stderr, "floe {}: {}\n", what, s.ToString());
   return 1;
 }
 
 int ClusterStatus(const BankArgs& a) {
   auto b = OpenExisting(a);
-  if (!b) return Fail("cluster status", b.error());
+  if (!b) return Fail("cluster status", b.error(), a.json);
   bank::Bank& bank = **b;
   const int64_t now = cluster::WallMs();
   auto nodes = bank.List(cluster::kNodesPrefix);
   auto streams = bank.List(bank::kStreamsPrefix);
   auto drains = bank.List(cluster::kDrainPrefix);
-  if (!nodes) return Fail("cluster status", nodes.error());
-  if (!streams) return Fail("cluster status", streams.error());
-  if (!drains) return Fail("cluster status", drains.error());
+  if (!nodes) return Fail("cluster status", nodes.error(), a.json);
+  if (!streams) return Fail("cluster status", streams.error(), a.json);
+  if (!drains) return Fail("cluster status", drains.error(), a.json);
   std::set<std::string> drained;
   for (const auto& kv : *drains) drained.insert(kv.key.substr(cluster::kDrainPrefix.size()));
   std::string out;
@@ -122,19 +125,19 @@ int ClusterStatus(const BankArgs& a) {
 
 std::string SessionJson(const broker::SessionRecord& r) {
   return fmt::format(
-      "{{\"id\":\"{:016x}\",\"kind\":\"{}\",\"stream\":\"{}\",\"consumer\":\"{}\",\"holder\":\"{}\",\"epoch\":{},"
+      "{{\"id\":\"{}\",\"kind\":\"{}\",\"stream\":\"{}\",\"consumer\":\"{}\",\"holder\":\"{}\",\"epoch\":{},"
       "\"updated_ms\":{},\"last_producer_seq\":{},\"last_seq\":{},\"messages\":{},\"answers\":{},\"pending\":{},"
       "\"conveying_producer_seq\":{},\"conveying_total\":{},\"bytes_conveyed\":{}}}",
-      r.id, broker::SessionKindName(r.kind), JsonEscape(r.stream), JsonEscape(r.consumer), JsonEscape(r.holder),
+      FormatSessionId(r.id), broker::SessionKindName(r.kind), JsonEscape(r.stream), JsonEscape(r.consumer), JsonEscape(r.holder),
       r.epoch, r.updated_ms, r.last_producer_seq, r.last_seq, r.messages, r.answers, r.pending,
       r.conveying_producer_seq, r.conveying_total, r.bytes_conveyed);
 }
 
 int SessionList(const BankArgs& a) {
   auto b = OpenExisting(a);
-  if (!b) return Fail("session list", b.error());
+  if (!b) return Fail("session list", b.error(), a.json);
   auto all = (*b)->List(broker::kSessionsPrefix);
-  if (!all) return Fail("session list", all.error());
+  if (!all) return Fail("session list", all.error(), a.json);
   std::string out = a.json ? "[" : fmt::format("{:<16} {:<8} {:<20} {:<12} {:<10} {:>5} {:>10} {:>10} {:>8}\n", "SESSION",
                                                "KIND", "STREAM", "CONSUMER", "HOLDER", "EPOCH", "LAST SEQ", "MESSAGES",
                                                "PENDING");
@@ -148,7 +151,7 @@ int SessionList(const BankArgs& a) {
     if (a.json) {
       out += (first ? "" : ",") + SessionJson(*r);
     } else {
-      out += fmt::format("{:016x} {:<8} {:<20} {:<12} {:<10} {:>5} {:>10} {:>10} {:>8}\n", r->id,
+      out += fmt::format("{} {:<8} {:<20} {:<12} {:<10} {:>5} {:>10} {:>10} {:>8}\n", FormatSessionId(r->id),
                          broker::SessionKindName(r->kind), r->stream, r->consumer.empty() ? "-" : r->consumer,
                          r->holder.empty() ? "-" : r->holder, r->epoch, r->last_seq, r->messages, r->pending);
     }
@@ -159,22 +162,22 @@ int SessionList(const BankArgs& a) {
   return 0;
 }
 
-int SessionShow(const BankArgs& a, const std::string& id_text) {
-  uint64_t id = 0;
-  if (std::sscanf(id_text.c_str(), "%" SCNx64, &id) != 1 || id == 0)
-    return Fail("session show", Status::InvalidArgument("the session id is 16 hex digits, as session list prints"));
+int SessionShow(const BankArgs& a, uint64_t id) {
   auto b = OpenExisting(a);
-  if (!b) return Fail("session show", b.error());
+  if (!b) return Fail("session show", b.error(), a.json);
   auto v = (*b)->Get(broker::SessionKey(id));
-  if (!v) return Fail("session show", v.error().IsNotFound() ? Status::NotFound(fmt::format("no session {:016x}", id))
-                                                              : v.error());
+  if (!v)
+    return Fail("session show",
+                v.error().IsNotFound() ? Status::NotFound(fmt::format("no session {} in the bank", FormatSessionId(id)))
+                                       : v.error(),
+                a.json);
   auto r = broker::DecodeSessionRecord(v->value);
-  if (!r) return Fail("session show", r.error());
+  if (!r) return Fail("session show", r.error(), a.json);
   if (a.json) {
     fmt::print("{}\n", SessionJson(*r));
     return 0;
   }
-  fmt::print("session            {:016x}\nkind               {}\nstream             {}\n", r->id,
+  fmt::print("session            {}\nkind               {}\nstream             {}\n", FormatSessionId(r->id),
              broker::SessionKindName(r->kind), r->stream);
   if (!r->consumer.empty()) fmt::print("consumer           {}\n", r->consumer);
   fmt::print("holder             {}\nepoch              {}\nupdated            {} ms ago\n",
@@ -196,11 +199,28 @@ int NodeDrain(const BankArgs& a, const std::string& id, bool undo) {
   auto b = OpenExisting(a);
   if (!b) return Fail("node drain", b.error());
   if (undo) {
+    auto drained = (*b)->Get(cluster::DrainKey(id));
+    if (!drained && drained.error().IsNotFound())
+      return Fail("node drain", Status::NotFound(fmt::format("node {} is not drained: nothing to undo", id)));
+    if (!drained) return Fail("node drain", drained.error());
     Status s = (*b)->Delete(cluster::DrainKey(id));
     if (!s.ok()) return Fail("node drain", s);
     fmt::print("node {} takes streams again\n", id);
     return 0;
   }
+  // Only a node the bank knows (it registers while it runs): a mistyped id
+  // would otherwise be "drained" and nothing would move.
+  auto node = (*b)->Get(cluster::NodeKey(id));
+  if (!node && node.error().IsNotFound()) {
+    auto nodes = (*b)->List(cluster::kNodesPrefix);
+    std::string known;
+    if (nodes)
+      for (const auto& kv : *nodes) known += (known.empty() ? "" : ", ") + kv.key.substr(cluster::kNodesPrefix.size());
+    return Fail("node drain", Status::NotFound(fmt::format(
+                                  "no node {} in the bank {}: the nodes it knows are {} (floe cluster status lists them)",
+                                  id, a.bank, known.empty() ? "none" : known)));
+  }
+  if (!node) return Fail("node drain", node.error());
   auto r = (*b)->Put(cluster::DrainKey(id), fmt::format("{}", cluster::WallMs()));
   if (!r) return Fail("node drain", r.error());
   fmt::print("node {} is drained: it gives its streams up at its next tick\n", id);
@@ -239,7 +259,7 @@ void RegisterClusterCommands(CLI::App& app, int* exit_code) {
     auto id = std::make_shared<std::string>();
     auto undo = std::make_shared<bool>(false);
     auto* c = node->add_subcommand("drain", "Move every stream off a node (it takes none until --undo)");
-    c->add_option("id", *id, "Node id")->required();
+    AddName(c, "id", id.get(), "node", "Node id (as floe cluster status lists it)")->required();
     c->add_flag("--undo", *undo, "Let the node take streams again");
     AddBankOption(c, a.get());
     c->callback([a, id, undo, exit_code] { *exit_code = NodeDrain(*a, *id, *undo); });
@@ -254,9 +274,9 @@ void RegisterClusterCommands(CLI::App& app, int* exit_code) {
   }
   {
     auto a = std::make_shared<BankArgs>();
-    auto id = std::make_shared<std::string>();
+    auto id = std::make_shared<uint64_t>(0);
     auto* c = sess->add_subcommand("show", "One session's record: holder, epoch, conveyance state");
-    c->add_option("id", *id, "Session id (hex, as session list prints)")->required();
+    AddSessionId(c, "id", id.get(), "Session id (16 hex digits, as session list prints)")->required();
     AddBankOption(c, a.get());
     c->add_flag("--json", a->json, "One JSON object");
     c->callback([a, id, exit_code] { *exit_code = SessionShow(*a, *id); });

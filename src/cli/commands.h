@@ -10,6 +10,7 @@ void RegisterLogCommands(CLI::App& app, int* exit_code);
 void RegisterDemoCommand(CLI::App& app, int* exit_code);
 void RegisterBenchCommands(CLI::App& app, int* exit_code);
 void RegisterServeCommand(CLI::App& app, int* exit_code);
+void RegisterStreamCommands(CLI::App& app, int* exit_code);
 void RegisterClientCommands(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);
 // Adds `publish` and `consume` under `floe bench`.

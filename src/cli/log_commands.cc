@@ -12,6 +12,7 @@
 #include "base/env.h"
 #include "cli/commands.h"
 #include "cli/json.h"
+#include "cli/options.h"
 #include "log/format.h"
 #include "log/segment.h"
 #include "log/stream.h"
@@ -29,19 +30,14 @@ Result<std::unique_ptr<Stream>> OpenStream(const std::string& dir, bool create, 
   return Stream::Open(dir, std::move(o));
 }
 
-int Fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.ToString());
-  return 1;
-}
-
 int Append(const std::string& dir, bool sync, bool json) {
   auto stream = OpenStream(dir, true, sync);
-  if (!stream) return Fail(stream.error());
+  if (!stream) return Fail(stream.error(), json);
   std::string line;
   while (std::getline(std::cin, line)) {
     log::Message m{.payload = line};
     auto r = (*stream)->Append({&m, 1});
-    if (!r.status.ok()) return Fail(r.status);
+    if (!r.status.ok()) return Fail(r.status, json);
     if (json) fmt::print("{{\"seq\":{}}}\n", r.first_seq);
     else fmt::print("{}\n", r.first_seq);
   }
@@ -50,19 +46,19 @@ int Append(const std::string& dir, bool sync, bool json) {
 
 int Read(const std::string& dir, uint64_t from, uint64_t max, bool json) {
   auto stream = OpenStream(dir, false, true);
-  if (!stream) return Fail(stream.error());
+  if (!stream) return Fail(stream.error(), json);
   uint64_t printed = 0;
   while (printed < max) {
     auto r = (*stream)->Read({.from_seq = from, .max_messages = static_cast<size_t>(std::min<uint64_t>(max - printed, 1000))});
-    if (!r) return Fail(r.error());
+    if (!r) return Fail(r.error(), json);
     if (r->entries.empty()) break;
     for (const auto& e : r->entries) {
       if (e.kind == log::Entry::Kind::kGap) {
         if (json) fmt::print("{{\"gap\":{},\"count\":{}}}\n", e.seq, e.gap_count);
         else fmt::print("# gap: seqs {}..{} are holes\n", e.seq, e.seq + e.gap_count - 1);
       } else if (json) {
-        fmt::print("{{\"seq\":{},\"timestamp_us\":{},\"producer_id\":{},\"producer_seq\":{},\"payload\":\"{}\"}}\n",
-                   e.seq, e.timestamp_us, e.producer_id, e.producer_seq, JsonEscape(e.payload));
+        fmt::print("{{\"seq\":{},\"timestamp_us\":{},\"producer_id\":{},\"producer_seq\":{},{}}}\n", e.seq,
+                   e.timestamp_us, e.producer_id, e.producer_seq, JsonBytesField("payload", e.payload));
       } else {
         fmt::print("{}\n", e.payload);
       }
@@ -75,7 +71,7 @@ int Read(const std::string& dir, uint64_t from, uint64_t max, bool json) {
 
 int Info(const std::string& dir, bool json) {
   auto stream = OpenStream(dir, false, true);
-  if (!stream) return Fail(stream.error());
+  if (!stream) return Fail(stream.error(), json);
   auto s = (*stream)->stats();
   const auto& rep = (*stream)->recovery_report();
   if (json) {
@@ -93,7 +89,7 @@ int Info(const std::string& dir, bool json) {
 int Verify(const std::string& dir) {
   Env* env = Env::Default();
   auto names = env->ListDir(dir);
-  if (!names) return Fail(names.error());
+  if (!names) return Fail(names.error(), false);
   std::vector<uint64_t> ids;
   for (const auto& n : *names) {
     uint64_t id;
@@ -105,10 +101,10 @@ int Verify(const std::string& dir) {
   for (uint64_t id : ids) {
     const std::string path = dir + "/" + log::SegmentFileName(id);
     auto f = env->Open(path, {});
-    if (!f) return Fail(f.error());
+    if (!f) return Fail(f.error(), false);
     std::string block(log::kSegmentHeaderSize, '\0');
     auto n = (*f)->ReadAt(0, block);
-    if (!n) return Fail(n.error());
+    if (!n) return Fail(n.error(), false);
     block.resize(*n);
     auto h = log::DecodeSegmentHeader(block);
     if (!h) {
@@ -117,7 +113,7 @@ int Verify(const std::string& dir) {
       continue;
     }
     auto scan = log::ScanSegment(f->get(), h->base_seq, {});
-    if (!scan) return Fail(scan.error());
+    if (!scan) return Fail(scan.error(), false);
     batches += scan->batches;
     fmt::print("{}: seqs [{}, {}), {} batches{}\n", path, h->base_seq, scan->end_seq, scan->batches,
                scan->bad_tail ? fmt::format(", then bad bytes: {}{}", scan->tail_error.message(),
@@ -152,8 +148,9 @@ void RegisterLogCommands(CLI::App& app, int* exit_code) {
 
   auto* read = logc->add_subcommand("read", "Print visible messages, one payload per line; holes as gap notes");
   read->add_option("dir", args->dir, "Stream directory")->required();
-  read->add_option("--from", args->from, "First seq to read")->default_val(1);
-  read->add_option("--max", args->max, "Stop after this many entries");
+  AddNumber(read, "--from", &args->from, Kind::kInteger, Range{1, UINT64_MAX - 1}, "First seq to read");
+  AddNumber(read, "--max", &args->max, Kind::kInteger, Range{1, 1ull << 53}, "Stop after this many entries")
+      ->default_str("no limit");
   read->add_flag("--json", args->json, "One JSON object per entry");
   read->callback([=] { *exit_code = Read(args->dir, args->from, args->max, args->json); });
 

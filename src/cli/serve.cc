@@ -6,8 +6,11 @@
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "client/client.h"
 #include "server/node.h"
 #include "cli/commands.h"
+#include "cli/options.h"
+#include "model/limits.h"
 
 namespace floe::cli {
 
@@ -15,43 +18,48 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<server::NodeOptions>();
   auto* serve = app.add_subcommand("serve", "Run a floe node (embedded defaults: ./floe-data, 127.0.0.1:7650, SQLite bank). Several nodes sharing --data and --bank form a cluster (docs/cluster.md)");
   serve->add_option("--data", o->data_dir, "Data directory (streams and the SQLite bank)")->default_val("./floe-data");
-  serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")->default_val("127.0.0.1:7650");
+  serve->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->default_val("127.0.0.1:7650")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            Status v = ValidateListenAddress(s);
+            return v.ok() ? std::string() : std::string(v.message());
+          },
+          ""));
   serve->add_option("--bank", o->bank,
                     "Information bank: sqlite:PATH (default sqlite:DATA/bank.db) or "
                     "etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]");
   auto bank_prefix = std::make_shared<std::string>();
   serve->add_option("--bank-prefix", *bank_prefix, "Key prefix of floe's keys on etcd (default /floe/)");
-  serve->add_option("--node-id", o->node_id, "This node's id")->default_val("node-1");
-  serve->add_option("--io-threads", o->io_threads, "Network threads")->default_val(2)->check(CLI::Range(1, 64));
-  serve->add_option("--max-connections", o->max_connections,
-                    "Connections at most; past it a client gets TOO_MANY_CONNECTIONS at once")
-      ->default_val(o->max_connections)
-      ->check(CLI::Range(size_t{1}, server::kMaxMaxConnections));
-  serve->add_option("--handshake-timeout-ms", o->handshake_timeout_ms,
-                    "Close a connection that has not sent a whole HELLO this long after connecting")
-      ->default_val(o->handshake_timeout_ms)
-      ->check(CLI::Range(server::kMinHandshakeTimeoutMs, server::kMaxHandshakeTimeoutMs));
-  serve->add_option("--frame-timeout-ms", o->frame_timeout_ms,
-                    "Close a connection that sent part of a frame and then nothing for this long")
-      ->default_val(o->frame_timeout_ms)
-      ->check(CLI::Range(server::kMinFrameTimeoutMs, server::kMaxFrameTimeoutMs));
-  serve->add_option("--idle-timeout-ms", o->idle_timeout_ms,
-                    "Close a connection silent this long; the node sends PING at half of it, and any frame "
-                    "(the PONG too) keeps it open")
-      ->default_val(o->idle_timeout_ms)
-      ->check(CLI::Range(server::kMinIdleTimeoutMs, server::kMaxIdleTimeoutMs));
-  serve->add_option("--max-message-bytes", o->max_message_bytes, "Largest message payload the node accepts")
-      ->default_val(o->max_message_bytes);
+  AddName(serve, "--node-id", &o->node_id, "node", "This node's id")->default_val("node-1");
+  AddNumber(serve, "--io-threads", &o->io_threads, Kind::kInteger, Range{1, 64}, "Network threads (1 to 64)");
+  AddNumber(serve, "--max-connections", &o->max_connections, Kind::kInteger, Range{1, server::kMaxMaxConnections},
+            "Connections at most (1 to 10^6); past it a client gets TOO_MANY_CONNECTIONS at once");
+  AddNumber(serve, "--handshake-timeout-ms", &o->handshake_timeout_ms, Kind::kDurationMs,
+            Range{server::kMinHandshakeTimeoutMs, server::kMaxHandshakeTimeoutMs},
+            "Close a connection that has not sent a whole HELLO this long after connecting (100 ms to 10 min)");
+  AddNumber(serve, "--frame-timeout-ms", &o->frame_timeout_ms, Kind::kDurationMs,
+            Range{server::kMinFrameTimeoutMs, server::kMaxFrameTimeoutMs},
+            "Close a connection that sent part of a frame and then nothing for this long (100 ms to 10 min)");
+  AddNumber(serve, "--idle-timeout-ms", &o->idle_timeout_ms, Kind::kDurationMs,
+            Range{server::kMinIdleTimeoutMs, server::kMaxIdleTimeoutMs},
+            "Close a connection silent this long (1 s to 1 day); the node sends PING at half of it, and any frame "
+            "(the PONG too) keeps it open");
+  AddNumber(serve, "--max-message-bytes", &o->max_message_bytes, Kind::kBytes, Range{1024, kMaxMessageBytesCeiling},
+            "Largest message payload the node accepts (1 KiB to 16 MiB; larger bodies go as large messages)");
   serve->add_flag("--no-direct-io", [o](int64_t) { o->direct_io = false; }, "Write segments through the page cache");
-  serve->add_option("--advertise", o->advertise,
-                    "HOST:PORT other nodes send clients to (default: the listen address)");
-  serve->add_option("--lease-ms", o->lease_ms,
-                    "Stream lease period in ms: a dead node's streams move after about this long")
-      ->default_val(o->lease_ms)
-      ->check(CLI::Range(int64_t{30}, int64_t{600000}));
-  serve->add_option("--session-ttl-ms", o->session_ttl_ms,
-                    "Keep the bank record of a session that ended without GOODBYE this long")
-      ->default_val(o->session_ttl_ms);
+  serve->add_option("--advertise", o->advertise, "HOST:PORT other nodes send clients to (default: the listen address)")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            auto v = client::ParseServers(s);
+            if (v && v->size() != 1) return std::string("one HOST:PORT");
+            return v ? std::string() : std::string(v.error().message());
+          },
+          ""));
+  AddNumber(serve, "--lease-ms", &o->lease_ms, Kind::kDurationMs, Range{30, 600000},
+            "Stream lease period (30 ms to 10 min): a dead node's streams move after about this long");
+  AddNumber(serve, "--session-ttl-ms", &o->session_ttl_ms, Kind::kDurationMs, Range{1000, 365ull * 24 * 3600 * 1000},
+            "Keep the bank record of a session that ended without GOODBYE this long (1 s to 365 d)");
   serve->add_flag("--no-auto-balance", [o](int64_t) { o->auto_balance = false; },
                   "Move streams between nodes only when asked (floe cluster rebalance, floe node drain)");
   serve->add_option("--mqtt-listen", o->mqtt_listen,

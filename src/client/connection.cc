@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -389,6 +391,16 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
                                                       : SteadyNowMs() + std::max(options.reconnect_give_up_ms, 0);
   int backoff = std::max(options.reconnect_min_backoff_ms, 1);
   Status last;
+  // Each address tried and its last error, in the order first tried: the
+  // final error names them all, so a user sees what was dialled.
+  std::vector<std::pair<std::string, std::string>> tried_addresses;
+  auto note = [&](const std::string& server, const Status& s) {
+    std::string text(s.message());
+    if (text.rfind(server, 0) != 0) text = fmt::format("{}: {}", server, text);
+    for (auto& [address, error] : tried_addresses)
+      if (address == server) return void(error = std::move(text));
+    tried_addresses.emplace_back(server, std::move(text));
+  };
   // Tries one address, following NOT_OWNER redirects from there.
   auto attempt = [&](std::string server) -> Result<std::unique_ptr<Connection>> {
     for (int hop = 0;; ++hop) {
@@ -410,6 +422,7 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
     if (conn) return conn;
     if (!IsRetriableStatus(conn.error())) return conn;
     last = conn.error();
+    note(hint, last);
   }
   for (;;) {
     for (size_t tried = 0; tried < n; ++tried) {
@@ -423,12 +436,21 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
       const Status& s = conn.error();
       if (!IsRetriableStatus(s)) return Err(s);
       last = s;
+      note(options.servers[index], s);
       *next_server = index + 1;
     }
-    if (SteadyNowMs() + backoff > give_up_at)
-      return Err(Status::Unavailable(
-          fmt::format("no usable connection for {} ms; last error: {}", options.reconnect_give_up_ms, last.ToString())));
-    if (!cancel->SleepFor(backoff)) return Err(Status::Aborted("client closed while connecting"));
+    // Sleep out the backoff, or what is left before giving up (then one last
+    // round), so --timeout is the time spent trying, not a second less.
+    const int64_t left = give_up_at - SteadyNowMs();
+    if (left <= 0) {
+      std::string errors;
+      for (const auto& [address, error] : tried_addresses) errors += fmt::format("{}{}", errors.empty() ? "" : "; ", error);
+      return Err(Status::Unavailable(fmt::format("no usable connection for {} ms; tried {}: {}",
+                                                 options.reconnect_give_up_ms,
+                                                 n == 1 ? "the one server" : fmt::format("{} servers", n), errors)));
+    }
+    if (!cancel->SleepFor(static_cast<int>(std::min<int64_t>(backoff, left))))
+      return Err(Status::Aborted("client closed while connecting"));
     backoff = std::min(backoff * 2, std::max(options.reconnect_max_backoff_ms, backoff));
   }
 }

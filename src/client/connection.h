@@ -177,7 +177,8 @@ std::string RedirectOf(std::span<const char> error_body);
 // round of failures it sleeps, the backoff doubling from
 // reconnect_min_backoff_ms to reconnect_max_backoff_ms; at give_up_at_steady_ms
 // (steady clock; default: reconnect_give_up_ms from now) it fails with Unavailable naming
-// the last error, having tried every server at least once. Cancelling fails
+// every address it tried and each one's last error, having tried every server at
+// least once (the CLI's --timeout bounds this). Cancelling fails
 // it with Aborted. A handshake refused with NOT_OWNER and the owner's address
 // goes there next (at most kMaxRedirectHops in a row, then back to the list).
 inline constexpr int kMaxRedirectHops = 4;
