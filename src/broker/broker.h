@@ -347,6 +347,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // Part of a large message (any consumer of the stream may read any).
   void FetchChunk(StreamSeq seq, ByteOffset offset, uint32_t max_bytes, std::function<void(Outcome<ChunkData>)> done);
 
+  // Producers whose protocol does not resend in order (MQTT): after a
+  // message was not stored, the session's later messages are accepted again
+  // instead of being refused until it is resent (docs/protocol.md "Order").
+  void ForgetUnstored();
+
   // The client said goodbye: the session ends with the connection (its
   // record is deleted) instead of waiting to be resumed.
   void EndAtClose() { goodbye_ = true; }

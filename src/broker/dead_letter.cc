@@ -42,6 +42,9 @@ void AppendHere(Broker::Core* core, const std::shared_ptr<StreamEntry>& dlq, std
     case Lookup::State::kNew:
       break;
   }
+  // Dead letters keep no order: a move that failed must not hold the later
+  // ones back (each is retried on its own).
+  dlq->log().ForgetUnstored(producer);
   log::Message m{.payload = move->payload, .key = move->key, .encoded_headers = move->headers,
                  .producer_id = producer, .producer_seq = pseq};
   dlq->log().AppendAsync({&m, 1}, [dlq, move, done = std::move(done)](const log::AppendResult& r) {

@@ -40,6 +40,21 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
   uint64_t last = 0;
   log::Stream& log = stream_->log();
   publish_lock_->Lock();
+  // A newer connection of this session holds it now (a takeover): this one
+  // stores nothing more — its producer seqs may be the newer one's too (an
+  // MQTT client id's counter restarts at the highest stored). Not answered
+  // as acknowledged; the client resends on its new connection.
+  bool holder;
+  {
+    MutexLock l(&state_->mu);
+    holder = state_->holder == this;
+  }
+  if (!holder) {
+    publish_lock_->Unlock();
+    for (size_t i = 0; i < messages.size(); ++i) wait->outcome.results[i] = {messages[i].producer_seq, Code::kNoSession};
+    wait->outcome.fenced = true;
+    return wait->done(std::move(wait->outcome));
+  }
   // Producer seqs above the highest the stream holds (or has in doubt) are
   // new: the common case needs no lookup per message.
   const uint64_t highest = log.HighestProducerSeq(id_);
@@ -108,6 +123,8 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
         PublishResult& r = wait->outcome.results[fresh_index[k]];
         if (res.status.ok()) {
           r.seq = StreamSeq(res.first_seq + k);
+        } else if (res.status.code() == ErrorCode::kNoSpace) {
+          r.code = Code::kNoSpace;  // the disk is full, holes recorded or not: DISK_FULL
         } else if (res.hole || res.out_of_order) {
           // Not stored: its write failed, or an earlier message of this
           // session is not stored yet (docs/protocol.md, "Order"). Resend.

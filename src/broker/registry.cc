@@ -183,6 +183,14 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
       return Err(Status::InvalidArgument(
           fmt::format("dead-letter stream {} does not exist: create it first", config.dead_letter)));
     if (!dlq) return Err(dlq.error());
+    // Every message of this stream must fit the dead-letter stream (a move
+    // it refused would be retried for ever).
+    auto dlq_config = DecodeStreamConfig(dlq->value);
+    if (dlq_config && dlq_config->max_message_bytes < config.max_message_bytes)
+      return Err(Status::InvalidArgument(fmt::format(
+          "dead-letter stream {} takes messages up to {} bytes, less than this stream's {}: give it a larger "
+          "--max-message-bytes or this one a smaller",
+          config.dead_letter, dlq_config->max_message_bytes, config.max_message_bytes)));
   }
   if (Status v = ValidateStreamSettings(config); !v.ok()) return Err(v);  // model/limits.h: the CLI's ranges too
   if (config.ack_wait_ms < kMinAckWaitMs || config.ack_wait_ms > kMaxAckWaitMs)

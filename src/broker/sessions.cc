@@ -10,6 +10,22 @@ namespace floe::broker {
 
 namespace {
 
+// Holds `mu` (when there is one) until Release or the end of the scope.
+class HeldUntilReleased {
+ public:
+  explicit HeldUntilReleased(Mutex* mu) NO_THREAD_SAFETY_ANALYSIS : mu_(mu) {
+    if (mu_) mu_->Lock();
+  }
+  ~HeldUntilReleased() { Release(); }
+  void Release() NO_THREAD_SAFETY_ANALYSIS {
+    if (mu_) mu_->Unlock();
+    mu_ = nullptr;
+  }
+
+ private:
+  Mutex* mu_;
+};
+
 // The first seq a new durable consumer reads.
 uint64_t StartSeq(log::Stream& log, StartAt at, uint64_t value) {
   const uint64_t first = log.first_seq();
@@ -72,7 +88,17 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
     grant.session_id = SessionId(id);
     std::shared_ptr<ConsumerGroup> consumer;
     uint64_t highest_pseq = 0, highest_seq = 0;
+    // Producers: the publish lock from reading the highest producer seq to
+    // making this session the holder, so an older connection's publish
+    // cannot slip in between (it is refused once this one holds it).
+    std::shared_ptr<Mutex> publish_lock =
+        kind == SessionRecord::Kind::kProducer ? core->sessions.PublishLock(id) : nullptr;
+    HeldUntilReleased publishing(publish_lock.get());
     if (kind == SessionRecord::Kind::kProducer) {
+      // A session opened anew starts its order afresh: its client resends
+      // what was not stored, in order, from here (a client that gave up on a
+      // message reopens so; docs/protocol.md "Order").
+      stream->log().ForgetUnstored(id);
       highest_pseq = stream->log().HighestProducerSeq(id, &highest_seq);
       grant.highest_producer_seq = ProducerSeq(highest_pseq);
       grant.highest_seq = StreamSeq(highest_seq);
@@ -86,7 +112,7 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
     auto state = core->sessions.StateFor(id);
     std::shared_ptr<Session> session(new Session(
         core, id, req.role, stream, consumer, state,
-        kind == SessionRecord::Kind::kProducer ? core->sessions.PublishLock(id) : nullptr));
+        publish_lock));
     session->peer_ = peer.get();
     // Lock the session: this node holds it, one epoch higher. The bank's
     // checkpoint is corrected by the stream's own tail (the log knows the
@@ -109,6 +135,7 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
         rec.last_seq = highest_seq;
       }
       state->holder = session.get();
+      publishing.Release();
       state->group = consumer;
       state->ended = false;
       state->chunk_busy = false;
@@ -153,6 +180,10 @@ Session::~Session() = default;
 
 const std::string& Session::stream_name() const { return stream_->name(); }
 bool Session::serving() const { return stream_->owned(); }
+
+void Session::ForgetUnstored() {
+  if (role_ == Role::kProducer) stream_->log().ForgetUnstored(id_);
+}
 
 void Session::PersistState(std::function<void(Status)> done) {
   core_->PersistSession(stream_->name(), id_, state_, std::move(done));

@@ -425,6 +425,7 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
     note(hint, last);
   }
   for (;;) {
+    size_t full = 0;  // servers of this round that refused with TOO_MANY_CONNECTIONS
     for (size_t tried = 0; tried < n; ++tried) {
       if (cancel->cancelled()) return Err(Status::Aborted("client closed while connecting"));
       const size_t index = *next_server % n;
@@ -438,6 +439,15 @@ Result<std::unique_ptr<Connection>> ConnectAny(const ClientOptions& options, con
       last = s;
       note(options.servers[index], s);
       *next_server = index + 1;
+      if (s.message().find(wire::WireErrorName(wire::WireError::kTooManyConnections)) != std::string_view::npos) ++full;
+    }
+    // Every server is at its connection limit: a first connection (a user
+    // waits on it) hears so now rather than after a retry loop; a
+    // reconnecting session keeps trying until it gives up.
+    if (full == n && give_up_at_steady_ms < 0) {
+      std::string where;
+      for (const auto& [address, error] : tried_addresses) where += (where.empty() ? "" : "; ") + error;
+      return Err(Status::Unavailable("every server is at its connection limit: " + where));
     }
     // Sleep out the backoff, or what is left before giving up (then one last
     // round), so --timeout is the time spent trying, not a second less.

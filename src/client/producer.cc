@@ -493,6 +493,13 @@ void ProducerImpl::Retry(std::map<uint64_t, Pending>::iterator it, const Status&
     Complete(it, {Status::Unavailable(fmt::format("gave up resending after {} tries: {}", p.retries, why.message())),
                   it->first},
              done);
+    // The node holds this session's later messages back until the one given
+    // up on is stored: reopen the session, which starts its order afresh
+    // (docs/protocol.md "Order"); the rest is resent on the new connection.
+    if (const auto& conn = link_.conn()) {
+      link_.MarkPlannedReset();
+      link_.Cut(conn);
+    }
     return;
   }
   const int shift = std::min(p.retries, 20);

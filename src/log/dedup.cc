@@ -65,6 +65,13 @@ bool DedupIndex::OutOfOrder(uint64_t producer_id, std::span<const uint64_t> prod
   return false;
 }
 
+void DedupIndex::ForgetUnstored(uint64_t producer_id) {
+  auto it = windows_.find(producer_id);
+  if (it == windows_.end()) return;
+  unstored_ -= it->second.unstored.size();
+  it->second.unstored.clear();
+}
+
 size_t DedupIndex::unstored(uint64_t producer_id) const {
   auto it = windows_.find(producer_id);
   return it == windows_.end() ? 0 : it->second.unstored.size();

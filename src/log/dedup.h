@@ -49,6 +49,9 @@ class DedupIndex {
   bool OutOfOrder(uint64_t producer_id, std::span<const uint64_t> producer_seqs) const;
   bool any_unstored() const { return unstored_ > 0; }
   size_t unstored(uint64_t producer_id) const;
+  // Drops every unstored mark of the producer: its order starts afresh (a
+  // new session of it, or a producer with no order to keep).
+  void ForgetUnstored(uint64_t producer_id);
 
   enum class Found { kNew, kKnown, kBelowWindow };
   struct Lookup {

@@ -93,6 +93,11 @@ uint64_t Stream::HighestProducerSeq(uint64_t producer_id, uint64_t* seq) const {
   return impl_->dedup_.Highest(producer_id, seq);
 }
 
+void Stream::ForgetUnstored(uint64_t producer_id) {
+  MutexLock l(&impl_->mu_);
+  impl_->dedup_.ForgetUnstored(producer_id);
+}
+
 Status Stream::EnforceRetention() { return impl_->EnforceRetention(); }
 
 Status Stream::health() const {

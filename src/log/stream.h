@@ -184,6 +184,10 @@ class Stream {
   ProducerLookup LookupProducer(uint64_t producer_id, uint64_t producer_seq) const;
   // Highest producer seq the stream holds for the producer, 0 if none known.
   uint64_t HighestProducerSeq(uint64_t producer_id, uint64_t* seq = nullptr) const;
+  // Forgets the producer's unstored messages (dedup.h): its later messages
+  // are accepted again. For a producer session opened anew (its client
+  // resends in order from there) and for producers with no order to keep.
+  void ForgetUnstored(uint64_t producer_id);
 
   // Deletes whole segments past the retention limits (the writer also does
   // this by itself after each roll and once a second).

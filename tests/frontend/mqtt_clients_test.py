@@ -466,6 +466,70 @@ def test_receive_maximum_exceeded(node):
     assert (0xE0, 0x93) in seen, seen
 
 
+def test_a_clean_session_starts_empty(node):
+    """A session that ended (CleanSession 1) and connects again clean gets
+    nothing published while it was away, even after it subscribes again."""
+    for version in (paho.MQTTv311, paho.MQTTv5):
+        cid = f"fresh-{version}"
+        a = Collector(cid, version=version, clean=True)
+        a.connect(node.port)
+        a.subscribe("fresh/#", 1)
+        a.close()
+        time.sleep(0.3)
+        rc, _, err = run(["mosquitto_pub", "-p", str(node.port), "-q", "1", "-t", "fresh/1", "-m", "old"])
+        assert rc == 0, err
+        b = Collector(cid, version=version, clean=True)
+        flags, _, _ = b.connect(node.port)
+        assert flags.get("session present") == 0
+        b.subscribe("fresh/#", 1)
+        time.sleep(1)
+        assert not b.messages, [m.payload for m in b.messages]
+        b.close()
+
+
+def test_a_subscription_gets_only_what_follows_it(node):
+    """Messages stored between CONNECT and SUBSCRIBE are not the new
+    subscription's."""
+    c = Collector("late")
+    c.connect(node.port)
+    rc, _, err = run(["mosquitto_pub", "-p", str(node.port), "-q", "1", "-t", "late/1", "-m", "before"])
+    assert rc == 0, err
+    c.subscribe("late/#", 1)
+    rc, _, err = run(["mosquitto_pub", "-p", str(node.port), "-q", "1", "-t", "late/2", "-m", "after"])
+    assert rc == 0, err
+    c.wait(lambda: c.messages, "the message after SUBSCRIBE")
+    time.sleep(0.5)
+    assert [m.payload for m in c.messages] == [b"after"], [m.payload for m in c.messages]
+    c.close()
+
+
+def test_qos2_resend_while_writing_is_stored_once(node):
+    """A QoS 2 PUBLISH resent (DUP) before its PUBREC is stored once; a
+    PUBREL for an id the connection does not know is completed (3.1.1 too)."""
+    watcher = Collector("q2watch")
+    watcher.connect(node.port)
+    watcher.subscribe("q2/#", 2)
+    for version in (5, 4):
+        s, _ = raw_connect(node.port, client_id=f"q2raw{version}", version=version)
+        props = vbi(0) if version == 5 else b""
+        body = mstr(f"q2/{version}") + struct.pack(">H", 7) + props + b"once"
+        s.sendall(bytes([0x34]) + vbi(len(body)) + body + bytes([0x3C]) + vbi(len(body)) + body)
+        p = read_packet(s)
+        assert p and p[0] == 0x50, p  # PUBREC
+        rel_props = b""
+        s.sendall(bytes([0x62, 0x02]) + struct.pack(">H", 7) + rel_props)
+        p = read_packet(s)
+        assert p and p[0] == 0x70, p  # PUBCOMP
+        s.sendall(bytes([0x62, 0x02]) + struct.pack(">H", 999))  # unknown id: still completed
+        p = read_packet(s)
+        assert p and p[0] == 0x70 and p[1][:2] == struct.pack(">H", 999), p
+        s.close()
+    time.sleep(1)
+    got = sorted(m.topic for m in watcher.messages)
+    assert got == ["q2/4", "q2/5"], got
+    watcher.close()
+
+
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
 
 

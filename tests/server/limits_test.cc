@@ -203,6 +203,23 @@ TEST_F(LimitsTest, OverTheConnectionLimitTheErrorComesAtOnceAndIsLogged) {
   EXPECT_EQ(CountLines(node_->output(), "2 connections open, the limit (--max-connections)"), 1u);
 }
 
+// The client library gives the error at once too: a first connection whose
+// every server is at its limit fails in well under its give-up time.
+TEST_F(LimitsTest, AClientRefusedByEveryServerHearsItAtOnce) {
+  node_ = MakeNode(dir_->path() + "/data", {"--max-connections", "1"});
+  ASSERT_OK(node_->Start());
+  auto held = RawConn::Connect(node_->port());
+  ASSERT_TRUE(held && held->Handshake());
+  client::ClientOptions o;
+  o.servers = {node_->address()};
+  o.reconnect_give_up_ms = 30000;
+  const auto start = Clock::now();
+  auto admin = client::Admin::Connect(o);
+  ASSERT_FALSE(admin.has_value());
+  EXPECT_LT(MsSince(start), 5000) << "the client retried instead of reporting the limit";
+  EXPECT_NE(admin.error().ToString().find("connection limit"), std::string::npos) << admin.error().ToString();
+}
+
 // --- Out of file descriptors ------------------------------------------------------------
 
 // utime + stime of `pid`, in clock ticks (/proc/PID/stat fields 14 and 15).

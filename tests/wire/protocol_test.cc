@@ -435,6 +435,7 @@ TEST(FrameTypeTest, NumbersAndNamesArePinned) {
       {0x43, FrameType::kStreamListOk, "STREAM_LIST_OK"},
       {0x44, FrameType::kStreamInfo, "STREAM_INFO"},
       {0x45, FrameType::kStreamInfoOk, "STREAM_INFO_OK"},
+      {0x50, FrameType::kDeadLetter, "DEAD_LETTER"},
   };
   bool known[256] = {};
   for (const Row& r : rows) {

@@ -19,6 +19,10 @@ using codec::Version;
 namespace {
 
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+// Bytes queued for a client before delivery waits for its socket.
+constexpr size_t kMaxOutbox = 1 << 20;
+// A closing connection whose peer does not read is cut after this.
+constexpr int kCloseGraceMs = 2000;
 
 // Headers a stored MQTT message carries (docs/mqtt.md "Messages"); a user
 // property whose name begins with "mqtt." is stored as "mqtt.user." + name.
@@ -123,7 +127,7 @@ uint64_t ClientHash(std::string_view client_id) {
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
   Encoder e(&out);
-  e.U8(1);  // record version
+  e.U8(2);  // record version
   e.String(r.client_id);
   e.U64(r.generation);
   e.U32(r.expiry_s);
@@ -135,6 +139,7 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
     e.U8(s.options.retain_as_published);
     e.U8(static_cast<uint8_t>(s.options.retain_handling));
     e.U32(s.identifier);
+    e.I64(s.since_us);
   }
   return out;
 }
@@ -142,11 +147,11 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
   SessionRecord r;
-  if (d.U8() != 1) return Err(Status::Corruption("MQTT session record: unknown version"));
+  if (d.U8() != 2) return Err(Status::Corruption("MQTT session record: unknown version"));
   r.client_id = std::string(d.String());
   r.generation = d.U64();
   r.expiry_s = d.U32();
-  const uint32_t n = d.Count(9);
+  const uint32_t n = d.Count(17);
   for (uint32_t i = 0; i < n && d.ok(); ++i) {
     SessionRecord::Sub s;
     s.filter = std::string(d.String());
@@ -155,6 +160,7 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
     s.options.retain_as_published = d.U8() != 0;
     s.options.retain_handling = static_cast<codec::RetainHandling>(d.U8() % 3);
     s.identifier = d.U32();
+    s.since_us = d.I64();
     r.subscriptions.push_back(std::move(s));
   }
   FLOE_RETURN_ERR_IF_ERROR(d.Finish());
@@ -171,17 +177,16 @@ Connection::Connection(broker::Broker* broker, const MqttOptions* options, asio:
       push_wake_(strand_) {}
 
 void Connection::Start() {
-  last_packet_ = std::chrono::steady_clock::now();
+  accepted_at_ = last_packet_ = std::chrono::steady_clock::now();
   auto self = shared_from_this();
   asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->ReadLoop(); }, asio::detached);
   asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->KeepAliveLoop(); }, asio::detached);
 }
 
 void Connection::StopReading() {
-  asio::post(strand_, [self = shared_from_this()] {
-    self->reading_ = false;
-    self->Disconnect(ReasonCode::kServerShuttingDown, "the node is stopping");
-  });
+  // Publishes in flight still get their answers; CloseSoon (after the
+  // node's Flush) sends DISCONNECT 0x8B.
+  asio::post(strand_, [self = shared_from_this()] { self->reading_ = false; });
 }
 
 void Connection::CloseSoon() {
@@ -214,7 +219,7 @@ awaitable<void> Connection::ReadLoop() {
     }
     last_packet_ = std::chrono::steady_clock::now();
     std::span<const char> in(buf.data(), n);
-    while (!in.empty() && reading_ && !close_after_write_) {
+    while (!in.empty() && reading_ && !close_after_write_ && !closed_) {
       const codec::FrameResult fr = splitter_.Feed(&in);
       if (fr.kind == codec::FrameResult::kNeedMore) break;
       if (fr.kind == codec::FrameResult::kMalformed) {
@@ -329,6 +334,12 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     std::random_device rd;
     client_id_ = assigned = fmt::format("floe-{:016x}", (uint64_t{rd()} << 32) | rd());
   }
+  if (c.will && c.will->retain && version_ == Version::kV5) {
+    ack.reason = ReasonCode::kRetainNotSupported;  // Retain Available is 0 [MQTT-3.2.2-13]
+    Send(ack);
+    CloseAfterWrite();
+    co_return false;
+  }
   if (c.will) {
     will_ = Will{std::string(c.will->topic), std::string(c.will->payload), c.will->qos, c.will->retain};
   }
@@ -341,6 +352,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     broker_->CreateStream(options_->stream,
                           StreamConfig{.ack_wait_ms = kMaxAckWaitMs, .max_deliveries = 0}, std::move(done));
   });
+  if (closed_) co_return false;
   if (!created && created.error().code != broker::Code::kStreamExists &&
       created.error().code != broker::Code::kNotOwner) {
     ack.reason = ReasonCode::kServerUnavailable;
@@ -352,17 +364,27 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   const std::string key = "mqtt/" + Hex(ClientHash(client_id_));
   auto stored = co_await AwaitCore<broker::Outcome<std::optional<std::string>>>(
       [&](auto done) { broker_->ReadRecord(key, std::move(done)); });
+  if (closed_) co_return false;
+  if (!stored) {
+    ack.reason = ReasonCode::kServerUnavailable;  // not knowing the session is not "no session"
+    if (version_ == Version::kV5) ack.properties.reason_string = stored.error().message;
+    Send(ack);
+    CloseAfterWrite();
+    co_return false;
+  }
   bool session_present = false;
-  uint64_t generation = 1;
-  if (stored && *stored) {
+  // A new session's generation is never one used before for this client id
+  // (an ended session's record is gone): its consumer starts empty.
+  std::random_device rd;
+  uint64_t generation = (static_cast<uint64_t>(WallMs()) << 12) | (rd() & 0xfff);
+  if (*stored) {
     auto prior = DecodeSessionRecord(**stored);
     if (prior && prior->client_id == client_id_) {
-      generation = prior->generation;
       if (!c.clean_start) {
         record_ = std::move(*prior);
         session_present = true;
       } else {
-        ++generation;  // a clean start: a new durable consumer, the old state discarded
+        generation = std::max(generation, prior->generation + 1);  // a clean start: the old state discarded
       }
     }
   }
@@ -373,7 +395,10 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   }
   record_.expiry_s = expiry;
   if (!co_await OpenCoreSessions(!session_present, &session_present)) co_return false;
-  if (Status s = co_await SaveRecord(); !s.ok()) {
+  Status saved = co_await SaveRecord();
+  if (closed_) co_return false;
+  if (!saved.ok()) {
+    const Status& s = saved;
     ack.reason = ReasonCode::kServerUnavailable;
     if (version_ == Version::kV5) ack.properties.reason_string = s.ToString();
     Send(ack);
@@ -418,6 +443,8 @@ awaitable<bool> Connection::OpenCoreSessions(bool fresh, bool* session_present) 
     broker_->OpenSession(self, {.session_id = SessionId(h | 1), .role = Role::kProducer, .stream = options_->stream},
                          std::move(done));
   });
+  if (p && closed_) p->session->Close();  // closed meanwhile (a takeover): FinishClose did not see it
+  if (closed_) co_return false;
   if (!p) {
     refuse(p.error());
     co_return false;
@@ -434,6 +461,8 @@ awaitable<bool> Connection::OpenCoreSessions(bool fresh, bool* session_present) 
                           .start_at = StartAt::kNew},
                          std::move(done));
   });
+  if (c && closed_) c->session->Close();
+  if (closed_) co_return false;
   if (!c) {
     refuse(c.error());
     co_return false;
@@ -479,10 +508,15 @@ bool Connection::OnPublish(codec::Publish& p) {
     Disconnect(ReasonCode::kRetainNotSupported, "this node does not keep retained messages yet");  // [MQTT-3.3.1-14]
     return false;
   }
-  if (p.qos == 2 && inbound_qos2_.count(p.packet_id)) {
-    // A resend of a message already stored (PUBREC was lost): not stored again.
-    Send(codec::Pubrec{{p.packet_id, ReasonCode::kSuccess, {}}});
-    return true;
+  if (p.qos == 2) {
+    auto known = inbound_qos2_.find(p.packet_id);
+    if (known != inbound_qos2_.end()) {
+      // A resend: stored already (its PUBREC was lost) — answered again — or
+      // still being written — answered when that resolves. Not stored twice.
+      if (known->second) Send(codec::Pubrec{{p.packet_id, ReasonCode::kSuccess, {}}});
+      return true;
+    }
+    inbound_qos2_[p.packet_id] = false;
   }
   if (p.qos > 0 && ++inbound_inflight_ > options_->receive_maximum) {
     Disconnect(ReasonCode::kReceiveMaximumExceeded,
@@ -512,16 +546,22 @@ bool Connection::OnPublish(codec::Publish& p) {
   producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id](broker::PublishOutcome out) {
     const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
     asio::post(self->strand_, [self, qos, id, code] {
+      // MQTT clients do not resend in producer-seq order (and never resend
+      // QoS 0): a message not stored must not hold the later ones back.
+      if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
       if (qos == 0 || self->closed_) return;
       --self->inbound_inflight_;
       const ReasonCode reason = ReasonOf(code);
+      if (qos == 2) {
+        if (codec::IsFailure(reason)) self->inbound_qos2_.erase(id);
+        else self->inbound_qos2_[id] = true;
+      }
       if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
         // 3.1.1 has no failure in PUBACK: closing is the only way to say the
         // message was not stored; the client resends it on reconnect.
         return self->CloseAfterWrite();
       }
       if (qos == 1) return self->Send(codec::Puback{{id, reason, {}}});
-      if (!codec::IsFailure(reason)) self->inbound_qos2_.insert(id);
       self->Send(codec::Pubrec{{id, reason, {}}});
     });
   });
@@ -529,8 +569,10 @@ bool Connection::OnPublish(codec::Publish& p) {
 }
 
 void Connection::OnPubrel(const codec::Pubrel& p) {
-  const bool known = inbound_qos2_.erase(p.packet_id) > 0;
-  Send(codec::Pubcomp{{p.packet_id, known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}}});
+  // A PUBREL for an id this connection does not know is a resend after a
+  // reconnect (its PUBREC was sent, so the message is stored): completed.
+  inbound_qos2_.erase(p.packet_id);
+  Send(codec::Pubcomp{{p.packet_id, ReasonCode::kSuccess, {}}});
 }
 
 void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCode reason) {
@@ -559,6 +601,8 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
 
 awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   codec::Suback ack{.packet_id = s.packet_id};
+  const SessionRecord before = record_;
+  const int64_t now_us = WallMs() * 1000;
   const uint32_t identifier = s.properties.subscription_identifiers.empty() ? 0 : s.properties.subscription_identifiers[0];
   for (const codec::Subscription& sub : s.subscriptions) {
     if (codec::SplitSharedFilter(sub.filter) && version_ == Version::kV5) {
@@ -567,16 +611,22 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
     }
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == sub.filter; });
-    SessionRecord::Sub entry{std::string(sub.filter), sub.options, identifier};
-    if (it != record_.subscriptions.end()) *it = entry;  // replaces the existing one [MQTT-3.8.4-3]
-    else record_.subscriptions.push_back(entry);
+    SessionRecord::Sub entry{std::string(sub.filter), sub.options, identifier, now_us};
+    if (it != record_.subscriptions.end()) {
+      entry.since_us = it->since_us;  // replaces the existing one, which goes on [MQTT-3.8.4-3]
+      *it = entry;
+    } else {
+      record_.subscriptions.push_back(entry);
+    }
     ack.reasons.push_back(static_cast<ReasonCode>(sub.options.max_qos));
   }
   // Durable before SUBACK: a session resumed elsewhere has its subscriptions.
   if (Status st = co_await SaveRecord(); !st.ok()) {
+    record_ = before;  // refused: not delivered for either
     for (auto& r : ack.reasons)
       if (!codec::IsFailure(r)) r = ReasonCode::kUnspecifiedError;
   }
+  if (closed_) co_return false;
   Send(ack);
   WakePush();
   co_return true;
@@ -584,6 +634,7 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
 
 awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {
   codec::Unsuback ack{.packet_id = u.packet_id};
+  const SessionRecord before = record_;
   for (std::string_view f : u.filters) {
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == f; });
@@ -594,8 +645,13 @@ awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {
       ack.reasons.push_back(ReasonCode::kSuccess);
     }
   }
-  if (Status st = co_await SaveRecord(); !st.ok())
+  if (Status st = co_await SaveRecord(); !st.ok()) {
+    record_ = before;
+    // 3.1.1 has no failure in UNSUBACK: closing says it did not happen.
+    if (version_ == Version::kV311) co_return CloseAfterWrite();
     for (auto& r : ack.reasons) r = ReasonCode::kUnspecifiedError;
+  }
+  if (closed_) co_return;
   Send(ack);
 }
 
@@ -605,7 +661,10 @@ void Connection::Ack(uint64_t seq) {
   consumer_->Answer({&a, 1}, [](broker::Outcome<std::vector<broker::Code>>) {});
 }
 
-void Connection::WakePush() { push_wake_.cancel(); }
+void Connection::WakePush() {
+  wake_ = true;
+  push_wake_.cancel();
+}
 
 awaitable<void> Connection::PushLoop() {
   while (!closed_ && !close_after_write_) {
@@ -614,7 +673,10 @@ awaitable<void> Connection::PushLoop() {
       co_return;
     }
     const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
-    if (!record_.subscriptions.empty() && room > 0) {
+    // A client that does not read (QoS 0 has no window) holds at most
+    // kMaxOutbox bytes here: the loop waits for the socket.
+    const bool writable = outbox_.size() + sending_.size() < kMaxOutbox;
+    if (!record_.subscriptions.empty() && room > 0 && writable) {
       auto batch = consumer_->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
       if (!batch) {
         Disconnect(ReasonCode::kUseAnotherServer, batch.error().message);
@@ -637,6 +699,7 @@ awaitable<void> Connection::PushLoop() {
           std::vector<uint32_t> ids;
           bool retain = false;
           for (const auto& sub : record_.subscriptions) {
+            if (e.timestamp_us < sub.since_us) continue;  // stored before the subscription was made
             if (!codec::TopicMatches(sub.filter, m.topic)) continue;
             if (sub.options.no_local && m.client == Hex(ClientHash(client_id_))) continue;  // [MQTT-3.8.3-3]
             qos = std::max<int>(qos, std::min<int>(sub.options.max_qos, m.qos));
@@ -679,13 +742,29 @@ awaitable<void> Connection::PushLoop() {
           Send(out);
         }
         if (!skip.empty()) consumer_->Answer(skip, [](broker::Outcome<std::vector<broker::Code>>) {});
+        // Let the strand's other work (this client's packets) run between
+        // batches: a long backlog does not hold the I/O thread.
+        co_await asio::post(strand_, asio::use_awaitable);
         continue;
       }
     }
+    if (wake_) {
+      wake_ = false;
+      continue;
+    }
+    if (!change_armed_) {
+      change_armed_ = true;
+      auto self = shared_from_this();
+      consumer_->OnStreamChange([self] {
+        asio::post(self->strand_, [self] {
+          self->change_armed_ = false;
+          self->WakePush();
+        });
+      });
+    }
     push_wake_.expires_at(std::min(std::chrono::steady_clock::now() + std::chrono::seconds(1), consumer_->NextRedelivery()));
-    auto self = shared_from_this();
-    consumer_->OnStreamChange([self] { asio::post(self->strand_, [self] { self->WakePush(); }); });
     co_await push_wake_.async_wait(kNoThrow);
+    wake_ = false;
   }
 }
 
@@ -693,17 +772,20 @@ awaitable<void> Connection::KeepAliveLoop() {
   using namespace std::chrono;
   while (!closed_) {
     const auto now = steady_clock::now();
+    // Before CONNECT: from the accept, whatever trickles in.
     milliseconds limit = milliseconds(options_->connect_timeout_ms);
+    auto since = accepted_at_;
     if (connected_) {
       if (keep_alive_s_ == 0) co_return;
       limit = milliseconds(int64_t{keep_alive_s_} * 1500);  // one and a half times [MQTT-3.1.2-22]
+      since = last_packet_;
     }
-    if (now - last_packet_ >= limit) {
+    if (now - since >= limit) {
       if (connected_) Disconnect(ReasonCode::kKeepAliveTimeout, "nothing received within 1.5 × the keep alive");
       else FinishClose();
       co_return;
     }
-    keep_alive_timer_.expires_at(last_packet_ + limit);
+    keep_alive_timer_.expires_at(since + limit);
     co_await keep_alive_timer_.async_wait(kNoThrow);
   }
 }
@@ -752,6 +834,7 @@ void Connection::StartWrite() {
                       self->sending_.clear();
                       if (ec) return self->FinishClose();
                       self->StartWrite();
+                      if (self->outbox_.size() < kMaxOutbox) self->WakePush();
                     }));
 }
 
@@ -769,6 +852,11 @@ void Connection::Disconnect(ReasonCode reason, std::string_view why) {
 }
 
 void Connection::CloseAfterWrite() {
+  if (!close_after_write_) {
+    auto self = shared_from_this();
+    auto grace = std::make_shared<asio::steady_timer>(strand_, std::chrono::milliseconds(kCloseGraceMs));
+    grace->async_wait([self, grace](const asio::error_code&) { self->FinishClose(); });
+  }
   close_after_write_ = true;
   reading_ = false;
   StartWrite();

@@ -64,6 +64,7 @@ struct SessionRecord {
     std::string filter;
     codec::SubscriptionOptions options;
     uint32_t identifier = 0;  // Subscription Identifier, 0 = none
+    int64_t since_us = 0;     // made then: older messages are not its to deliver
   };
   std::vector<Sub> subscriptions;
 };
@@ -121,6 +122,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void StartWrite();
   // MQTT 5: DISCONNECT with `reason` first; then close once written.
   void Disconnect(codec::ReasonCode reason, std::string_view why);
+  // Closes once what is queued is written, or after kCloseGraceMs at the
+  // latest (a peer that stopped reading).
   void CloseAfterWrite();
   void FinishClose();
 
@@ -132,6 +135,9 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::steady_timer keep_alive_timer_;
   asio::steady_timer push_wake_;
   std::chrono::steady_clock::time_point last_packet_;
+  std::chrono::steady_clock::time_point accepted_at_;
+  bool change_armed_ = false;  // an OnStreamChange callback is registered
+  bool wake_ = false;          // WakePush came while PushLoop was not waiting
   std::string outbox_, sending_;
   bool writing_ = false;
   bool reading_ = true;
@@ -162,7 +168,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::map<uint16_t, std::string> topic_aliases_;  // the client's, inbound
   // Inbound QoS 2: packet ids PUBRECed and not yet released, and QoS 1/2
   // publishes awaiting durability (counted against our Receive Maximum).
-  std::set<uint16_t> inbound_qos2_;
+  std::map<uint16_t, bool> inbound_qos2_;  // packet id -> stored (false: being written)
   uint32_t inbound_inflight_ = 0;
   // Outbound QoS 1/2 deliveries awaiting the client's answer.
   struct Outgoing {
