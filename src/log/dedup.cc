@@ -65,6 +65,10 @@ bool DedupIndex::OutOfOrder(uint64_t producer_id, std::span<const uint64_t> prod
   return false;
 }
 
+void DedupIndex::MarkAllTrimmed() {
+  for (auto& [id, w] : windows_) w.trimmed = true;
+}
+
 void DedupIndex::ForgetUnstored(uint64_t producer_id) {
   auto it = windows_.find(producer_id);
   if (it == windows_.end()) return;

@@ -52,6 +52,9 @@ class DedupIndex {
   // Drops every unstored mark of the producer: its order starts afresh (a
   // new session of it, or a producer with no order to keep).
   void ForgetUnstored(uint64_t producer_id);
+  // Every window rebuilt so far may miss older entries (the rebuild did not
+  // read the whole log): seqs below a window are "below", not new.
+  void MarkAllTrimmed();
 
   enum class Found { kNew, kKnown, kBelowWindow };
   struct Lookup {

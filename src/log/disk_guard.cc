@@ -20,6 +20,20 @@ void DiskGuard::Log(const std::string& line) {
 Status DiskGuard::CreateReserve() {
   if (options_.reserve_bytes == 0) return Status::OK();
   if (env_->Exists(reserve_path_)) {
+    // Whole, or left short by a crash between creating and allocating it
+    // (then made whole now; a full disk says so).
+    auto f = env_->Open(reserve_path_, {.writable = true});
+    if (f) {
+      auto size = (*f)->Size();
+      if (size && *size >= options_.reserve_bytes) {
+        reserve_held_ = true;
+        return Status::OK();
+      }
+      Status s = (*f)->Allocate(0, options_.reserve_bytes);
+      if (s.ok()) s = (*f)->Sync();
+      if (s.ok()) reserve_held_ = true;
+      return s;
+    }
     reserve_held_ = true;
     return Status::OK();
   }
@@ -97,16 +111,20 @@ bool DiskGuard::Probe() {
   const int64_t now = static_cast<int64_t>(env_->NowMicros());
   if (now - last_probe_us_ < options_.probe_interval_us) return false;
   last_probe_us_ = now;
-  if (!reserve_held_ && !CreateReserve().ok()) return false;
-  if (need_ > 0) {
-    // The room a writer needs: a file fallocated to that size, then removed.
+  // The room a writer needs and the reserve together, as one file
+  // fallocated to that size and removed — and only then the reserve taken
+  // back, so a disk with room for the reserve but not for writers keeps its
+  // space for the bank.
+  const uint64_t probe = need_ + (reserve_held_ ? 0 : options_.reserve_bytes);
+  if (probe > 0) {
     auto f = env_->Open(probe_path_, {.create = true, .writable = true});
     if (!f) return false;
-    Status s = (*f)->Allocate(0, need_);
+    Status s = (*f)->Allocate(0, probe);
     f->reset();
     (void)env_->Remove(probe_path_);
     if (!s.ok()) return false;
   }
+  if (!reserve_held_ && !CreateReserve().ok()) return false;
   full_.store(false, std::memory_order_release);
   Log(fmt::format("disk has room again ({} bytes free for writers, reserve restored); streams accept writes", need_));
   need_ = 0;

@@ -189,6 +189,7 @@ Status Stream::Impl::ResumeWriting() {
 Status Stream::Impl::RebuildDedup() {
   uint64_t from;
   uint64_t frontier;  // fixed: no write happens before the writer starts
+  bool whole_log;
   {
     MutexLock l(&mu_);
     from = segments_.back()->base_seq;
@@ -197,6 +198,7 @@ Status Stream::Impl::RebuildDedup() {
       from = (*it)->base_seq;
       bytes += (*it)->size;
     }
+    whole_log = from == segments_.front()->base_seq;
     frontier = slots_.frontier();
   }
   while (from <= frontier) {
@@ -207,6 +209,10 @@ Status Stream::Impl::RebuildDedup() {
       if (e.kind == Entry::Kind::kMessage) dedup_.Record(e.producer_id, e.producer_seq, e.seq);
     if (r->next_seq <= from) break;
     from = r->next_seq;
+  }
+  if (!whole_log) {
+    MutexLock l(&mu_);
+    dedup_.MarkAllTrimmed();  // what the window did not read may hold older copies
   }
   return Status::OK();
 }
