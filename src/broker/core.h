@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -60,8 +61,13 @@ class Broker::Core final : public cluster::Host {
   asio::thread_pool bank_pool{2};
   asio::thread_pool file_pool{2};
   // Serialises a dead-letter copy's dedup lookup with its append
-  // (dead_letter.cc).
+  // (dead_letter.cc), and guards where moves were last forwarded.
   Mutex dead_letter_mu;
+  struct Route {
+    std::string address;
+    int64_t until_ms = 0;  // steady clock
+  };
+  std::map<std::string, Route> dead_letter_routes GUARDED_BY(dead_letter_mu);
   std::atomic<bool> stopping{false};
   std::atomic<bool> finished{false};
   std::atomic<uint64_t> published{0};       // messages acknowledged

@@ -18,6 +18,8 @@ namespace {
 
 // A dead-letter move that could not be made is tried again this much later.
 constexpr int64_t kRetryMs = 1000;
+// How long a dead-letter stream's serving node is taken as known.
+constexpr int64_t kRouteMs = 1000;
 
 using Lookup = log::Stream::ProducerLookup;
 
@@ -59,12 +61,31 @@ void AppendHere(Broker::Core* core, const std::shared_ptr<StreamEntry>& dlq, std
 
 // Where the move goes when this node does not serve the dead-letter stream.
 // Runs on the file pool (Locate reads the bank; the forwarder blocks).
+// Where the dead-letter stream was found is remembered for kRouteMs, so a
+// burst of moves does not read the bank (three reads: the stream, its lease,
+// the owner's address) once each; a failed forward forgets it.
 Outcome<DeadLetterStored> Elsewhere(Broker::Core* core, const DeadLetterMove& move) {
-  const Failure where = core->Locate(move.stream);
-  if (where.code != Code::kNotOwner || where.redirect.empty()) return tl::unexpected(where);
   if (!core->options.forwarder)
     return Fail(Code::kUnavailable, fmt::format("dead-letter stream {} is served by another node", move.stream));
-  return core->options.forwarder->ForwardDeadLetter(where.redirect, move);
+  std::string address;
+  {
+    MutexLock l(&core->dead_letter_mu);
+    auto it = core->dead_letter_routes.find(move.stream);
+    if (it != core->dead_letter_routes.end() && it->second.until_ms > NowMs()) address = it->second.address;
+  }
+  if (address.empty()) {
+    const Failure where = core->Locate(move.stream);
+    if (where.code != Code::kNotOwner || where.redirect.empty()) return tl::unexpected(where);
+    address = where.redirect;
+    MutexLock l(&core->dead_letter_mu);
+    core->dead_letter_routes[move.stream] = {address, NowMs() + kRouteMs};
+  }
+  auto stored = core->options.forwarder->ForwardDeadLetter(address, move);
+  if (!stored) {
+    MutexLock l(&core->dead_letter_mu);
+    core->dead_letter_routes.erase(move.stream);
+  }
+  return stored;
 }
 
 }  // namespace

@@ -9,6 +9,13 @@
 
 namespace floe::broker {
 
+namespace {
+// Dead-letter moves one consumer has under way at most, and how long one
+// over that waits before it is tried.
+constexpr size_t kMaxDeadLettersInFlight = 32;
+constexpr int64_t kDeadLetterBackoffMs = 100;
+}  // namespace
+
 Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_bytes) {
   if (!consumer_) return Fail(Code::kNoSession, "deliveries need a consumer session");
   if (!serving()) return Fail(Code::kNotOwner, "this node no longer serves the stream");  // fencing
@@ -30,6 +37,14 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
       if (consumer_->dead_lettering.count(seq)) continue;  // being moved
       const PendingEntry* p = cursor.Find(seq);
       if (config.max_deliveries > 0 && p->delivery_count >= config.max_deliveries) {
+        if (consumer_->dead_lettering.size() >= kMaxDeadLettersInFlight) {
+          // Enough moves under way for this consumer (each may read the bank
+          // and wait for another node): this one later, without flooding
+          // the file pool.
+          cursor.Postpone(seq, now + kDeadLetterBackoffMs);
+          changed = true;
+          continue;
+        }
         consumer_->dead_lettering.insert(seq);
         to_dead_letter.push_back(seq);
         continue;

@@ -1,5 +1,7 @@
 #include "server/forwarder.h"
 
+#include <chrono>
+
 #include <fmt/format.h>
 
 #include "client/connection.h"
@@ -7,8 +9,14 @@
 namespace floe::server {
 
 namespace {
-constexpr int kConnectTimeoutMs = 2000;
-constexpr int kReplyTimeoutMs = 5000;
+constexpr int kConnectTimeoutMs = 1000;
+constexpr int kReplyTimeoutMs = 3000;
+constexpr int64_t kDownMs = 1000;
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace
 
 Forwarder::Forwarder(std::string node_id) : node_id_(std::move(node_id)) {}
@@ -18,6 +26,11 @@ broker::Outcome<broker::DeadLetterStored> Forwarder::ForwardDeadLetter(const std
                                                                        const broker::DeadLetterMove& move) {
   using broker::Code;
   MutexLock l(&mu_);
+  if (auto down = down_until_.find(address); down != down_until_.end()) {
+    if (SteadyMs() < down->second)
+      return broker::Fail(Code::kUnavailable, fmt::format("{} was unreachable a moment ago; retry", address));
+    down_until_.erase(down);
+  }
   auto& link = links_[address];
   if (!link || link->broken()) {
     client::ClientOptions options;
@@ -26,6 +39,7 @@ broker::Outcome<broker::DeadLetterStored> Forwarder::ForwardDeadLetter(const std
     auto c = client::internal::Connection::Open(address, options, nullptr);
     if (!c) {
       link.reset();
+      down_until_[address] = SteadyMs() + kDownMs;
       return broker::Fail(Code::kUnavailable, fmt::format("connecting to {}: {}", address, c.error().ToString()));
     }
     link = std::move(*c);
@@ -36,7 +50,10 @@ broker::Outcome<broker::DeadLetterStored> Forwarder::ForwardDeadLetter(const std
   auto ack = link->Call<wire::PublishAck>(frame, kReplyTimeoutMs);
   if (!ack) {
     const Status& s = ack.error();
-    if (link->broken()) link.reset();
+    if (link->broken()) {
+      link.reset();
+      down_until_[address] = SteadyMs() + kDownMs;
+    }
     // The node says the stream is gone (deleted since this node looked it
     // up); anything else is worth another try.
     if (s.IsNotFound()) return broker::Fail(Code::kUnknownStream, s.ToString());

@@ -30,6 +30,10 @@ class Forwarder final : public broker::Forwarder {
   const std::string node_id_;
   Mutex mu_;  // one forward at a time: a connection has one reader
   std::map<std::string, std::unique_ptr<client::internal::Connection>> links_ GUARDED_BY(mu_);
+  // A peer that could not be reached is not dialled again before this
+  // (steady ms): the moves waiting for it fail at once and are retried
+  // later, instead of each waiting out a connect timeout in turn.
+  std::map<std::string, int64_t> down_until_ GUARDED_BY(mu_);
 };
 
 }  // namespace floe::server
