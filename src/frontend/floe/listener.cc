@@ -1,5 +1,7 @@
 #include "frontend/floe/listener.h"
 
+#include "frontend/acceptor.h"
+
 #include <asio/experimental/as_tuple.hpp>
 #include <fmt/format.h>
 
@@ -14,20 +16,9 @@ Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std
                                                  broker::Broker* broker, ListenerLimits limits,
                                                  size_t max_connections) {
   std::unique_ptr<Listener> l(new Listener(io, broker, std::move(limits), max_connections));
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) return Err(Status::InvalidArgument("--listen wants HOST:PORT, got " + listen));
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(listen.substr(0, colon), ec);
-  if (ec) return Err(Status::InvalidArgument(fmt::format("--listen: bad address '{}'", listen)));
-  const int port = std::atoi(listen.c_str() + colon + 1);
-  if (port < 0 || port > 65535) return Err(Status::InvalidArgument("--listen: bad port"));
-  tcp::endpoint ep(addr, static_cast<uint16_t>(port));
-  l->acceptor_.open(ep.protocol(), ec);
-  if (!ec) l->acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) l->acceptor_.bind(ep, ec);
-  if (!ec) l->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Err(Status::Unavailable(fmt::format("listen on {}: {}", listen, ec.message())));
-  l->host_ = listen.substr(0, colon);
+  auto host = BindAcceptor(l->acceptor_, listen, "--listen");
+  if (!host) return Err(host.error());
+  l->host_ = std::move(*host);
   return l;
 }
 

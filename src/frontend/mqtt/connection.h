@@ -34,6 +34,7 @@
 #include <asio/experimental/as_tuple.hpp>
 
 #include "broker/broker.h"
+#include "frontend/await_core.h"
 #include "mqtt/codec.h"
 #include "mqtt/frame.h"
 
@@ -87,16 +88,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
  private:
   template <typename T, typename Start>
   asio::awaitable<T> AwaitCore(Start start) {
-    auto event = std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max());
-    auto result = std::make_shared<std::optional<T>>();
-    start([self = shared_from_this(), event, result](T v) mutable {
-      asio::post(self->strand_, [event, result, v = std::move(v)]() mutable {
-        *result = std::move(v);
-        event->cancel();
-      });
-    });
-    while (!*result) co_await event->async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    co_return std::move(**result);
+    return AwaitOnStrand<T>(strand_, shared_from_this(), std::move(start));
   }
 
   asio::awaitable<void> ReadLoop();

@@ -1,5 +1,7 @@
 #include "frontend/mqtt/listener.h"
 
+#include "frontend/acceptor.h"
+
 #include <asio/experimental/as_tuple.hpp>
 #include <fmt/format.h>
 
@@ -14,24 +16,9 @@ Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std
                                                  broker::Broker* broker, MqttOptions options,
                                                  size_t max_connections) {
   std::unique_ptr<Listener> l(new Listener(io, broker, std::move(options), max_connections));
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) return Err(Status::InvalidArgument("--mqtt-listen wants HOST:PORT, got " + listen));
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  if (ec) return Err(Status::InvalidArgument(fmt::format("--mqtt-listen: bad address '{}'", listen)));
-  char* end = nullptr;
-  const long port = std::strtol(listen.c_str() + colon + 1, &end, 10);
-  if (end == listen.c_str() + colon + 1 || *end != '\0' || port < 0 || port > 65535)
-    return Err(Status::InvalidArgument(fmt::format("--mqtt-listen: bad port in '{}' (0 to 65535)", listen)));
-  tcp::endpoint ep(addr, static_cast<uint16_t>(port));
-  l->acceptor_.open(ep.protocol(), ec);
-  if (!ec) l->acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) l->acceptor_.bind(ep, ec);
-  if (!ec) l->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Err(Status::Unavailable(fmt::format("MQTT listen on {}: {}", listen, ec.message())));
-  l->host_ = host;
+  auto host = BindAcceptor(l->acceptor_, listen, "--mqtt-listen");
+  if (!host) return Err(host.error());
+  l->host_ = std::move(*host);
   return l;
 }
 
