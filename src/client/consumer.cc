@@ -42,6 +42,7 @@
 // queued but not yet handled are dropped; the node releases them with the
 // closed connection and delivers them again.
 #include <algorithm>
+#include <type_traits>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -132,7 +133,7 @@ class ConsumerImpl final : public Consumer, private internal::SessionRole {
   // Runs `call` (returning Status or Result<T>) until it succeeds, fails for
   // good, or the retry budget is spent (file comment).
   template <typename Call>
-  auto Retrying(Call call) -> decltype(call()) EXCLUDES(mu());
+  std::invoke_result_t<Call> Retrying(Call call) EXCLUDES(mu());
   Status Answer(std::vector<wire::AnswerItem> items) EXCLUDES(mu());
   Status AnswerChunk(std::span<const wire::AnswerItem> items) EXCLUDES(mu());
 
@@ -300,7 +301,7 @@ Status StatusOf(const Result<T>& r) {
 }  // namespace
 
 template <typename Call>
-auto ConsumerImpl::Retrying(Call call) -> decltype(call()) {
+std::invoke_result_t<Call> ConsumerImpl::Retrying(Call call) {
   const auto give_up = SteadyClock::now() + std::chrono::milliseconds(std::max(options_.reconnect_give_up_ms, 0));
   for (int attempt = 0;; ++attempt) {
     auto result = call();

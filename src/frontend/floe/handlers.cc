@@ -12,9 +12,6 @@
 namespace floe::frontend {
 
 using asio::awaitable;
-namespace {
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
-}  // namespace
 
 #define FLOE_DECODE_OR_CLOSE(var, Type, req, body)                                 \
   auto var = wire::DecodeBodyAs<Type>(body);                                       \

@@ -54,11 +54,12 @@ asio::awaitable<void> Listener::AcceptLoop() {
       // Out of descriptors or memory: accepting again at once fails again at
       // once (the connection stays in the backlog), so wait; what is open
       // keeps being served on the other strands.
+      const std::string why = ec.message();  // (a structured binding is not captured by clang 14)
       accept_log_.Print([&] {
         return fmt::format(
             "floe: node {}: cannot accept connections: {}; retrying in {} ms (backing off up to {} ms; raise "
             "the descriptor limit, ulimit -n, above --max-connections {})",
-            limits_.node_id, ec.message(), backoff.count(), kMaxAcceptBackoff.count(), max_connections_);
+            limits_.node_id, why, backoff.count(), kMaxAcceptBackoff.count(), max_connections_);
       });
       backoff_timer_.expires_after(backoff);
       co_await backoff_timer_.async_wait(kNoThrow);

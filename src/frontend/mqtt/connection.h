@@ -171,7 +171,6 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::map<uint16_t, Outgoing> outgoing_;
   std::map<uint64_t, uint16_t> packet_of_seq_;
   uint16_t next_packet_id_ = 1;
-  bool pushing_ = false;
 };
 
 }  // namespace floe::frontend::mqtt
