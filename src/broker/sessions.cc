@@ -228,14 +228,6 @@ void Session::NoteDelivered(size_t delivered, uint64_t top_seq) {
 void Session::Close() {
   if (closed_) return;
   closed_ = true;
-  if (consumer_) {
-    {
-      MutexLock l(&consumer_->mu);
-      consumer_->cursor.Release(id_, NowMs());
-    }
-    core_->writer->Persist(stream_->name(), consumer_, nullptr);
-    stream_->WakeAll();  // others may take the released deliveries
-  }
   // Release the session's lock (unless a newer connection of it holds it):
   // the record shows no holder, and its state stays for whoever resumes it.
   // After a goodbye the record is deleted.
@@ -249,6 +241,17 @@ void Session::Close() {
       state_->record.updated_ms = NowMs();
       state_->ended = goodbye_;
     }
+  }
+  // Its outstanding deliveries go back to the stream — unless a newer
+  // connection holds the session: they are that one's now (its grant listed
+  // them), and releasing them would deliver them to it a second time.
+  if (consumer_ && mine) {
+    {
+      MutexLock l(&consumer_->mu);
+      consumer_->cursor.Release(id_, NowMs());
+    }
+    core_->writer->Persist(stream_->name(), consumer_, nullptr);
+    stream_->WakeAll();  // others may take the released deliveries
   }
   if (mine) PersistState(nullptr);
   core_->sessions.Release(id_, peer_);

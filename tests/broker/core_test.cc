@@ -278,6 +278,40 @@ TEST_F(CoreTest, DeadLettersMoveOffTheConsumersLock) {
   p->session->Close();
 }
 
+// A session taken over by a newer connection: when the older one closes
+// late, the deliveries outstanding are the newer one's (its grant lists
+// them) and are not released to be delivered to it again; a takeover of a
+// producer session leaves the old connection unable to store anything.
+TEST_F(CoreTest, ATakenOverSessionsLateCloseLeavesTheNewOneAlone) {
+  ASSERT_TRUE(Create("t", StreamConfig{.ack_wait_ms = 60000}).has_value());
+  auto p = Open(std::make_shared<TestPeer>(), {.role = Role::kProducer, .stream = "t"});
+  ASSERT_TRUE(p.has_value());
+  ASSERT_EQ(Publish(*p->session, {{1, "", "a"}, {2, "", "b"}}).results[1].code, Code::kOk);
+  auto old_c = Open(std::make_shared<TestPeer>(), {.role = Role::kConsumer, .stream = "t", .consumer = "w"});
+  ASSERT_TRUE(old_c.has_value());
+  auto first = old_c->session->Deliver(10, 1 << 20);
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->entries.size(), 2u);
+  auto new_c = Open(std::make_shared<TestPeer>(), {.session_id = old_c->session->id(), .role = Role::kConsumer});
+  ASSERT_TRUE(new_c.has_value());
+  EXPECT_EQ(new_c->grant.pending.size(), 2u) << "the new connection learns what is outstanding";
+  old_c->session->Close();  // late, after the takeover
+  auto again = new_c->session->Deliver(10, 1 << 20);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(again->entries.empty()) << "the old connection's close released the new one's deliveries";
+
+  auto new_p = Open(std::make_shared<TestPeer>(), {.session_id = p->session->id(), .role = Role::kProducer});
+  ASSERT_TRUE(new_p.has_value());
+  auto late = Publish(*p->session, {{3, "", "from the old connection"}});
+  EXPECT_TRUE(late.fenced) << "an old connection stored after the takeover";
+  auto st = Await<Outcome<StreamStatus>>([&](auto done) { broker_->DescribeStream("t", done); });
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->frontier, StreamSeq(2));
+  p->session->Close();
+  new_p->session->Close();
+  new_c->session->Close();
+}
+
 TEST_F(CoreTest, ADeadLetterMoveRetriedIsStoredOnce) {
   ASSERT_TRUE(Create("dlq").has_value());
   ASSERT_TRUE(Create("src", StreamConfig{.max_deliveries = 1, .dead_letter = "dlq"}).has_value());
