@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core_support.h"
 #include "bank/bank.h"
 #include "broker/broker.h"
 #include "support/temp_dir.h"
@@ -29,19 +30,6 @@ class TestPeer final : public Peer {
   std::atomic<bool> stop_reading{false}, close_soon{false}, evicted{false};
   std::string redirect;
 };
-
-// Calls `start` with a callback and waits for the value it is given.
-template <typename T, typename Start>
-T Await(Start start) {
-  auto p = std::make_shared<std::promise<T>>();
-  auto f = p->get_future();
-  start([p](T v) { p->set_value(std::move(v)); });
-  if (f.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    ADD_FAILURE() << "the core did not answer";
-    std::abort();
-  }
-  return f.get();
-}
 
 class CoreTest : public ::testing::Test {
  protected:

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "core_support.h"
 #include "broker/broker.h"
 #include "log/disk_guard.h"
 #include "support/fault_env.h"
@@ -29,18 +30,6 @@ class NullPeer final : public Peer {
   void CloseSoon() override {}
   void Evict(const std::shared_ptr<StreamEntry>&, const std::string&) override {}
 };
-
-template <typename T, typename Start>
-T Await(Start start) {
-  auto p = std::make_shared<std::promise<T>>();
-  auto f = p->get_future();
-  start([p](T v) { p->set_value(std::move(v)); });
-  if (f.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    ADD_FAILURE() << "the core did not answer";
-    std::abort();
-  }
-  return f.get();
-}
 
 class StorageFaultsTest : public ::testing::Test {
  protected:

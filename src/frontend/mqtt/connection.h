@@ -94,7 +94,9 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<void> ReadLoop();
   asio::awaitable<bool> Handle(codec::Packet& packet);
   asio::awaitable<bool> OnConnect(const codec::Connect& c);
-  asio::awaitable<bool> OpenCoreSessions(bool clean_start, bool* session_present);
+  // Opens (or resumes) the session's producer and consumer Sessions; on
+  // failure answers CONNACK with the reason and closes.
+  asio::awaitable<bool> OpenCoreSessions();
   bool OnPublish(codec::Publish& p);
   void OnPubrel(const codec::Pubrel& p);
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
@@ -140,6 +142,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   bool connected_ = false;
   codec::Version version_ = codec::Version::kV5;
   std::string client_id_;
+  std::string client_key_;  // Hex(ClientHash(client_id_)): the record's key, the No Local mark
+  std::string RecordKey() const { return "mqtt/" + client_key_; }
   uint16_t keep_alive_s_ = 0;
   bool taken_over_ = false;        // a newer connection has the session: leave its records alone
   std::string server_reference_;   // where DISCONNECT 0x9C sends the client

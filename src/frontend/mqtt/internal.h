@@ -1,0 +1,62 @@
+// Internal to the MQTT front end: what its files share — the headers an
+// MQTT message is stored with (docs/mqtt.md "Topics onto a stream"), the
+// core outcome's reason code, the ids a client identifier's core sessions
+// get, and the connection's limits.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "broker/outcome.h"
+#include "mqtt/codec.h"
+
+namespace floe::frontend::mqtt {
+
+namespace codec = ::floe::mqtt;
+
+inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+// Bytes queued for a client before delivery waits for its socket.
+inline constexpr size_t kMaxOutbox = 1 << 20;
+// A closing connection whose peer does not read is cut after this.
+inline constexpr int kCloseGraceMs = 2000;
+
+int64_t WallMs();  // ms since the epoch
+std::string Hex(uint64_t v);  // 16 hex digits
+
+// What a PUBLISH (or a will) is stored with.
+struct MessageMeta {
+  std::string_view topic;
+  uint8_t qos = 0;
+  bool retain = false;
+  std::string_view client;  // the publisher's client key (No Local)
+  const codec::Properties* properties = nullptr;  // MQTT 5
+};
+// The floe headers (docs/format.md encoding) that carry `meta`.
+std::string EncodeMessageHeaders(const MessageMeta& meta);
+
+// A stored message, read back from its headers (views into them).
+struct Stored {
+  std::string_view topic;
+  uint8_t qos = 0;
+  bool retain = false;
+  std::string_view client;
+  codec::Properties properties;
+  int64_t expires_at_ms = 0;
+};
+// A message without a topic header (written through the floe protocol) is
+// on the topic `stream`.
+Stored ParseStored(std::string_view headers, std::string_view stream);
+
+// The reason a PUBACK / PUBREC carries for a core outcome.
+codec::ReasonCode ReasonOf(broker::Code c);
+
+// The core session id of a client identifier's consumer of one generation
+// (even; its producer's is ClientHash | 1, odd), stable across nodes.
+uint64_t ConsumerSessionId(std::string_view client_id, uint64_t generation);
+
+}  // namespace floe::frontend::mqtt
