@@ -29,8 +29,9 @@ FLOE = sys.argv[1]
 class Node:
     """A real `floe serve` with MQTT on a free loopback port."""
 
-    def __init__(self, data=None):
+    def __init__(self, data=None, extra=()):
         self.dir = data or tempfile.mkdtemp(prefix="floe-mqtt-")
+        self.extra = list(extra)
         self.proc = None
         self.port = 0
         self.out = b""
@@ -38,7 +39,7 @@ class Node:
     def start(self):
         self.proc = subprocess.Popen(
             [FLOE, "serve", "--data", self.dir, "--listen", "127.0.0.1:0",
-             "--mqtt-listen", f"127.0.0.1:{self.port}"],
+             "--mqtt-listen", f"127.0.0.1:{self.port}"] + self.extra,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         lines = []
@@ -528,6 +529,69 @@ def test_qos2_resend_while_writing_is_stored_once(node):
     got = sorted(m.topic for m in watcher.messages)
     assert got == ["q2/4", "q2/5"], got
     watcher.close()
+
+
+def test_expired_messages_are_not_delivered(node):
+    """A message past its Message Expiry Interval while the session was away
+    is not delivered [MQTT-3.3.2-5]; one without expiry is."""
+    a = Collector("expiring", clean=False, expiry=600)
+    a.connect(node.port)
+    a.subscribe("exp/#", 1)
+    a.close()
+    pub = Collector("exp-pub")
+    pub.connect(node.port)
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 1
+    pub.c.publish("exp/short", "gone", qos=1, properties=props).wait_for_publish(10)
+    pub.c.publish("exp/kept", "kept", qos=1).wait_for_publish(10)
+    pub.close()
+    time.sleep(2.5)
+    b = Collector("expiring", clean=False, expiry=600)
+    b.connect(node.port)
+    b.wait(lambda: any(m.payload == b"kept" for m in b.messages), "the message without expiry")
+    time.sleep(0.5)
+    assert [m.payload for m in b.messages] == [b"kept"], [m.payload for m in b.messages]
+    b.close()
+
+
+def test_retain_is_refused_while_retained_messages_are_not_kept(node):
+    """MQTT 5: CONNACK says Retain Available 0, so a PUBLISH with RETAIN gets
+    DISCONNECT 0x9A, and a will with RETAIN CONNACK 0x9A."""
+    s, (_, connack) = raw_connect(node.port, client_id="retainer")
+    body = mstr("ret/x") + struct.pack(">H", 1) + vbi(0) + b"keep me"
+    s.sendall(bytes([0x33]) + vbi(len(body)) + body)  # QoS 1, RETAIN
+    r = closed_within(s, 5)
+    assert r is not None and r[1] and r[1][0][0] == 0xE0 and r[1][0][1][0] == 0x9A, r
+    vh = mstr("MQTT") + bytes([5, 0x02 | 0x04 | 0x20]) + struct.pack(">H", 30) + vbi(0)  # will, will retain
+    payload = mstr("willer") + vbi(0) + mstr("will/t") + mstr("bye")
+    s = socket.create_connection(("127.0.0.1", node.port))
+    s.sendall(bytes([0x10]) + vbi(len(vh + payload)) + vh + payload)
+    p = read_packet(s)
+    assert p and p[0] == 0x20 and p[1][1] == 0x9A, p
+
+
+def test_a_node_not_serving_the_mqtt_stream_says_use_another_server(node):
+    """In a cluster the MQTT stream has one serving node: a CONNECT to
+    another gets CONNACK 0x9C (MQTT 5) or return code 3 (3.1.1)."""
+    c = Collector("first")
+    c.connect(node.port)  # creates the MQTT stream on this node
+    c.close()
+    other = Node(data=node.dir, extra=["--node-id", "node-2"])
+    try:
+        other.start()
+        s = socket.create_connection(("127.0.0.1", other.port))
+        s.sendall(connect_packet(client_id="elsewhere5", version=5))
+        p = read_packet(s)
+        assert p and p[0] == 0x20 and p[1][1] == 0x9C, p
+        s = socket.create_connection(("127.0.0.1", other.port))
+        s.sendall(connect_packet(client_id="elsewhere311", version=4))
+        p = read_packet(s)
+        assert p == (0x20, b"\x00\x03"), p
+        other.stop()
+    finally:
+        if other.proc and other.proc.poll() is None:
+            other.proc.kill()
+            other.proc.wait()
 
 
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}

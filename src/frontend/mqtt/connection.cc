@@ -42,13 +42,14 @@ void Connection::CloseSoon() {
   });
 }
 
-void Connection::Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string& redirect) {
+void Connection::Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string&) {
+  // (The redirect is the new owner's floe-protocol address, not an MQTT
+  // one: no Server Reference is sent.)
   auto self = shared_from_this();
-  asio::post(strand_, [self, stream, redirect] {
+  asio::post(strand_, [self, stream] {
     const bool mine = (self->producer_ && self->producer_->on_stream(stream)) ||
                       (self->consumer_ && self->consumer_->on_stream(stream));
     if (!mine || self->closed_) return;
-    self->server_reference_ = redirect;
     self->Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
   });
 }
@@ -317,7 +318,6 @@ void Connection::Disconnect(ReasonCode reason, std::string_view why) {
   if (version_ == Version::kV5 && connected_) {
     codec::Disconnect d{.reason = reason};
     d.properties.reason_string = why;
-    if (!server_reference_.empty()) d.properties.server_reference = server_reference_;
     Send(d);
   }
   CloseAfterWrite();

@@ -146,7 +146,6 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::string RecordKey() const { return "mqtt/" + client_key_; }
   uint16_t keep_alive_s_ = 0;
   bool taken_over_ = false;        // a newer connection has the session: leave its records alone
-  std::string server_reference_;   // where DISCONNECT 0x9C sends the client
   std::string assigned_id_;
   struct Will {
     std::string topic;

@@ -125,9 +125,11 @@ awaitable<bool> Connection::OpenCoreSessions() {
   const uint64_t h = ClientHash(client_id_);
   auto refuse = [&](const broker::Failure& f) {
     codec::Connack ack;
-    if (f.code == broker::Code::kNotOwner && !f.redirect.empty() && version_ == Version::kV5) {
-      ack.reason = ReasonCode::kUseAnotherServer;  // the node serving the MQTT stream
-      ack.properties.server_reference = f.redirect;
+    if (f.code == broker::Code::kNotOwner && version_ == Version::kV5) {
+      // Another node serves the MQTT stream. No Server Reference: the core
+      // knows that node's floe-protocol address, not its MQTT one (nodes do
+      // not advertise it yet); the reason string names the node.
+      ack.reason = ReasonCode::kUseAnotherServer;
     } else {
       ack.reason = ReasonCode::kServerUnavailable;
     }
