@@ -285,6 +285,10 @@ class Broker {
   // the key while it holds the session the record belongs to.
   void ReadRecord(std::string key, std::function<void(Outcome<std::optional<std::string>>)> done);
   void WriteRecord(std::string key, std::optional<std::string> value, std::function<void(Outcome<void>)> done);
+  // Every front-end record whose key begins with `prefix` (keys returned
+  // without "frontend/").
+  void ListRecords(std::string prefix,
+                   std::function<void(Outcome<std::vector<std::pair<std::string, std::string>>>)> done);
 
   // Node-wide publish bytes awaiting their ACK (front ends stop reading
   // past their limit).

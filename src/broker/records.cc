@@ -30,4 +30,17 @@ void Broker::WriteRecord(std::string key, std::optional<std::string> value, std:
   });
 }
 
+void Broker::ListRecords(std::string prefix,
+                         std::function<void(Outcome<std::vector<std::pair<std::string, std::string>>>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, prefix = std::move(prefix), done = std::move(done)] {
+    auto kvs = core->bank->List(std::string(kRecordPrefix) + prefix);
+    if (!kvs) return done(Fail(Code::kUnavailable, "reading the bank: " + kvs.error().ToString()));
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(kvs->size());
+    for (auto& kv : *kvs) out.emplace_back(kv.key.substr(kRecordPrefix.size()), std::move(kv.value));
+    done(std::move(out));
+  });
+}
+
 }  // namespace floe::broker

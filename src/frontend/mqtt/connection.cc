@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "frontend/mqtt/internal.h"
+#include "frontend/mqtt/keeper.h"
 
 namespace floe::frontend::mqtt {
 
@@ -11,9 +12,11 @@ using codec::PacketType;
 using codec::ReasonCode;
 using codec::Version;
 
-Connection::Connection(broker::Broker* broker, const MqttOptions* options, asio::ip::tcp::socket socket)
+Connection::Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
+                       asio::ip::tcp::socket socket)
     : broker_(broker),
       options_(options),
+      keeper_(std::move(keeper)),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       splitter_(options->max_packet_size),
@@ -148,7 +151,7 @@ awaitable<bool> Connection::Handle(codec::Packet& packet) {
         record_.expiry_s = *d.properties.session_expiry_interval;
       }
       // A normal disconnection discards the will [MQTT-3.14.4-3]; 0x04 keeps it.
-      if (d.reason != ReasonCode::kDisconnectWithWillMessage) will_.reset();
+      if (d.reason != ReasonCode::kDisconnectWithWillMessage) record_.will.reset();
       FinishClose();
       co_return false;
     }
@@ -159,88 +162,6 @@ awaitable<bool> Connection::Handle(codec::Packet& packet) {
       Disconnect(ReasonCode::kProtocolError, fmt::format("{} is not sent by a client", codec::PacketTypeName(type)));
       co_return false;
   }
-}
-
-bool Connection::OnPublish(codec::Publish& p) {
-  // Topic aliases [MQTT-3.3.2-7 ...]: a PUBLISH may set one, or use one.
-  std::string topic(p.topic);
-  if (p.properties.topic_alias) {
-    const uint16_t alias = *p.properties.topic_alias;
-    if (alias == 0 || alias > options_->topic_alias_maximum) {
-      Disconnect(ReasonCode::kTopicAliasInvalid, fmt::format("topic alias {} outside 1..{}", alias,
-                                                             options_->topic_alias_maximum));
-      return false;
-    }
-    if (topic.empty()) {
-      auto it = topic_aliases_.find(alias);
-      if (it == topic_aliases_.end()) {
-        Disconnect(ReasonCode::kProtocolError, fmt::format("topic alias {} was never set", alias));
-        return false;
-      }
-      topic = it->second;
-    } else {
-      topic_aliases_[alias] = topic;
-    }
-  }
-  if (topic.empty()) {
-    Disconnect(ReasonCode::kProtocolError, "PUBLISH without a topic");
-    return false;
-  }
-  if (p.retain && version_ == Version::kV5) {
-    Disconnect(ReasonCode::kRetainNotSupported, "this node does not keep retained messages yet");  // [MQTT-3.3.1-14]
-    return false;
-  }
-  if (p.qos == 2) {
-    auto known = inbound_qos2_.find(p.packet_id);
-    if (known != inbound_qos2_.end()) {
-      // A resend: stored already (its PUBREC was lost) — answered again — or
-      // still being written — answered when that resolves. Not stored twice.
-      if (known->second) Send(codec::Pubrec{{p.packet_id, ReasonCode::kSuccess, {}}});
-      return true;
-    }
-    inbound_qos2_[p.packet_id] = false;
-  }
-  if (p.qos > 0 && ++inbound_inflight_ > options_->receive_maximum) {
-    Disconnect(ReasonCode::kReceiveMaximumExceeded,
-               fmt::format("more than {} QoS 1 and 2 PUBLISHes unacknowledged", options_->receive_maximum));
-    return false;
-  }
-  const std::string headers = EncodeMessageHeaders(
-      {.topic = topic, .qos = p.qos, .retain = p.retain, .client = client_key_, .properties = &p.properties});
-  const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, p.payload};
-  const uint8_t qos = p.qos;
-  const uint16_t id = p.packet_id;
-  auto self = shared_from_this();
-  producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id](broker::PublishOutcome out) {
-    const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
-    asio::post(self->strand_, [self, qos, id, code] {
-      // MQTT clients do not resend in producer-seq order (and never resend
-      // QoS 0): a message not stored must not hold the later ones back.
-      if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
-      if (qos == 0 || self->closed_) return;
-      --self->inbound_inflight_;
-      const ReasonCode reason = ReasonOf(code);
-      if (qos == 2) {
-        if (codec::IsFailure(reason)) self->inbound_qos2_.erase(id);
-        else self->inbound_qos2_[id] = true;
-      }
-      if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
-        // 3.1.1 has no failure in PUBACK: closing is the only way to say the
-        // message was not stored; the client resends it on reconnect.
-        return self->CloseAfterWrite();
-      }
-      if (qos == 1) return self->Send(codec::Puback{{id, reason, {}}});
-      self->Send(codec::Pubrec{{id, reason, {}}});
-    });
-  });
-  return true;
-}
-
-void Connection::OnPubrel(const codec::Pubrel& p) {
-  // A PUBREL for an id this connection does not know is a resend after a
-  // reconnect (its PUBREC was sent, so the message is stored): completed.
-  inbound_qos2_.erase(p.packet_id);
-  Send(codec::Pubcomp{{p.packet_id, ReasonCode::kSuccess, {}}});
 }
 
 awaitable<void> Connection::KeepAliveLoop() {
@@ -279,8 +200,7 @@ void Connection::Send(const codec::Packet& packet) {
         auto it = outgoing_.find(p.packet_id);
         if (it != outgoing_.end()) {
           Ack(it->second.seq);
-          packet_of_seq_.erase(it->second.seq);
-          outgoing_.erase(it);
+          Forget(p.packet_id);
         }
       }
     }
@@ -342,19 +262,24 @@ void Connection::FinishClose() {
   socket_.close(ec);
   keep_alive_timer_.cancel();
   push_wake_.cancel();
-  if (connected_ && !taken_over_ && !broker_->stopping() && will_ && producer_) {
-    // Not a normal DISCONNECT: the will is published [MQTT-3.1.2-8].
-    const std::string headers =
-        EncodeMessageHeaders({.topic = will_->topic, .qos = will_->qos, .retain = false, .client = client_key_});
-    const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, will_->payload};
-    producer_->Publish({&in, 1}, will_->payload.size(), [](broker::PublishOutcome) {});
-  }
-  const bool ends = connected_ && !taken_over_ && record_.expiry_s == 0;
-  if (ends) {
-    // The session ends with the connection: its records go.
+  const bool leaves = connected_ && !taken_over_;
+  if (leaves && record_.expiry_s == 0 && !record_.will) {
+    // The session ends with the connection and leaves no will: its records go.
     if (producer_) producer_->EndAtClose();
     if (consumer_) consumer_->EndAtClose();
     broker_->WriteRecord(RecordKey(), std::nullopt, [](broker::Outcome<void>) {});
+    if (claimed_) keeper_->Release(client_key_, this, false);
+  } else if (leaves) {
+    // It stays for its Session Expiry Interval, or its will is to be sent
+    // (not a normal DISCONNECT [MQTT-3.1.2-8], maybe after a Will Delay):
+    // the record says it was left, and the keeper carries out what is due
+    // (also after this node dies: then another node's keeper does).
+    record_.node.clear();
+    record_.left_at_ms = WallMs();
+    auto self = shared_from_this();
+    Persist([self](bool) { self->keeper_->Release(self->client_key_, self.get(), true); });
+  } else if (claimed_) {
+    keeper_->Release(client_key_, this, false);
   }
   if (producer_) producer_->Close();
   if (consumer_) consumer_->Close();

@@ -56,7 +56,9 @@ struct MqttOptions {
   int connect_timeout_ms = 10000;
 };
 
-// An MQTT session's durable state (bank record "frontend/mqtt/<id>").
+// An MQTT session's durable state (bank record "frontend/mqtt/<id>",
+// docs/mqtt.md "Sessions"): what another connection, on this node or
+// another, needs to resume it exactly where it stood.
 struct SessionRecord {
   std::string client_id;
   uint64_t generation = 1;  // grows at each clean start: names the consumer
@@ -68,6 +70,32 @@ struct SessionRecord {
     int64_t since_us = 0;     // made then: older messages are not its to deliver
   };
   std::vector<Sub> subscriptions;
+  // The node whose connection holds the session ("" once it left, at
+  // left_at_ms). A record naming a node that no longer holds it is an
+  // orphan: its will and expiry are then the serving node's to carry out.
+  std::string node;
+  int64_t left_at_ms = 0;
+  struct Will {
+    std::string topic;
+    std::string headers;  // stored with it, as EncodeMessageHeaders makes them
+    std::string payload;
+    uint8_t qos = 0;
+    bool retain = false;
+    uint32_t delay_s = 0;        // Will Delay Interval
+    uint64_t producer_seq = 0;   // != 0: being published with this seq (a resend is stored once)
+  };
+  std::optional<Will> will;
+  // Inbound QoS 2: packet id -> the producer seq its message is (being)
+  // stored with; kept from before the store until PUBCOMP may be sent, so a
+  // resend after any reconnect is stored once (the stream's dedup).
+  std::map<uint16_t, uint64_t> qos2_in;
+  // Outbound QoS 2: stream seq -> packet id, from before the PUBLISH is sent
+  // until PUBCOMP; `released`: PUBREC came (PUBREL is what to resend).
+  struct Out {
+    uint16_t packet_id = 0;
+    bool released = false;
+  };
+  std::map<uint64_t, Out> qos2_out;
 };
 std::string EncodeSessionRecord(const SessionRecord& r);
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
@@ -75,9 +103,12 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
 // names its core sessions and its durable consumer.
 uint64_t ClientHash(std::string_view client_id);
 
+class Keeper;
+
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(broker::Broker* broker, const MqttOptions* options, asio::ip::tcp::socket socket);
+  Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
+             asio::ip::tcp::socket socket);
   void Start();
 
   // broker::Peer: any thread.
@@ -102,7 +133,16 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
   asio::awaitable<bool> OnSubscribe(const codec::Subscribe& s);
   asio::awaitable<void> OnUnsubscribe(const codec::Unsubscribe& u);
+  // The session record, written in the bank. Writes are one at a time and
+  // coalesced: each covers every change made before it began; `after` runs
+  // on the strand once a write covering the changes made so far is done
+  // (false: it failed). A taken-over connection writes nothing.
+  void Persist(std::function<void(bool ok)> after);
+  void StartPersist();
   asio::awaitable<Status> SaveRecord();
+  // Inbound QoS 2: stores the message of packet id `id` with producer seq
+  // `pseq` (its mapping already durable) and answers PUBREC.
+  void StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std::string payload);
 
   // Delivery: pushes what the consumer Session gives, filtered by the
   // subscriptions, within the client's Receive Maximum.
@@ -110,6 +150,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void WakePush();
   asio::awaitable<void> KeepAliveLoop();
   void Ack(uint64_t seq);
+  // Drops an outbound delivery's packet id (answered, or dropped as too large).
+  void Forget(uint16_t packet_id);
 
   void Send(const codec::Packet& packet);
   void Enqueue(std::string bytes);
@@ -123,6 +165,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
 
   broker::Broker* const broker_;
   const MqttOptions* const options_;
+  const std::shared_ptr<Keeper> keeper_;
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   codec::FrameSplitter splitter_;
@@ -147,13 +190,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   uint16_t keep_alive_s_ = 0;
   bool taken_over_ = false;        // a newer connection has the session: leave its records alone
   std::string assigned_id_;
-  struct Will {
-    std::string topic;
-    std::string payload;
-    uint8_t qos = 0;
-    bool retain = false;
-  };
-  std::optional<Will> will_;
+  bool claimed_ = false;  // the keeper knows this connection holds client_key_
+  std::optional<SessionRecord::Will> will_;  // from CONNECT; into record_ once the session is known
   uint32_t client_max_packet_ = codec::kMaxPacketSize;
   uint16_t client_receive_maximum_ = 65535;
   SessionRecord record_;
@@ -161,9 +199,17 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   uint64_t next_producer_seq_ = 1;
   std::shared_ptr<broker::Session> consumer_;
   std::map<uint16_t, std::string> topic_aliases_;  // the client's, inbound
-  // Inbound QoS 2: packet ids PUBRECed and not yet released, and QoS 1/2
-  // publishes awaiting durability (counted against our Receive Maximum).
-  std::map<uint16_t, bool> inbound_qos2_;  // packet id -> stored (false: being written)
+  // Inbound QoS 2, by packet id (the durable mapping is record_.qos2_in).
+  enum class Inbound : uint8_t {
+    kMapping,   // its producer seq is being written to the record
+    kStoring,   // being stored
+    kStored,    // PUBRECed: waiting for PUBREL
+    kResumed,   // from the record of an earlier connection: a PUBLISH of it is a resend
+    kReleasing, // PUBREL came: PUBCOMP once the record no longer holds it
+  };
+  std::map<uint16_t, Inbound> inbound_qos2_;
+  bool persisting_ = false;
+  std::vector<std::function<void(bool)>> persist_next_;
   uint32_t inbound_inflight_ = 0;
   // Outbound QoS 1/2 deliveries awaiting the client's answer.
   struct Outgoing {
@@ -173,6 +219,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   };
   std::map<uint16_t, Outgoing> outgoing_;
   std::map<uint64_t, uint16_t> packet_of_seq_;
+  std::set<uint16_t> qos2_ids_;  // packet ids in record_.qos2_out: not given to others
   uint16_t next_packet_id_ = 1;
 };
 

@@ -24,6 +24,14 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
       Ack(o.seq);
     } else {
       o.released = true;
+      // Remembered (not awaited): after a reconnect PUBREL is resent rather
+      // than the PUBLISH; were it lost, a resent PUBLISH of the same packet
+      // id is answered by the client without a second delivery.
+      auto rec = record_.qos2_out.find(o.seq);
+      if (rec != record_.qos2_out.end()) {
+        rec->second.released = true;
+        Persist(nullptr);
+      }
       Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
       return;
     }
@@ -32,9 +40,18 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
   } else {
     Ack(o.seq);
   }
-  packet_of_seq_.erase(o.seq);
-  outgoing_.erase(it);
+  Forget(packet_id);
   WakePush();
+}
+
+void Connection::Forget(uint16_t packet_id) {
+  auto it = outgoing_.find(packet_id);
+  if (it == outgoing_.end()) return;
+  packet_of_seq_.erase(it->second.seq);
+  // The record's entry goes with the next write (a stale one is dropped at
+  // the next CONNECT: the cursor no longer holds its seq).
+  if (record_.qos2_out.erase(it->second.seq)) qos2_ids_.erase(packet_id);
+  outgoing_.erase(it);
 }
 
 void Connection::Ack(uint64_t seq) {
@@ -65,6 +82,8 @@ awaitable<void> Connection::PushLoop() {
         co_return;
       }
       if (!batch->entries.empty()) {
+        std::vector<codec::Packet> outs;
+        bool record_changed = false;  // a QoS 2 delivery got its packet id: durable before it is sent
         std::vector<broker::AnswerInput> skip;  // matched no subscription, QoS 0, expired, or a gap
         const int64_t now_ms = WallMs();
         for (const broker::Delivered& e : batch->entries) {
@@ -112,18 +131,42 @@ awaitable<void> Connection::PushLoop() {
               do {
                 id = next_packet_id_++;
                 if (next_packet_id_ == 0) next_packet_id_ = 1;
-              } while (id == 0 || outgoing_.count(id));
+              } while (id == 0 || outgoing_.count(id) || qos2_ids_.count(id));
               packet_of_seq_[e.seq.value()] = id;
             }
             out.packet_id = id;
             out.dup = e.delivery_count > 1;  // a resend of an unanswered delivery [MQTT-3.3.1-1]
             outgoing_[id] = Outgoing{e.seq.value(), out.qos, false};
+            if (out.qos == 2) {
+              auto [rec, fresh] = record_.qos2_out.try_emplace(e.seq.value(), SessionRecord::Out{id, false});
+              if (fresh) {
+                qos2_ids_.insert(id);
+                record_changed = true;
+              } else if (rec->second.released) {
+                // PUBREC came before the reconnect: PUBREL is what is resent [MQTT-4.4.0-1].
+                outgoing_[id].released = true;
+                outs.push_back(codec::Pubrel{{id, ReasonCode::kSuccess, {}}});
+                continue;
+              }
+            }
           } else {
             skip.push_back({e.seq, AnswerKind::kAck, 0});  // QoS 0: done once sent
           }
-          Send(out);
+          outs.push_back(std::move(out));
         }
         if (!skip.empty()) consumer_->Answer(skip, [](broker::Outcome<std::vector<broker::Code>>) {});
+        if (record_changed) {
+          // A QoS 2 PUBLISH goes out only once its packet id is durable: a
+          // resend after any reconnect uses the same id, which the client
+          // recognises (exactly once).
+          const bool ok = co_await AwaitCore<bool>([&](auto done) { Persist(std::move(done)); });
+          if (closed_) co_return;
+          if (!ok) {
+            Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written to the bank");
+            co_return;
+          }
+        }
+        for (const codec::Packet& out : outs) Send(out);
         // Let the strand's other work (this client's packets) run between
         // batches: a long backlog does not hold the I/O thread.
         co_await asio::post(strand_, asio::use_awaitable);

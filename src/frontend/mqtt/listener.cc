@@ -1,6 +1,7 @@
 #include "frontend/mqtt/listener.h"
 
 #include "frontend/acceptor.h"
+#include "frontend/mqtt/keeper.h"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <fmt/format.h>
@@ -10,7 +11,12 @@ namespace floe::frontend::mqtt {
 using asio::ip::tcp;
 
 Listener::Listener(asio::io_context& io, broker::Broker* broker, MqttOptions options, size_t max_connections)
-    : io_(io), acceptor_(io), broker_(broker), options_(std::move(options)), max_connections_(max_connections) {}
+    : io_(io),
+      acceptor_(io),
+      broker_(broker),
+      options_(std::move(options)),
+      max_connections_(max_connections),
+      keeper_(std::make_shared<Keeper>(io, broker, &options_)) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
                                                  broker::Broker* broker, MqttOptions options,
@@ -24,11 +30,15 @@ Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std
 
 uint16_t Listener::port() const { return acceptor_.local_endpoint().port(); }
 
-void Listener::Start() { asio::co_spawn(io_, AcceptLoop(), asio::detached); }
+void Listener::Start() {
+  keeper_->Start();
+  asio::co_spawn(io_, AcceptLoop(), asio::detached);
+}
 
 void Listener::Close() {
   asio::error_code ec;
   acceptor_.close(ec);
+  keeper_->Stop();
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
@@ -51,7 +61,7 @@ asio::awaitable<void> Listener::AcceptLoop() {
       socket.close(ec);  // MQTT has no word for it before CONNECT: closed
       continue;
     }
-    auto conn = std::make_shared<Connection>(broker_, &options_, std::move(socket));
+    auto conn = std::make_shared<Connection>(broker_, &options_, keeper_, std::move(socket));
     broker_->Attach(conn);
     conn->Start();
   }

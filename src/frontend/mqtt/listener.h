@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "broker/broker.h"
 #include "frontend/mqtt/connection.h"
+#include "frontend/mqtt/keeper.h"
 
 namespace floe::frontend::mqtt {
 
@@ -36,6 +37,7 @@ class Listener {
   const MqttOptions options_;
   const size_t max_connections_;
   std::string host_;
+  const std::shared_ptr<Keeper> keeper_;  // wills and expiry of sessions no connection holds
 };
 
 }  // namespace floe::frontend::mqtt

@@ -21,10 +21,12 @@ uint64_t ConsumerSessionId(std::string_view client_id, uint64_t generation) {
   return h == 0 ? 2 : h;
 }
 
+// Version 3 (version 2, written before, lacks everything after the
+// subscriptions and is still read).
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
   Encoder e(&out);
-  e.U8(2);  // record version
+  e.U8(3);  // record version
   e.String(r.client_id);
   e.U64(r.generation);
   e.U32(r.expiry_s);
@@ -38,13 +40,37 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
     e.U32(s.identifier);
     e.I64(s.since_us);
   }
+  e.String(r.node);
+  e.I64(r.left_at_ms);
+  e.U8(r.will ? 1 : 0);
+  if (r.will) {
+    e.String(r.will->topic);
+    e.Blob(r.will->headers);
+    e.Blob(r.will->payload);
+    e.U8(r.will->qos);
+    e.U8(r.will->retain);
+    e.U32(r.will->delay_s);
+    e.U64(r.will->producer_seq);
+  }
+  e.U32(static_cast<uint32_t>(r.qos2_in.size()));
+  for (const auto& [id, pseq] : r.qos2_in) {
+    e.U16(id);
+    e.U64(pseq);
+  }
+  e.U32(static_cast<uint32_t>(r.qos2_out.size()));
+  for (const auto& [seq, o] : r.qos2_out) {
+    e.U64(seq);
+    e.U16(o.packet_id);
+    e.U8(o.released);
+  }
   return out;
 }
 
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
   SessionRecord r;
-  if (d.U8() != 2) return Err(Status::Corruption("MQTT session record: unknown version"));
+  const uint8_t version = d.U8();
+  if (version != 2 && version != 3) return Err(Status::Corruption("MQTT session record: unknown version"));
   r.client_id = std::string(d.String());
   r.generation = d.U64();
   r.expiry_s = d.U32();
@@ -52,13 +78,41 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   for (uint32_t i = 0; i < n && d.ok(); ++i) {
     SessionRecord::Sub s;
     s.filter = std::string(d.String());
-    s.options.max_qos = d.U8();
+    s.options.max_qos = std::min<uint8_t>(d.U8(), 2);
     s.options.no_local = d.U8() != 0;
     s.options.retain_as_published = d.U8() != 0;
     s.options.retain_handling = static_cast<codec::RetainHandling>(d.U8() % 3);
     s.identifier = d.U32();
     s.since_us = d.I64();
     r.subscriptions.push_back(std::move(s));
+  }
+  if (version >= 3 && d.ok()) {
+    r.node = std::string(d.String());
+    r.left_at_ms = d.I64();
+    if (d.U8() != 0) {
+      SessionRecord::Will w;
+      w.topic = std::string(d.String());
+      w.headers = std::string(d.Blob());
+      w.payload = std::string(d.Blob());
+      w.qos = std::min<uint8_t>(d.U8(), 2);
+      w.retain = d.U8() != 0;
+      w.delay_s = d.U32();
+      w.producer_seq = d.U64();
+      r.will = std::move(w);
+    }
+    const uint32_t in = d.Count(10);
+    for (uint32_t i = 0; i < in && d.ok(); ++i) {
+      const uint16_t id = d.U16();
+      r.qos2_in[id] = d.U64();
+    }
+    const uint32_t out = d.Count(11);
+    for (uint32_t i = 0; i < out && d.ok(); ++i) {
+      const uint64_t seq = d.U64();
+      SessionRecord::Out o;
+      o.packet_id = d.U16();
+      o.released = d.U8() != 0;
+      r.qos2_out[seq] = o;
+    }
   }
   FLOE_RETURN_ERR_IF_ERROR(d.Finish());
   return r;

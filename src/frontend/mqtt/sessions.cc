@@ -6,6 +6,7 @@
 
 #include "frontend/mqtt/connection.h"
 #include "frontend/mqtt/internal.h"
+#include "frontend/mqtt/keeper.h"
 #include "mqtt/topic.h"
 
 namespace floe::frontend::mqtt {
@@ -39,8 +40,18 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     CloseAfterWrite();
     co_return false;
   }
+  client_key_ = Hex(ClientHash(client_id_));
   if (c.will) {
-    will_ = Will{std::string(c.will->topic), std::string(c.will->payload), c.will->qos, c.will->retain};
+    const uint32_t delay = c.will->properties.will_delay_interval.value_or(0);
+    will_ = SessionRecord::Will{
+        .topic = std::string(c.will->topic),
+        .headers = EncodeMessageHeaders({.topic = c.will->topic, .qos = c.will->qos, .retain = c.will->retain,
+                                         .client = client_key_,
+                                         .properties = version_ == Version::kV5 ? &c.will->properties : nullptr}),
+        .payload = std::string(c.will->payload),
+        .qos = c.will->qos,
+        .retain = c.will->retain,
+        .delay_s = version_ == Version::kV5 ? delay : 0};
   }
   // 3.1.1: CleanSession 0 keeps the session for ever; MQTT 5: the Session
   // Expiry Interval says how long (0 by default: it ends with the connection).
@@ -60,7 +71,13 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     CloseAfterWrite();
     co_return false;
   }
-  client_key_ = Hex(ClientHash(client_id_));
+  // This node's keeper leaves the client's record alone from here on, and
+  // whatever it was doing with it is done.
+  co_await AwaitCore<bool>([&](auto done) {
+    keeper_->Claim(client_key_, this, [done = std::move(done)]() mutable { done(true); });
+  });
+  claimed_ = true;
+  if (closed_) co_return false;
   auto stored = co_await AwaitCore<broker::Outcome<std::optional<std::string>>>(
       [&](auto done) { broker_->ReadRecord(RecordKey(), std::move(done)); });
   if (closed_) co_return false;
@@ -93,6 +110,9 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     record_.generation = generation;
   }
   record_.expiry_s = expiry;
+  record_.node = options_->node_id;
+  record_.left_at_ms = 0;
+  record_.will = will_;  // a will of the earlier connection is not sent: the session is back in time
   if (!co_await OpenCoreSessions()) co_return false;
   Status saved = co_await SaveRecord();
   if (closed_) co_return false;
@@ -151,7 +171,13 @@ awaitable<bool> Connection::OpenCoreSessions() {
     co_return false;
   }
   producer_ = p->session;
+  // Producer seqs go on above every one stored, and every one an earlier
+  // connection or the keeper reserved (a QoS 2 mapping, a will being sent).
   next_producer_seq_ = p->grant.highest_producer_seq.value() + 1;
+  for (const auto& [id, pseq] : record_.qos2_in) {
+    next_producer_seq_ = std::max(next_producer_seq_, pseq + 1);
+    inbound_qos2_[id] = Inbound::kResumed;
+  }
   // The consumer: the session's durable consumer, named by its generation.
   auto c = co_await AwaitCore<broker::Outcome<broker::Broker::Opened>>([&](auto done) {
     broker_->OpenSession(self,
@@ -169,14 +195,20 @@ awaitable<bool> Connection::OpenCoreSessions() {
     co_return false;
   }
   consumer_ = c->session;
+  // Outbound QoS 2 still unanswered keeps its packet id (and is resent as
+  // PUBREL once PUBREC came); what the cursor no longer holds is done.
+  std::set<uint64_t> pending;
+  for (const auto& pd : c->grant.pending) pending.insert(pd.seq.value());
+  for (auto it = record_.qos2_out.begin(); it != record_.qos2_out.end();) {
+    if (!pending.count(it->first)) {
+      it = record_.qos2_out.erase(it);
+      continue;
+    }
+    packet_of_seq_[it->first] = it->second.packet_id;
+    qos2_ids_.insert(it->second.packet_id);
+    ++it;
+  }
   co_return true;
-}
-
-awaitable<Status> Connection::SaveRecord() {
-  auto r = co_await AwaitCore<broker::Outcome<void>>([&](auto done) {
-    broker_->WriteRecord(RecordKey(), EncodeSessionRecord(record_), std::move(done));
-  });
-  co_return r ? Status::OK() : Status::Unavailable(r.error().message);
 }
 
 awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {

@@ -1,0 +1,201 @@
+// PUBLISH from a client into the MQTT stream (docs/mqtt.md "QoS"): topic
+// aliases, the Receive Maximum, PUBACK / PUBREC once durable, and the
+// inbound QoS 2 state that makes a resend after any reconnect — to this node
+// or another — stored once; and the session record's coalesced writes.
+#include <fmt/format.h>
+
+#include "frontend/mqtt/connection.h"
+#include "frontend/mqtt/internal.h"
+
+namespace floe::frontend::mqtt {
+
+using asio::awaitable;
+using codec::ReasonCode;
+using codec::Version;
+
+bool Connection::OnPublish(codec::Publish& p) {
+  // Topic aliases [MQTT-3.3.2-7 ...]: a PUBLISH may set one, or use one.
+  std::string topic(p.topic);
+  if (p.properties.topic_alias) {
+    const uint16_t alias = *p.properties.topic_alias;
+    if (alias == 0 || alias > options_->topic_alias_maximum) {
+      Disconnect(ReasonCode::kTopicAliasInvalid, fmt::format("topic alias {} outside 1..{}", alias,
+                                                             options_->topic_alias_maximum));
+      return false;
+    }
+    if (topic.empty()) {
+      auto it = topic_aliases_.find(alias);
+      if (it == topic_aliases_.end()) {
+        Disconnect(ReasonCode::kProtocolError, fmt::format("topic alias {} was never set", alias));
+        return false;
+      }
+      topic = it->second;
+    } else {
+      topic_aliases_[alias] = topic;
+    }
+  }
+  if (topic.empty()) {
+    Disconnect(ReasonCode::kProtocolError, "PUBLISH without a topic");
+    return false;
+  }
+  if (p.retain && version_ == Version::kV5) {
+    Disconnect(ReasonCode::kRetainNotSupported, "this node does not keep retained messages yet");  // [MQTT-3.3.1-14]
+    return false;
+  }
+  bool resend = false;
+  if (p.qos == 2) {
+    auto known = inbound_qos2_.find(p.packet_id);
+    if (known != inbound_qos2_.end()) {
+      switch (known->second) {
+        case Inbound::kStored:  // its PUBREC was lost: answered again, not stored again
+          Send(codec::Pubrec{{p.packet_id, ReasonCode::kSuccess, {}}});
+          return true;
+        case Inbound::kMapping:
+        case Inbound::kStoring:
+        case Inbound::kReleasing:
+          return true;  // answered when that resolves
+        case Inbound::kResumed:
+          // Mapped to a producer seq by an earlier connection: whether or not
+          // that one stored it, storing it with the same seq stores it once.
+          resend = true;
+          break;
+      }
+    }
+  }
+  if (p.qos > 0 && ++inbound_inflight_ > options_->receive_maximum) {
+    Disconnect(ReasonCode::kReceiveMaximumExceeded,
+               fmt::format("more than {} QoS 1 and 2 PUBLISHes unacknowledged", options_->receive_maximum));
+    return false;
+  }
+  std::string headers = EncodeMessageHeaders(
+      {.topic = topic, .qos = p.qos, .retain = p.retain, .client = client_key_, .properties = &p.properties});
+  const uint16_t id = p.packet_id;
+  if (p.qos == 2) {
+    if (resend) {
+      inbound_qos2_[id] = Inbound::kStoring;
+      StoreQos2(id, record_.qos2_in[id], std::move(headers), std::string(p.payload));
+      return true;
+    }
+    // The packet id's producer seq is durable before the message is stored:
+    // a resend after the node dies finds it (record_.qos2_in).
+    const uint64_t pseq = next_producer_seq_++;
+    record_.qos2_in[id] = pseq;
+    inbound_qos2_[id] = Inbound::kMapping;
+    auto self = shared_from_this();
+    Persist([self, id, pseq, headers = std::move(headers), payload = std::string(p.payload)](bool ok) mutable {
+      if (self->closed_) return;
+      if (ok) {
+        self->inbound_qos2_[id] = Inbound::kStoring;
+        return self->StoreQos2(id, pseq, std::move(headers), std::move(payload));
+      }
+      self->inbound_qos2_.erase(id);
+      self->record_.qos2_in.erase(id);
+      --self->inbound_inflight_;
+      if (self->version_ == Version::kV311) return self->CloseAfterWrite();
+      self->Send(codec::Pubrec{{id, ReasonCode::kImplementationSpecificError, {}}});
+    });
+    return true;
+  }
+  const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, p.payload};
+  const uint8_t qos = p.qos;
+  auto self = shared_from_this();
+  producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id](broker::PublishOutcome out) {
+    const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
+    asio::post(self->strand_, [self, qos, id, code] {
+      // MQTT clients do not resend in producer-seq order (and never resend
+      // QoS 0): a message not stored must not hold the later ones back.
+      if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
+      if (qos == 0 || self->closed_) return;
+      --self->inbound_inflight_;
+      const ReasonCode reason = ReasonOf(code);
+      if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
+        // 3.1.1 has no failure in PUBACK: closing is the only way to say the
+        // message was not stored; the client resends it on reconnect.
+        return self->CloseAfterWrite();
+      }
+      self->Send(codec::Puback{{id, reason, {}}});
+    });
+  });
+  return true;
+}
+
+void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std::string payload) {
+  auto self = shared_from_this();
+  auto held = std::make_shared<std::pair<std::string, std::string>>(std::move(headers), std::move(payload));
+  const broker::PublishInput in{ProducerSeq(pseq), {}, held->first, held->second};
+  producer_->Publish({&in, 1}, held->second.size(), [self, id, held](broker::PublishOutcome out) {
+    // A duplicate (stored by an earlier connection) is kOk too.
+    const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
+    asio::post(self->strand_, [self, id, code] {
+      if (self->closed_) return;
+      --self->inbound_inflight_;
+      const ReasonCode reason = ReasonOf(code);
+      if (codec::IsFailure(reason)) {
+        self->producer_->ForgetUnstored();
+        self->inbound_qos2_.erase(id);
+        self->record_.qos2_in.erase(id);  // a resend is a new message: a new seq
+        if (self->version_ == Version::kV311) return self->CloseAfterWrite();
+      } else {
+        self->inbound_qos2_[id] = Inbound::kStored;
+      }
+      self->Send(codec::Pubrec{{id, reason, {}}});
+    });
+  });
+}
+
+void Connection::OnPubrel(const codec::Pubrel& p) {
+  const uint16_t id = p.packet_id;
+  auto it = inbound_qos2_.find(id);
+  if (it != inbound_qos2_.end() && it->second != Inbound::kStored && it->second != Inbound::kResumed) {
+    return;  // not PUBRECed yet (or already releasing): nothing to release now
+  }
+  if (it != inbound_qos2_.end()) inbound_qos2_.erase(it);
+  if (record_.qos2_in.erase(id) == 0) {
+    // Not known: a resend whose release is durable already (its PUBCOMP was
+    // lost). Completed.
+    Send(codec::Pubcomp{{id, ReasonCode::kSuccess, {}}});
+    return;
+  }
+  // PUBCOMP only once the record no longer holds the id: after PUBCOMP the
+  // client may use it for a new message, which must not pass for a resend.
+  inbound_qos2_[id] = Inbound::kReleasing;
+  auto self = shared_from_this();
+  Persist([self, id](bool ok) {
+    if (self->closed_) return;
+    self->inbound_qos2_.erase(id);
+    if (!ok) return self->Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written");
+    self->Send(codec::Pubcomp{{id, ReasonCode::kSuccess, {}}});
+  });
+}
+
+void Connection::Persist(std::function<void(bool ok)> after) {
+  if (taken_over_) {
+    if (after) after(false);
+    return;
+  }
+  persist_next_.push_back(after ? std::move(after) : [](bool) {});
+  if (!persisting_) StartPersist();
+}
+
+void Connection::StartPersist() {
+  persisting_ = true;
+  auto waiting = std::make_shared<std::vector<std::function<void(bool)>>>(std::move(persist_next_));
+  persist_next_.clear();
+  auto self = shared_from_this();
+  broker_->WriteRecord(RecordKey(), EncodeSessionRecord(record_), [self, waiting](broker::Outcome<void> r) {
+    asio::post(self->strand_, [self, waiting, ok = r.has_value()] {
+      self->persisting_ = false;
+      for (auto& f : *waiting) f(ok);
+      if (!self->persist_next_.empty() && !self->taken_over_) self->StartPersist();
+      else
+        for (auto& f : std::exchange(self->persist_next_, {})) f(false);
+    });
+  });
+}
+
+awaitable<Status> Connection::SaveRecord() {
+  const bool ok = co_await AwaitCore<bool>([&](auto done) { Persist(std::move(done)); });
+  co_return ok ? Status::OK() : Status::Unavailable("the session record could not be written to the bank");
+}
+
+}  // namespace floe::frontend::mqtt
