@@ -87,14 +87,15 @@ awaitable<void> Connection::ReadLoop() {
           // CONNECT refused: answered in the client's version when it said one.
           if (packet.error().protocol_level == 4) version_ = Version::kV311;
           codec::Connack ack{.reason = packet.error().reason};
-          if (version_ == Version::kV311 && !codec::ToConnectReturnCode(ack.reason))
-            ack.reason = ReasonCode::kUnsupportedProtocolVersion;
-          if (packet.error().protocol_level != 0 && packet.error().protocol_level != 4 &&
-              packet.error().protocol_level != 5) {
+          const bool unknown_level = packet.error().protocol_level != 0 && packet.error().protocol_level != 4 &&
+                                     packet.error().protocol_level != 5;
+          if (unknown_level) {
             version_ = Version::kV311;  // an unknown level is answered in 3.1.1 [MQTT-3.1.2-2]
             ack.reason = ReasonCode::kUnsupportedProtocolVersion;
           }
-          Send(ack);
+          // A 3.1.1 CONNECT refused for a reason with no return code (a
+          // malformed one) is closed without a CONNACK (3.1.1 [MQTT-3.2.2-6]).
+          if (version_ != Version::kV311 || codec::ToConnectReturnCode(ack.reason)) Send(ack);
           CloseAfterWrite();
         } else {
           Disconnect(packet.error().reason, packet.error().message);
@@ -145,18 +146,21 @@ awaitable<bool> Connection::Handle(codec::Packet& packet) {
       const auto& d = std::get<codec::Disconnect>(packet);
       if (d.properties.session_expiry_interval) {
         if (record_.expiry_s == 0 && *d.properties.session_expiry_interval != 0) {
-          Disconnect(ReasonCode::kProtocolError, "session expiry set at DISCONNECT after 0 at CONNECT");  // [MQTT-3.14.2-2]
+          Disconnect(ReasonCode::kProtocolError, "session expiry set at DISCONNECT after 0 at CONNECT");  // 5.0 3.14.2.2.2
           co_return false;
         }
         record_.expiry_s = *d.properties.session_expiry_interval;
       }
-      // A normal disconnection discards the will [MQTT-3.14.4-3]; 0x04 keeps it.
-      if (d.reason != ReasonCode::kDisconnectWithWillMessage) record_.will.reset();
+      // Reason 0x00 discards the will [MQTT-3.14.4-3]; any other (0x04
+      // Disconnect with Will Message, an error) keeps it.
+      if (d.reason == ReasonCode::kSuccess) record_.will.reset();
       FinishClose();
       co_return false;
     }
     case PacketType::kAuth:
-      Disconnect(ReasonCode::kBadAuthenticationMethod, "no authentication method is supported");
+      // CONNECT named no Authentication Method (one that does is refused):
+      // an AUTH is a Protocol Error (5.0 4.12).
+      Disconnect(ReasonCode::kProtocolError, "AUTH without an authentication method in CONNECT");
       co_return false;
     default:
       Disconnect(ReasonCode::kProtocolError, fmt::format("{} is not sent by a client", codec::PacketTypeName(type)));
@@ -187,7 +191,7 @@ awaitable<void> Connection::KeepAliveLoop() {
 }
 
 void Connection::Send(const codec::Packet& packet) {
-  if (closed_) return;
+  if (closed_ || close_after_write_) return;  // nothing follows a DISCONNECT or a refusing CONNACK
   std::string bytes;
   Status s = codec::EncodePacket(packet, {.version = version_, .sender = codec::Sender::kServer,
                                           .max_packet_size = client_max_packet_},

@@ -107,6 +107,7 @@ bool Connection::OnPublish(codec::Publish& p) {
       if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
       if (qos == 0 || self->closed_) return;
       --self->inbound_inflight_;
+      if (auto d = DisconnectFor(code)) return self->Disconnect(*d, "the message was not stored");
       const ReasonCode reason = ReasonOf(code);
       if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
         // 3.1.1 has no failure in PUBACK: closing is the only way to say the
@@ -130,10 +131,11 @@ void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std:
       if (self->closed_) return;
       --self->inbound_inflight_;
       const ReasonCode reason = ReasonOf(code);
-      if (codec::IsFailure(reason)) {
+      if (code != broker::Code::kOk) {
         self->producer_->ForgetUnstored();
         self->inbound_qos2_.erase(id);
         self->record_.qos2_in.erase(id);  // a resend is a new message: a new seq
+        if (auto d = DisconnectFor(code)) return self->Disconnect(*d, "the message was not stored");
         if (self->version_ == Version::kV311) return self->CloseAfterWrite();
       } else {
         self->inbound_qos2_[id] = Inbound::kStored;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,8 +53,13 @@ struct Stored {
 // on the topic `stream`.
 Stored ParseStored(std::string_view headers, std::string_view stream);
 
-// The reason a PUBACK / PUBREC carries for a core outcome.
+// The reason a PUBACK / PUBREC carries for a core outcome (one of those
+// Tables 3-4 and 3-5 allow).
 codec::ReasonCode ReasonOf(broker::Code c);
+// An outcome no PUBACK / PUBREC may carry ends the connection with this
+// DISCONNECT reason instead: too large (0x95), the node lost the stream
+// (0x9C), the node is stopping (0x8B).
+std::optional<codec::ReasonCode> DisconnectFor(broker::Code c);
 
 // The core session id of a client identifier's consumer of one generation
 // (even; its producer's is ClientHash | 1, odd), stable across nodes.

@@ -93,14 +93,20 @@ Stored ParseStored(std::string_view headers, std::string_view stream) {
   return s;
 }
 
+std::optional<ReasonCode> DisconnectFor(broker::Code c) {
+  switch (c) {
+    case broker::Code::kMessageTooLarge: return ReasonCode::kPacketTooLarge;
+    case broker::Code::kNotOwner: return ReasonCode::kUseAnotherServer;
+    case broker::Code::kShuttingDown: return ReasonCode::kServerShuttingDown;
+    default: return std::nullopt;
+  }
+}
+
 ReasonCode ReasonOf(broker::Code c) {
   switch (c) {
     case broker::Code::kOk: return ReasonCode::kSuccess;
-    case broker::Code::kMessageTooLarge: return ReasonCode::kPacketTooLarge;
     case broker::Code::kInvalidArgument: return ReasonCode::kPayloadFormatInvalid;
     case broker::Code::kTooManyInFlight: return ReasonCode::kQuotaExceeded;
-    case broker::Code::kNotOwner: return ReasonCode::kUseAnotherServer;
-    case broker::Code::kShuttingDown: return ReasonCode::kServerShuttingDown;
     case broker::Code::kUnavailable:
     case broker::Code::kStorageFailed:
     case broker::Code::kStreamReadOnly:

@@ -34,6 +34,13 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     std::random_device rd;
     client_id_ = assigned = fmt::format("floe-{:016x}", (uint64_t{rd()} << 32) | rd());
   }
+  if (c.properties.authentication_method) {
+    ack.reason = ReasonCode::kBadAuthenticationMethod;  // no enhanced authentication method is supported (5.0 4.12)
+    ack.properties.reason_string = "no authentication method is supported";
+    Send(ack);
+    CloseAfterWrite();
+    co_return false;
+  }
   if (c.will && c.will->retain && version_ == Version::kV5) {
     ack.reason = ReasonCode::kRetainNotSupported;  // Retain Available is 0 [MQTT-3.2.2-13]
     Send(ack);
@@ -93,8 +100,14 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   // (an ended session's record is gone): its consumer starts empty.
   std::random_device rd;
   uint64_t generation = (static_cast<uint64_t>(WallMs()) << 12) | (rd() & 0xfff);
+  // The will of a connection this one takes over (or of one whose node
+  // died) with no delay is due now [MQTT-3.1.4-3]; one with a delay is
+  // cancelled by this connection coming in time.
+  std::optional<SessionRecord::Will> prior_will;
   if (*stored) {
     auto prior = DecodeSessionRecord(**stored);
+    if (prior && prior->client_id == client_id_ && !prior->node.empty() && prior->will && prior->will->delay_s == 0)
+      prior_will = prior->will;
     if (prior && prior->client_id == client_id_) {
       if (!c.clean_start) {
         record_ = std::move(*prior);
@@ -114,6 +127,13 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   record_.left_at_ms = 0;
   record_.will = will_;  // a will of the earlier connection is not sent: the session is back in time
   if (!co_await OpenCoreSessions()) co_return false;
+  if (prior_will) {
+    // A producer seq reserved for it by a keeper is kept: stored once.
+    const uint64_t pseq = prior_will->producer_seq ? prior_will->producer_seq : next_producer_seq_++;
+    auto held = std::make_shared<SessionRecord::Will>(std::move(*prior_will));
+    const broker::PublishInput in{ProducerSeq(pseq), {}, held->headers, held->payload};
+    producer_->Publish({&in, 1}, held->payload.size(), [held](broker::PublishOutcome) {});
+  }
   Status saved = co_await SaveRecord();
   if (closed_) co_return false;
   if (!saved.ok()) {
@@ -196,11 +216,9 @@ awaitable<bool> Connection::OpenCoreSessions() {
   }
   consumer_ = c->session;
   // Outbound QoS 2 still unanswered keeps its packet id (and is resent as
-  // PUBREL once PUBREC came); what the cursor no longer holds is done.
-  std::set<uint64_t> pending;
-  for (const auto& pd : c->grant.pending) pending.insert(pd.seq.value());
+  // PUBREL once PUBREC came); what the cursor has answered is done.
   for (auto it = record_.qos2_out.begin(); it != record_.qos2_out.end();) {
-    if (!pending.count(it->first)) {
+    if (it->first <= c->grant.ack_floor.value()) {
       it = record_.qos2_out.erase(it);
       continue;
     }

@@ -1,0 +1,302 @@
+#!/usr/bin/python3
+"""MQTT session state that outlives a connection and a node (docs/mqtt.md
+"Sessions", "Wills and session expiry", "QoS"): the Will Delay Interval,
+wills of sessions whose node died, Session Expiry enforced by time, and QoS 2
+exactly once across a reconnect and a kill -9 — with a real `floe serve`,
+Eclipse Paho for Python, and raw packets where a test needs to stop a client
+at a chosen step of a QoS 2 exchange. Run by ctest:
+    mqtt_sessions_test.py FLOE_BINARY [TEST_NAME ...]
+"""
+import os
+import socket
+import struct
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqtt_clients_test import Collector, Node, mstr, read_packet, run, vbi  # noqa: E402
+
+import paho.mqtt.client as paho  # noqa: E402
+
+
+# --- raw MQTT 5 packets --------------------------------------------------------
+
+def props(*pairs):
+    """Properties: (identifier, bytes) pairs."""
+    body = b"".join(bytes([i]) + v for i, v in pairs)
+    return vbi(len(body)) + body
+
+
+def u32(v):
+    return struct.pack(">I", v)
+
+
+def connect5(client_id, clean=True, expiry=0, will=None, keep_alive=30):
+    """will = (topic, payload, qos, delay_s)."""
+    flags = 0x02 if clean else 0
+    payload = mstr(client_id)
+    if will:
+        topic, body, qos, delay = will
+        flags |= 0x04 | (qos << 3)
+        payload += props((0x18, u32(delay))) + mstr(topic) + mstr(body)
+    vh = mstr("MQTT") + bytes([5, flags]) + struct.pack(">H", keep_alive) + props((0x11, u32(expiry)))
+    body = vh + payload
+    return bytes([0x10]) + vbi(len(body)) + body
+
+
+def open5(port, client_id, **kw):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(connect5(client_id, **kw))
+    p = read_packet(s)
+    assert p and p[0] == 0x20 and p[1][1] == 0, f"expected CONNACK success, got {p}"
+    return s, p[1][0] & 1  # the socket, session present
+
+
+def publish5(topic, payload, qos, pid, dup=False):
+    body = mstr(topic) + (struct.pack(">H", pid) if qos else b"") + vbi(0) + payload
+    return bytes([0x30 | (0x08 if dup else 0) | (qos << 1)]) + vbi(len(body)) + body
+
+
+def ack5(kind, pid):
+    """PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70 (reason Success)."""
+    return bytes([kind, 2]) + struct.pack(">H", pid)
+
+
+def subscribe5(pid, topic, qos):
+    body = struct.pack(">H", pid) + vbi(0) + mstr(topic) + bytes([qos])
+    return bytes([0x82]) + vbi(len(body)) + body
+
+
+def parse_publish(head, body):
+    qos = (head >> 1) & 3
+    n = struct.unpack(">H", body[:2])[0]
+    topic = body[2:2 + n].decode()
+    i = 2 + n
+    pid = None
+    if qos:
+        pid = struct.unpack(">H", body[i:i + 2])[0]
+        i += 2
+    # properties: a VBI length then the bytes
+    plen, mult = 0, 1
+    while True:
+        b = body[i]
+        i += 1
+        plen += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    return {"topic": topic, "qos": qos, "pid": pid, "dup": bool(head & 0x08), "payload": body[i + plen:]}
+
+
+def expect(sock, kind, timeout=5):
+    p = read_packet(sock, timeout=timeout)
+    assert p is not None, f"connection closed, expected packet type {kind:#x}"
+    assert p[0] & 0xF0 == kind & 0xF0, f"expected packet type {kind:#x}, got {p[0]:#x} {p[1]!r}"
+    return p
+
+
+def quiet(sock, seconds):
+    """Nothing arrives within `seconds`."""
+    try:
+        p = read_packet(sock, timeout=seconds)
+    except (socket.timeout, TimeoutError):
+        return
+    raise AssertionError(f"expected nothing, got {p}")
+
+
+def payloads(collector):
+    with collector.lock:
+        return [m.payload.decode() for m in collector.messages]
+
+
+def restart(node):
+    node.kill9()
+    node.start()  # the same data directory and MQTT port
+
+
+# --- the tests -----------------------------------------------------------------
+
+def test_will_waits_its_delay_and_a_reconnect_in_time_cancels_it(node):
+    """[MQTT-3.1.3-9] the will goes after the Will Delay Interval; a client
+    back before it has no will sent."""
+    sub = Collector("will-watcher", clean=False, expiry=3600)
+    sub.connect(node.port)
+    sub.subscribe("will/#", 1)
+    s, _ = open5(node.port, "delayed", clean=True, expiry=60, will=("will/delayed", b"first", 1, 3))
+    s.close()  # no DISCONNECT: abnormal
+    time.sleep(1.0)
+    s, present = open5(node.port, "delayed", clean=False, expiry=60, will=("will/delayed", b"second", 1, 3))
+    assert present == 1
+    left = time.time()
+    s.close()
+    sub.wait(lambda: sub.messages, "the second will", timeout=10)
+    took = time.time() - left
+    assert took >= 2.5, f"the will came {took:.2f} s after the close, before its 3 s delay"
+    time.sleep(1.0)
+    assert payloads(sub) == ["second"], payloads(sub)
+    sub.close()
+
+
+def test_will_goes_when_the_session_ends_before_its_delay(node):
+    """The session expires (2 s) before the will delay (60 s): the will is
+    sent at the session's end, and the session is gone."""
+    sub = Collector("end-watcher", clean=False, expiry=3600)
+    sub.connect(node.port)
+    sub.subscribe("will/#", 1)
+    s, _ = open5(node.port, "short", clean=True, expiry=2, will=("will/short", b"bye", 1, 60))
+    s.close()
+    left = time.time()
+    sub.wait(lambda: sub.messages, "the will", timeout=10)
+    assert time.time() - left >= 1.5, "the will came before the session ended"
+    assert payloads(sub) == ["bye"]
+    time.sleep(0.5)
+    s, present = open5(node.port, "short", clean=False, expiry=60)
+    assert present == 0, "the expired session was still there"
+    s.close()
+    sub.close()
+
+
+def test_a_session_expires_after_its_interval(node):
+    """[MQTT-4.1.0-2] a session left for longer than its Session Expiry
+    Interval is discarded: a later CONNECT finds no session (and no queue)."""
+    c = Collector("expiring", clean=False, expiry=2)
+    c.connect(node.port)
+    c.subscribe("exp/#", 1)
+    c.close()
+    c2 = Collector("keeps", clean=False, expiry=3600)
+    c2.connect(node.port)
+    c2.subscribe("exp/#", 1)
+    c2.close()
+    time.sleep(4.0)
+    rc, _, err = run(["mosquitto_pub", "-p", str(node.port), "-V", "5", "-q", "1", "-t", "exp/a", "-m", "m"])
+    assert rc == 0, err
+    back = Collector("expiring", clean=False, expiry=60)
+    flags, rc, _ = back.connect(node.port)
+    assert flags["session present"] == 0, "the session outlived its expiry interval"
+    time.sleep(1.0)
+    assert payloads(back) == [], "an expired session's queue was delivered"
+    back.close()
+    kept = Collector("keeps", clean=False, expiry=3600)
+    flags, rc, _ = kept.connect(node.port)
+    assert flags["session present"] == 1
+    kept.wait(lambda: kept.messages, "the message queued for the live session")
+    kept.close()
+
+
+def test_the_will_of_a_client_whose_node_died_is_sent(node):
+    """kill -9 of the node serving a client with a will: the node that serves
+    the MQTT stream next (here the same one, restarted) finds the session held
+    by no live connection and sends its will, once."""
+    sub = Collector("death-watcher", clean=False, expiry=3600)
+    sub.connect(node.port)
+    sub.subscribe("will/#", 1)
+    sub.close()
+    s, _ = open5(node.port, "doomed", clean=True, expiry=60, will=("will/doomed", b"it died", 1, 0))
+    restart(node)
+    s.close()
+    back = Collector("death-watcher", clean=False, expiry=3600)
+    back.connect(node.port)
+    back.wait(lambda: back.messages, "the will of the client of the dead node", timeout=20)
+    time.sleep(1.0)
+    assert payloads(back) == ["it died"], payloads(back)
+    back.close()
+
+
+def test_qos2_resend_after_kill_9_is_stored_once(node):
+    """[MQTT-4.3.3] exactly once across the node's death: PUBLISH QoS 2 was
+    PUBRECed, the node is SIGKILLed, the client reconnects and resends it
+    (DUP) as the spec requires; it is answered and stored once."""
+    sub = Collector("q2-watcher", clean=False, expiry=3600)
+    sub.connect(node.port)
+    sub.subscribe("q2/#", 2)
+    sub.close()
+    s, _ = open5(node.port, "q2pub", clean=True, expiry=3600)
+    s.sendall(publish5("q2/x", b"once", 2, 7))
+    expect(s, 0x50)  # PUBREC: durable
+    restart(node)
+    s.close()
+    s, present = open5(node.port, "q2pub", clean=False, expiry=3600)
+    assert present == 1
+    s.sendall(publish5("q2/x", b"once", 2, 7, dup=True))
+    expect(s, 0x50)
+    s.sendall(ack5(0x62, 7))
+    expect(s, 0x70)  # PUBCOMP
+    # After PUBCOMP the id is free: a new message with it is a new message.
+    s.sendall(publish5("q2/x", b"next", 2, 7))
+    expect(s, 0x50)
+    s.sendall(ack5(0x62, 7))
+    expect(s, 0x70)
+    s.close()
+    back = Collector("q2-watcher", clean=False, expiry=3600)
+    back.connect(node.port)
+    back.wait(lambda: len(back.messages) >= 2, "the QoS 2 messages")
+    time.sleep(1.5)
+    assert payloads(back) == ["once", "next"], payloads(back)
+    back.close()
+
+
+def test_outbound_qos2_state_survives_a_reconnect(node):
+    """[MQTT-4.4.0-1] after a reconnect the server resends PUBREL for a
+    delivery the client PUBRECed, and the unanswered PUBLISH with DUP and its
+    original packet id: the client can tell them from new messages."""
+    s, _ = open5(node.port, "q2sub", clean=True, expiry=3600)
+    s.sendall(subscribe5(1, "q2o/#", 2))
+    expect(s, 0x90)
+    for m in ("a", "b", "c"):
+        rc, _, err = run(["mosquitto_pub", "-p", str(node.port), "-V", "5", "-q", "2", "-t", "q2o/t", "-m", m])
+        assert rc == 0, err
+    got = {}
+    for _ in range(3):
+        p = parse_publish(*expect(s, 0x30))
+        got[p["payload"].decode()] = p
+        assert p["qos"] == 2
+    pa, pb, pc = got["a"]["pid"], got["b"]["pid"], got["c"]["pid"]
+    s.sendall(ack5(0x50, pa))
+    assert expect(s, 0x62)[1][:2] == struct.pack(">H", pa)
+    s.sendall(ack5(0x70, pa))  # a: done
+    s.sendall(ack5(0x50, pb))
+    assert expect(s, 0x62)[1][:2] == struct.pack(">H", pb)  # b: PUBREL, left without PUBCOMP
+    s.close()  # c: never answered
+    time.sleep(0.5)
+    s, present = open5(node.port, "q2sub", clean=False, expiry=3600)
+    assert present == 1
+    p = expect(s, 0x62)
+    assert p[1][:2] == struct.pack(">H", pb), f"expected PUBREL {pb}, got {p}"
+    p = parse_publish(*expect(s, 0x30))
+    assert p["payload"] == b"c" and p["dup"] and p["pid"] == pc, p
+    s.sendall(ack5(0x70, pb))
+    s.sendall(ack5(0x50, pc))
+    expect(s, 0x62)
+    s.sendall(ack5(0x70, pc))
+    quiet(s, 1.0)  # nothing else: a was never sent again
+    s.close()
+
+
+TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
+
+
+def main():
+    names = sys.argv[2:] or list(TESTS)
+    passed = failed = 0
+    for name in names:
+        node = Node()
+        try:
+            node.start()
+            TESTS[name](node)
+            node.stop()
+            print(f"[ OK ] {name}", flush=True)
+            passed += 1
+        except Exception:
+            print(f"[FAIL] {name}\n{traceback.format_exc()}", flush=True)
+            tail = node.out.decode(errors="replace")[-3000:]
+            print(f"---- node output ----\n{tail}\n----", flush=True)
+            failed += 1
+        finally:
+            node.cleanup()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
