@@ -32,15 +32,16 @@ def u32(v):
     return struct.pack(">I", v)
 
 
-def connect5(client_id, clean=True, expiry=0, will=None, keep_alive=30):
-    """will = (topic, payload, qos, delay_s)."""
+def connect5(client_id, clean=True, expiry=0, will=None, keep_alive=30, will_props=(), connect_props=()):
+    """will = (topic, payload, qos, delay_s); *_props: extra (identifier, bytes)."""
     flags = 0x02 if clean else 0
     payload = mstr(client_id)
     if will:
         topic, body, qos, delay = will
         flags |= 0x04 | (qos << 3)
-        payload += props((0x18, u32(delay))) + mstr(topic) + mstr(body)
-    vh = mstr("MQTT") + bytes([5, flags]) + struct.pack(">H", keep_alive) + props((0x11, u32(expiry)))
+        payload += props((0x18, u32(delay)), *will_props) + mstr(topic) + mstr(body)
+    vh = mstr("MQTT") + bytes([5, flags]) + struct.pack(">H", keep_alive) + props((0x11, u32(expiry)),
+                                                                                   *connect_props)
     body = vh + payload
     return bytes([0x10]) + vbi(len(body)) + body
 
@@ -270,6 +271,86 @@ def test_outbound_qos2_state_survives_a_reconnect(node):
     expect(s, 0x62)
     s.sendall(ack5(0x70, pc))
     quiet(s, 1.0)  # nothing else: a was never sent again
+    s.close()
+
+
+def watcher(node, name, topic="will/#"):
+    sub = Collector(name, clean=False, expiry=3600)
+    sub.connect(node.port)
+    sub.subscribe(topic, 1)
+    return sub
+
+
+def test_disconnect_with_an_error_reason_keeps_the_will(node):
+    """[MQTT-3.14.4-3] only DISCONNECT 0x00 discards the will: 0x80
+    (Unspecified error) from the client leaves it to be published."""
+    sub = watcher(node, "err-watcher")
+    s, _ = open5(node.port, "erring", clean=True, expiry=0, will=("will/erring", b"err", 1, 0))
+    s.sendall(bytes([0xE0, 1, 0x80]))  # DISCONNECT, reason 0x80
+    sub.wait(lambda: sub.messages, "the will after DISCONNECT 0x80")
+    s.close()
+    s, _ = open5(node.port, "polite", clean=True, expiry=0, will=("will/polite", b"no", 1, 0))
+    s.sendall(bytes([0xE0, 0]))  # DISCONNECT 0x00
+    s.close()
+    time.sleep(1.5)
+    assert payloads(sub) == ["err"], payloads(sub)
+    sub.close()
+
+
+def test_the_will_of_a_taken_over_connection_is_sent(node):
+    """[MQTT-3.1.4-3] a connection taken over (0x8E) by a new one with the
+    same client identifier has its will (no delay) published."""
+    sub = watcher(node, "takeover-watcher")
+    old, _ = open5(node.port, "twice", clean=False, expiry=60, will=("will/twice", b"old one", 1, 0))
+    new, present = open5(node.port, "twice", clean=False, expiry=60)
+    p = expect(old, 0xE0)
+    assert p[1][0] == 0x8E, p
+    sub.wait(lambda: sub.messages, "the taken-over connection's will")
+    time.sleep(1.0)
+    assert payloads(sub) == ["old one"], payloads(sub)
+    new.close()
+    old.close()
+    sub.close()
+
+
+def test_will_properties_reach_the_subscriber(node):
+    """Will Properties (Content Type, User Property, Message Expiry) travel
+    with the will as a PUBLISH's do [MQTT-3.1.3-10]."""
+    sub = watcher(node, "props-watcher")
+    user = bytes([0x26]) + mstr("origin") + mstr("sensor-7")
+    s, _ = open5(node.port, "propful", clean=True, expiry=0, will=("will/props", b"p", 1, 0),
+                 will_props=((0x03, mstr("text/plain")), (user[0], user[1:])))
+    s.close()
+    sub.wait(lambda: sub.messages, "the will")
+    m = sub.messages[0]
+    assert m.properties.ContentType == "text/plain", m.properties
+    assert ("origin", "sensor-7") in m.properties.UserProperty, m.properties
+    sub.close()
+
+
+def test_a_malformed_311_connect_is_closed_without_connack(node):
+    """3.1.1 [MQTT-3.2.2-6]: a CONNECT refused for a reason with no return
+    code (here the reserved flag set, malformed) gets no CONNACK at all."""
+    vh = mstr("MQTT") + bytes([4, 0x03]) + struct.pack(">H", 30)  # bit 0 reserved
+    body = vh + mstr("bad311")
+    s = socket.create_connection(("127.0.0.1", node.port))
+    s.sendall(bytes([0x10]) + vbi(len(body)) + body)
+    assert read_packet(s) is None, "a CONNACK was sent for a malformed 3.1.1 CONNECT"
+    s.close()
+
+
+def test_enhanced_authentication_is_refused_clearly(node):
+    """CONNECT with an Authentication Method floe does not support gets
+    CONNACK 0x8C; AUTH on a connection without one is a Protocol Error."""
+    s = socket.create_connection(("127.0.0.1", node.port))
+    s.sendall(connect5("authy", connect_props=((0x15, mstr("SCRAM-SHA-1")),)))
+    p = read_packet(s)
+    assert p and p[0] == 0x20 and p[1][1] == 0x8C, p
+    s.close()
+    s, _ = open5(node.port, "plain")
+    s.sendall(bytes([0xF0, 0]))  # AUTH, reason 0x00, no properties
+    p = expect(s, 0xE0)
+    assert p[1][0] == 0x82, p
     s.close()
 
 
