@@ -354,6 +354,79 @@ def test_enhanced_authentication_is_refused_clearly(node):
     s.close()
 
 
+def publish_all(node, topic, n, qos=1):
+    pub = Collector("shared-pub")
+    pub.connect(node.port)
+    for i in range(n):
+        pub.c.publish(topic, f"m{i}", qos=qos).wait_for_publish(5)
+    pub.close()
+
+
+def test_a_shared_subscription_gives_each_message_to_one_member(node):
+    """[MQTT-4.8.2] $share/GROUP/filter: every message to one member of the
+    group, none twice; a plain subscription beside it gets every message."""
+    a, b = Collector("member-a"), Collector("member-b", version=paho.MQTTv311)
+    plain = Collector("plain")
+    for c in (a, b, plain):
+        c.connect(node.port)
+    assert a.subscribe("$share/workers/job/#", 1) == [1] or a.subacks[-1][0].value == 1, a.subacks
+    b.subscribe("$share/workers/job/#", 1)
+    plain.subscribe("job/#", 1)
+    publish_all(node, "job/x", 20)
+    everything = {f"m{i}" for i in range(20)}
+    plain.wait(lambda: len(plain.messages) >= 20, "every message for the plain subscriber")
+    a.wait(lambda: len(a.messages) + len(b.messages) >= 20, "every message for the group", timeout=10)
+    time.sleep(1.0)
+    pa, pb = payloads(a), payloads(b)
+    assert set(pa) | set(pb) == everything, (pa, pb)
+    assert not set(pa) & set(pb) and len(pa) + len(pb) == 20, f"a message went to two members: {pa} {pb}"
+    assert pa and pb, f"one member got everything: {pa} {pb}"
+    assert sorted(payloads(plain)) == sorted(everything)
+    for c in (a, b, plain):
+        c.close()
+
+
+def test_unanswered_shared_deliveries_go_to_another_member(node):
+    """A member that goes without answering its deliveries has them
+    released: the other member gets every message."""
+    s, _ = open5(node.port, "silent-member")
+    s.sendall(subscribe5(1, "$share/pool/w/#", 1))
+    p = expect(s, 0x90)
+    assert p[1][-1] == 1, f"SUBACK {p}"
+    b = Collector("answering-member")
+    b.connect(node.port)
+    publish_all(node, "w/t", 10)
+    got = 0
+    try:
+        while got < 3:
+            pk = read_packet(s, timeout=3)
+            if pk and pk[0] & 0xF0 == 0x30:
+                got += 1  # held: never PUBACKed
+    except (socket.timeout, TimeoutError):
+        pass
+    b.subscribe("$share/pool/w/#", 1)
+    s.close()
+    b.wait(lambda: len(set(payloads(b))) >= 10, "every message at the answering member", timeout=15)
+    assert set(payloads(b)) == {f"m{i}" for i in range(10)}
+    b.close()
+
+
+def test_a_shared_subscription_queues_while_no_member_is_there(node):
+    """The group's consumer is durable: messages published while its only
+    member is away reach it when it comes back."""
+    m = Collector("lone-member", clean=False, expiry=3600)
+    m.connect(node.port)
+    m.subscribe("$share/solo/q/#", 1)
+    m.close()
+    publish_all(node, "q/t", 5)
+    back = Collector("lone-member", clean=False, expiry=3600)
+    flags, _, _ = back.connect(node.port)
+    assert flags["session present"] == 1
+    back.wait(lambda: len(back.messages) >= 5, "the group's queue")
+    assert sorted(payloads(back)) == [f"m{i}" for i in range(5)]
+    back.close()
+
+
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
 
 

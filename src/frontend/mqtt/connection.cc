@@ -4,6 +4,7 @@
 
 #include "frontend/mqtt/internal.h"
 #include "frontend/mqtt/keeper.h"
+#include "frontend/mqtt/shared.h"
 
 namespace floe::frontend::mqtt {
 
@@ -13,10 +14,11 @@ using codec::ReasonCode;
 using codec::Version;
 
 Connection::Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
-                       asio::ip::tcp::socket socket)
+                       SharedGroups* shared, asio::ip::tcp::socket socket)
     : broker_(broker),
       options_(options),
       keeper_(std::move(keeper)),
+      shared_groups_(shared),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       splitter_(options->max_packet_size),
@@ -203,7 +205,7 @@ void Connection::Send(const codec::Packet& packet) {
       if (p.qos > 0) {
         auto it = outgoing_.find(p.packet_id);
         if (it != outgoing_.end()) {
-          Ack(it->second.seq);
+          Done(it->second);
           Forget(p.packet_id);
         }
       }
@@ -266,6 +268,7 @@ void Connection::FinishClose() {
   socket_.close(ec);
   keep_alive_timer_.cancel();
   push_wake_.cancel();
+  LeaveSharedGroups("");  // what they handed us goes to other members
   const bool leaves = connected_ && !taken_over_;
   if (leaves && record_.expiry_s == 0 && !record_.will) {
     // The session ends with the connection and leaves no will: its records go.

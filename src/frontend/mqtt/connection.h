@@ -22,6 +22,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -104,17 +105,32 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
 uint64_t ClientHash(std::string_view client_id);
 
 class Keeper;
+class SharedGroup;
+class SharedGroups;
+
+// One message a shared subscription's group hands to a member (owned: it
+// outlives the group's delivery batch).
+struct SharedMessage {
+  uint64_t seq = 0;
+  uint8_t qos = 0;  // at most the member's granted QoS
+  std::string topic, headers, payload;
+  uint32_t subscription_id = 0;
+  bool retain_as_published = false;
+};
 
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
  public:
   Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
-             asio::ip::tcp::socket socket);
+             SharedGroups* shared, asio::ip::tcp::socket socket);
   void Start();
 
   // broker::Peer: any thread.
   void StopReading() override;
   void CloseSoon() override;
   void Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string& redirect) override;
+
+  // A shared subscription's group hands this member a message: any thread.
+  void DeliverShared(std::shared_ptr<SharedGroup> group, SharedMessage message);
 
  private:
   template <typename T, typename Start>
@@ -150,6 +166,9 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void WakePush();
   asio::awaitable<void> KeepAliveLoop();
   void Ack(uint64_t seq);
+  struct Outgoing;
+  // The delivery is answered: ACK in our cursor, or its group told.
+  void Done(Outgoing& o);
   // Drops an outbound delivery's packet id (answered, or dropped as too large).
   void Forget(uint16_t packet_id);
 
@@ -166,6 +185,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   broker::Broker* const broker_;
   const MqttOptions* const options_;
   const std::shared_ptr<Keeper> keeper_;
+  SharedGroups* const shared_groups_;
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   codec::FrameSplitter splitter_;
@@ -213,13 +233,26 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   uint32_t inbound_inflight_ = 0;
   // Outbound QoS 1/2 deliveries awaiting the client's answer.
   struct Outgoing {
-    uint64_t seq = 0;
+    uint64_t seq = 0;  // in the cursor of our consumer, or of `group`'s
     uint8_t qos = 1;
     bool released = false;  // QoS 2: PUBREC came, PUBREL sent
+    bool shared = false;    // a shared subscription's: `seq` is its group's, not our cursor's
+    std::shared_ptr<SharedGroup> group;  // shared, until the group is answered
   };
   std::map<uint16_t, Outgoing> outgoing_;
   std::map<uint64_t, uint16_t> packet_of_seq_;
-  std::set<uint16_t> qos2_ids_;  // packet ids in record_.qos2_out: not given to others
+  std::set<uint16_t> qos2_ids_;
+  // Shared subscriptions: the groups joined (by their "$share/..." filter)
+  // and what they handed us that is not on the wire yet.
+  std::map<std::string, std::shared_ptr<SharedGroup>> joined_;
+  std::deque<std::pair<std::shared_ptr<SharedGroup>, SharedMessage>> shared_backlog_;
+  // Joins the groups of record_'s shared subscriptions (again: new options).
+  void JoinSharedGroups();
+  // Leaves one group (`filter` "") or every group, releasing what it handed us.
+  void LeaveSharedGroups(const std::string& filter);
+  // Sends what the groups handed us, within the client's Receive Maximum.
+  void SendShared();
+  uint16_t NextPacketId();  // packet ids in record_.qos2_out: not given to others
   uint16_t next_packet_id_ = 1;
 };
 

@@ -4,6 +4,7 @@
 // (docs/mqtt.md "QoS").
 #include "frontend/mqtt/connection.h"
 #include "frontend/mqtt/internal.h"
+#include "frontend/mqtt/shared.h"
 #include "mqtt/topic.h"
 
 namespace floe::frontend::mqtt {
@@ -20,8 +21,16 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
   if (type == PacketType::kPubrec) {
     if (o.qos != 2) return;
     if (codec::IsFailure(reason)) {
-      // The client refused it: done as far as MQTT goes.
-      Ack(o.seq);
+      // The client refused it: done as far as MQTT goes (a shared one is
+      // not offered to another member [MQTT-4.8.2-6]).
+      Done(o);
+    } else if (o.shared) {
+      // Received: the group is answered now (PUBREL / PUBCOMP are ours).
+      Done(o);
+      o.group.reset();
+      o.released = true;
+      Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+      return;
     } else {
       o.released = true;
       // Remembered (not awaited): after a reconnect PUBREL is resent rather
@@ -38,19 +47,28 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
   } else if (type == PacketType::kPuback ? o.qos != 1 : (o.qos != 2 || !o.released)) {
     return;
   } else {
-    Ack(o.seq);
+    Done(o);
   }
   Forget(packet_id);
+  SendShared();
   WakePush();
+}
+
+void Connection::Done(Outgoing& o) {
+  if (!o.shared) return Ack(o.seq);
+  if (o.group) o.group->Answered(this, o.seq);
+  o.group.reset();
 }
 
 void Connection::Forget(uint16_t packet_id) {
   auto it = outgoing_.find(packet_id);
   if (it == outgoing_.end()) return;
-  packet_of_seq_.erase(it->second.seq);
-  // The record's entry goes with the next write (a stale one is dropped at
-  // the next CONNECT: the cursor no longer holds its seq).
-  if (record_.qos2_out.erase(it->second.seq)) qos2_ids_.erase(packet_id);
+  if (!it->second.shared) {
+    packet_of_seq_.erase(it->second.seq);
+    // The record's entry goes with the next write (a stale one is dropped
+    // at the next CONNECT: the cursor has answered its seq).
+    if (record_.qos2_out.erase(it->second.seq)) qos2_ids_.erase(packet_id);
+  }
   outgoing_.erase(it);
 }
 
@@ -65,8 +83,13 @@ void Connection::WakePush() {
   push_wake_.cancel();
 }
 
+bool IsShared(std::string_view filter) {
+  return filter.starts_with("$share/") && codec::SplitSharedFilter(filter).has_value();
+}
+
 awaitable<void> Connection::PushLoop() {
   while (!closed_ && !close_after_write_) {
+    SendShared();
     if (!consumer_->serving()) {
       Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
       co_return;
@@ -75,7 +98,9 @@ awaitable<void> Connection::PushLoop() {
     // A client that does not read (QoS 0 has no window) holds at most
     // kMaxOutbox bytes here: the loop waits for the socket.
     const bool writable = outbox_.size() + sending_.size() < kMaxOutbox;
-    if (!record_.subscriptions.empty() && room > 0 && writable) {
+    const bool plain = std::any_of(record_.subscriptions.begin(), record_.subscriptions.end(),
+                                   [](const SessionRecord::Sub& sub) { return !IsShared(sub.filter); });
+    if (plain && room > 0 && writable) {
       auto batch = consumer_->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
       if (!batch) {
         Disconnect(ReasonCode::kUseAnotherServer, batch.error().message);
@@ -101,6 +126,7 @@ awaitable<void> Connection::PushLoop() {
           bool retain = false;
           for (const auto& sub : record_.subscriptions) {
             if (e.timestamp_us < sub.since_us) continue;  // stored before the subscription was made
+            if (IsShared(sub.filter)) continue;            // its group delivers it
             if (!codec::TopicMatches(sub.filter, m.topic)) continue;
             if (sub.options.no_local && m.client == client_key_) continue;  // [MQTT-3.8.3-3]
             qos = std::max<int>(qos, std::min<int>(sub.options.max_qos, m.qos));
@@ -128,10 +154,7 @@ awaitable<void> Connection::PushLoop() {
             if (known != packet_of_seq_.end()) {
               id = known->second;
             } else {
-              do {
-                id = next_packet_id_++;
-                if (next_packet_id_ == 0) next_packet_id_ = 1;
-              } while (id == 0 || outgoing_.count(id) || qos2_ids_.count(id));
+              id = NextPacketId();
               packet_of_seq_[e.seq.value()] = id;
             }
             out.packet_id = id;

@@ -53,6 +53,10 @@ struct Stored {
 // on the topic `stream`.
 Stored ParseStored(std::string_view headers, std::string_view stream);
 
+// Whether a subscription's filter is a shared one ("$share/GROUP/filter",
+// in both versions).
+bool IsShared(std::string_view filter);
+
 // The reason a PUBACK / PUBREC carries for a core outcome (one of those
 // Tables 3-4 and 3-5 allow).
 codec::ReasonCode ReasonOf(broker::Code c);

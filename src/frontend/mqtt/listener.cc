@@ -16,7 +16,8 @@ Listener::Listener(asio::io_context& io, broker::Broker* broker, MqttOptions opt
       broker_(broker),
       options_(std::move(options)),
       max_connections_(max_connections),
-      keeper_(std::make_shared<Keeper>(io, broker, &options_)) {}
+      keeper_(std::make_shared<Keeper>(io, broker, &options_)),
+      shared_(io, broker, &options_) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
                                                  broker::Broker* broker, MqttOptions options,
@@ -61,7 +62,7 @@ asio::awaitable<void> Listener::AcceptLoop() {
       socket.close(ec);  // MQTT has no word for it before CONNECT: closed
       continue;
     }
-    auto conn = std::make_shared<Connection>(broker_, &options_, keeper_, std::move(socket));
+    auto conn = std::make_shared<Connection>(broker_, &options_, keeper_, &shared_, std::move(socket));
     broker_->Attach(conn);
     conn->Start();
   }

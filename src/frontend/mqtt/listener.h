@@ -12,6 +12,7 @@
 #include "broker/broker.h"
 #include "frontend/mqtt/connection.h"
 #include "frontend/mqtt/keeper.h"
+#include "frontend/mqtt/shared.h"
 
 namespace floe::frontend::mqtt {
 
@@ -38,6 +39,7 @@ class Listener {
   const size_t max_connections_;
   std::string host_;
   const std::shared_ptr<Keeper> keeper_;  // wills and expiry of sessions no connection holds
+  SharedGroups shared_;                   // shared subscriptions' groups
 };
 
 }  // namespace floe::frontend::mqtt

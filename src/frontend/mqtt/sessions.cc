@@ -151,10 +151,11 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     ack.properties.maximum_packet_size = options_->max_packet_size;
     ack.properties.topic_alias_maximum = options_->topic_alias_maximum;
     ack.properties.retain_available = 0;
-    ack.properties.shared_subscription_available = 0;
+    ack.properties.shared_subscription_available = 1;
     if (!assigned.empty()) ack.properties.assigned_client_identifier = assigned_id_ = assigned;
   }
   Send(ack);
+  JoinSharedGroups();
   keep_alive_timer_.cancel();  // from the CONNECT timeout to the keep alive
   auto self = shared_from_this();
   asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->PushLoop(); }, asio::detached);
@@ -235,10 +236,6 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   const int64_t now_us = WallMs() * 1000;
   const uint32_t identifier = s.properties.subscription_identifiers.empty() ? 0 : s.properties.subscription_identifiers[0];
   for (const codec::Subscription& sub : s.subscriptions) {
-    if (codec::SplitSharedFilter(sub.filter) && version_ == Version::kV5) {
-      ack.reasons.push_back(ReasonCode::kSharedSubscriptionsNotSupported);
-      continue;
-    }
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == sub.filter; });
     SessionRecord::Sub entry{std::string(sub.filter), sub.options, identifier, now_us};
@@ -258,6 +255,7 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   }
   if (closed_) co_return false;
   Send(ack);
+  JoinSharedGroups();
   WakePush();
   co_return true;
 }
@@ -271,6 +269,7 @@ awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {
     if (it == record_.subscriptions.end()) {
       ack.reasons.push_back(ReasonCode::kNoSubscriptionExisted);
     } else {
+      if (IsShared(it->filter)) LeaveSharedGroups(it->filter);
       record_.subscriptions.erase(it);
       ack.reasons.push_back(ReasonCode::kSuccess);
     }
