@@ -11,9 +11,11 @@ using codec::PacketType;
 using codec::ReasonCode;
 using codec::Version;
 
-Connection::Connection(broker::Broker* broker, const MqttOptions* options, asio::ip::tcp::socket socket)
+Connection::Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<RetainedStore> retained,
+                       asio::ip::tcp::socket socket)
     : broker_(broker),
       options_(options),
+      retained_(std::move(retained)),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       splitter_(options->max_packet_size),
@@ -186,10 +188,6 @@ bool Connection::OnPublish(codec::Publish& p) {
     Disconnect(ReasonCode::kProtocolError, "PUBLISH without a topic");
     return false;
   }
-  if (p.retain && version_ == Version::kV5) {
-    Disconnect(ReasonCode::kRetainNotSupported, "this node does not keep retained messages yet");  // [MQTT-3.3.1-14]
-    return false;
-  }
   if (p.qos == 2) {
     auto known = inbound_qos2_.find(p.packet_id);
     if (known != inbound_qos2_.end()) {
@@ -211,29 +209,57 @@ bool Connection::OnPublish(codec::Publish& p) {
   const uint8_t qos = p.qos;
   const uint16_t id = p.packet_id;
   auto self = shared_from_this();
-  producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id](broker::PublishOutcome out) {
+  // A retained message: once stored, its topic's record is committed too
+  // (retained.h), and only then answered, so a PUBACKed retained message
+  // survives kill -9. It goes to current subscribers as any other.
+  std::function<void(uint64_t, std::function<void(broker::Outcome<void>)>)> retain;
+  if (p.retain) {
+    retained_->Begin();
+    retain = [store = retained_, topic, headers, payload = std::string(p.payload)](
+                 uint64_t seq, std::function<void(broker::Outcome<void>)> done) mutable {
+      store->Commit(std::move(topic), seq, std::move(headers), std::move(payload), std::move(done));
+    };
+  }
+  producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id, retain = std::move(retain)](broker::PublishOutcome out) {
     const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
-    asio::post(self->strand_, [self, qos, id, code] {
-      // MQTT clients do not resend in producer-seq order (and never resend
-      // QoS 0): a message not stored must not hold the later ones back.
-      if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
-      if (qos == 0 || self->closed_) return;
-      --self->inbound_inflight_;
-      const ReasonCode reason = ReasonOf(code);
-      if (qos == 2) {
-        if (codec::IsFailure(reason)) self->inbound_qos2_.erase(id);
-        else self->inbound_qos2_[id] = true;
-      }
-      if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
-        // 3.1.1 has no failure in PUBACK: closing is the only way to say the
-        // message was not stored; the client resends it on reconnect.
-        return self->CloseAfterWrite();
-      }
-      if (qos == 1) return self->Send(codec::Puback{{id, reason, {}}});
-      self->Send(codec::Pubrec{{id, reason, {}}});
+    auto answer = [self, qos, id](broker::Code stored, broker::Code c) {
+      asio::post(self->strand_, [self, qos, id, stored, c] {
+        // MQTT clients do not resend in producer-seq order (and never resend
+        // QoS 0): a message not stored must not hold the later ones back.
+        if (stored != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
+        self->AnswerPublish(qos, id, c);
+      });
+    };
+    if (!retain) return answer(code, code);
+    if (code != broker::Code::kOk) {
+      self->retained_->Abandon();
+      return answer(code, code);
+    }
+    retain(out.results[0].seq.value(), [answer](broker::Outcome<void> r) {
+      // Stored, but not retained: a failure all the same (the client sends
+      // it again). A hash collision (retained.h) cannot succeed: 0x83.
+      answer(broker::Code::kOk, r ? broker::Code::kOk : r.error().code);
     });
   });
   return true;
+}
+
+void Connection::AnswerPublish(uint8_t qos, uint16_t id, broker::Code code) {
+  if (qos == 0 || closed_) return;
+  --inbound_inflight_;
+  const ReasonCode reason =
+      code == broker::Code::kInvalidArgument ? ReasonCode::kImplementationSpecificError : ReasonOf(code);
+  if (qos == 2) {
+    if (codec::IsFailure(reason)) inbound_qos2_.erase(id);
+    else inbound_qos2_[id] = true;
+  }
+  if (version_ == Version::kV311 && codec::IsFailure(reason)) {
+    // 3.1.1 has no failure in PUBACK: closing is the only way to say the
+    // message was not stored; the client resends it on reconnect.
+    return CloseAfterWrite();
+  }
+  if (qos == 1) return Send(codec::Puback{{id, reason, {}}});
+  Send(codec::Pubrec{{id, reason, {}}});
 }
 
 void Connection::OnPubrel(const codec::Pubrel& p) {
@@ -278,8 +304,10 @@ void Connection::Send(const codec::Packet& packet) {
       if (p.qos > 0) {
         auto it = outgoing_.find(p.packet_id);
         if (it != outgoing_.end()) {
-          Ack(it->second.seq);
-          packet_of_seq_.erase(it->second.seq);
+          if (!it->second.retained) {
+            Ack(it->second.seq);
+            packet_of_seq_.erase(it->second.seq);
+          }
           outgoing_.erase(it);
         }
       }
@@ -344,10 +372,23 @@ void Connection::FinishClose() {
   push_wake_.cancel();
   if (connected_ && !taken_over_ && !broker_->stopping() && will_ && producer_) {
     // Not a normal DISCONNECT: the will is published [MQTT-3.1.2-8].
-    const std::string headers =
-        EncodeMessageHeaders({.topic = will_->topic, .qos = will_->qos, .retain = false, .client = client_key_});
+    // With Will Retain it also becomes its topic's retained message
+    // [MQTT-3.1.2-15]; no one waits for the outcome.
+    std::string headers = EncodeMessageHeaders(
+        {.topic = will_->topic, .qos = will_->qos, .retain = will_->retain, .client = client_key_});
     const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, will_->payload};
-    producer_->Publish({&in, 1}, will_->payload.size(), [](broker::PublishOutcome) {});
+    std::shared_ptr<RetainedStore> store;
+    if (will_->retain) {
+      store = retained_;
+      store->Begin();
+    }
+    producer_->Publish({&in, 1}, will_->payload.size(),
+                       [store, will = *will_, headers](broker::PublishOutcome out) mutable {
+                         if (!store) return;
+                         if (out.fenced || out.results[0].code != broker::Code::kOk) return store->Abandon();
+                         store->Commit(std::move(will.topic), out.results[0].seq.value(), std::move(headers),
+                                       std::move(will.payload), [](broker::Outcome<void>) {});
+                       });
   }
   const bool ends = connected_ && !taken_over_ && record_.expiry_s == 0;
   if (ends) {

@@ -9,6 +9,9 @@
 //                 durable consumer on the MQTT stream whose deliveries are
 //                 filtered by the session's topic filters
 //   PUBACK, PUBCOMP from the client -> ACK of the delivered seq (persisted)
+//   RETAIN     -> also the topic's retained record in the bank (retained.h),
+//                 committed before the PUBACK / PUBREC; SUBSCRIBE sends the
+//                 matching retained messages after its SUBACK
 //
 // The MQTT session floats as floe's own sessions do: its producer and
 // consumer Sessions are locked by the node that serves the MQTT stream (a
@@ -23,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -35,6 +39,7 @@
 
 #include "broker/broker.h"
 #include "frontend/await_core.h"
+#include "frontend/mqtt/retained.h"
 #include "mqtt/codec.h"
 #include "mqtt/frame.h"
 
@@ -77,7 +82,8 @@ uint64_t ClientHash(std::string_view client_id);
 
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(broker::Broker* broker, const MqttOptions* options, asio::ip::tcp::socket socket);
+  Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<RetainedStore> retained,
+             asio::ip::tcp::socket socket);
   void Start();
 
   // broker::Peer: any thread.
@@ -98,9 +104,15 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // failure answers CONNACK with the reason and closes.
   asio::awaitable<bool> OpenCoreSessions();
   bool OnPublish(codec::Publish& p);
+  // A QoS 1 / 2 PUBLISH's answer once its outcome is known (`code`: the
+  // stream write's, then the retained record's).
+  void AnswerPublish(uint8_t qos, uint16_t packet_id, broker::Code code);
   void OnPubrel(const codec::Pubrel& p);
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
   asio::awaitable<bool> OnSubscribe(const codec::Subscribe& s);
+  // After a SUBACK: queues the retained messages of the subscriptions made
+  // (`fresh`: whether each did not exist before) as Retain Handling says.
+  asio::awaitable<void> QueueRetained(const std::vector<SessionRecord::Sub>& subs, const std::vector<bool>& fresh);
   asio::awaitable<void> OnUnsubscribe(const codec::Unsubscribe& u);
   asio::awaitable<Status> SaveRecord();
 
@@ -110,6 +122,10 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void WakePush();
   asio::awaitable<void> KeepAliveLoop();
   void Ack(uint64_t seq);
+  uint16_t NextPacketId();  // one not in outgoing_
+  // Sends queued retained messages within the Receive Maximum; false when
+  // some wait for room.
+  bool SendRetained();
 
   void Send(const codec::Packet& packet);
   void Enqueue(std::string bytes);
@@ -123,6 +139,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
 
   broker::Broker* const broker_;
   const MqttOptions* const options_;
+  const std::shared_ptr<RetainedStore> retained_;
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   codec::FrameSplitter splitter_;
@@ -170,10 +187,21 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
     uint64_t seq = 0;
     uint8_t qos = 1;
     bool released = false;  // QoS 2: PUBREC came, PUBREL sent
+    // A retained message sent on SUBSCRIBE: not a delivery of the consumer
+    // (seq 0), so its answer acknowledges nothing in the cursor, and it is
+    // not resent after a reconnect.
+    bool retained = false;
   };
   std::map<uint16_t, Outgoing> outgoing_;
   std::map<uint64_t, uint16_t> packet_of_seq_;
   uint16_t next_packet_id_ = 1;
+  // Retained messages to send (after SUBACK), ahead of the consumer's.
+  struct RetainedOut {
+    std::shared_ptr<const RetainedRecord> record;
+    uint8_t qos = 0;          // granted: min(the message's, the subscription's)
+    uint32_t identifier = 0;  // the subscription's Subscription Identifier
+  };
+  std::deque<RetainedOut> retained_out_;
 };
 
 }  // namespace floe::frontend::mqtt

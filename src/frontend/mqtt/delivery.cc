@@ -1,7 +1,8 @@
 // Delivery to an MQTT client: what the session's durable consumer gives,
 // filtered by its subscriptions, within the client's Receive Maximum; and
 // the client's answers, which acknowledge seqs in the cursor
-// (docs/mqtt.md "QoS").
+// (docs/mqtt.md "QoS"); retained messages sent after a SUBSCRIBE, which are
+// not in the cursor (docs/mqtt.md "Retained messages").
 #include "frontend/mqtt/connection.h"
 #include "frontend/mqtt/internal.h"
 #include "mqtt/topic.h"
@@ -21,7 +22,7 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
     if (o.qos != 2) return;
     if (codec::IsFailure(reason)) {
       // The client refused it: done as far as MQTT goes.
-      Ack(o.seq);
+      if (!o.retained) Ack(o.seq);
     } else {
       o.released = true;
       Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
@@ -29,10 +30,10 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
     }
   } else if (type == PacketType::kPuback ? o.qos != 1 : (o.qos != 2 || !o.released)) {
     return;
-  } else {
+  } else if (!o.retained) {
     Ack(o.seq);
   }
-  packet_of_seq_.erase(o.seq);
+  if (!o.retained) packet_of_seq_.erase(o.seq);
   outgoing_.erase(it);
   WakePush();
 }
@@ -41,6 +42,47 @@ void Connection::Ack(uint64_t seq) {
   if (!consumer_) return;
   const broker::AnswerInput a{StreamSeq(seq), AnswerKind::kAck, 0};
   consumer_->Answer({&a, 1}, [](broker::Outcome<std::vector<broker::Code>>) {});
+}
+
+uint16_t Connection::NextPacketId() {
+  uint16_t id;
+  do {
+    id = next_packet_id_++;
+    if (next_packet_id_ == 0) next_packet_id_ = 1;
+  } while (id == 0 || outgoing_.count(id));
+  return id;
+}
+
+bool Connection::SendRetained() {
+  const int64_t now_ms = WallMs();
+  while (!retained_out_.empty() && !closed_ && !close_after_write_) {
+    RetainedOut& r = retained_out_.front();
+    if (outbox_.size() + sending_.size() >= kMaxOutbox) return false;
+    if (r.qos > 0 && outgoing_.size() >= client_receive_maximum_) return false;
+    const Stored m = ParseStored(r.record->headers, options_->stream);
+    if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms) {
+      retained_out_.pop_front();  // expired: not sent [MQTT-3.3.2-5]
+      continue;
+    }
+    codec::Publish out;
+    out.topic = r.record->topic;
+    out.qos = r.qos;
+    out.retain = true;  // sent because of a new subscription [MQTT-3.3.1-8]
+    out.payload = r.record->payload;
+    if (version_ == Version::kV5) {
+      out.properties = m.properties;
+      if (r.identifier) out.properties.subscription_identifiers = {r.identifier};
+      if (m.expires_at_ms > 0)
+        out.properties.message_expiry_interval = static_cast<uint32_t>((m.expires_at_ms - now_ms + 999) / 1000);
+    }
+    if (out.qos > 0) {
+      out.packet_id = NextPacketId();
+      outgoing_[out.packet_id] = Outgoing{.seq = 0, .qos = out.qos, .released = false, .retained = true};
+    }
+    Send(out);
+    retained_out_.pop_front();
+  }
+  return retained_out_.empty();
 }
 
 void Connection::WakePush() {
@@ -53,6 +95,18 @@ awaitable<void> Connection::PushLoop() {
     if (!consumer_->serving()) {
       Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
       co_return;
+    }
+    // Retained messages of a new subscription go first; the consumer's
+    // deliveries wait until they are all sent.
+    if (!SendRetained()) {
+      if (wake_) {
+        wake_ = false;
+        continue;
+      }
+      push_wake_.expires_at(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      co_await push_wake_.async_wait(kNoThrow);
+      wake_ = false;
+      continue;
     }
     const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
     // A client that does not read (QoS 0 has no window) holds at most
@@ -109,10 +163,7 @@ awaitable<void> Connection::PushLoop() {
             if (known != packet_of_seq_.end()) {
               id = known->second;
             } else {
-              do {
-                id = next_packet_id_++;
-                if (next_packet_id_ == 0) next_packet_id_ = 1;
-              } while (id == 0 || outgoing_.count(id));
+              id = NextPacketId();
               packet_of_seq_[e.seq.value()] = id;
             }
             out.packet_id = id;

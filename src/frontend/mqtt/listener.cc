@@ -10,7 +10,12 @@ namespace floe::frontend::mqtt {
 using asio::ip::tcp;
 
 Listener::Listener(asio::io_context& io, broker::Broker* broker, MqttOptions options, size_t max_connections)
-    : io_(io), acceptor_(io), broker_(broker), options_(std::move(options)), max_connections_(max_connections) {}
+    : io_(io),
+      acceptor_(io),
+      broker_(broker),
+      options_(std::move(options)),
+      retained_(std::make_shared<RetainedStore>(broker, options_.stream)),
+      max_connections_(max_connections) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
                                                  broker::Broker* broker, MqttOptions options,
@@ -51,7 +56,7 @@ asio::awaitable<void> Listener::AcceptLoop() {
       socket.close(ec);  // MQTT has no word for it before CONNECT: closed
       continue;
     }
-    auto conn = std::make_shared<Connection>(broker_, &options_, std::move(socket));
+    auto conn = std::make_shared<Connection>(broker_, &options_, retained_, std::move(socket));
     broker_->Attach(conn);
     conn->Start();
   }
