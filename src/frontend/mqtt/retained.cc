@@ -7,9 +7,15 @@
 #include <fmt/format.h>
 
 #include "broker/broker.h"
+#include "frontend/mqtt/internal.h"
 #include "mqtt/topic.h"
 
 namespace floe::frontend::mqtt {
+
+RetainedInfo DescribeRetained(const RetainedRecord& r) {
+  const Stored m = ParseStored(r.headers, "");
+  return {m.qos, m.expires_at_ms};
+}
 
 RetainedStore::RetainedStore(broker::Broker* broker, std::string stream)
     : broker_(broker), stream_(std::move(stream)) {}

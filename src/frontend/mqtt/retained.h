@@ -54,6 +54,15 @@ uint64_t RetainedTopicHash(std::string_view topic);
 // "mqtt-retained/<16 hex>": the record's key without "frontend/".
 std::string RetainedKey(std::string_view topic);
 
+// What a record's stored headers say of the message: the QoS it was
+// published with and when its Message Expiry Interval ends (wall clock ms,
+// 0: never).
+struct RetainedInfo {
+  uint8_t qos = 0;
+  int64_t expires_at_ms = 0;
+};
+RetainedInfo DescribeRetained(const RetainedRecord& r);
+
 // The node's writes of retained records; one per MQTT listener, shared by
 // its connections (and kept alive by the callbacks that still use it: make
 // it with std::make_shared). Thread-safe.
