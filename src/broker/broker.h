@@ -222,6 +222,12 @@ struct ConsumerStatus {
   uint64_t lag = 0;
 };
 
+// A front end's record in the bank (Broker::ListRecords).
+struct Record {
+  std::string key;  // without "frontend/"
+  std::string value;
+};
+
 struct StreamStatus {
   std::string name;
   StreamConfig config;
@@ -285,10 +291,17 @@ class Broker {
   // the key while it holds the session the record belongs to.
   void ReadRecord(std::string key, std::function<void(Outcome<std::optional<std::string>>)> done);
   void WriteRecord(std::string key, std::optional<std::string> value, std::function<void(Outcome<void>)> done);
-  // Every front-end record whose key begins with `prefix` (keys returned
-  // without "frontend/").
-  void ListRecords(std::string prefix,
-                   std::function<void(Outcome<std::vector<std::pair<std::string, std::string>>>)> done);
+  // Every front-end record whose key starts with `prefix` (under
+  // "frontend/" + prefix), in key order; keys without "frontend/".
+  void ListRecords(std::string prefix, std::function<void(Outcome<std::vector<Record>>)> done);
+  // A front-end record that belongs to the data of `stream` (an MQTT
+  // retained message): written by the node's bank writer in its next group
+  // commit, fenced by the stream's lease, so only the node serving `stream`
+  // changes it (kNotOwner otherwise). `value` runs on the bank writer's
+  // thread when the commit is made, maybe more than once (nullopt deletes):
+  // of several writes of one key, the commit holds what `value` says then.
+  void WriteStreamRecord(std::string key, const std::string& stream,
+                         std::function<std::optional<std::string>()> value, std::function<void(Outcome<void>)> done);
 
   // Node-wide publish bytes awaiting their ACK (front ends stop reading
   // past their limit).

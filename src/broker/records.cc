@@ -1,6 +1,8 @@
 // Front ends' own records in the bank (Broker::ReadRecord / WriteRecord):
 // state a protocol keeps beside the core's sessions, such as an MQTT
-// session's subscriptions (docs/mqtt.md). Runs on the bank pool.
+// session's subscriptions or a retained message (docs/mqtt.md). Reads and
+// unfenced writes run on the bank pool; stream records go through the bank
+// writer, fenced.
 #include "broker/core.h"
 
 namespace floe::broker {
@@ -30,17 +32,31 @@ void Broker::WriteRecord(std::string key, std::optional<std::string> value, std:
   });
 }
 
-void Broker::ListRecords(std::string prefix,
-                         std::function<void(Outcome<std::vector<std::pair<std::string, std::string>>>)> done) {
+void Broker::ListRecords(std::string prefix, std::function<void(Outcome<std::vector<Record>>)> done) {
   Core* core = core_.get();
   asio::post(core->bank_pool, [core, prefix = std::move(prefix), done = std::move(done)] {
-    auto kvs = core->bank->List(std::string(kRecordPrefix) + prefix);
-    if (!kvs) return done(Fail(Code::kUnavailable, "reading the bank: " + kvs.error().ToString()));
-    std::vector<std::pair<std::string, std::string>> out;
-    out.reserve(kvs->size());
-    for (auto& kv : *kvs) out.emplace_back(kv.key.substr(kRecordPrefix.size()), std::move(kv.value));
+    auto all = core->bank->List(std::string(kRecordPrefix) + prefix);
+    if (!all) return done(Fail(Code::kUnavailable, "reading the bank: " + all.error().ToString()));
+    std::vector<Record> out;
+    out.reserve(all->size());
+    for (bank::KeyValue& kv : *all) out.push_back({kv.key.substr(kRecordPrefix.size()), std::move(kv.value)});
     done(std::move(out));
   });
+}
+
+void Broker::WriteStreamRecord(std::string key, const std::string& stream,
+                               std::function<std::optional<std::string>()> value,
+                               std::function<void(Outcome<void>)> done) {
+  core_->writer->Write(std::string(kRecordPrefix) + key, stream, std::move(value),
+                       [stream, done = std::move(done)](Status s) {
+                         if (s.ok()) return done({});
+                         // Aborted: the fence failed, the node no longer serves the stream.
+                         if (s.code() == ErrorCode::kAborted)
+                           return done(Fail(Code::kNotOwner, "this node no longer serves stream " + stream));
+                         if (s.code() == ErrorCode::kFailedPrecondition)
+                           return done(Fail(Code::kShuttingDown, "the node is stopping"));
+                         done(Fail(CodeOf(s), "writing the bank: " + s.ToString()));
+                       });
 }
 
 }  // namespace floe::broker

@@ -13,6 +13,8 @@ void RegisterServeCommand(CLI::App& app, int* exit_code);
 void RegisterStreamCommands(CLI::App& app, int* exit_code);
 void RegisterClientCommands(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);
+// `floe mqtt retained|sessions`.
+void RegisterMqttCommands(CLI::App& app, int* exit_code);
 // Adds `publish` and `consume` under `floe bench`.
 void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code);
 // Adds `failover` and `rebalance` under `floe bench`.

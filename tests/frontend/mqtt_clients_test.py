@@ -554,20 +554,22 @@ def test_expired_messages_are_not_delivered(node):
     b.close()
 
 
-def test_retain_is_refused_while_retained_messages_are_not_kept(node):
-    """MQTT 5: CONNACK says Retain Available 0, so a PUBLISH with RETAIN gets
-    DISCONNECT 0x9A, and a will with RETAIN CONNACK 0x9A."""
+def test_retain_is_accepted_and_announced(node):
+    """MQTT 5: CONNACK says Retain Available 1, a PUBLISH with RETAIN gets
+    PUBACK 0 (no DISCONNECT 0x9A), and a will with Will Retain CONNACK 0
+    (no 0x9A). Retained messages themselves: mqtt_retained_test.py."""
     s, (_, connack) = raw_connect(node.port, client_id="retainer")
+    assert b"\x25\x01" in connack[2:], connack  # Retain Available 1
     body = mstr("ret/x") + struct.pack(">H", 1) + vbi(0) + b"keep me"
     s.sendall(bytes([0x33]) + vbi(len(body)) + body)  # QoS 1, RETAIN
-    r = closed_within(s, 5)
-    assert r is not None and r[1] and r[1][0][0] == 0xE0 and r[1][0][1][0] == 0x9A, r
+    p = read_packet(s)
+    assert p and p[0] == 0x40 and p[1][:2] == b"\x00\x01" and (len(p[1]) == 2 or p[1][2] == 0), p
     vh = mstr("MQTT") + bytes([5, 0x02 | 0x04 | 0x20]) + struct.pack(">H", 30) + vbi(0)  # will, will retain
     payload = mstr("willer") + vbi(0) + mstr("will/t") + mstr("bye")
     s = socket.create_connection(("127.0.0.1", node.port))
     s.sendall(bytes([0x10]) + vbi(len(vh + payload)) + vh + payload)
     p = read_packet(s)
-    assert p and p[0] == 0x20 and p[1][1] == 0x9A, p
+    assert p and p[0] == 0x20 and p[1][1] == 0x00, p
 
 
 def test_a_node_not_serving_the_mqtt_stream_says_use_another_server(node):

@@ -13,12 +13,13 @@ using codec::PacketType;
 using codec::ReasonCode;
 using codec::Version;
 
-Connection::Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
-                       SharedGroups* shared, asio::ip::tcp::socket socket)
+Connection::Connection(broker::Broker* broker, const MqttOptions* options, const NodeServices& services,
+                       asio::ip::tcp::socket socket)
     : broker_(broker),
       options_(options),
-      keeper_(std::move(keeper)),
-      shared_groups_(shared),
+      keeper_(services.keeper),
+      shared_groups_(services.shared),
+      retained_(services.retained),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       splitter_(options->max_packet_size),

@@ -9,6 +9,9 @@
 //                 durable consumer on the MQTT stream whose deliveries are
 //                 filtered by the session's topic filters
 //   PUBACK, PUBCOMP from the client -> ACK of the delivered seq (persisted)
+//   RETAIN     -> also the topic's retained record in the bank (retained.h),
+//                 committed before the PUBACK / PUBREC; SUBSCRIBE sends the
+//                 matching retained messages after its SUBACK
 //
 // The MQTT session floats as floe's own sessions do: its producer and
 // consumer Sessions are locked by the node that serves the MQTT stream (a
@@ -24,6 +27,7 @@
 #include <chrono>
 #include <deque>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +40,7 @@
 
 #include "broker/broker.h"
 #include "frontend/await_core.h"
+#include "frontend/mqtt/retained.h"
 #include "mqtt/codec.h"
 #include "mqtt/frame.h"
 
@@ -108,6 +113,13 @@ class Keeper;
 class SharedGroup;
 class SharedGroups;
 
+// What every connection of a node shares (the listener owns them).
+struct NodeServices {
+  std::shared_ptr<Keeper> keeper;          // wills and expiry of sessions no connection holds
+  SharedGroups* shared = nullptr;          // shared subscriptions' groups
+  std::shared_ptr<RetainedStore> retained; // retained messages' records
+};
+
 // One message a shared subscription's group hands to a member (owned: it
 // outlives the group's delivery batch).
 struct SharedMessage {
@@ -120,8 +132,8 @@ struct SharedMessage {
 
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(broker::Broker* broker, const MqttOptions* options, std::shared_ptr<Keeper> keeper,
-             SharedGroups* shared, asio::ip::tcp::socket socket);
+  Connection(broker::Broker* broker, const MqttOptions* options, const NodeServices& services,
+             asio::ip::tcp::socket socket);
   void Start();
 
   // broker::Peer: any thread.
@@ -145,9 +157,16 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // failure answers CONNACK with the reason and closes.
   asio::awaitable<bool> OpenCoreSessions();
   bool OnPublish(codec::Publish& p);
+  // A QoS 0 / 1 PUBLISH: stored (and, with RETAIN, its topic's retained
+  // record committed), then answered.
+  void StoreAndAnswer(uint8_t qos, uint16_t packet_id, std::string topic, bool retain, std::string headers,
+                      std::string_view payload);
   void OnPubrel(const codec::Pubrel& p);
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
   asio::awaitable<bool> OnSubscribe(const codec::Subscribe& s);
+  // After a SUBACK: queues the retained messages of the subscriptions made
+  // (`fresh`: whether each did not exist before) as Retain Handling says.
+  asio::awaitable<void> QueueRetained(const std::vector<SessionRecord::Sub>& subs, const std::vector<bool>& fresh);
   asio::awaitable<void> OnUnsubscribe(const codec::Unsubscribe& u);
   // The session record, written in the bank. Writes are one at a time and
   // coalesced: each covers every change made before it began; `after` runs
@@ -158,7 +177,17 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<Status> SaveRecord();
   // Inbound QoS 2: stores the message of packet id `id` with producer seq
   // `pseq` (its mapping already durable) and answers PUBREC.
-  void StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std::string payload);
+  struct RetainRequest {
+    std::string topic, headers, payload;
+  };
+  // A RETAIN PUBLISH's request for its retained record (nullptr without
+  // RETAIN); RetainedStore::Begin is called.
+  std::shared_ptr<RetainRequest> BeginRetain(bool retain, const std::string& topic, const std::string& headers,
+                                             std::string_view payload);
+  void AfterStore(broker::PublishOutcome out, std::shared_ptr<RetainRequest> retain,
+                  std::function<void(broker::Code stored, broker::Code answer)> then);
+  void StoreQos2(uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
+                 std::string payload);
 
   // Delivery: pushes what the consumer Session gives, filtered by the
   // subscriptions, within the client's Receive Maximum.
@@ -171,6 +200,9 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void Done(Outgoing& o);
   // Drops an outbound delivery's packet id (answered, or dropped as too large).
   void Forget(uint16_t packet_id);
+  // Sends queued retained messages within the Receive Maximum; false when
+  // some wait for room.
+  bool SendRetained();
 
   void Send(const codec::Packet& packet);
   void Enqueue(std::string bytes);
@@ -186,6 +218,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   const MqttOptions* const options_;
   const std::shared_ptr<Keeper> keeper_;
   SharedGroups* const shared_groups_;
+  const std::shared_ptr<RetainedStore> retained_;
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   codec::FrameSplitter splitter_;
@@ -238,6 +271,10 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
     bool released = false;  // QoS 2: PUBREC came, PUBREL sent
     bool shared = false;    // a shared subscription's: `seq` is its group's, not our cursor's
     std::shared_ptr<SharedGroup> group;  // shared, until the group is answered
+    // A retained message sent on SUBSCRIBE: not a delivery of the consumer
+    // (seq 0), so its answer acknowledges nothing in the cursor, and it is
+    // not resent after a reconnect.
+    bool retained = false;
   };
   std::map<uint16_t, Outgoing> outgoing_;
   std::map<uint64_t, uint16_t> packet_of_seq_;
@@ -252,8 +289,15 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void LeaveSharedGroups(const std::string& filter);
   // Sends what the groups handed us, within the client's Receive Maximum.
   void SendShared();
-  uint16_t NextPacketId();  // packet ids in record_.qos2_out: not given to others
+  uint16_t NextPacketId();  // one not in outgoing_ nor in record_.qos2_out
   uint16_t next_packet_id_ = 1;
+  // Retained messages to send (after SUBACK), ahead of the consumer's.
+  struct RetainedOut {
+    std::shared_ptr<const RetainedRecord> record;
+    uint8_t qos = 0;          // granted: min(the message's, the subscription's)
+    uint32_t identifier = 0;  // the subscription's Subscription Identifier
+  };
+  std::deque<RetainedOut> retained_out_;
 };
 
 }  // namespace floe::frontend::mqtt

@@ -1,7 +1,8 @@
 // Delivery to an MQTT client: what the session's durable consumer gives,
 // filtered by its subscriptions, within the client's Receive Maximum; and
 // the client's answers, which acknowledge seqs in the cursor
-// (docs/mqtt.md "QoS").
+// (docs/mqtt.md "QoS"); retained messages sent after a SUBSCRIBE, which are
+// not in the cursor (docs/mqtt.md "Retained messages").
 #include "frontend/mqtt/connection.h"
 #include "frontend/mqtt/internal.h"
 #include "frontend/mqtt/shared.h"
@@ -55,6 +56,7 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
 }
 
 void Connection::Done(Outgoing& o) {
+  if (o.retained) return;  // sent on SUBSCRIBE: in no cursor
   if (!o.shared) return Ack(o.seq);
   if (o.group) o.group->Answered(this, o.seq);
   o.group.reset();
@@ -63,7 +65,7 @@ void Connection::Done(Outgoing& o) {
 void Connection::Forget(uint16_t packet_id) {
   auto it = outgoing_.find(packet_id);
   if (it == outgoing_.end()) return;
-  if (!it->second.shared) {
+  if (!it->second.shared && !it->second.retained) {
     packet_of_seq_.erase(it->second.seq);
     // The record's entry goes with the next write (a stale one is dropped
     // at the next CONNECT: the cursor has answered its seq).
@@ -76,6 +78,47 @@ void Connection::Ack(uint64_t seq) {
   if (!consumer_) return;
   const broker::AnswerInput a{StreamSeq(seq), AnswerKind::kAck, 0};
   consumer_->Answer({&a, 1}, [](broker::Outcome<std::vector<broker::Code>>) {});
+}
+
+uint16_t Connection::NextPacketId() {
+  uint16_t id;
+  do {
+    id = next_packet_id_++;
+    if (next_packet_id_ == 0) next_packet_id_ = 1;
+  } while (id == 0 || outgoing_.count(id) || qos2_ids_.count(id));
+  return id;
+}
+
+bool Connection::SendRetained() {
+  const int64_t now_ms = WallMs();
+  while (!retained_out_.empty() && !closed_ && !close_after_write_) {
+    RetainedOut& r = retained_out_.front();
+    if (outbox_.size() + sending_.size() >= kMaxOutbox) return false;
+    if (r.qos > 0 && outgoing_.size() >= client_receive_maximum_) return false;
+    const Stored m = ParseStored(r.record->headers, options_->stream);
+    if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms) {
+      retained_out_.pop_front();  // expired: not sent [MQTT-3.3.2-5]
+      continue;
+    }
+    codec::Publish out;
+    out.topic = r.record->topic;
+    out.qos = r.qos;
+    out.retain = true;  // sent because of a new subscription [MQTT-3.3.1-8]
+    out.payload = r.record->payload;
+    if (version_ == Version::kV5) {
+      out.properties = m.properties;
+      if (r.identifier) out.properties.subscription_identifiers = {r.identifier};
+      if (m.expires_at_ms > 0)
+        out.properties.message_expiry_interval = static_cast<uint32_t>((m.expires_at_ms - now_ms + 999) / 1000);
+    }
+    if (out.qos > 0) {
+      out.packet_id = NextPacketId();
+      outgoing_[out.packet_id] = Outgoing{.seq = 0, .qos = out.qos, .released = false, .retained = true};
+    }
+    Send(out);
+    retained_out_.pop_front();
+  }
+  return retained_out_.empty();
 }
 
 void Connection::WakePush() {
@@ -93,6 +136,18 @@ awaitable<void> Connection::PushLoop() {
     if (!consumer_->serving()) {
       Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
       co_return;
+    }
+    // Retained messages of a new subscription go first; the consumer's
+    // deliveries wait until they are all sent.
+    if (!SendRetained()) {
+      if (wake_) {
+        wake_ = false;
+        continue;
+      }
+      push_wake_.expires_at(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      co_await push_wake_.async_wait(kNoThrow);
+      wake_ = false;
+      continue;
     }
     const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
     // A client that does not read (QoS 0 has no window) holds at most

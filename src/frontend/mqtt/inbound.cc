@@ -38,10 +38,6 @@ bool Connection::OnPublish(codec::Publish& p) {
     Disconnect(ReasonCode::kProtocolError, "PUBLISH without a topic");
     return false;
   }
-  if (p.retain && version_ == Version::kV5) {
-    Disconnect(ReasonCode::kRetainNotSupported, "this node does not keep retained messages yet");  // [MQTT-3.3.1-14]
-    return false;
-  }
   bool resend = false;
   if (p.qos == 2) {
     auto known = inbound_qos2_.find(p.packet_id);
@@ -73,7 +69,8 @@ bool Connection::OnPublish(codec::Publish& p) {
   if (p.qos == 2) {
     if (resend) {
       inbound_qos2_[id] = Inbound::kStoring;
-      StoreQos2(id, record_.qos2_in[id], std::move(headers), std::string(p.payload));
+      StoreQos2(id, record_.qos2_in[id], BeginRetain(p.retain, topic, headers, p.payload), std::move(headers),
+                std::string(p.payload));
       return true;
     }
     // The packet id's producer seq is durable before the message is stored:
@@ -82,11 +79,13 @@ bool Connection::OnPublish(codec::Publish& p) {
     record_.qos2_in[id] = pseq;
     inbound_qos2_[id] = Inbound::kMapping;
     auto self = shared_from_this();
-    Persist([self, id, pseq, headers = std::move(headers), payload = std::string(p.payload)](bool ok) mutable {
+    Persist([self, id, pseq, retain = p.retain, topic, headers = std::move(headers),
+             payload = std::string(p.payload)](bool ok) mutable {
       if (self->closed_) return;
       if (ok) {
         self->inbound_qos2_[id] = Inbound::kStoring;
-        return self->StoreQos2(id, pseq, std::move(headers), std::move(payload));
+        auto r = self->BeginRetain(retain, topic, headers, payload);
+        return self->StoreQos2(id, pseq, std::move(r), std::move(headers), std::move(payload));
       }
       self->inbound_qos2_.erase(id);
       self->record_.qos2_in.erase(id);
@@ -96,37 +95,74 @@ bool Connection::OnPublish(codec::Publish& p) {
     });
     return true;
   }
-  const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, p.payload};
-  const uint8_t qos = p.qos;
-  auto self = shared_from_this();
-  producer_->Publish({&in, 1}, p.payload.size(), [self, qos, id](broker::PublishOutcome out) {
-    const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
-    asio::post(self->strand_, [self, qos, id, code] {
-      // MQTT clients do not resend in producer-seq order (and never resend
-      // QoS 0): a message not stored must not hold the later ones back.
-      if (code != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
-      if (qos == 0 || self->closed_) return;
-      --self->inbound_inflight_;
-      if (auto d = DisconnectFor(code)) return self->Disconnect(*d, "the message was not stored");
-      const ReasonCode reason = ReasonOf(code);
-      if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
-        // 3.1.1 has no failure in PUBACK: closing is the only way to say the
-        // message was not stored; the client resends it on reconnect.
-        return self->CloseAfterWrite();
-      }
-      self->Send(codec::Puback{{id, reason, {}}});
-    });
-  });
+  StoreAndAnswer(p.qos, id, std::move(topic), p.retain, std::move(headers), p.payload);
   return true;
 }
 
-void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std::string payload) {
+// After the stream's outcome: with RETAIN and stored, the topic's retained
+// record (retained.h) is committed before `then` runs, so a PUBACKed
+// retained message survives kill -9; `then` gets the code to answer with.
+void Connection::AfterStore(broker::PublishOutcome out, std::shared_ptr<RetainRequest> retain,
+                            std::function<void(broker::Code stored, broker::Code answer)> then) {
+  const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
+  if (!retain) return then(code, code);
+  if (code != broker::Code::kOk) {
+    retained_->Abandon();
+    return then(code, code);
+  }
+  retained_->Commit(std::move(retain->topic), out.results[0].seq.value(), std::move(retain->headers),
+                    std::move(retain->payload), [then = std::move(then)](broker::Outcome<void> r) {
+                      // Stored, not retained: a failure all the same (the
+                      // client sends it again); a hash collision is 0x83.
+                      then(broker::Code::kOk, r ? broker::Code::kOk
+                                                : r.error().code == broker::Code::kInvalidArgument
+                                                      ? broker::Code::kStorageFailed
+                                                      : r.error().code);
+                    });
+}
+
+std::shared_ptr<Connection::RetainRequest> Connection::BeginRetain(bool retain, const std::string& topic,
+                                                                   const std::string& headers,
+                                                                   std::string_view payload) {
+  if (!retain) return nullptr;
+  retained_->Begin();
+  return std::make_shared<RetainRequest>(RetainRequest{topic, headers, std::string(payload)});
+}
+
+void Connection::StoreAndAnswer(uint8_t qos, uint16_t id, std::string topic, bool retain, std::string headers,
+                                std::string_view payload) {
+  const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, payload};
+  auto self = shared_from_this();
+  auto r = BeginRetain(retain, topic, headers, payload);
+  producer_->Publish({&in, 1}, payload.size(), [self, qos, id, r](broker::PublishOutcome out) {
+    self->AfterStore(std::move(out), r, [self, qos, id](broker::Code stored, broker::Code code) {
+      asio::post(self->strand_, [self, qos, id, stored, code] {
+        // MQTT clients do not resend in producer-seq order (and never resend
+        // QoS 0): a message not stored must not hold the later ones back.
+        if (stored != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
+        if (qos == 0 || self->closed_) return;
+        --self->inbound_inflight_;
+        if (auto d = DisconnectFor(code)) return self->Disconnect(*d, "the message was not stored");
+        const ReasonCode reason = ReasonOf(code);
+        if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
+          // 3.1.1 has no failure in PUBACK: closing is the only way to say
+          // the message was not stored; the client resends it on reconnect.
+          return self->CloseAfterWrite();
+        }
+        self->Send(codec::Puback{{id, reason, {}}});
+      });
+    });
+  });
+}
+
+void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
+                           std::string payload) {
   auto self = shared_from_this();
   auto held = std::make_shared<std::pair<std::string, std::string>>(std::move(headers), std::move(payload));
   const broker::PublishInput in{ProducerSeq(pseq), {}, held->first, held->second};
-  producer_->Publish({&in, 1}, held->second.size(), [self, id, held](broker::PublishOutcome out) {
+  producer_->Publish({&in, 1}, held->second.size(), [self, id, held, retain](broker::PublishOutcome out) {
     // A duplicate (stored by an earlier connection) is kOk too.
-    const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[0].code;
+    self->AfterStore(std::move(out), retain, [self, id](broker::Code, broker::Code code) {
     asio::post(self->strand_, [self, id, code] {
       if (self->closed_) return;
       --self->inbound_inflight_;
@@ -141,6 +177,7 @@ void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::string headers, std:
         self->inbound_qos2_[id] = Inbound::kStored;
       }
       self->Send(codec::Pubrec{{id, reason, {}}});
+    });
     });
   });
 }

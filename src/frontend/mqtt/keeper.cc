@@ -37,8 +37,9 @@ Due DueOf(const SessionRecord& r) {
 
 }  // namespace
 
-Keeper::Keeper(asio::io_context& io, broker::Broker* broker, const MqttOptions* options)
-    : broker_(broker), options_(options), strand_(asio::make_strand(io)), timer_(strand_) {}
+Keeper::Keeper(asio::io_context& io, broker::Broker* broker, const MqttOptions* options,
+               std::shared_ptr<RetainedStore> retained)
+    : broker_(broker), options_(options), retained_(std::move(retained)), strand_(asio::make_strand(io)), timer_(strand_) {}
 
 void Keeper::Start() {
   auto self = shared_from_this();
@@ -124,14 +125,14 @@ awaitable<void> Keeper::Loop() {
 }
 
 awaitable<void> Keeper::Scan() {
-  using Listed = broker::Outcome<std::vector<std::pair<std::string, std::string>>>;
+  using Listed = broker::Outcome<std::vector<broker::Record>>;
   auto records = co_await AwaitCore<Listed>([&](auto done) { broker_->ListRecords("mqtt/", std::move(done)); });
   if (!records) co_return;  // the bank is unreachable: the next scan tries again
   const int64_t now = WallMs();
-  for (const auto& [k, v] : *records) {
-    const std::string key = k.substr(5);
+  for (const broker::Record& rec : *records) {
+    const std::string key = rec.key.substr(5);
     if (attached_.count(key) || busy_.count(key)) continue;
-    auto r = DecodeSessionRecord(v);
+    auto r = DecodeSessionRecord(rec.value);
     if (!r) continue;
     if (!r->node.empty()) {
       due_[key] = now;  // held by a node that no longer holds it: an orphan, if this node serves the stream
@@ -228,6 +229,15 @@ awaitable<bool> Keeper::PublishWill(const std::string& key, SessionRecord& recor
   if (out.fenced || out.results.empty() || out.results[0].code != broker::Code::kOk) {
     producer->ForgetUnstored();
     co_return false;
+  }
+  if (will.retain) {
+    // Will Retain [MQTT-3.1.2-15]: the topic's retained message too, before
+    // the will counts as sent (a failure here retries the whole, stored once).
+    retained_->Begin();
+    auto r = co_await AwaitCore<broker::Outcome<void>>([&](auto done) {
+      retained_->Commit(will.topic, out.results[0].seq.value(), will.headers, will.payload, std::move(done));
+    });
+    if (!r && r.error().code != broker::Code::kInvalidArgument) co_return false;
   }
   fmt::print(stderr, "floe: mqtt: will of client {} published on {} (stream seq {})\n", record.client_id, will.topic,
            out.results[0].seq.value());

@@ -36,7 +36,8 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
   // node no longer holds them) and what is due.
   static constexpr int kScanMs = 5000;
 
-  Keeper(asio::io_context& io, broker::Broker* broker, const MqttOptions* options);
+  Keeper(asio::io_context& io, broker::Broker* broker, const MqttOptions* options,
+         std::shared_ptr<RetainedStore> retained);
   void Start();
   void Stop();
 
@@ -80,6 +81,7 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
 
   broker::Broker* const broker_;
   const MqttOptions* const options_;
+  const std::shared_ptr<RetainedStore> retained_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer timer_;
   bool stopped_ = false;

@@ -15,8 +15,9 @@ Listener::Listener(asio::io_context& io, broker::Broker* broker, MqttOptions opt
       acceptor_(io),
       broker_(broker),
       options_(std::move(options)),
+      retained_(std::make_shared<RetainedStore>(broker, options_.stream)),
       max_connections_(max_connections),
-      keeper_(std::make_shared<Keeper>(io, broker, &options_)),
+      keeper_(std::make_shared<Keeper>(io, broker, &options_, retained_)),
       shared_(io, broker, &options_) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
@@ -62,7 +63,7 @@ asio::awaitable<void> Listener::AcceptLoop() {
       socket.close(ec);  // MQTT has no word for it before CONNECT: closed
       continue;
     }
-    auto conn = std::make_shared<Connection>(broker_, &options_, keeper_, &shared_, std::move(socket));
+    auto conn = std::make_shared<Connection>(broker_, &options_, NodeServices{keeper_, &shared_, retained_}, std::move(socket));
     broker_->Attach(conn);
     conn->Start();
   }

@@ -36,6 +36,7 @@ class Listener {
   asio::ip::tcp::acceptor acceptor_;
   broker::Broker* const broker_;
   const MqttOptions options_;
+  const std::shared_ptr<RetainedStore> retained_;  // the node's retained writes
   const size_t max_connections_;
   std::string host_;
   const std::shared_ptr<Keeper> keeper_;  // wills and expiry of sessions no connection holds

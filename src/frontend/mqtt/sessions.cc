@@ -1,5 +1,6 @@
 // CONNECT to CONNACK and the subscriptions: the MQTT session's record in
 // the bank and its core sessions (docs/mqtt.md "Sessions").
+#include <cstdio>
 #include <random>
 
 #include <fmt/format.h>
@@ -37,12 +38,6 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   if (c.properties.authentication_method) {
     ack.reason = ReasonCode::kBadAuthenticationMethod;  // no enhanced authentication method is supported (5.0 4.12)
     ack.properties.reason_string = "no authentication method is supported";
-    Send(ack);
-    CloseAfterWrite();
-    co_return false;
-  }
-  if (c.will && c.will->retain && version_ == Version::kV5) {
-    ack.reason = ReasonCode::kRetainNotSupported;  // Retain Available is 0 [MQTT-3.2.2-13]
     Send(ack);
     CloseAfterWrite();
     co_return false;
@@ -132,7 +127,10 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     const uint64_t pseq = prior_will->producer_seq ? prior_will->producer_seq : next_producer_seq_++;
     auto held = std::make_shared<SessionRecord::Will>(std::move(*prior_will));
     const broker::PublishInput in{ProducerSeq(pseq), {}, held->headers, held->payload};
-    producer_->Publish({&in, 1}, held->payload.size(), [held](broker::PublishOutcome) {});
+    auto r = BeginRetain(held->retain, held->topic, held->headers, held->payload);  // Will Retain [MQTT-3.1.2-15]
+    producer_->Publish({&in, 1}, held->payload.size(), [self = shared_from_this(), held, r](broker::PublishOutcome out) {
+      self->AfterStore(std::move(out), r, [](broker::Code, broker::Code) {});
+    });
   }
   Status saved = co_await SaveRecord();
   if (closed_) co_return false;
@@ -150,7 +148,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     ack.properties.receive_maximum = options_->receive_maximum;
     ack.properties.maximum_packet_size = options_->max_packet_size;
     ack.properties.topic_alias_maximum = options_->topic_alias_maximum;
-    ack.properties.retain_available = 0;
+    ack.properties.retain_available = 1;
     ack.properties.shared_subscription_available = 1;
     if (!assigned.empty()) ack.properties.assigned_client_identifier = assigned_id_ = assigned;
   }
@@ -235,16 +233,20 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   const SessionRecord before = record_;
   const int64_t now_us = WallMs() * 1000;
   const uint32_t identifier = s.properties.subscription_identifiers.empty() ? 0 : s.properties.subscription_identifiers[0];
+  std::vector<SessionRecord::Sub> made;  // for the retained messages, once SUBACKed
+  std::vector<bool> fresh;
   for (const codec::Subscription& sub : s.subscriptions) {
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == sub.filter; });
     SessionRecord::Sub entry{std::string(sub.filter), sub.options, identifier, now_us};
+    fresh.push_back(it == record_.subscriptions.end());
     if (it != record_.subscriptions.end()) {
       entry.since_us = it->since_us;  // replaces the existing one, which goes on [MQTT-3.8.4-3]
       *it = entry;
     } else {
       record_.subscriptions.push_back(entry);
     }
+    made.push_back(entry);
     ack.reasons.push_back(static_cast<ReasonCode>(sub.options.max_qos));
   }
   // Durable before SUBACK: a session resumed elsewhere has its subscriptions.
@@ -252,12 +254,46 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
     record_ = before;  // refused: not delivered for either
     for (auto& r : ack.reasons)
       if (!codec::IsFailure(r)) r = ReasonCode::kUnspecifiedError;
+    made.clear();
   }
   if (closed_) co_return false;
   Send(ack);
   JoinSharedGroups();
+  if (!made.empty()) co_await QueueRetained(made, fresh);
+  if (closed_) co_return false;
   WakePush();
   co_return true;
+}
+
+awaitable<void> Connection::QueueRetained(const std::vector<SessionRecord::Sub>& subs, const std::vector<bool>& fresh) {
+  // Retain Handling: 0 sends them at every SUBSCRIBE [MQTT-3.3.1-9], 1 only
+  // for a subscription that did not exist [MQTT-3.3.1-10], 2 never
+  // [MQTT-3.3.1-11]. (A 3.1.1 subscription is 0.) A shared subscription
+  // gets none (5.0 4.8.2).
+  std::vector<std::string> filters;
+  std::vector<const SessionRecord::Sub*> asked;
+  for (size_t i = 0; i < subs.size(); ++i) {
+    const codec::RetainHandling h = subs[i].options.retain_handling;
+    if (h == codec::RetainHandling::kDoNotSend) continue;
+    if (h == codec::RetainHandling::kSendIfNewSubscription && !fresh[i]) continue;
+    if (IsShared(subs[i].filter)) continue;
+    filters.push_back(subs[i].filter);
+    asked.push_back(&subs[i]);
+  }
+  if (filters.empty()) co_return;
+  auto found = co_await AwaitCore<broker::Outcome<std::vector<RetainedMatch>>>(
+      [&](auto done) { FindRetained(broker_, filters, std::move(done)); });
+  if (!found) {
+    // The subscription is made; its retained messages could not be read.
+    // MQTT has no word for that after a SUBACK: they are not sent.
+    fmt::print(stderr, "floe: MQTT client {}: retained messages not sent: {}\n", client_id_, found.error().message);
+    co_return;
+  }
+  for (RetainedMatch& m : *found) {
+    const SessionRecord::Sub& sub = *asked[m.filter];
+    const uint8_t qos = std::min<uint8_t>(sub.options.max_qos, ParseStored(m.record->headers, options_->stream).qos);
+    retained_out_.push_back({std::move(m.record), qos, sub.identifier});
+  }
 }
 
 awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {

@@ -258,15 +258,6 @@ void Connection::DeliverShared(std::shared_ptr<SharedGroup> group, SharedMessage
   });
 }
 
-uint16_t Connection::NextPacketId() {
-  uint16_t id;
-  do {
-    id = next_packet_id_++;
-    if (next_packet_id_ == 0) next_packet_id_ = 1;
-  } while (id == 0 || outgoing_.count(id) || qos2_ids_.count(id));
-  return id;
-}
-
 void Connection::SendShared() {
   const int64_t now_ms = WallMs();
   while (!shared_backlog_.empty() && outgoing_.size() < client_receive_maximum_ && !closed_ && !close_after_write_) {
