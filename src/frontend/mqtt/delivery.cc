@@ -51,7 +51,7 @@ void Connection::WakePush() {
 awaitable<void> Connection::PushLoop() {
   while (!closed_ && !close_after_write_) {
     if (!consumer_->serving()) {
-      Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
+      MoveOn("this node no longer serves the MQTT stream");
       co_return;
     }
     const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
@@ -61,7 +61,7 @@ awaitable<void> Connection::PushLoop() {
     if (!record_.subscriptions.empty() && room > 0 && writable) {
       auto batch = consumer_->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
       if (!batch) {
-        Disconnect(ReasonCode::kUseAnotherServer, batch.error().message);
+        MoveOn(batch.error().message);
         co_return;
       }
       if (!batch->entries.empty()) {
