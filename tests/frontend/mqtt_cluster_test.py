@@ -528,7 +528,8 @@ def test_kill_9_of_the_serving_node_three_nodes(cl):
             if n > 1 and p in delivered_qos:
                 dups[delivered_qos[p]] = dups.get(delivered_qos[p], 0) + n - 1
         reconnects = len(s.connacks)
-        lost_session = [a for a in s.connacks[1:] if a[1] == 0 and a[2] == 0]
+        accepted = [a for a in s.connacks if a[1] == 0]
+        lost_session = [a for a in accepted[1:] if a[2] == 0]
         report.append(f"{s.name}: received {len(got)}, distinct {len(counts)}, duplicates QoS 1 {dups[1]}, "
                       f"QoS 2 {dups[2]}; CONNACKs {reconnects} ({sum(1 for a in s.connacks if a[1] != 0)} refused)")
         if missing:
@@ -538,6 +539,13 @@ def test_kill_9_of_the_serving_node_three_nodes(cl):
         if lost_session:
             problems.append(f"{s.name}: resumed without its session: {lost_session}")
         qos2_dups += dups[2]
+    for r in subs + [r for r, _ in pubs]:
+        # Any node takes the client: refusals are "Server unavailable" while
+        # nobody serves the stream, never "use another server" (MQTT 5 tells
+        # them apart; 3.1.1 says return code 3 for both).
+        sent_away = [a for a in r.connacks if r.version == paho.MQTTv5 and a[1] == 0x9C]
+        if sent_away:
+            problems.append(f"{r.name}: CONNACK 0x9C (use another server) {len(sent_away)} times")
     for r, _ in pubs:
         report.append(f"{r.name}: CONNACKs {len(r.connacks)} "
                       f"({sum(1 for a in r.connacks if a[1] != 0)} refused), disconnects {len(r.disconnects)}")
