@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -72,6 +73,14 @@ class Cluster:
                     return s["owner"]
             time.sleep(0.1)
         raise AssertionError("no node serves the MQTT stream")
+
+    def wait_owner(self, node_id, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.owner() == node_id:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{node_id} does not serve the MQTT stream; {self.owner()} does")
 
     def output(self):
         return "\n".join(f"---- {n.extra[1]} ----\n" + n.out.decode(errors="replace")[-2500:] for n in self.nodes)
@@ -425,9 +434,10 @@ def test_takeover_across_nodes(cl):
 
 def test_drain_moves_mqtt5_clients(cl):
     """`floe node drain` of the serving node: its MQTT 5 client gets
-    DISCONNECT 0x9C with a Server Reference naming the new owner, resumes
-    there with session present 1, and gets every PUBACKed message, the
-    ones queued while it was away included."""
+    DISCONNECT 0x9C (a Server Reference only if the bank already named the
+    new owner, and then the right one), resumes on any node with session
+    present 1, and gets every PUBACKed message, the ones queued while it was
+    away included."""
     n1, n2 = cl.nodes
     s = Roamer("drained-sub", [n1.port], topic="dr/#", sub_qos=1).start()
     s.wait(lambda: s.subscribed.is_set(), "SUBACK")
@@ -441,11 +451,13 @@ def test_drain_moves_mqtt5_clients(cl):
     s.wait(lambda: s.disconnects, "DISCONNECT", timeout=10)
     code, ref = s.disconnects[0]
     assert code == 0x9C, s.disconnects
-    assert ref == f"127.0.0.1:{n2.port}", f"Server Reference {ref!r}"
-    assert cl.owner() == "n2"
+    # (A drained node gives the lease up after its clients let go of the
+    # stream, so the new owner is seldom known yet.)
+    assert ref in (None, f"127.0.0.1:{n2.port}"), f"Server Reference {ref!r}"
+    cl.wait_owner("n2")
     p.wait_connected(timeout=15)  # the publisher, cut with its relay, is back
     publish_all(p, "dr/a", [f"queued{i}" for i in range(10)], 1)
-    s2 = Roamer("drained-sub", [int(ref.rsplit(":", 1)[1])], clean_first=False).start()
+    s2 = Roamer("drained-sub", [n1.port], clean_first=False).start()  # the drained node relays it
     s2.wait_connected()
     assert s2.connacks[-1][2] == 1, s2.connacks
     want = {f"before{i}" for i in range(10)} | {f"queued{i}" for i in range(10)}
@@ -453,6 +465,41 @@ def test_drain_moves_mqtt5_clients(cl):
     assert set(s.payloads()) | set(s2.payloads()) <= want
     for c in (s, s2, p):
         c.stop()
+
+
+def test_lost_lease_disconnect_names_the_new_owner(cl):
+    """The serving node paused (SIGSTOP) past its lease: another node takes
+    the stream; when the first one runs again its MQTT 5 client gets
+    DISCONNECT 0x9C with a Server Reference naming the new owner, and
+    resumes there with session present 1."""
+    n1, n2 = cl.nodes
+    s = Roamer("paused-sub", [n1.port], topic="ll/#", sub_qos=1, reconnect=False).start()
+    s.wait(lambda: s.subscribed.is_set(), "SUBACK")
+    # One delivery and its answer put the consumer's cursor in the bank. (A
+    # consumer that never had one is made anew at the new owner's frontier:
+    # what was published meanwhile would be skipped. A gap of the core's,
+    # not of the move; see the report of this branch.)
+    pub = Roamer("ll-pub", [n1.port]).start()
+    pub.wait_connected()
+    publish_all(pub, "ll/x", ["before"], 1)
+    s.wait(lambda: "before" in s.payloads(), "the first message")
+    time.sleep(0.3)  # the answer persisted (lazily, within 100 ms)
+    n1.proc.send_signal(signal.SIGSTOP)
+    try:
+        cl.wait_owner("n2")
+    finally:
+        n1.proc.send_signal(signal.SIGCONT)
+    s.wait(lambda: s.disconnects, "DISCONNECT", timeout=10)
+    assert s.disconnects[0] == (0x9C, f"127.0.0.1:{n2.port}"), s.disconnects
+    pub.wait_connected(timeout=15)  # through n1, relayed to n2 (0x88 until n2 opened the stream)
+    publish_all(pub, "ll/x", ["after"], 1)
+    s2 = Roamer("paused-sub", [n2.port], clean_first=False).start()
+    s2.wait_connected()
+    assert s2.connacks[-1][2] == 1, s2.connacks
+    s2.wait(lambda: "after" in s2.payloads(), "the message published after the move")
+    pub.stop()
+    s.stop()
+    s2.stop()
 
 
 def test_kill_9_of_the_serving_node_three_nodes(cl):
@@ -572,6 +619,7 @@ TESTS = {
     "test_no_owner_is_server_unavailable": 2,
     "test_takeover_across_nodes": 2,
     "test_drain_moves_mqtt5_clients": 2,
+    "test_lost_lease_disconnect_names_the_new_owner": 2,
     "test_kill_9_of_the_serving_node_three_nodes": 3,
 }
 

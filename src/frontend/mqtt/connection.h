@@ -118,7 +118,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // connection 0x9C). Ends this connection either way.
   asio::awaitable<void> MoveToOwner(std::string why);
   // This node no longer serves the MQTT stream: DISCONNECT 0x9C (with a
-  // Server Reference once the bank names the new owner) and close.
+  // Server Reference when the bank already names the new owner) and close.
   void MoveOn(std::string why);
 
   // Delivery: pushes what the consumer Session gives, filtered by the

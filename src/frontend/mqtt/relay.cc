@@ -17,13 +17,6 @@ using asio::ip::tcp;
 using codec::ReasonCode;
 using codec::Version;
 
-namespace {
-// How long a connection evicted from the MQTT stream waits for the bank to
-// name the new owner (its Server Reference) before DISCONNECT goes without.
-constexpr int kOwnerWaitTries = 20;
-constexpr auto kOwnerWaitStep = std::chrono::milliseconds(100);
-}  // namespace
-
 std::string EncodeRelayPreamble(std::string_view client_address) {
   client_address = client_address.substr(0, kMaxRelayAddress);
   std::string out;
@@ -248,24 +241,17 @@ void Connection::MoveOn(std::string why) {
   asio::co_spawn(
       strand_,
       [self, why = std::move(why)]() -> awaitable<void> {
-        // The new owner takes the stream within a lease period: wait a
-        // little for the bank to name it, for the Server Reference.
-        std::string reference;
-        asio::steady_timer pause(self->strand_);
-        for (int i = 0; i < kOwnerWaitTries && !self->closed_ && !self->close_after_write_; ++i) {
-          auto place = co_await self->AwaitCore<broker::Outcome<broker::Broker::Placement>>(
-              [&](auto done) { self->broker_->LocateStream(self->options_->stream, std::move(done)); });
-          if (place && !place->here && !place->node.empty()) {
-            reference = place->mqtt_address;
-            break;
-          }
-          pause.expires_after(kOwnerWaitStep);
-          co_await pause.async_wait(kNoThrow);
-        }
+        // One look at the bank: after a lost lease it names the new owner;
+        // after a drain or a rebalance nobody holds the stream yet (this
+        // node gives the lease up once its connections let go of the
+        // stream, so waiting here would only delay the new owner).
+        auto place = co_await self->AwaitCore<broker::Outcome<broker::Broker::Placement>>(
+            [&](auto done) { self->broker_->LocateStream(self->options_->stream, std::move(done)); });
         if (self->closed_ || self->close_after_write_) co_return;
         codec::Disconnect d{.reason = ReasonCode::kUseAnotherServer};
         d.properties.reason_string = why;
-        if (!reference.empty()) d.properties.server_reference = reference;
+        if (place && !place->here && !place->node.empty() && !place->mqtt_address.empty())
+          d.properties.server_reference = place->mqtt_address;
         self->Send(d);
         self->CloseAfterWrite();
       },
