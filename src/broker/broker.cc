@@ -41,10 +41,11 @@ Broker::~Broker() {
   Finish();
 }
 
-Status Broker::StartCluster(const std::string& address) {
+Status Broker::StartCluster(const std::string& address, const std::string& mqtt_address) {
   core_->cluster = std::make_unique<cluster::Cluster>(
       core_->bank.get(),
-      cluster::ClusterOptions{core_->options.node_id, address, core_->options.lease_ms, core_->options.auto_balance},
+      cluster::ClusterOptions{core_->options.node_id, address, core_->options.lease_ms, core_->options.auto_balance,
+                              mqtt_address},
       core_.get());
   return core_->cluster->Start();
 }

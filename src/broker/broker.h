@@ -244,8 +244,9 @@ class Broker {
   ~Broker();
 
   // Joins the cluster (heartbeat at `address`, the HOST:PORT clients are
-  // sent to) and takes this node's share of the streams.
-  Status StartCluster(const std::string& address);
+  // sent to, and `mqtt_address`, where MQTT clients reach the node, "" =
+  // none) and takes this node's share of the streams.
+  Status StartCluster(const std::string& address, const std::string& mqtt_address = {});
 
   // Stopping, in the order a node does it: BeginStop (no takeovers, no new
   // sessions), the front ends drain (inflight_bytes() reaches 0), Flush
@@ -273,6 +274,18 @@ class Broker {
     SessionGrant grant;
   };
   void OpenSession(std::shared_ptr<Peer> peer, SessionRequest request, std::function<void(Outcome<Opened>)> done);
+
+  // Where `stream` is served, as the bank says (a front end that moves its
+  // client to the serving node: the MQTT relay). `done` runs on a core
+  // thread. A stream without a live owner has `node` "" (and this node
+  // tries to take it); kUnavailable when the bank cannot be read.
+  struct Placement {
+    bool here = false;         // this node serves it now
+    std::string node;          // the live owner ("" = none right now)
+    std::string address;       // its floe-protocol HOST:PORT
+    std::string mqtt_address;  // its MQTT HOST:PORT ("" = it advertises none)
+  };
+  void LocateStream(std::string stream, std::function<void(Outcome<Placement>)> done);
 
   // Stream admin; `done` runs on a core thread.
   void CreateStream(std::string name, StreamConfig config, std::function<void(Outcome<void>)> done);

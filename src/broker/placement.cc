@@ -61,4 +61,27 @@ Failure Broker::Core::Locate(const std::string& stream) {
   return {Code::kUnavailable, fmt::format("stream {} has no serving node right now; retry", stream), {}};
 }
 
+void Broker::LocateStream(std::string stream, std::function<void(Outcome<Placement>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, stream = std::move(stream), done = std::move(done)] {
+    Placement p;
+    if (core->Served(stream)) {
+      p.here = true;
+      p.node = core->options.node_id;
+      return done(p);
+    }
+    auto owner = core->cluster->OwnerOf(stream);
+    if (!owner && !owner.error().IsNotFound())
+      return done(Fail(Code::kUnavailable, "reading the bank: " + owner.error().ToString()));
+    if (owner && owner->live && owner->node != core->options.node_id) {
+      p.node = owner->node;
+      p.address = owner->address;
+      p.mqtt_address = owner->mqtt_address;
+      return done(p);
+    }
+    core->cluster->Want(stream);  // nobody serves it: this node tries
+    done(p);
+  });
+}
+
 }  // namespace floe::broker

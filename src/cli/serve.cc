@@ -68,6 +68,19 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_option("--mqtt-stream", o->mqtt_stream,
                     "The stream MQTT messages are stored in (created on first use)")
       ->default_val(o->mqtt_stream);
+  serve->add_option("--mqtt-advertise", o->mqtt_advertise,
+                    "HOST:PORT other nodes relay or redirect MQTT clients to (default: the --mqtt-listen address "
+                    "bound)")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            auto v = client::ParseServers(s);
+            if (v && v->size() != 1) return std::string("one HOST:PORT");
+            return v ? std::string() : std::string(v.error().message());
+          },
+          ""));
+  serve->add_flag("--mqtt-redirect", o->mqtt_redirect,
+                  "A node not serving the MQTT stream answers CONNACK 0x9C with the serving node's address "
+                  "(Server Reference) instead of relaying the client there");
   serve->callback([o, bank_prefix, exit_code] {
     if (!bank_prefix->empty()) {
       auto url = bank::WithEtcdPrefix(o->bank, *bank_prefix);

@@ -11,7 +11,9 @@
 namespace floe::cluster {
 
 namespace {
-constexpr uint8_t kNodeEncodingVersion = 1;
+// Version 2 appends the MQTT address; version 1 records (nodes of before)
+// still decode, with no MQTT address.
+constexpr uint8_t kNodeEncodingVersion = 2;
 }
 
 int64_t WallMs() {
@@ -40,12 +42,14 @@ std::string EncodeNodeInfo(const NodeInfo& n) {
   e.U32(n.streams);
   e.U32(n.sessions);
   e.U64(n.publish_rate);
+  e.String(n.mqtt_address);
   return out;
 }
 
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
-  if (d.U8() != kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
+  const uint8_t version = d.U8();
+  if (version != 1 && version != kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
   NodeInfo n;
   n.id = std::string(d.String());
   n.address = std::string(d.String());
@@ -55,6 +59,7 @@ Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
   n.streams = d.U32();
   n.sessions = d.U32();
   n.publish_rate = d.U64();
+  if (version >= 2) n.mqtt_address = std::string(d.String());
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("node record: " + std::string(s.message())));
   return n;
@@ -268,6 +273,7 @@ void Cluster::Heartbeat(int64_t now) {
   NodeInfo n;
   n.id = options_.node_id;
   n.address = options_.address;
+  n.mqtt_address = options_.mqtt_address;
   n.heartbeat_ms = now;
   n.started_ms = started_ms_;
   n.lease_ms = options_.lease_ms;
@@ -555,6 +561,7 @@ Result<Cluster::Owner> Cluster::OwnerOf(const std::string& stream) {
     auto n = v ? DecodeNodeInfo(v->value) : Result<NodeInfo>(Err(v.error()));
     if (n) {
       o.address = n->address;
+      o.mqtt_address = n->mqtt_address;
       o.live = n->heartbeat_ms + std::max<int64_t>(n->lease_ms, 1) > now;
     } else {
       o.live = false;

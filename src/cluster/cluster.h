@@ -44,6 +44,7 @@ struct NodeInfo {
   uint32_t streams = 0;      // streams it serves
   uint32_t sessions = 0;     // sessions open on it
   uint64_t publish_rate = 0; // messages acknowledged per second, last tick
+  std::string mqtt_address;  // where MQTT clients reach it (HOST:PORT; "" = no MQTT, or a version 1 record)
 };
 std::string EncodeNodeInfo(const NodeInfo& n);
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes);
@@ -71,6 +72,7 @@ struct ClusterOptions {
   std::string address;       // advertised HOST:PORT
   int64_t lease_ms = 3000;
   bool auto_balance = true;
+  std::string mqtt_address;  // advertised MQTT HOST:PORT ("" = MQTT off)
 };
 
 // What the node does when it gains or loses a stream. Called on the cluster
@@ -123,6 +125,7 @@ class Cluster {
   struct Owner {
     std::string node;
     std::string address;
+    std::string mqtt_address;  // its node record's ("" = none)
     uint64_t epoch = 0;
     bool live = false;  // the lease is unexpired and its node heartbeats
   };

@@ -213,6 +213,7 @@ Status Node::Impl::Init() {
     frontend::mqtt::MqttOptions mo;
     mo.node_id = options_.node_id;
     mo.stream = options_.mqtt_stream;
+    mo.redirect = options_.mqtt_redirect;
     auto mqtt = frontend::mqtt::Listener::Bind(io_, options_.mqtt_listen, broker_.get(), std::move(mo),
                                                options_.max_connections);
     if (!mqtt) return mqtt.error();
@@ -224,7 +225,14 @@ Status Node::Impl::Init() {
       options_.advertise.empty() ? fmt::format("{}:{}", listener_->host(), listener_->port()) : options_.advertise;
   FLOE_RETURN_IF_ERROR(CheckNodeIdUnused(
       options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank, options_.node_id, address));
-  FLOE_RETURN_IF_ERROR(broker_->StartCluster(address));
+  std::string mqtt_address = options_.mqtt_advertise;
+  if (mqtt_address.empty() && mqtt_listener_) {
+    const std::string& host = mqtt_listener_->host();
+    mqtt_address = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, mqtt_listener_->port())
+                                                       : fmt::format("{}:{}", host, mqtt_listener_->port());
+  }
+  if (!mqtt_listener_) mqtt_address.clear();  // MQTT off: nobody is sent here
+  FLOE_RETURN_IF_ERROR(broker_->StartCluster(address, mqtt_address));
   listener_->Start();
   if (mqtt_listener_) mqtt_listener_->Start();
   for (int i = 0; i < std::max(1, options_.io_threads); ++i) threads_.emplace_back([this] { io_.run(); });

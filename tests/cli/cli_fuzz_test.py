@@ -260,6 +260,7 @@ def main():
                 Opt("--mqtt-listen", [b"nohost", b"127.0.0.1:65536", b"127.0.0.1:x", b"\xff:0"],
                     lambda rng: b"127.0.0.1:0", base=["serve", "--data", serve_data, "--listen", "127.0.0.1:0"]),
                 Opt("--advertise", BAD_SERVERS, lambda rng: b"127.0.0.1:9"),
+                Opt("--mqtt-advertise", BAD_SERVERS, lambda rng: b"127.0.0.1:9"),
                 Opt("--node-id", BAD_NAMES, lambda rng: fresh("n").encode()),
             ]),
         ]

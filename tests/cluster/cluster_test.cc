@@ -55,6 +55,31 @@ bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
   return done();
 }
 
+// Version 2 node records carry the MQTT address; a version 1 record (a
+// node of before) still decodes, with none.
+TEST(NodeRecordTest, VersionOneDecodesAndTheMqttAddressRoundTrips) {
+  NodeInfo n{.id = "n1", .address = "127.0.0.1:7651", .heartbeat_ms = 5, .started_ms = 4, .lease_ms = 3000,
+             .streams = 2, .sessions = 3, .publish_rate = 7, .mqtt_address = "127.0.0.1:1884"};
+  const std::string v2 = EncodeNodeInfo(n);
+  auto back = DecodeNodeInfo(v2);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->mqtt_address, "127.0.0.1:1884");
+  EXPECT_EQ(back->address, "127.0.0.1:7651");
+  EXPECT_EQ(back->publish_rate, 7u);
+  // The same record as version 1 wrote it: no MQTT address at the end.
+  std::string v1 = v2.substr(0, v2.size() - (2 + n.mqtt_address.size()));
+  v1[0] = 1;
+  auto old = DecodeNodeInfo(v1);
+  ASSERT_TRUE(old.has_value()) << old.error().ToString();
+  EXPECT_EQ(old->id, "n1");
+  EXPECT_EQ(old->publish_rate, 7u);
+  EXPECT_TRUE(old->mqtt_address.empty());
+  std::string v3 = v2;
+  v3[0] = 3;
+  EXPECT_FALSE(DecodeNodeInfo(v3).has_value());
+  EXPECT_FALSE(DecodeNodeInfo(v1.substr(0, v1.size() - 1)).has_value());
+}
+
 TEST(ClusterTest, RecordsOfLongDeadNodesAreRemovedLiveOnesKept) {
   test::TempDir dir;
   auto bank = bank::OpenBank("sqlite:" + dir.path() + "/bank.db");

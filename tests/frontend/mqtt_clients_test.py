@@ -573,18 +573,21 @@ def test_retain_is_accepted_and_announced(node):
 
 
 def test_a_node_not_serving_the_mqtt_stream_says_use_another_server(node):
-    """In a cluster the MQTT stream has one serving node: a CONNECT to
-    another gets CONNACK 0x9C (MQTT 5) or return code 3 (3.1.1)."""
+    """In a cluster the MQTT stream has one serving node: with
+    --mqtt-redirect a CONNECT to another gets CONNACK 0x9C (MQTT 5, naming
+    the serving node) or return code 3 (3.1.1). (Without it the CONNECT is
+    relayed: mqtt_cluster_test.py.)"""
     c = Collector("first")
     c.connect(node.port)  # creates the MQTT stream on this node
     c.close()
-    other = Node(data=node.dir, extra=["--node-id", "node-2"])
+    other = Node(data=node.dir, extra=["--node-id", "node-2", "--mqtt-redirect"])
     try:
         other.start()
         s = socket.create_connection(("127.0.0.1", other.port))
         s.sendall(connect_packet(client_id="elsewhere5", version=5))
         p = read_packet(s)
         assert p and p[0] == 0x20 and p[1][1] == 0x9C, p
+        assert f"127.0.0.1:{node.port}".encode() in p[1], p  # the Server Reference
         s = socket.create_connection(("127.0.0.1", other.port))
         s.sendall(connect_packet(client_id="elsewhere311", version=4))
         p = read_packet(s)

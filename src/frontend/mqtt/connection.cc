@@ -49,14 +49,14 @@ void Connection::CloseSoon() {
 }
 
 void Connection::Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string&) {
-  // (The redirect is the new owner's floe-protocol address, not an MQTT
-  // one: no Server Reference is sent.)
+  // (The redirect is the new owner's floe-protocol address: MoveOn looks up
+  // its MQTT one for the Server Reference.)
   auto self = shared_from_this();
   asio::post(strand_, [self, stream] {
     const bool mine = (self->producer_ && self->producer_->on_stream(stream)) ||
                       (self->consumer_ && self->consumer_->on_stream(stream));
     if (!mine || self->closed_) return;
-    self->Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
+    self->MoveOn("this node no longer serves the MQTT stream");
   });
 }
 
@@ -70,6 +70,7 @@ awaitable<void> Connection::ReadLoop() {
     }
     last_packet_ = std::chrono::steady_clock::now();
     std::span<const char> in(buf.data(), n);
+    if (!preamble_checked_ && !TakeRelayPreamble(&in)) co_return;
     while (!in.empty() && reading_ && !close_after_write_ && !closed_) {
       const codec::FrameResult fr = splitter_.Feed(&in);
       if (fr.kind == codec::FrameResult::kNeedMore) break;
@@ -105,7 +106,10 @@ awaitable<void> Connection::ReadLoop() {
         }
         co_return;
       }
-      if (!co_await Handle(*packet)) co_return;
+      unread_ = &in;  // a CONNECT relayed elsewhere takes what follows it
+      const bool go_on = co_await Handle(*packet);
+      unread_ = nullptr;
+      if (!go_on) co_return;
     }
   }
 }

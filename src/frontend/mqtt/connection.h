@@ -32,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,11 @@ struct MqttOptions {
   uint16_t topic_alias_maximum = 64;
   // A connection that sends no CONNECT within this is closed.
   int connect_timeout_ms = 10000;
+  // A CONNECT reaching a node that does not serve the stream: relayed to the
+  // node that does (docs/mqtt-cluster.md), or with `redirect` answered
+  // CONNACK 0x9C with that node's MQTT address as Server Reference.
+  bool redirect = false;
+  int relay_connect_timeout_ms = 2000;
 };
 
 // An MQTT session's durable state (bank record "frontend/mqtt/<id>",
@@ -189,6 +195,17 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void StoreQos2(uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
                  std::string payload);
 
+  // MQTT in a cluster (relay.cc). Reads a relay preamble at the start of the
+  // connection (consuming it from *in); false: a bad one, closed.
+  bool TakeRelayPreamble(std::span<const char>* in);
+  // The MQTT stream is served by another node (`why` says which): relay
+  // the client there, or redirect it, or refuse it (0x88; a relayed
+  // connection 0x9C). Ends this connection either way.
+  asio::awaitable<void> MoveToOwner(std::string why);
+  // This node no longer serves the MQTT stream: DISCONNECT 0x9C (with a
+  // Server Reference when the bank already names the new owner) and close.
+  void MoveOn(std::string why);
+
   // Delivery: pushes what the consumer Session gives, filtered by the
   // subscriptions, within the client's Receive Maximum.
   asio::awaitable<void> PushLoop();
@@ -233,6 +250,13 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   bool reading_ = true;
   bool close_after_write_ = false;
   bool closed_ = false;
+  // Relaying (relay.cc).
+  bool preamble_checked_ = false;  // the first bytes were looked at
+  std::string preamble_;           // a relay preamble still arriving
+  bool relayed_ = false;           // came through another node: never relayed again
+  std::string relayed_for_;        // the client's address, as the preamble names it
+  std::span<const char>* unread_ = nullptr;  // bytes read after the packet being handled
+  bool moving_on_ = false;         // MoveOn runs
 
   // After CONNECT.
   bool connected_ = false;

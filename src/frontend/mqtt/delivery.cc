@@ -134,7 +134,7 @@ awaitable<void> Connection::PushLoop() {
   while (!closed_ && !close_after_write_) {
     SendShared();
     if (!consumer_->serving()) {
-      Disconnect(ReasonCode::kUseAnotherServer, "this node no longer serves the MQTT stream");
+      MoveOn("this node no longer serves the MQTT stream");
       co_return;
     }
     // Retained messages of a new subscription go first; the consumer's
@@ -158,7 +158,7 @@ awaitable<void> Connection::PushLoop() {
     if (plain && room > 0 && writable) {
       auto batch = consumer_->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
       if (!batch) {
-        Disconnect(ReasonCode::kUseAnotherServer, batch.error().message);
+        MoveOn(batch.error().message);
         co_return;
       }
       if (!batch->entries.empty()) {

@@ -163,15 +163,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
 awaitable<bool> Connection::OpenCoreSessions() {
   const uint64_t h = ClientHash(client_id_);
   auto refuse = [&](const broker::Failure& f) {
-    codec::Connack ack;
-    if (f.code == broker::Code::kNotOwner && version_ == Version::kV5) {
-      // Another node serves the MQTT stream. No Server Reference: the core
-      // knows that node's floe-protocol address, not its MQTT one (nodes do
-      // not advertise it yet); the reason string names the node.
-      ack.reason = ReasonCode::kUseAnotherServer;
-    } else {
-      ack.reason = ReasonCode::kServerUnavailable;
-    }
+    codec::Connack ack{.reason = ReasonCode::kServerUnavailable};
     if (version_ == Version::kV5) ack.properties.reason_string = f.message;
     Send(ack);
     CloseAfterWrite();
@@ -186,7 +178,9 @@ awaitable<bool> Connection::OpenCoreSessions() {
   if (p && closed_) p->session->Close();  // closed meanwhile (a takeover): FinishClose did not see it
   if (closed_) co_return false;
   if (!p) {
-    refuse(p.error());
+    // Another node serves the MQTT stream: the client goes there (relay.cc).
+    if (p.error().code == broker::Code::kNotOwner) co_await MoveToOwner(p.error().message);
+    else refuse(p.error());
     co_return false;
   }
   producer_ = p->session;
@@ -210,7 +204,8 @@ awaitable<bool> Connection::OpenCoreSessions() {
   if (c && closed_) c->session->Close();
   if (closed_) co_return false;
   if (!c) {
-    refuse(c.error());
+    if (c.error().code == broker::Code::kNotOwner) co_await MoveToOwner(c.error().message);
+    else refuse(c.error());
     co_return false;
   }
   consumer_ = c->session;
