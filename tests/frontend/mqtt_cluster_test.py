@@ -603,14 +603,9 @@ def test_kill_9_of_the_serving_node_three_nodes(cl):
         s.stop()
     assert len(acked_payloads) > 200, "too little got through to prove anything"
     assert not problems, "\n".join(problems)
-    # QoS 2 exactly once across a reconnect to another node needs the
-    # outbound QoS 2 state (PUBREC seen, PUBREL sent) and the inbound packet
-    # ids to survive in the bank; today they live in the connection
-    # (docs/mqtt.md "Not built yet"), so a QoS 2 exchange cut by a kill may
-    # deliver twice. Reported above, not asserted, until that gap is closed.
-    if qos2_dups:
-        print(f"NOTE: {qos2_dups} QoS 2 duplicates (the known gap: QoS 2 state does not survive a reconnect)",
-              flush=True)
+    # QoS 2 exactly once across the kills: the inbound packet ids and the
+    # outbound QoS 2 state live in the session record (docs/mqtt.md "QoS").
+    assert qos2_dups == 0, f"{qos2_dups} QoS 2 messages delivered more than once"
 
 
 TESTS = {

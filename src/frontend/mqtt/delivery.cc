@@ -34,15 +34,20 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
       return;
     } else {
       o.released = true;
-      // Remembered (not awaited): after a reconnect PUBREL is resent rather
-      // than the PUBLISH; were it lost, a resent PUBLISH of the same packet
-      // id is answered by the client without a second delivery.
+      // PUBREL only once the record says so: after a reconnect PUBREL is
+      // resent, never the PUBLISH, which a client that delivers on PUBREL
+      // (and forgot the id then) would take for a new message.
       auto rec = record_.qos2_out.find(o.seq);
-      if (rec != record_.qos2_out.end()) {
-        rec->second.released = true;
-        Persist(nullptr);
+      if (rec == record_.qos2_out.end()) {
+        Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+        return;
       }
-      Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+      rec->second.released = true;
+      auto self = shared_from_this();
+      Persist([self, packet_id](bool ok) {
+        if (!ok) return self->Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written");
+        self->Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+      });
       return;
     }
   } else if (type == PacketType::kPuback ? o.qos != 1 : (o.qos != 2 || !o.released)) {
@@ -57,7 +62,25 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
 
 void Connection::Done(Outgoing& o) {
   if (o.retained) return;  // sent on SUBSCRIBE: in no cursor
-  if (!o.shared) return Ack(o.seq);
+  if (!o.shared) {
+    if (!consumer_ || !record_.qos2_out.count(o.seq)) return Ack(o.seq);
+    // Outbound QoS 2: the record keeps the packet id until the ACK is
+    // durable. Were it dropped first and the ACK lost with the node, the
+    // message would go out again under a new id: a second delivery.
+    const broker::AnswerInput a{StreamSeq(o.seq), AnswerKind::kAck, 0};
+    auto self = shared_from_this();
+    const uint64_t seq = o.seq;
+    consumer_->Answer({&a, 1}, [self, seq](broker::Outcome<std::vector<broker::Code>> r) {
+      if (!r) return;  // not durable: the entry stays, and PUBREL is resent after a reconnect
+      asio::post(self->strand_, [self, seq] {
+        auto e = self->record_.qos2_out.find(seq);
+        if (e == self->record_.qos2_out.end()) return;
+        self->qos2_ids_.erase(e->second.packet_id);
+        self->record_.qos2_out.erase(e);
+      });
+    });
+    return;
+  }
   if (o.group) o.group->Answered(this, o.seq);
   o.group.reset();
 }
@@ -66,10 +89,8 @@ void Connection::Forget(uint16_t packet_id) {
   auto it = outgoing_.find(packet_id);
   if (it == outgoing_.end()) return;
   if (!it->second.shared && !it->second.retained) {
+    // A QoS 2 entry of the record goes once its ACK is durable (Done).
     packet_of_seq_.erase(it->second.seq);
-    // The record's entry goes with the next write (a stale one is dropped
-    // at the next CONNECT: the cursor has answered its seq).
-    if (record_.qos2_out.erase(it->second.seq)) qos2_ids_.erase(packet_id);
   }
   outgoing_.erase(it);
 }
@@ -208,6 +229,9 @@ awaitable<void> Connection::PushLoop() {
             uint16_t id;
             if (known != packet_of_seq_.end()) {
               id = known->second;
+            } else if (auto kept = record_.qos2_out.find(e.seq.value()); kept != record_.qos2_out.end()) {
+              id = kept->second.packet_id;  // the id the client holds
+              packet_of_seq_[e.seq.value()] = id;
             } else {
               id = NextPacketId();
               packet_of_seq_[e.seq.value()] = id;
