@@ -107,10 +107,16 @@ awaitable<void> Connection::ReadLoop() {
         co_return;
       }
       unread_ = &in;  // a CONNECT relayed elsewhere takes what follows it
+      // Gathered PUBLISHes go to the core before anything else is handled.
+      if (codec::TypeOf(*packet) != PacketType::kPublish) FlushPublishes();
       const bool go_on = co_await Handle(*packet);
       unread_ = nullptr;
-      if (!go_on) co_return;
+      if (!go_on) {
+        FlushPublishes();
+        co_return;
+      }
     }
+    FlushPublishes();  // the end of what this read brought
   }
 }
 
@@ -267,6 +273,7 @@ void Connection::CloseAfterWrite() {
 
 void Connection::FinishClose() {
   if (closed_) return;
+  if (producer_) FlushPublishes();  // what the client sent before it went is stored
   closed_ = true;
   asio::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);

@@ -167,6 +167,18 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // record committed), then answered.
   void StoreAndAnswer(uint8_t qos, uint16_t packet_id, std::string topic, bool retain, std::string headers,
                       std::string_view payload);
+  // Sends the gathered QoS 0 / 1 PUBLISHes to the core as one request.
+  void FlushPublishes();
+  void AnswerStored(uint8_t qos, uint16_t packet_id, broker::Code stored, broker::Code code);
+  struct Pending {
+    uint64_t producer_seq = 0;
+    uint8_t qos = 0;
+    uint16_t packet_id = 0;
+    std::string headers, payload;
+  };
+  static constexpr size_t kMaxBatchBytes = 256 * 1024;
+  std::vector<Pending> batch_;  // PUBLISHes of the current read, not yet given to the core
+  size_t batch_bytes_ = 0;
   void OnPubrel(const codec::Pubrel& p);
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
   asio::awaitable<bool> OnSubscribe(const codec::Subscribe& s);

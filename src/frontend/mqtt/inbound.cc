@@ -67,6 +67,7 @@ bool Connection::OnPublish(codec::Publish& p) {
       {.topic = topic, .qos = p.qos, .retain = p.retain, .client = client_key_, .properties = &p.properties});
   const uint16_t id = p.packet_id;
   if (p.qos == 2) {
+    FlushPublishes();  // stored after what came before it
     if (resend) {
       inbound_qos2_[id] = Inbound::kStoring;
       StoreQos2(id, record_.qos2_in[id], BeginRetain(p.retain, topic, headers, p.payload), std::move(headers),
@@ -131,28 +132,57 @@ std::shared_ptr<Connection::RetainRequest> Connection::BeginRetain(bool retain, 
 
 void Connection::StoreAndAnswer(uint8_t qos, uint16_t id, std::string topic, bool retain, std::string headers,
                                 std::string_view payload) {
+  if (!retain) {
+    // Gathered: the PUBLISHes of one read go to the core as one request
+    // (one append, one completion), in the order they came.
+    batch_bytes_ += headers.size() + payload.size();
+    batch_.push_back({next_producer_seq_++, qos, id, std::move(headers), std::string(payload)});
+    if (batch_bytes_ >= kMaxBatchBytes) FlushPublishes();
+    return;
+  }
+  FlushPublishes();  // stored after what came before it
   const broker::PublishInput in{ProducerSeq(next_producer_seq_++), {}, headers, payload};
   auto self = shared_from_this();
   auto r = BeginRetain(retain, topic, headers, payload);
   producer_->Publish({&in, 1}, payload.size(), [self, qos, id, r](broker::PublishOutcome out) {
     self->AfterStore(std::move(out), r, [self, qos, id](broker::Code stored, broker::Code code) {
-      asio::post(self->strand_, [self, qos, id, stored, code] {
-        // MQTT clients do not resend in producer-seq order (and never resend
-        // QoS 0): a message not stored must not hold the later ones back.
-        if (stored != broker::Code::kOk && !self->closed_) self->producer_->ForgetUnstored();
-        if (qos == 0 || self->closed_) return;
-        --self->inbound_inflight_;
-        if (auto d = DisconnectFor(code)) return self->Disconnect(*d, "the message was not stored");
-        const ReasonCode reason = ReasonOf(code);
-        if (self->version_ == Version::kV311 && codec::IsFailure(reason)) {
-          // 3.1.1 has no failure in PUBACK: closing is the only way to say
-          // the message was not stored; the client resends it on reconnect.
-          return self->CloseAfterWrite();
-        }
-        self->Send(codec::Puback{{id, reason, {}}});
-      });
+      asio::post(self->strand_, [self, qos, id, stored, code] { self->AnswerStored(qos, id, stored, code); });
     });
   });
+}
+
+void Connection::FlushPublishes() {
+  if (batch_.empty()) return;
+  auto batch = std::make_shared<std::vector<Pending>>(std::exchange(batch_, {}));
+  const uint64_t bytes = std::exchange(batch_bytes_, 0);
+  std::vector<broker::PublishInput> in;
+  in.reserve(batch->size());
+  for (const Pending& m : *batch) in.push_back({ProducerSeq(m.producer_seq), {}, m.headers, m.payload});
+  auto self = shared_from_this();
+  producer_->Publish(in, bytes, [self, batch](broker::PublishOutcome out) {
+    asio::post(self->strand_, [self, batch, out = std::move(out)] {
+      for (size_t i = 0; i < batch->size(); ++i) {
+        const broker::Code code = out.fenced ? broker::Code::kNotOwner : out.results[i].code;
+        self->AnswerStored((*batch)[i].qos, (*batch)[i].packet_id, code, code);
+      }
+    });
+  });
+}
+
+void Connection::AnswerStored(uint8_t qos, uint16_t id, broker::Code stored, broker::Code code) {
+  // MQTT clients do not resend in producer-seq order (and never resend
+  // QoS 0): a message not stored must not hold the later ones back.
+  if (stored != broker::Code::kOk && !closed_) producer_->ForgetUnstored();
+  if (qos == 0 || closed_) return;
+  --inbound_inflight_;
+  if (auto d = DisconnectFor(code)) return Disconnect(*d, "the message was not stored");
+  const ReasonCode reason = ReasonOf(code);
+  if (version_ == Version::kV311 && codec::IsFailure(reason)) {
+    // 3.1.1 has no failure in PUBACK: closing is the only way to say the
+    // message was not stored; the client resends it on reconnect.
+    return CloseAfterWrite();
+  }
+  Send(codec::Puback{{id, reason, {}}});
 }
 
 void Connection::StoreQos2(uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
