@@ -56,7 +56,7 @@ struct NodeOptions {
   // free one), and the stream MQTT messages go to.
   std::string mqtt_listen = "127.0.0.1:1883";
   std::string mqtt_stream = "mqtt";
-  // MQTT in a cluster (docs/mqtt-cluster.md): the HOST:PORT other nodes
+  // MQTT in a cluster (docs/mqtt.md "MQTT in a cluster"): the HOST:PORT other nodes
   // relay (or redirect) MQTT clients to ("" = the address bound), and
   // whether a node not serving the MQTT stream redirects (CONNACK 0x9C with
   // a Server Reference) instead of relaying.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""MQTT across a cluster (docs/mqtt-cluster.md): any node accepts an MQTT
+"""MQTT across a cluster (docs/mqtt.md "MQTT in a cluster"): any node accepts an MQTT
 client and relays it to the node serving the MQTT stream.
 
 Real `floe serve` processes on loopback share one data directory and SQLite

@@ -62,7 +62,7 @@ struct MqttOptions {
   // A connection that sends no CONNECT within this is closed.
   int connect_timeout_ms = 10000;
   // A CONNECT reaching a node that does not serve the stream: relayed to the
-  // node that does (docs/mqtt-cluster.md), or with `redirect` answered
+  // node that does (docs/mqtt.md "MQTT in a cluster"), or with `redirect` answered
   // CONNACK 0x9C with that node's MQTT address as Server Reference.
   bool redirect = false;
   int relay_connect_timeout_ms = 2000;

@@ -1,4 +1,4 @@
-// MQTT in a cluster (docs/mqtt-cluster.md): the relay preamble, dialing the
+// MQTT in a cluster (docs/mqtt.md "MQTT in a cluster"): the relay preamble, dialing the
 // serving node, the byte copy, and the Connection's side of it — moving a
 // client to the node that serves the MQTT stream at CONNECT (relay,
 // redirect, or refusal) and when this node stops serving it (DISCONNECT

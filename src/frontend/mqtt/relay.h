@@ -1,4 +1,4 @@
-// MQTT in a cluster (docs/mqtt-cluster.md): a node that does not serve the
+// MQTT in a cluster (docs/mqtt.md "MQTT in a cluster"): a node that does not serve the
 // MQTT stream relays the client to the node that does.
 //
 // After a CONNECT has been read (a bad first packet is answered locally),
