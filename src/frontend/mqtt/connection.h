@@ -42,6 +42,7 @@
 #include "broker/broker.h"
 #include "frontend/await_core.h"
 #include "frontend/mqtt/retained.h"
+#include "frontend/mqtt/session_record.h"
 #include "mqtt/codec.h"
 #include "mqtt/frame.h"
 
@@ -68,52 +69,6 @@ struct MqttOptions {
   int relay_connect_timeout_ms = 2000;
 };
 
-// An MQTT session's durable state (bank record "frontend/mqtt/<id>",
-// docs/mqtt.md "Sessions"): what another connection, on this node or
-// another, needs to resume it exactly where it stood.
-struct SessionRecord {
-  std::string client_id;
-  uint64_t generation = 1;  // grows at each clean start: names the consumer
-  uint32_t expiry_s = 0;    // Session Expiry Interval (0: ends with the connection)
-  struct Sub {
-    std::string filter;
-    codec::SubscriptionOptions options;
-    uint32_t identifier = 0;  // Subscription Identifier, 0 = none
-    int64_t since_us = 0;     // made then: older messages are not its to deliver
-  };
-  std::vector<Sub> subscriptions;
-  // The node whose connection holds the session ("" once it left, at
-  // left_at_ms). A record naming a node that no longer holds it is an
-  // orphan: its will and expiry are then the serving node's to carry out.
-  std::string node;
-  int64_t left_at_ms = 0;
-  struct Will {
-    std::string topic;
-    std::string headers;  // stored with it, as EncodeMessageHeaders makes them
-    std::string payload;
-    uint8_t qos = 0;
-    bool retain = false;
-    uint32_t delay_s = 0;        // Will Delay Interval
-    uint64_t producer_seq = 0;   // != 0: being published with this seq (a resend is stored once)
-  };
-  std::optional<Will> will;
-  // Inbound QoS 2: packet id -> the producer seq its message is (being)
-  // stored with; kept from before the store until PUBCOMP may be sent, so a
-  // resend after any reconnect is stored once (the stream's dedup).
-  std::map<uint16_t, uint64_t> qos2_in;
-  // Outbound QoS 2: stream seq -> packet id, from before the PUBLISH is sent
-  // until PUBCOMP; `released`: PUBREC came (PUBREL is what to resend).
-  struct Out {
-    uint16_t packet_id = 0;
-    bool released = false;
-  };
-  std::map<uint64_t, Out> qos2_out;
-};
-std::string EncodeSessionRecord(const SessionRecord& r);
-Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);
-// The key of a client identifier's record and the stable hash of it that
-// names its core sessions and its durable consumer.
-uint64_t ClientHash(std::string_view client_id);
 
 class Keeper;
 class SharedGroup;

@@ -65,8 +65,5 @@ codec::ReasonCode ReasonOf(broker::Code c);
 // (0x9C), the node is stopping (0x8B).
 std::optional<codec::ReasonCode> DisconnectFor(broker::Code c);
 
-// The core session id of a client identifier's consumer of one generation
-// (even; its producer's is ClientHash | 1, odd), stable across nodes.
-uint64_t ConsumerSessionId(std::string_view client_id, uint64_t generation);
 
 }  // namespace floe::frontend::mqtt

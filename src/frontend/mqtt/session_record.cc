@@ -3,8 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/codec.h"
-#include "frontend/mqtt/connection.h"
-#include "frontend/mqtt/internal.h"
+#include "frontend/mqtt/session_record.h"
 
 namespace floe::frontend::mqtt {
 
