@@ -103,9 +103,13 @@ class Forwarder {
 
 // A front end's connection, as the core sees it. Any thread may call these;
 // the front end posts to its own strand.
+enum class PeerProtocol : uint8_t { kFloe, kMqtt };
+
 class Peer {
  public:
   virtual ~Peer() = default;
+  // The front end's protocol (counted per node in its heartbeat).
+  virtual PeerProtocol protocol() const { return PeerProtocol::kFloe; }
   // The node is stopping: take no more requests.
   virtual void StopReading() = 0;
   // Finish what is queued, then close (the node stops, or a newer

@@ -32,6 +32,9 @@ class Broker::Core final : public cluster::Host {
   void CloseStream(const std::string& name, const std::string& redirect) override;
   uint32_t SessionCount() override { return static_cast<uint32_t>(sessions.session_count()); }
   uint64_t PublishedTotal() override { return published.load(); }
+  uint32_t MqttConnectionCount() override {
+    return static_cast<uint32_t>(sessions.peer_count(PeerProtocol::kMqtt));
+  }
   void Housekeep() override;  // sessions.cc
 
   // Tells every peer serving `entry` to go to `redirect` and close.

@@ -85,6 +85,12 @@ size_t SessionTable::peer_count() {
   return peers_.size();
 }
 
+size_t SessionTable::peer_count(PeerProtocol protocol) {
+  MutexLock l(&mu_);
+  return static_cast<size_t>(
+      std::count_if(peers_.begin(), peers_.end(), [&](const auto& p) { return p->protocol() == protocol; }));
+}
+
 void SessionTable::Clear() {
   MutexLock l(&mu_);
   peers_.clear();

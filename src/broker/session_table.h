@@ -14,6 +14,7 @@
 namespace floe::broker {
 
 class Peer;
+enum class PeerProtocol : uint8_t;  // broker.h
 struct SessionState;
 
 class SessionTable {
@@ -36,6 +37,7 @@ class SessionTable {
   void Detach(const Peer* peer);
   std::vector<std::shared_ptr<Peer>> Peers();
   size_t peer_count();
+  size_t peer_count(PeerProtocol protocol);
   void Clear();
 
  private:

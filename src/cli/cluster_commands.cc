@@ -70,8 +70,8 @@ int ClusterStatus(const BankArgs& a) {
   for (const auto& kv : *drains) drained.insert(kv.key.substr(cluster::kDrainPrefix.size()));
   std::string out;
   if (a.json) out += "{\"nodes\":[";
-  else out += fmt::format("{:<12} {:<22} {:<22} {:<6} {:<8} {:>9} {:>7} {:>8} {:>10}\n", "NODE", "ADDRESS", "MQTT",
-                          "ALIVE", "DRAINED", "HEARTBEAT", "STREAMS", "SESSIONS", "PUBLISH/S");
+  else out += fmt::format("{:<12} {:<22} {:<22} {:>5} {:<6} {:<8} {:>9} {:>7} {:>8} {:>10}\n", "NODE", "ADDRESS",
+                          "MQTT", "CONNS", "ALIVE", "DRAINED", "HEARTBEAT", "STREAMS", "SESSIONS", "PUBLISH/S");
   bool first = true;
   for (const auto& kv : *nodes) {
     auto n = cluster::DecodeNodeInfo(kv.value);
@@ -82,14 +82,15 @@ int ClusterStatus(const BankArgs& a) {
     if (a.json) {
       out += fmt::format(
           "{}{{\"id\":\"{}\",\"address\":\"{}\",\"mqtt_address\":{},\"alive\":{},\"drained\":{},"
-          "\"heartbeat_age_ms\":{},\"lease_ms\":{},\"streams\":{},\"sessions\":{},\"publish_rate\":{}}}",
+          "\"heartbeat_age_ms\":{},\"lease_ms\":{},\"streams\":{},\"sessions\":{},\"publish_rate\":{},"
+          "\"mqtt_connections\":{}}}",
           first ? "" : ",", JsonEscape(n->id), JsonEscape(n->address),
           n->mqtt_address.empty() ? std::string("null") : "\"" + JsonEscape(n->mqtt_address) + "\"", alive, dr, age,
-          n->lease_ms, n->streams, n->sessions, n->publish_rate);
+          n->lease_ms, n->streams, n->sessions, n->publish_rate, n->mqtt_connections);
     } else {
-      out += fmt::format("{:<12} {:<22} {:<22} {:<6} {:<8} {:>7}ms {:>7} {:>8} {:>10}\n", n->id, n->address,
-                         n->mqtt_address.empty() ? "-" : n->mqtt_address, alive ? "yes" : "no", dr ? "yes" : "no",
-                         age, n->streams, n->sessions, n->publish_rate);
+      out += fmt::format("{:<12} {:<22} {:<22} {:>5} {:<6} {:<8} {:>7}ms {:>7} {:>8} {:>10}\n", n->id, n->address,
+                         n->mqtt_address.empty() ? "-" : n->mqtt_address, n->mqtt_connections, alive ? "yes" : "no",
+                         dr ? "yes" : "no", age, n->streams, n->sessions, n->publish_rate);
     }
     first = false;
   }

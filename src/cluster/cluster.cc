@@ -13,7 +13,7 @@ namespace floe::cluster {
 namespace {
 // Version 2 appends the MQTT address; version 1 records (nodes of before)
 // still decode, with no MQTT address.
-constexpr uint8_t kNodeEncodingVersion = 2;
+constexpr uint8_t kNodeEncodingVersion = 3;
 }
 
 int64_t WallMs() {
@@ -43,13 +43,14 @@ std::string EncodeNodeInfo(const NodeInfo& n) {
   e.U32(n.sessions);
   e.U64(n.publish_rate);
   e.String(n.mqtt_address);
+  e.U32(n.mqtt_connections);
   return out;
 }
 
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
   const uint8_t version = d.U8();
-  if (version != 1 && version != kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
+  if (version < 1 || version > kNodeEncodingVersion) return Err(Status::Corruption("unknown node record version"));
   NodeInfo n;
   n.id = std::string(d.String());
   n.address = std::string(d.String());
@@ -60,6 +61,7 @@ Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
   n.sessions = d.U32();
   n.publish_rate = d.U64();
   if (version >= 2) n.mqtt_address = std::string(d.String());
+  if (version >= 3) n.mqtt_connections = d.U32();
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("node record: " + std::string(s.message())));
   return n;
@@ -282,6 +284,7 @@ void Cluster::Heartbeat(int64_t now) {
     n.streams = static_cast<uint32_t>(held_.size());
   }
   n.sessions = host_->SessionCount();
+  n.mqtt_connections = host_->MqttConnectionCount();
   const uint64_t published = host_->PublishedTotal();
   const int64_t steady = SteadyMs();
   if (last_heartbeat_steady_ > 0 && steady > last_heartbeat_steady_)

@@ -45,6 +45,7 @@ struct NodeInfo {
   uint32_t sessions = 0;     // sessions open on it
   uint64_t publish_rate = 0; // messages acknowledged per second, last tick
   std::string mqtt_address;  // where MQTT clients reach it (HOST:PORT; "" = no MQTT, or a version 1 record)
+  uint32_t mqtt_connections = 0;  // MQTT client connections on it, relayed ones too (version 3)
 };
 std::string EncodeNodeInfo(const NodeInfo& n);
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes);
@@ -93,6 +94,7 @@ class Host {
   // Load, for the heartbeat.
   virtual uint32_t SessionCount() = 0;
   virtual uint64_t PublishedTotal() = 0;  // messages acknowledged since start
+  virtual uint32_t MqttConnectionCount() { return 0; }
   // Every kHousekeepPeriods lease periods: tidy the bank records of owned streams.
   virtual void Housekeep() {}
 };

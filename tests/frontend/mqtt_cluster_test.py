@@ -297,6 +297,16 @@ def test_any_node_takes_mqtt_clients(cl):
     via1 = Collector("sub-via-n1")
     assert via1.connect(n1.port)[1] == 0
     via1.subscribe("any/#", qos=1)
+    # `cluster status` counts each node's MQTT connections (heartbeat): n2
+    # holds one relay, n1 the relayed session and its own client.
+    deadline = time.time() + 10
+    counts = {}
+    while time.time() < deadline:
+        counts = {n["id"]: n["mqtt_connections"] for n in cl.status()["nodes"]}
+        if counts.get("n1") == 2 and counts.get("n2") == 1:
+            break
+        time.sleep(0.2)
+    assert counts == {"n1": 2, "n2": 1}, counts
     pub2 = Collector("pub-via-n2")
     assert pub2.connect(n2.port)[1] == 0
     pub1 = Collector("pub-via-n1")

@@ -98,6 +98,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void Start();
 
   // broker::Peer: any thread.
+  broker::PeerProtocol protocol() const override { return broker::PeerProtocol::kMqtt; }
   void StopReading() override;
   void CloseSoon() override;
   void Evict(const std::shared_ptr<broker::StreamEntry>& stream, const std::string& redirect) override;

@@ -76,6 +76,7 @@ class Relay final : public broker::Peer, public std::enable_shared_from_this<Rel
 
   // broker::Peer. Nothing of a relay is in flight here: the serving node
   // answers the client; a stopping node closes the relay.
+  broker::PeerProtocol protocol() const override { return broker::PeerProtocol::kMqtt; }
   void StopReading() override {}
   void CloseSoon() override;
   void Evict(const std::shared_ptr<broker::StreamEntry>&, const std::string&) override {}
