@@ -22,6 +22,7 @@ SessionRecord Full() {
   r.qos2_in = {{7, 41}, {65535, 42}};
   r.qos2_out[1000] = {3, true};
   r.qos2_out[1001] = {4, false};
+  r.qos2_held = {{5, true}, {6, false}};
   return r;
 }
 
@@ -49,6 +50,7 @@ TEST(SessionRecordTest, RoundTripsEveryField) {
   EXPECT_EQ(d->qos2_out[1000].packet_id, 3);
   EXPECT_TRUE(d->qos2_out[1000].released);
   EXPECT_FALSE(d->qos2_out[1001].released);
+  EXPECT_EQ(d->qos2_held, r.qos2_held);
 }
 
 TEST(SessionRecordTest, ReadsVersion2) {
@@ -56,7 +58,7 @@ TEST(SessionRecordTest, ReadsVersion2) {
   std::string v2 = EncodeSessionRecord(SessionRecord{.client_id = "old", .generation = 5, .expiry_s = 60,
                                                      .subscriptions = {{"t/#", {.max_qos = 1}, 0, 9}}});
   v2[0] = 2;
-  v2.resize(v2.size() - (2 + 8 + 1 + 4 + 4));  // node "", left_at, no will, two empty maps
+  v2.resize(v2.size() - (2 + 8 + 1 + 4 + 4 + 4));  // node "", left_at, no will, three empty maps
   auto d = DecodeSessionRecord(v2);
   ASSERT_TRUE(d) << d.error().ToString();
   EXPECT_EQ(d->client_id, "old");

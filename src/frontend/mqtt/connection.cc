@@ -286,8 +286,12 @@ void Connection::FinishClose() {
     // The session ends with the connection and leaves no will: its records go.
     if (producer_) producer_->EndAtClose();
     if (consumer_) consumer_->EndAtClose();
-    broker_->WriteRecord(RecordKey(), std::nullopt, [](broker::Outcome<void>) {});
-    if (claimed_) keeper_->Release(client_key_, this, false);
+    // Let go once the record is gone: a quick reconnect must not read it.
+    auto self = shared_from_this();
+    const bool claimed = claimed_;
+    broker_->WriteRecord(RecordKey(), std::nullopt, [self, claimed](broker::Outcome<void>) {
+      if (claimed) self->keeper_->Release(self->client_key_, self.get(), false);
+    });
   } else if (leaves) {
     // It stays for its Session Expiry Interval, or its will is to be sent
     // (not a normal DISCONNECT [MQTT-3.1.2-8], maybe after a Will Delay):
@@ -298,7 +302,14 @@ void Connection::FinishClose() {
     auto self = shared_from_this();
     Persist([self](bool) { self->keeper_->Release(self->client_key_, self.get(), true); });
   } else if (claimed_) {
-    keeper_->Release(client_key_, this, false);
+    // Taken over: the newer connection reads the record once ours is let go,
+    // so a write of ours still under way finishes first.
+    if (!persisting_) {
+      keeper_->Release(client_key_, this, false);
+    } else {
+      auto self = shared_from_this();
+      persist_next_.push_back([self](bool) { self->keeper_->Release(self->client_key_, self.get(), false); });
+    }
   }
   if (producer_) producer_->Close();
   if (consumer_) consumer_->Close();

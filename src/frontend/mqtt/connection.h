@@ -117,7 +117,11 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<bool> OnConnect(const codec::Connect& c);
   // Opens (or resumes) the session's producer and consumer Sessions; on
   // failure answers CONNACK with the reason and closes.
-  asio::awaitable<bool> OpenCoreSessions();
+  asio::awaitable<bool> OpenProducer();
+  asio::awaitable<bool> OpenConsumer();
+  // Publishes the will an earlier connection left due (its record `prior`):
+  // its producer seq written to the record first, so it is stored once.
+  asio::awaitable<bool> PublishPriorWill(SessionRecord prior);
   bool OnPublish(codec::Publish& p);
   // A QoS 0 / 1 PUBLISH: stored (and, with RETAIN, its topic's retained
   // record committed), then answered.
@@ -188,6 +192,10 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // Sends queued retained messages within the Receive Maximum; false when
   // some wait for room.
   bool SendRetained();
+  // A QoS 2 PUBLISH of no cursor of ours (shared, retained): sent once its
+  // packet id is in the record; `keep` holds what `out` points into.
+  void SendHeldQos2(const codec::Publish& out, std::shared_ptr<const void> keep);
+  std::vector<uint16_t> pubrel_again_;  // after CONNACK: PUBRELs of qos2_held
 
   void Send(const codec::Packet& packet);
   void Enqueue(std::string bytes);

@@ -25,12 +25,18 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
       // The client refused it: done as far as MQTT goes (a shared one is
       // not offered to another member [MQTT-4.8.2-6]).
       Done(o);
-    } else if (o.shared) {
-      // Received: the group is answered now (PUBREL / PUBCOMP are ours).
+    } else if (o.shared || o.retained) {
+      // Received: a group is answered now (PUBREL / PUBCOMP are ours);
+      // PUBREL goes once the record says so, to be resent after a reconnect.
       Done(o);
       o.group.reset();
       o.released = true;
-      Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+      record_.qos2_held[packet_id] = true;
+      auto self = shared_from_this();
+      Persist([self, packet_id](bool ok) {
+        if (!ok) return self->Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written");
+        self->Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
+      });
       return;
     } else {
       o.released = true;
@@ -88,6 +94,7 @@ void Connection::Done(Outgoing& o) {
 void Connection::Forget(uint16_t packet_id) {
   auto it = outgoing_.find(packet_id);
   if (it == outgoing_.end()) return;
+  if ((it->second.shared || it->second.retained) && record_.qos2_held.erase(packet_id)) qos2_ids_.erase(packet_id);
   if (!it->second.shared && !it->second.retained) {
     // A QoS 2 entry of the record goes once its ACK is durable (Done).
     packet_of_seq_.erase(it->second.seq);
@@ -136,10 +143,24 @@ bool Connection::SendRetained() {
       out.packet_id = NextPacketId();
       outgoing_[out.packet_id] = Outgoing{.seq = 0, .qos = out.qos, .released = false, .retained = true};
     }
-    Send(out);
+    if (out.qos == 2) SendHeldQos2(out, r.record);
+    else Send(out);
     retained_out_.pop_front();
   }
   return retained_out_.empty();
+}
+
+void Connection::SendHeldQos2(const codec::Publish& out, std::shared_ptr<const void> keep) {
+  // Its packet id is durable before the PUBLISH goes: after a reconnect the
+  // id is not given to another message while the client may hold it, and
+  // PUBREL is resent once PUBREC came.
+  record_.qos2_held[out.packet_id] = false;
+  qos2_ids_.insert(out.packet_id);
+  auto self = shared_from_this();
+  Persist([self, out, keep = std::move(keep)](bool ok) {
+    if (!ok) return self->Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written");
+    self->Send(out);
+  });
 }
 
 void Connection::WakePush() {
@@ -193,8 +214,11 @@ awaitable<void> Connection::PushLoop() {
             continue;  // gaps need no answer; large messages are not carried over MQTT
           }
           Stored m = ParseStored(e.headers, options_->stream);
-          if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms) {
-            skip.push_back({e.seq, AnswerKind::kAck, 0});  // expired [MQTT-3.3.2-5]
+          // Expired: not sent [MQTT-3.3.2-5] — unless a QoS 2 PUBLISH of it
+          // went out already: the client holds its packet id and the
+          // exchange is finished as it began (5.0 4.3.3).
+          if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms && !record_.qos2_out.count(e.seq.value())) {
+            skip.push_back({e.seq, AnswerKind::kAck, 0});
             continue;
           }
           int qos = -1;
@@ -222,7 +246,8 @@ awaitable<void> Connection::PushLoop() {
             out.properties = m.properties;
             out.properties.subscription_identifiers = ids;
             if (m.expires_at_ms > 0)
-              out.properties.message_expiry_interval = static_cast<uint32_t>((m.expires_at_ms - now_ms + 999) / 1000);
+              out.properties.message_expiry_interval =
+                  static_cast<uint32_t>(std::max<int64_t>(1, (m.expires_at_ms - now_ms + 999) / 1000));
           }
           if (qos > 0) {
             auto known = packet_of_seq_.find(e.seq.value());

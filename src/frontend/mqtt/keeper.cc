@@ -32,6 +32,7 @@ Due DueOf(const SessionRecord& r) {
   Due d;
   if (r.expiry_s != kForever) d.end = r.left_at_ms + int64_t{r.expiry_s} * 1000;
   if (r.will) d.will = std::min(d.end, r.left_at_ms + int64_t{r.will->delay_s} * 1000);
+  if (r.will && r.will->producer_seq != 0) d.will = 0;  // being published when its publisher went: finish it
   return d;
 }
 
@@ -63,14 +64,54 @@ Keeper::Stats Keeper::stats() {
 void Keeper::Claim(const std::string& key, const void* owner, std::function<void()> done) {
   asio::post(strand_, [self = shared_from_this(), key, owner, done = std::move(done)]() mutable {
     self->attached_[key] = owner;
+    self->holders_[key].insert(owner);
     self->due_.erase(key);
     if (self->busy_.count(key)) self->waiting_[key].push_back(std::move(done));
     else done();
   });
 }
 
+void Keeper::WaitAlone(const std::string& key, const void* owner, std::function<void()> done) {
+  asio::post(strand_, [self = shared_from_this(), key, owner, done = std::move(done)]() mutable {
+    if (self->Alone(key, owner)) return done();
+    // A connection of this node that held the key (being taken over) has
+    // not let go: wait until it has (its last record write done), at most
+    // kClaimWaitMs.
+    auto timer = std::make_shared<asio::steady_timer>(self->strand_, std::chrono::milliseconds(kClaimWaitMs));
+    self->alone_waiters_[key].push_back({owner, std::move(done), timer});
+    timer->async_wait([self, key, timer](const asio::error_code&) { self->WakeAlone(key, timer.get()); });
+  });
+}
+
+bool Keeper::Alone(const std::string& key, const void* owner) const {
+  auto h = holders_.find(key);
+  return h == holders_.end() || (h->second.size() == 1 && h->second.count(owner));
+}
+
+void Keeper::WakeAlone(const std::string& key, const asio::steady_timer* expired) {
+  auto w = alone_waiters_.find(key);
+  if (w == alone_waiters_.end()) return;
+  std::vector<PendingClaim> ready;
+  std::erase_if(w->second, [&](PendingClaim& p) {
+    if (p.timer.get() != expired && !Alone(key, p.owner)) return false;
+    ready.push_back(std::move(p));
+    return true;
+  });
+  if (w->second.empty()) alone_waiters_.erase(w);
+  for (auto& p : ready) {
+    p.timer->cancel();
+    p.done();
+  }
+}
+
 void Keeper::Release(const std::string& key, const void* owner, bool left) {
   asio::post(strand_, [self = shared_from_this(), key, owner, left] {
+    auto h = self->holders_.find(key);
+    if (h != self->holders_.end()) {
+      h->second.erase(owner);
+      if (h->second.empty()) self->holders_.erase(h);
+    }
+    self->WakeAlone(key, nullptr);
     auto it = self->attached_.find(key);
     if (it == self->attached_.end() || it->second != owner) return;  // a newer connection holds it
     self->attached_.erase(it);
@@ -83,6 +124,7 @@ void Keeper::Release(const std::string& key, const void* owner, bool left) {
 
 void Keeper::Finish(const std::string& key) {
   busy_.erase(key);
+  timer_.cancel();  // the Loop starts what waited for room
   auto w = waiting_.find(key);
   if (w == waiting_.end()) return;
   auto fns = std::move(w->second);
@@ -125,6 +167,11 @@ awaitable<void> Keeper::Loop() {
 }
 
 awaitable<void> Keeper::Scan() {
+  // Only the node serving the MQTT stream acts for sessions no connection
+  // holds: elsewhere every live session would look like an orphan.
+  auto where = co_await AwaitCore<broker::Outcome<broker::Broker::Placement>>(
+      [&](auto done) { broker_->LocateStream(options_->stream, std::move(done)); });
+  if (!where || !where->here) co_return;
   using Listed = broker::Outcome<std::vector<broker::Record>>;
   auto records = co_await AwaitCore<Listed>([&](auto done) { broker_->ListRecords("mqtt/", std::move(done)); });
   if (!records) co_return;  // the bank is unreachable: the next scan tries again

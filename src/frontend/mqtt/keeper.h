@@ -35,6 +35,9 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
   // How often every session record is read to find orphans (sessions whose
   // node no longer holds them) and what is due.
   static constexpr int kScanMs = 5000;
+  // How long a claim waits for a connection of this node that still holds
+  // the key (a takeover) to let go.
+  static constexpr int kClaimWaitMs = 3000;
 
   Keeper(asio::io_context& io, broker::Broker* broker, const MqttOptions* options,
          std::shared_ptr<RetainedStore> retained);
@@ -48,6 +51,10 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
   // `owner` no longer holds the key; `left` says it let the session go (its
   // record says node "" and when): the keeper schedules its will and expiry.
   void Release(const std::string& key, const void* owner, bool left);
+  // `done` runs once no other connection of this node holds the key (one
+  // being taken over let go, its last record write done), or after
+  // kClaimWaitMs.
+  void WaitAlone(const std::string& key, const void* owner, std::function<void()> done);
 
   // broker::Peer (the keeper's own sessions): nothing to close.
   void StopReading() override {}
@@ -73,6 +80,9 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
   asio::awaitable<bool> Write(const std::string& key, std::optional<std::string> value);
   void Schedule(const std::string& key, const SessionRecord& record);
   void Finish(const std::string& key);
+  bool Alone(const std::string& key, const void* owner) const;
+  // Runs the WaitAlone callbacks now due (`expired`: the one whose wait ran out).
+  void WakeAlone(const std::string& key, const asio::steady_timer* expired);
 
   template <typename T, typename Start>
   asio::awaitable<T> AwaitCore(Start start) {
@@ -89,6 +99,13 @@ class Keeper final : public broker::Peer, public std::enable_shared_from_this<Ke
   std::map<std::string, int64_t> due_;           // key -> wall ms when its will or end is due
   std::set<std::string> busy_;                   // an Act is under way
   std::map<std::string, std::vector<std::function<void()>>> waiting_;  // claims waiting for an Act
+  struct PendingClaim {
+    const void* owner;
+    std::function<void()> done;
+    std::shared_ptr<asio::steady_timer> timer;
+  };
+  std::map<std::string, std::set<const void*>> holders_;  // connections that claimed a key and hold it still
+  std::map<std::string, std::vector<PendingClaim>> alone_waiters_;
   int64_t next_scan_ms_ = 0;
   Stats stats_;
 };

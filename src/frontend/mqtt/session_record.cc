@@ -62,6 +62,11 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
     e.U16(o.packet_id);
     e.U8(o.released);
   }
+  e.U32(static_cast<uint32_t>(r.qos2_held.size()));
+  for (const auto& [id, released] : r.qos2_held) {
+    e.U16(id);
+    e.U8(released);
+  }
   return out;
 }
 
@@ -111,6 +116,11 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
       o.packet_id = d.U16();
       o.released = d.U8() != 0;
       r.qos2_out[seq] = o;
+    }
+    const uint32_t held = d.Count(3);
+    for (uint32_t i = 0; i < held && d.ok(); ++i) {
+      const uint16_t id = d.U16();
+      r.qos2_held[id] = d.U8() != 0;
     }
   }
   FLOE_RETURN_ERR_IF_ERROR(d.Finish());

@@ -57,6 +57,10 @@ struct SessionRecord {
     bool released = false;
   };
   std::map<uint64_t, Out> qos2_out;
+  // Outbound QoS 2 deliveries in no cursor of this session (a shared
+  // subscription's, a retained message sent on SUBSCRIBE): packet id ->
+  // released (PUBREC came: PUBREL is resent after a reconnect).
+  std::map<uint16_t, bool> qos2_held;
 };
 std::string EncodeSessionRecord(const SessionRecord& r);
 Result<SessionRecord> DecodeSessionRecord(std::string_view bytes);

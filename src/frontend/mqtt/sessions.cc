@@ -73,12 +73,20 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     CloseAfterWrite();
     co_return false;
   }
-  // This node's keeper leaves the client's record alone from here on, and
-  // whatever it was doing with it is done.
+  // This node's keeper leaves the client's record alone from here on (what
+  // it was doing with it is done). Then the producer: locking it here fences
+  // the connection that held the session before (on any node) and tells one
+  // of this node to close; once that one let go (its last record write
+  // done), the record read next is the last one.
   co_await AwaitCore<bool>([&](auto done) {
     keeper_->Claim(client_key_, this, [done = std::move(done)]() mutable { done(true); });
   });
   claimed_ = true;
+  if (closed_) co_return false;
+  if (!co_await OpenProducer()) co_return false;
+  co_await AwaitCore<bool>([&](auto done) {
+    keeper_->WaitAlone(client_key_, this, [done = std::move(done)]() mutable { done(true); });
+  });
   if (closed_) co_return false;
   auto stored = co_await AwaitCore<broker::Outcome<std::optional<std::string>>>(
       [&](auto done) { broker_->ReadRecord(RecordKey(), std::move(done)); });
@@ -95,16 +103,24 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   // (an ended session's record is gone): its consumer starts empty.
   std::random_device rd;
   uint64_t generation = (static_cast<uint64_t>(WallMs()) << 12) | (rd() & 0xfff);
-  // The will of a connection this one takes over (or of one whose node
-  // died) with no delay is due now [MQTT-3.1.4-3]; one with a delay is
-  // cancelled by this connection coming in time.
-  std::optional<SessionRecord::Will> prior_will;
+  // The earlier connection's will, if it is due now: its delay has passed
+  // or its session has ended [MQTT-3.1.3-9], or it had no delay and this
+  // connection takes it over (or its node died) [MQTT-3.1.4-3]. One with a
+  // delay still running is cancelled: this connection came in time.
+  std::optional<SessionRecord> will_of;
   if (*stored) {
     auto prior = DecodeSessionRecord(**stored);
-    if (prior && prior->client_id == client_id_ && !prior->node.empty() && prior->will && prior->will->delay_s == 0)
-      prior_will = prior->will;
     if (prior && prior->client_id == client_id_) {
-      if (!c.clean_start) {
+      const int64_t now = WallMs();
+      const bool held = !prior->node.empty();
+      const int64_t left = held ? now : prior->left_at_ms;
+      const bool forever = prior->expiry_s == 0xFFFFFFFFu;
+      const int64_t ends = forever ? INT64_MAX : left + int64_t{prior->expiry_s} * 1000;
+      const bool expired = !held && now >= ends;  // the keeper had not reached it yet
+      if (prior->will && (prior->will->producer_seq != 0 ||  // being published: finish it
+                          now >= std::min(ends, left + int64_t{prior->will->delay_s} * 1000)))
+        will_of = *prior;
+      if (!c.clean_start && !expired) {
         record_ = std::move(*prior);
         session_present = true;
       } else {
@@ -120,17 +136,14 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   record_.expiry_s = expiry;
   record_.node = options_->node_id;
   record_.left_at_ms = 0;
-  record_.will = will_;  // a will of the earlier connection is not sent: the session is back in time
-  if (!co_await OpenCoreSessions()) co_return false;
-  if (prior_will) {
-    // A producer seq reserved for it by a keeper is kept: stored once.
-    const uint64_t pseq = prior_will->producer_seq ? prior_will->producer_seq : next_producer_seq_++;
-    auto held = std::make_shared<SessionRecord::Will>(std::move(*prior_will));
-    const broker::PublishInput in{ProducerSeq(pseq), {}, held->headers, held->payload};
-    auto r = BeginRetain(held->retain, held->topic, held->headers, held->payload);  // Will Retain [MQTT-3.1.2-15]
-    producer_->Publish({&in, 1}, held->payload.size(), [self = shared_from_this(), held, r](broker::PublishOutcome out) {
-      self->AfterStore(std::move(out), r, [](broker::Code, broker::Code) {});
-    });
+  record_.will = will_;
+  if (!co_await OpenConsumer()) co_return false;
+  if (will_of && !co_await PublishPriorWill(std::move(*will_of))) {
+    ack.reason = ReasonCode::kServerUnavailable;
+    if (version_ == Version::kV5) ack.properties.reason_string = "the earlier connection's will could not be recorded";
+    Send(ack);
+    CloseAfterWrite();
+    co_return false;
   }
   Status saved = co_await SaveRecord();
   if (closed_) co_return false;
@@ -153,6 +166,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
     if (!assigned.empty()) ack.properties.assigned_client_identifier = assigned_id_ = assigned;
   }
   Send(ack);
+  for (uint16_t id : std::exchange(pubrel_again_, {})) Send(codec::Pubrel{{id, ReasonCode::kSuccess, {}}});
   JoinSharedGroups();
   keep_alive_timer_.cancel();  // from the CONNECT timeout to the keep alive
   auto self = shared_from_this();
@@ -160,7 +174,39 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   co_return true;
 }
 
-awaitable<bool> Connection::OpenCoreSessions() {
+awaitable<bool> Connection::PublishPriorWill(SessionRecord prior) {
+  SessionRecord::Will& w = *prior.will;
+  if (w.producer_seq == 0) {
+    // As the keeper does: the seq is durable before the append, and the
+    // record still says a connection held the session, so whoever reads it
+    // next (a CONNECT, a keeper) publishes the will with the same seq.
+    w.producer_seq = next_producer_seq_++;
+    prior.node = options_->node_id;
+    auto written = co_await AwaitCore<broker::Outcome<void>>(
+        [&](auto done) { broker_->WriteRecord(RecordKey(), EncodeSessionRecord(prior), std::move(done)); });
+    if (!written || closed_) co_return false;
+  } else {
+    next_producer_seq_ = std::max(next_producer_seq_, w.producer_seq + 1);
+  }
+  const broker::PublishInput in{ProducerSeq(w.producer_seq), {}, w.headers, w.payload};
+  auto retain = BeginRetain(w.retain, w.topic, w.headers, w.payload);  // Will Retain [MQTT-3.1.2-15]
+  auto self = shared_from_this();
+  const auto outcome = co_await AwaitCore<std::pair<broker::Code, broker::Code>>([&](auto done) {
+    producer_->Publish({&in, 1}, w.payload.size(), [self, retain, done = std::move(done)](broker::PublishOutcome out) mutable {
+      self->AfterStore(std::move(out), retain, [done = std::move(done)](broker::Code stored, broker::Code answer) mutable {
+        done(std::pair<broker::Code, broker::Code>(stored, answer));
+      });
+    });
+  });
+  if (outcome.first != broker::Code::kOk) {
+    if (!closed_) producer_->ForgetUnstored();
+    fmt::print(stderr, "floe: MQTT client {}: the earlier connection's will was not stored: {}\n", client_id_,
+               broker::CodeName(outcome.first));
+  }
+  co_return !closed_;
+}
+
+awaitable<bool> Connection::OpenProducer() {
   const uint64_t h = ClientHash(client_id_);
   auto refuse = [&](const broker::Failure& f) {
     codec::Connack ack{.reason = ReasonCode::kServerUnavailable};
@@ -184,13 +230,26 @@ awaitable<bool> Connection::OpenCoreSessions() {
     co_return false;
   }
   producer_ = p->session;
+  next_producer_seq_ = p->grant.highest_producer_seq.value() + 1;
+  co_return true;
+}
+
+awaitable<bool> Connection::OpenConsumer() {
+  auto refuse = [&](const broker::Failure& f) {
+    codec::Connack ack{.reason = ReasonCode::kServerUnavailable};
+    if (version_ == Version::kV5) ack.properties.reason_string = f.message;
+    Send(ack);
+    CloseAfterWrite();
+  };
+  auto self = shared_from_this();
   // Producer seqs go on above every one stored, and every one an earlier
   // connection or the keeper reserved (a QoS 2 mapping, a will being sent).
-  next_producer_seq_ = p->grant.highest_producer_seq.value() + 1;
   for (const auto& [id, pseq] : record_.qos2_in) {
     next_producer_seq_ = std::max(next_producer_seq_, pseq + 1);
     inbound_qos2_[id] = Inbound::kResumed;
   }
+  if (record_.will && record_.will->producer_seq)
+    next_producer_seq_ = std::max(next_producer_seq_, record_.will->producer_seq + 1);
   // The consumer: the session's durable consumer, named by its generation.
   auto c = co_await AwaitCore<broker::Outcome<broker::Broker::Opened>>([&](auto done) {
     broker_->OpenSession(self,
@@ -220,12 +279,26 @@ awaitable<bool> Connection::OpenCoreSessions() {
     qos2_ids_.insert(it->second.packet_id);
     ++it;
   }
+  // QoS 2 deliveries of no cursor: a released one gets its PUBREL again; an
+  // unreleased one's id stays out of use on this connection (the client may
+  // hold it) and is not resent (its group gave it to another member; a
+  // retained message goes again at the next SUBSCRIBE).
+  for (auto it = record_.qos2_held.begin(); it != record_.qos2_held.end();) {
+    qos2_ids_.insert(it->first);
+    if (!it->second) {
+      it = record_.qos2_held.erase(it);
+      continue;
+    }
+    outgoing_[it->first] = Outgoing{.seq = 0, .qos = 2, .released = true, .retained = true};
+    pubrel_again_.push_back(it->first);
+    ++it;
+  }
   co_return true;
 }
 
 awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   codec::Suback ack{.packet_id = s.packet_id};
-  const SessionRecord before = record_;
+  const auto before = record_.subscriptions;  // undone alone: QoS 2 state moves on meanwhile
   const int64_t now_us = WallMs() * 1000;
   const uint32_t identifier = s.properties.subscription_identifiers.empty() ? 0 : s.properties.subscription_identifiers[0];
   std::vector<SessionRecord::Sub> made;  // for the retained messages, once SUBACKed
@@ -246,7 +319,7 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   }
   // Durable before SUBACK: a session resumed elsewhere has its subscriptions.
   if (Status st = co_await SaveRecord(); !st.ok()) {
-    record_ = before;  // refused: not delivered for either
+    record_.subscriptions = before;  // refused: not delivered for either
     for (auto& r : ack.reasons)
       if (!codec::IsFailure(r)) r = ReasonCode::kUnspecifiedError;
     made.clear();
@@ -293,7 +366,7 @@ awaitable<void> Connection::QueueRetained(const std::vector<SessionRecord::Sub>&
 
 awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {
   codec::Unsuback ack{.packet_id = u.packet_id};
-  const SessionRecord before = record_;
+  const auto before = record_.subscriptions;  // undone alone: QoS 2 state moves on meanwhile
   for (std::string_view f : u.filters) {
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == f; });
@@ -306,7 +379,8 @@ awaitable<void> Connection::OnUnsubscribe(const codec::Unsubscribe& u) {
     }
   }
   if (Status st = co_await SaveRecord(); !st.ok()) {
-    record_ = before;
+    record_.subscriptions = before;
+    JoinSharedGroups();  // the shared ones left above are back
     // 3.1.1 has no failure in UNSUBACK: closing says it did not happen.
     if (version_ == Version::kV311) co_return CloseAfterWrite();
     for (auto& r : ack.reasons) r = ReasonCode::kUnspecifiedError;

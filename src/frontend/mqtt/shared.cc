@@ -261,7 +261,9 @@ void Connection::DeliverShared(std::shared_ptr<SharedGroup> group, SharedMessage
 void Connection::SendShared() {
   const int64_t now_ms = WallMs();
   while (!shared_backlog_.empty() && outgoing_.size() < client_receive_maximum_ && !closed_ && !close_after_write_) {
-    auto [group, m] = std::move(shared_backlog_.front());
+    std::shared_ptr<SharedGroup> group = std::move(shared_backlog_.front().first);
+    auto held = std::make_shared<SharedMessage>(std::move(shared_backlog_.front().second));
+    const SharedMessage& m = *held;
     shared_backlog_.pop_front();
     Stored st = ParseStored(m.headers, options_->stream);
     if (st.expires_at_ms > 0 && st.expires_at_ms <= now_ms) {
@@ -283,7 +285,8 @@ void Connection::SendShared() {
       out.packet_id = NextPacketId();
       outgoing_[out.packet_id] = Outgoing{m.seq, m.qos, false, true, group};
     }
-    Send(out);
+    if (m.qos == 2) SendHeldQos2(out, held);
+    else Send(out);
   }
 }
 
