@@ -154,9 +154,25 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
         }
       }
     }
-    // The grant only once the bank shows the session locked here. On
-    // failure the session is released again (the caller closes).
-    session->PersistState([session, peer, grant = std::move(grant), done = std::move(done)](Status s) mutable {
+    // A consumer's cursor goes to the bank first: a consumer created here
+    // (at this node's frontier, for start_at "new") must not be created
+    // again elsewhere at another frontier if this node dies before its
+    // first delivery. The bank writer commits in queue order, so the cursor
+    // is committed in the session's commit or an earlier one, and its
+    // outcome is known (on the writer thread, or here if the writer
+    // refused it) before the session's. Written at every open, not only at
+    // creation: a second session of a consumer just created by another may
+    // otherwise get its grant before the creator's write landed.
+    auto cursor_written = std::make_shared<Status>(Status::OK());
+    if (consumer)
+      core->writer->Persist(req.stream, consumer, [cursor_written](Status s) { *cursor_written = std::move(s); });
+    // The grant only once the bank shows the session locked here (and the
+    // consumer's cursor). On failure the session is released again (the
+    // caller closes).
+    session->PersistState([session, peer, grant = std::move(grant), done = std::move(done),
+                           cursor_written](Status s) mutable {
+      if (s.ok() && !cursor_written->ok())
+        s = Status(cursor_written->code(), "the consumer's cursor: " + std::string(cursor_written->message()));
       if (s.ok()) return done(Opened{std::move(session), std::move(grant)});
       session->Close();
       done(Fail(Code::kUnavailable, "locking the session in the bank: " + s.ToString()));
