@@ -427,6 +427,67 @@ def test_a_shared_subscription_queues_while_no_member_is_there(node):
     back.close()
 
 
+def test_a_will_due_when_the_client_comes_back_at_once_is_sent(node):
+    """[MQTT-3.1.2-8] a reconnect cancels a will only while its delay runs:
+    a will with no delay, whose connection broke, is published even when the
+    client is back at once (the reconnecting connection publishes it)."""
+    sub = watcher(node, "quick-watcher")
+    for i in range(5):
+        s, _ = open5(node.port, f"quick{i}", clean=True, expiry=60, will=(f"will/quick{i}", b"gone", 1, 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST: no DISCONNECT
+        s2, _ = open5(node.port, f"quick{i}", clean=False, expiry=60)
+        s2.sendall(bytes([0xE0, 0]))
+        s2.close()
+    sub.wait(lambda: len(sub.messages) >= 5, "every will", timeout=10)
+    time.sleep(1.0)
+    assert sorted(m.topic for m in sub.messages) == [f"will/quick{i}" for i in range(5)], \
+        [m.topic for m in sub.messages]
+    sub.close()
+
+
+def test_pubrel_is_resent_for_shared_and_retained_qos2(node):
+    """[MQTT-4.4.0-1] PUBREL comes again after a reconnect for a QoS 2
+    delivery the client PUBRECed — also one of a shared subscription and a
+    retained message sent on SUBSCRIBE, which are in no cursor of the
+    session; the next QoS 2 delivery gets another packet id."""
+    def publish_q2(topic, body, retain=False):
+        s, _ = open5(node.port, "pub-" + topic.replace("/", "_") + body.decode())
+        pkt = bytearray(publish5(topic, body, 2, 7))
+        if retain:
+            pkt[0] |= 1
+        s.sendall(bytes(pkt))
+        expect(s, 0x50)
+        s.sendall(ack5(0x62, 7))
+        expect(s, 0x70)
+        s.close()
+
+    for cid, filt, topic, retained in (("c-shared", "$share/g/sh/t", "sh/t", False),
+                                       ("c-ret", "ret/t", "ret/t", True)):
+        s, _ = open5(node.port, cid, clean=True, expiry=3600)
+        if retained:
+            publish_q2(topic, b"R", retain=True)
+        s.sendall(subscribe5(1, filt, 2))
+        expect(s, 0x90)
+        if not retained:
+            time.sleep(0.3)
+            publish_q2(topic, b"M")
+        p = parse_publish(*expect(s, 0x30))
+        s.sendall(ack5(0x50, p["pid"]))  # PUBREC; PUBREL / PUBCOMP never completed
+        assert expect(s, 0x62)[1][:2] == struct.pack(">H", p["pid"])
+        s.close()
+        time.sleep(0.3)
+        s2, present = open5(node.port, cid, clean=False, expiry=3600)
+        assert present == 1
+        again = expect(s2, 0x62)
+        assert again[1][:2] == struct.pack(">H", p["pid"]), f"{filt}: PUBREL {p['pid']} not resent: {again}"
+        publish_q2(topic, b"N")  # while the client still holds the first id
+        q = parse_publish(*expect(s2, 0x30))
+        assert q["payload"] == b"N" and q["pid"] != p["pid"], q
+        s2.sendall(ack5(0x70, p["pid"]))
+        s2.close()
+
+
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
 
 
