@@ -27,7 +27,7 @@ struct Due {
 };
 
 // When a left session's will and end are due: the will after its delay, or
-// at the session's end if that comes first [MQTT-3.1.3-9].
+// at the session's end if that comes first [MQTT-3.1.2-8].
 Due DueOf(const SessionRecord& r) {
   Due d;
   if (r.expiry_s != kForever) d.end = r.left_at_ms + int64_t{r.expiry_s} * 1000;

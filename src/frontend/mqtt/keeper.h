@@ -1,6 +1,6 @@
 // The MQTT sessions no connection holds (docs/mqtt.md "Wills and session
 // expiry"): their wills, published once the Will Delay Interval has passed
-// or the session ends, whichever is first [MQTT-3.1.3-9], and their end once
+// or the session ends, whichever is first [MQTT-3.1.2-8], and their end once
 // the Session Expiry Interval has passed [MQTT-4.1.0-2] — also for sessions
 // whose node died (another node finds their records and acts for them).
 //

@@ -104,7 +104,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   std::random_device rd;
   uint64_t generation = (static_cast<uint64_t>(WallMs()) << 12) | (rd() & 0xfff);
   // The earlier connection's will, if it is due now: its delay has passed
-  // or its session has ended [MQTT-3.1.3-9], or it had no delay and this
+  // or its session has ended [MQTT-3.1.2-8], or it had no delay and this
   // connection takes it over (or its node died) [MQTT-3.1.4-3]. One with a
   // delay still running is cancelled: this connection came in time.
   std::optional<SessionRecord> will_of;
@@ -117,7 +117,8 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
       const bool forever = prior->expiry_s == 0xFFFFFFFFu;
       const int64_t ends = forever ? INT64_MAX : left + int64_t{prior->expiry_s} * 1000;
       const bool expired = !held && now >= ends;  // the keeper had not reached it yet
-      if (prior->will && (prior->will->producer_seq != 0 ||  // being published: finish it
+      // Clean Start ends the earlier session, so its will is due too.
+      if (prior->will && (prior->will->producer_seq != 0 || c.clean_start ||  // being published: finish it
                           now >= std::min(ends, left + int64_t{prior->will->delay_s} * 1000)))
         will_of = *prior;
       if (!c.clean_start && !expired) {

@@ -21,9 +21,10 @@ uint64_t GroupHash(const std::string& group, const std::string& filter) {
 }  // namespace
 
 SharedGroup::SharedGroup(asio::io_context& io, broker::Broker* broker, const MqttOptions* options,
-                         std::string group, std::string filter)
+                         SharedGroups* registry, std::string group, std::string filter)
     : broker_(broker),
       options_(options),
+      registry_(registry),
       group_(std::move(group)),
       filter_(std::move(filter)),
       strand_(asio::make_strand(io)),
@@ -226,7 +227,10 @@ awaitable<void> SharedGroup::Pump() {
     wake_ = false;
   }
   // No members: the consumer stays, and its messages wait for the next one.
-  if (members_.empty()) CloseSession();
+  if (members_.empty()) {
+    CloseSession();
+    registry_->Forget(this);
+  }
   pumping_ = false;
   if (!members_.empty() && !broker_->stopping()) {
     pumping_ = true;  // joined while the last step ran
@@ -237,8 +241,16 @@ awaitable<void> SharedGroup::Pump() {
 std::shared_ptr<SharedGroup> SharedGroups::Get(const std::string& group, const std::string& filter) {
   MutexLock lock(&mu_);
   auto& g = groups_[{group, filter}];
-  if (!g) g = std::make_shared<SharedGroup>(io_, broker_, options_, group, filter);
+  if (!g) g = std::make_shared<SharedGroup>(io_, broker_, options_, this, group, filter);
   return g;
+}
+
+void SharedGroups::Forget(const SharedGroup* group) {
+  MutexLock lock(&mu_);
+  auto it = groups_.find({group->group(), group->filter()});
+  // Two owners: this map and the caller's own (a member's, a Join on its
+  // way, would be a third).
+  if (it != groups_.end() && it->second.get() == group && it->second.use_count() <= 2) groups_.erase(it);
 }
 
 }  // namespace floe::frontend::mqtt

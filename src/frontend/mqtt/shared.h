@@ -23,14 +23,16 @@
 
 namespace floe::frontend::mqtt {
 
+class SharedGroups;
+
 class SharedGroup final : public broker::Peer, public std::enable_shared_from_this<SharedGroup> {
  public:
   // Unanswered messages a member holds at once (its own Receive Maximum
   // bounds what it has on the wire).
   static constexpr uint32_t kPerMember = 64;
 
-  SharedGroup(asio::io_context& io, broker::Broker* broker, const MqttOptions* options, std::string group,
-              std::string filter);
+  SharedGroup(asio::io_context& io, broker::Broker* broker, const MqttOptions* options, SharedGroups* registry,
+              std::string group, std::string filter);
   const std::string& group() const { return group_; }
   const std::string& filter() const { return filter_; }
   // The durable consumer's name: mqtt.share.<16 hex of the group and filter>.
@@ -65,6 +67,7 @@ class SharedGroup final : public broker::Peer, public std::enable_shared_from_th
 
   broker::Broker* const broker_;
   const MqttOptions* const options_;
+  SharedGroups* const registry_;  // outlives every group (the listener's)
   const std::string group_, filter_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer wake_timer_;
@@ -86,6 +89,9 @@ class SharedGroups {
   SharedGroups(asio::io_context& io, broker::Broker* broker, const MqttOptions* options)
       : io_(io), broker_(broker), options_(options) {}
   std::shared_ptr<SharedGroup> Get(const std::string& group, const std::string& filter);
+  // Drops `group` if nothing but the registry and the caller holds it (its
+  // last member left): groups do not pile up as clients come and go.
+  void Forget(const SharedGroup* group);
 
  private:
   asio::io_context& io_;
