@@ -238,15 +238,28 @@ void Connection::MoveOn(std::string why) {
   reading_ = false;  // nothing more is taken from the client
   if (version_ != Version::kV5 || !connected_) return Disconnect(ReasonCode::kUseAnotherServer, why);
   auto self = shared_from_this();
+  // The lease ran out (rather than a drain or a rebalance handing the
+  // stream on): this node may not have closed the stream yet, so its own
+  // view says "here" for a moment while the bank already names the new owner.
+  const bool lease_lost = consumer_ && !consumer_->serving();
   asio::co_spawn(
       strand_,
-      [self, why = std::move(why)]() -> awaitable<void> {
-        // One look at the bank: after a lost lease it names the new owner;
-        // after a drain or a rebalance nobody holds the stream yet (this
-        // node gives the lease up once its connections let go of the
-        // stream, so waiting here would only delay the new owner).
-        auto place = co_await self->AwaitCore<broker::Outcome<broker::Broker::Placement>>(
-            [&](auto done) { self->broker_->LocateStream(self->options_->stream, std::move(done)); });
+      [self, why = std::move(why), lease_lost]() -> awaitable<void> {
+        // A look at the bank: after a lost lease it names the new owner
+        // (looked at again for up to 1 s while this node still counts
+        // itself the owner); after a drain or a rebalance nobody holds the
+        // stream yet (this node gives the lease up once its connections let
+        // go of the stream, so waiting here would only delay the new owner).
+        auto locate = [&]() {
+          return self->AwaitCore<broker::Outcome<broker::Broker::Placement>>(
+              [&](auto done) { self->broker_->LocateStream(self->options_->stream, std::move(done)); });
+        };
+        auto place = co_await locate();
+        for (int i = 0; lease_lost && i < 10 && place && place->here && !self->closed_; ++i) {
+          asio::steady_timer pause(self->strand_, std::chrono::milliseconds(100));
+          co_await pause.async_wait(kNoThrow);
+          place = co_await locate();
+        }
         if (self->closed_ || self->close_after_write_) co_return;
         codec::Disconnect d{.reason = ReasonCode::kUseAnotherServer};
         d.properties.reason_string = why;
