@@ -55,18 +55,28 @@ bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
   return done();
 }
 
-// Version 2 node records carry the MQTT address; a version 1 record (a
-// node of before) still decodes, with none.
-TEST(NodeRecordTest, VersionOneDecodesAndTheMqttAddressRoundTrips) {
+// Version 3 node records carry the MQTT address (version 2 on) and the MQTT
+// connection count; records of versions 1 and 2 (nodes of before) still
+// decode, without what they lack.
+TEST(NodeRecordTest, OlderVersionsDecodeAndTheMqttFieldsRoundTrip) {
   NodeInfo n{.id = "n1", .address = "127.0.0.1:7651", .heartbeat_ms = 5, .started_ms = 4, .lease_ms = 3000,
-             .streams = 2, .sessions = 3, .publish_rate = 7, .mqtt_address = "127.0.0.1:1884"};
-  const std::string v2 = EncodeNodeInfo(n);
-  auto back = DecodeNodeInfo(v2);
+             .streams = 2, .sessions = 3, .publish_rate = 7, .mqtt_address = "127.0.0.1:1884",
+             .mqtt_connections = 11};
+  const std::string v3 = EncodeNodeInfo(n);
+  auto back = DecodeNodeInfo(v3);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->mqtt_address, "127.0.0.1:1884");
   EXPECT_EQ(back->address, "127.0.0.1:7651");
   EXPECT_EQ(back->publish_rate, 7u);
-  // The same record as version 1 wrote it: no MQTT address at the end.
+  EXPECT_EQ(back->mqtt_connections, 11u);
+  // As version 2 wrote it: no connection count at the end.
+  std::string v2 = v3.substr(0, v3.size() - 4);
+  v2[0] = 2;
+  auto two = DecodeNodeInfo(v2);
+  ASSERT_TRUE(two.has_value()) << two.error().ToString();
+  EXPECT_EQ(two->mqtt_address, "127.0.0.1:1884");
+  EXPECT_EQ(two->mqtt_connections, 0u);
+  // As version 1 wrote it: no MQTT address either.
   std::string v1 = v2.substr(0, v2.size() - (2 + n.mqtt_address.size()));
   v1[0] = 1;
   auto old = DecodeNodeInfo(v1);
@@ -74,10 +84,13 @@ TEST(NodeRecordTest, VersionOneDecodesAndTheMqttAddressRoundTrips) {
   EXPECT_EQ(old->id, "n1");
   EXPECT_EQ(old->publish_rate, 7u);
   EXPECT_TRUE(old->mqtt_address.empty());
-  std::string v3 = v2;
-  v3[0] = 3;
-  EXPECT_FALSE(DecodeNodeInfo(v3).has_value());
+  std::string v4 = v3;
+  v4[0] = 4;
+  EXPECT_FALSE(DecodeNodeInfo(v4).has_value());
+  v4[0] = 0;
+  EXPECT_FALSE(DecodeNodeInfo(v4).has_value());
   EXPECT_FALSE(DecodeNodeInfo(v1.substr(0, v1.size() - 1)).has_value());
+  EXPECT_FALSE(DecodeNodeInfo(v3.substr(0, v3.size() - 1)).has_value());
 }
 
 TEST(ClusterTest, RecordsOfLongDeadNodesAreRemovedLiveOnesKept) {

@@ -602,14 +602,16 @@ def test_a_node_not_serving_the_mqtt_stream_says_use_another_server(node):
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
 
 
-def main():
-    names = sys.argv[2:] or list(TESTS)
+def run_tests(tests):
+    """Runs the named tests (argv[2:], else all), each on a fresh node;
+    exits 1 if any failed."""
+    names = sys.argv[2:] or list(tests)
     passed = failed = 0
     for name in names:
         node = Node()
         try:
             node.start()
-            TESTS[name](node)
+            tests[name](node)
             node.stop()
             print(f"[ OK ] {name}", flush=True)
             passed += 1
@@ -622,6 +624,10 @@ def main():
             node.cleanup()
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
+
+
+def main():
+    run_tests(TESTS)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mqtt_clients_test as base  # noqa: E402  (reads FLOE from sys.argv[1] too)
-from mqtt_clients_test import Collector, Node, connect_packet, mstr, read_packet, run, vbi  # noqa: E402
+from mqtt_clients_test import Collector, Node, connect_packet, mstr, read_packet, run, run_tests, vbi  # noqa: E402
 
 import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -291,25 +290,7 @@ TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
 
 
 def main():
-    names = sys.argv[2:] or list(TESTS)
-    passed = failed = 0
-    for name in names:
-        node = Node()
-        try:
-            node.start()
-            TESTS[name](node)
-            node.stop()
-            print(f"[ OK ] {name}", flush=True)
-            passed += 1
-        except Exception:
-            print(f"[FAIL] {name}\n{traceback.format_exc()}", flush=True)
-            tail = node.out.decode(errors="replace")[-3000:]
-            print(f"---- node output ----\n{tail}\n----", flush=True)
-            failed += 1
-        finally:
-            node.cleanup()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS)
 
 
 if __name__ == "__main__":
