@@ -69,6 +69,7 @@ awaitable<void> Connection::ReadLoop() {
       co_return;
     }
     last_packet_ = std::chrono::steady_clock::now();
+    in_read_ = true;
     std::span<const char> in(buf.data(), n);
     if (!preamble_checked_ && !TakeRelayPreamble(&in)) co_return;
     while (!in.empty() && reading_ && !close_after_write_ && !closed_) {
@@ -113,10 +114,14 @@ awaitable<void> Connection::ReadLoop() {
       unread_ = nullptr;
       if (!go_on) {
         FlushPublishes();
+        in_read_ = false;
+        FlushAcks();
         co_return;
       }
     }
     FlushPublishes();  // the end of what this read brought
+    in_read_ = false;
+    FlushAcks();
   }
 }
 
@@ -274,6 +279,8 @@ void Connection::CloseAfterWrite() {
 void Connection::FinishClose() {
   if (closed_) return;
   if (producer_) FlushPublishes();  // what the client sent before it went is stored
+  in_read_ = false;
+  FlushAcks();  // before the consumer's close releases what they answer
   closed_ = true;
   asio::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);

@@ -184,6 +184,9 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void WakePush();
   asio::awaitable<void> KeepAliveLoop();
   void Ack(uint64_t seq);
+  void FlushAcks();
+  std::vector<broker::AnswerInput> acks_;  // ACKs gathered while a read's packets are handled
+  bool in_read_ = false;                   // handling the packets of one read
   struct Outgoing;
   // The delivery is answered: ACK in our cursor, or its group told.
   void Done(Outgoing& o);

@@ -104,8 +104,16 @@ void Connection::Forget(uint16_t packet_id) {
 
 void Connection::Ack(uint64_t seq) {
   if (!consumer_) return;
-  const broker::AnswerInput a{StreamSeq(seq), AnswerKind::kAck, 0};
-  consumer_->Answer({&a, 1}, [](broker::Outcome<std::vector<broker::Code>>) {});
+  // The PUBACKs of one read are answered in the cursor as one request (one
+  // persist, one wake of the stream's readers).
+  acks_.push_back({StreamSeq(seq), AnswerKind::kAck, 0});
+  if (!in_read_ || acks_.size() >= 256) FlushAcks();
+}
+
+void Connection::FlushAcks() {
+  if (acks_.empty() || !consumer_) return;
+  consumer_->Answer(acks_, [](broker::Outcome<std::vector<broker::Code>>) {});
+  acks_.clear();
 }
 
 uint16_t Connection::NextPacketId() {
