@@ -117,6 +117,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<bool> OnConnect(const codec::Connect& c);
   // Opens (or resumes) the session's producer and consumer Sessions; on
   // failure answers CONNACK with the reason and closes.
+  // CONNACK with a failure `reason` (MQTT 5: `why` as its Reason String), then close.
+  void RefuseConnect(codec::ReasonCode reason, std::string_view why);
   asio::awaitable<bool> OpenProducer();
   asio::awaitable<bool> OpenConsumer();
   // Publishes the will an earlier connection left due (its record `prior`):

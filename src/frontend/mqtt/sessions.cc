@@ -67,10 +67,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   if (closed_) co_return false;
   if (!created && created.error().code != broker::Code::kStreamExists &&
       created.error().code != broker::Code::kNotOwner) {
-    ack.reason = ReasonCode::kServerUnavailable;
-    if (version_ == Version::kV5) ack.properties.reason_string = created.error().message;
-    Send(ack);
-    CloseAfterWrite();
+    RefuseConnect(ReasonCode::kServerUnavailable, created.error().message);
     co_return false;
   }
   // This node's keeper leaves the client's record alone from here on (what
@@ -92,10 +89,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
       [&](auto done) { broker_->ReadRecord(RecordKey(), std::move(done)); });
   if (closed_) co_return false;
   if (!stored) {
-    ack.reason = ReasonCode::kServerUnavailable;  // not knowing the session is not "no session"
-    if (version_ == Version::kV5) ack.properties.reason_string = stored.error().message;
-    Send(ack);
-    CloseAfterWrite();
+    RefuseConnect(ReasonCode::kServerUnavailable, stored.error().message);  // not knowing the session is not "no session"
     co_return false;
   }
   bool session_present = false;
@@ -140,20 +134,13 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   record_.will = will_;
   if (!co_await OpenConsumer()) co_return false;
   if (will_of && !co_await PublishPriorWill(std::move(*will_of))) {
-    ack.reason = ReasonCode::kServerUnavailable;
-    if (version_ == Version::kV5) ack.properties.reason_string = "the earlier connection's will could not be recorded";
-    Send(ack);
-    CloseAfterWrite();
+    RefuseConnect(ReasonCode::kServerUnavailable, "the earlier connection's will could not be recorded");
     co_return false;
   }
   Status saved = co_await SaveRecord();
   if (closed_) co_return false;
   if (!saved.ok()) {
-    const Status& s = saved;
-    ack.reason = ReasonCode::kServerUnavailable;
-    if (version_ == Version::kV5) ack.properties.reason_string = s.ToString();
-    Send(ack);
-    CloseAfterWrite();
+    RefuseConnect(ReasonCode::kServerUnavailable, saved.ToString());
     co_return false;
   }
   connected_ = true;
@@ -173,6 +160,13 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   auto self = shared_from_this();
   asio::co_spawn(strand_, [self]() -> awaitable<void> { co_await self->PushLoop(); }, asio::detached);
   co_return true;
+}
+
+void Connection::RefuseConnect(ReasonCode reason, std::string_view why) {
+  codec::Connack ack{.reason = reason};
+  if (version_ == Version::kV5) ack.properties.reason_string = why;
+  Send(ack);
+  CloseAfterWrite();
 }
 
 awaitable<bool> Connection::PublishPriorWill(SessionRecord prior) {
@@ -209,12 +203,7 @@ awaitable<bool> Connection::PublishPriorWill(SessionRecord prior) {
 
 awaitable<bool> Connection::OpenProducer() {
   const uint64_t h = ClientHash(client_id_);
-  auto refuse = [&](const broker::Failure& f) {
-    codec::Connack ack{.reason = ReasonCode::kServerUnavailable};
-    if (version_ == Version::kV5) ack.properties.reason_string = f.message;
-    Send(ack);
-    CloseAfterWrite();
-  };
+  auto refuse = [&](const broker::Failure& f) { RefuseConnect(ReasonCode::kServerUnavailable, f.message); };
   auto self = shared_from_this();
   // The producer: one per client identifier, resumed across connections (its
   // producer seqs continue).
@@ -236,12 +225,7 @@ awaitable<bool> Connection::OpenProducer() {
 }
 
 awaitable<bool> Connection::OpenConsumer() {
-  auto refuse = [&](const broker::Failure& f) {
-    codec::Connack ack{.reason = ReasonCode::kServerUnavailable};
-    if (version_ == Version::kV5) ack.properties.reason_string = f.message;
-    Send(ack);
-    CloseAfterWrite();
-  };
+  auto refuse = [&](const broker::Failure& f) { RefuseConnect(ReasonCode::kServerUnavailable, f.message); };
   auto self = shared_from_this();
   // Producer seqs go on above every one stored, and every one an earlier
   // connection or the keeper reserved (a QoS 2 mapping, a will being sent).

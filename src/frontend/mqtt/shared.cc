@@ -54,8 +54,8 @@ void SharedGroup::Join(std::shared_ptr<Connection> member, uint8_t max_qos, uint
   });
 }
 
-void SharedGroup::Leave(const Connection* member, std::vector<uint64_t> unanswered) {
-  asio::post(strand_, [self = shared_from_this(), member, unanswered = std::move(unanswered)] {
+void SharedGroup::Leave(const Connection* member) {
+  asio::post(strand_, [self = shared_from_this(), member] {
     auto it = std::find_if(self->members_.begin(), self->members_.end(),
                            [&](const auto& m) { return m.first == member; });
     if (it != self->members_.end()) self->members_.erase(it);
@@ -69,7 +69,6 @@ void SharedGroup::Leave(const Connection* member, std::vector<uint64_t> unanswer
       release.push_back({StreamSeq(h->first), AnswerKind::kNak, 0});
       h = self->handed_.erase(h);
     }
-    (void)unanswered;  // every one of them is in handed_
     if (!release.empty() && self->session_)
       self->session_->Answer(release, [](broker::Outcome<std::vector<broker::Code>>) {});
     self->Wake();
@@ -262,7 +261,7 @@ namespace floe::frontend::mqtt {
 void Connection::DeliverShared(std::shared_ptr<SharedGroup> group, SharedMessage message) {
   asio::post(strand_, [self = shared_from_this(), group = std::move(group), message = std::move(message)]() mutable {
     if (self->closed_ || self->close_after_write_ || !self->joined_.count(SharedFilterOf(group))) {
-      group->Leave(self.get(), {message.seq});  // gone, or left: to another member
+      group->Leave(self.get());  // gone, or left: what it was handed goes to another member
       return;
     }
     self->shared_backlog_.emplace_back(std::move(group), std::move(message));
@@ -323,18 +322,12 @@ void Connection::LeaveSharedGroups(const std::string& filter) {
       continue;
     }
     const std::shared_ptr<SharedGroup> g = j->second;
-    std::vector<uint64_t> unanswered;
-    for (auto& [id, o] : outgoing_) {
-      if (o.group != g) continue;
-      unanswered.push_back(o.seq);
-      o.group.reset();  // a late answer from the client is nobody's now
-    }
-    std::erase_if(shared_backlog_, [&](const auto& b) {
-      if (b.first != g) return false;
-      unanswered.push_back(b.second.seq);
-      return true;
-    });
-    g->Leave(this, std::move(unanswered));
+    // A late answer from the client is nobody's now; the group releases
+    // what it handed us.
+    for (auto& [id, o] : outgoing_)
+      if (o.group == g) o.group.reset();
+    std::erase_if(shared_backlog_, [&](const auto& b) { return b.first == g; });
+    g->Leave(this);
     j = joined_.erase(j);
   }
 }

@@ -41,9 +41,8 @@ class SharedGroup final : public broker::Peer, public std::enable_shared_from_th
   void Join(std::shared_ptr<Connection> member, uint8_t max_qos, uint32_t subscription_id,
             bool retain_as_published);
   // The member left the group (unsubscribed, or its connection ended):
-  // `unanswered` are the seqs it was handed and did not answer; they go to
-  // another member.
-  void Leave(const Connection* member, std::vector<uint64_t> unanswered);
+  // what it was handed and did not answer goes to another member.
+  void Leave(const Connection* member);
   // The member's client answered `seq`: PUBACK, PUBREC, or a failure (which
   // discards the message too).
   void Answered(const Connection* member, uint64_t seq);
