@@ -22,11 +22,19 @@ void Stream::Impl::Close() {
     if (closed_) return;
     closed_ = true;
     closing_ = true;
+    writer_scheduled_ = true;
   }
-  writer_cv_.SignalAll();
   space_cv_.SignalAll();
   frontier_cv_.SignalAll();
-  if (writer_.joinable()) writer_.join();
+  if (!writer_started_) return;
+  // The writer writes what is pending, then its last slice says so; after
+  // Remove no pool thread touches this stream again.
+  pool_->Schedule(this);
+  {
+    MutexLock l(&mu_);
+    while (!writer_done_) frontier_cv_.Wait(&mu_);
+  }
+  pool_->Remove(this);
 }
 
 Result<std::unique_ptr<Stream>> Stream::Open(const std::string& dir, StreamOptions options) {
@@ -48,7 +56,7 @@ void Stream::AppendAsync(std::span<const Message> messages, AppendCallback done)
 }
 
 AppendResult Stream::Append(std::span<const Message> messages) {
-  // The callback runs on the writer thread. It signals with m held, so this
+  // The callback runs on a writer pool thread. It signals with m held, so this
   // frame (and cv) cannot be gone before the signal is made. ready and out
   // are locals (GUARDED_BY names members only): touched only with m held.
   Mutex m;

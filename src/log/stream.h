@@ -31,6 +31,8 @@
 
 namespace floe::log {
 
+class WriterPool;  // writer_pool.h
+
 // When an append is acknowledged.
 enum class SyncMode {
   kFdatasync,  // after its bytes are written and fdatasync'd (the default)
@@ -76,6 +78,9 @@ struct StreamOptions {
   // a full disk).
   uint64_t heal_min_backoff_us = 100'000;
   uint64_t heal_max_backoff_us = 30'000'000;
+  // The threads that write and sync (writer_pool.h); nullptr: the process's
+  // shared pool. A stream has no thread of its own.
+  std::shared_ptr<WriterPool> writer_pool;
   // Receives one line per notable event (recovery cuts, failures); nullptr: stderr.
   std::function<void(const std::string&)> logger;
 };

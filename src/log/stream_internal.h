@@ -27,6 +27,7 @@
 #include "log/segment.h"
 #include "log/slot_table.h"
 #include "log/stream.h"
+#include "log/writer_pool.h"
 
 namespace floe::log {
 namespace internal {
@@ -88,8 +89,11 @@ struct Group {
 // The stream behind Stream's public methods.
 //
 // Threads: Open runs Recover on its own thread before anything else can see
-// the stream; then one writer thread (WriterLoop) owns the active segment and
-// does every write, sync, roll and resolution; every other method may be
+// the stream; then the writer owns the active segment and does every write,
+// sync, roll and resolution. The writer is not a thread of its own: it is
+// the stream's slices (RunSlice) on a WriterPool shared by every stream of
+// the process, one slice at a time, so "the writer thread" below means
+// whichever pool thread runs the current slice. Every other method may be
 // called from any thread. Marked below: which thread may call each method,
 // and which lock guards each member (GUARDED_BY, checked by the clang
 // thread-safety build). Recover takes mu_ around what it touches of the
@@ -97,7 +101,7 @@ struct Group {
 // nothing there and keeps the analysis whole.
 //
 // Lock order: retention_mu_, then mu_, then the cache's own lock.
-class Stream::Impl {
+class Stream::Impl : public WriterPool::Job {
  public:
   using Segment = internal::Segment;
   using SegmentView = internal::SegmentView;
@@ -110,11 +114,15 @@ class Stream::Impl {
         slots_(1),
         dedup_(options_.dedup_per_producer, options_.dedup_max_producers),
         cache_(options_.cache_bytes) {}
-  ~Impl() { Close(); }
+  ~Impl() override { Close(); }
 
   // Open's thread, once, before StartWriter (recovery.cc).
   Status Recover() EXCLUDES(mu_);
-  void StartWriter() { writer_ = std::thread([this] { WriterLoop(); }); }
+  // Open's thread, once, after Recover: the writer starts taking appends.
+  void StartWriter() {
+    pool_ = options_.writer_pool ? options_.writer_pool : WriterPool::Shared();
+    writer_started_ = true;
+  }
   // Any thread; idempotent. Stops the writer after it wrote what is pending.
   void Close() EXCLUDES(mu_);
 
@@ -144,9 +152,8 @@ class Stream::Impl {
   Mutex retention_mu_ ACQUIRED_BEFORE(mu_);
 
   mutable Mutex mu_;   // after retention_mu_, before cache_'s lock, when held together
-  CondVar writer_cv_;    // wakes the writer: pending_, roll_requested_, closing_
   CondVar space_cv_;     // wakes blocked appenders: pending_bytes_, closing_, failed_
-  CondVar frontier_cv_;  // wakes WaitFor and RollForTest: the frontier, rolls_done_, closing_
+  CondVar frontier_cv_;  // wakes WaitFor, RollForTest and Close: the frontier, rolls_done_, writer_done_
   SlotTable slots_ GUARDED_BY(mu_);
   DedupIndex dedup_ GUARDED_BY(mu_);
   std::deque<Group> pending_ GUARDED_BY(mu_);
@@ -162,7 +169,11 @@ class Stream::Impl {
   int heal_failures_ GUARDED_BY(mu_) = 0;
   bool closing_ GUARDED_BY(mu_) = false;
   bool closed_ GUARDED_BY(mu_) = false;
-  bool writer_active_ GUARDED_BY(mu_) = false;   // the writer thread is busy (no need to wake it)
+  // The writer is scheduled on the pool, or running: an append need not
+  // schedule it again. Cleared by the slice that finds nothing more to do.
+  bool writer_scheduled_ GUARDED_BY(mu_) = false;
+  bool writer_done_ GUARDED_BY(mu_) = false;     // the last slice ran: Close may go on
+  bool maintain_pending_ GUARDED_BY(mu_) = false;  // written since the last Maintain
   bool roll_requested_ GUARDED_BY(mu_) = false;  // TEST_RollSegment
   uint64_t rolls_done_ GUARDED_BY(mu_) = 0;
   Status roll_status_ GUARDED_BY(mu_);
@@ -176,8 +187,9 @@ class Stream::Impl {
   // before it records holes (recovery must never meet two segments with one
   // base seq).
   std::vector<std::string> abandoned_;
-  // Started by StartWriter, joined by Close.
-  std::thread writer_;
+  // Set by StartWriter before any append can come; read-only after.
+  std::shared_ptr<WriterPool> pool_;
+  bool writer_started_ = false;
 
   // Its own lock; any thread.
   BatchCache cache_;
@@ -186,7 +198,19 @@ class Stream::Impl {
 
  private:
   // Writer thread only (writer.cc); CreateSegment also from Recover.
-  void WriterLoop() EXCLUDES(mu_);
+  // One slice of the writer: a group written, a roll, the close, or
+  // maintenance; true if more is waiting (WriterPool::Job).
+  bool RunSlice() override EXCLUDES(mu_);
+  // When the writer should next run Maintain on its own (µs from now), or
+  // -1: never, until it writes again. An idle healthy stream arms no timer.
+  int64_t MaintenanceDelayUs() REQUIRES(mu_);
+  // Any thread, mu_ held: the writer has work; true if the caller must
+  // Schedule it on the pool (after letting go of mu_).
+  bool NeedsWake() REQUIRES(mu_) {
+    if (writer_scheduled_) return false;
+    writer_scheduled_ = true;
+    return true;
+  }
   // Takes the front group of pending_ (there must be one) and writes and
   // resolves it, letting go of mu_ meanwhile; returns with mu_ held again.
   void WriteOneGroup() REQUIRES(mu_);

@@ -1,4 +1,4 @@
-// Appending: seq assignment, the writer thread, group commit and the
+// Appending: seq assignment, the writer's slices, group commit and the
 // resolution of each append to committed or hole, and creating segments.
 //
 // Group commit, exactly: appends that arrive while the writer is busy gather
@@ -105,7 +105,7 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
       g.last_ts = ts;
       g.waiters.push_back({first, count, std::move(done)});
       pending_bytes_ += bytes;
-      wake = !writer_active_;
+      wake = NeedsWake();
     }
   }
   // Refused: the callback runs here, on the caller's thread, without mu_.
@@ -115,55 +115,73 @@ void Stream::Impl::AppendAsync(std::span<const Message> messages, AppendCallback
     done(r);
     return;
   }
-  if (wake) writer_cv_.Signal();
+  if (wake) pool_->Schedule(this);
 }
 
-// The writer thread owns the active segment. writer_active_ is set while it
-// works (writing, rolling, maintenance), so appenders know not to wake it.
-void Stream::Impl::WriterLoop() {
-  mu_.Lock();
-  while (true) {
-    // Maintenance once a second; sooner while a heal or the disk guard waits.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    if (!failed_.ok() || guard_->full()) {
-      const auto soon = std::chrono::steady_clock::now() +
-                        std::chrono::microseconds(std::max<uint64_t>(options_.heal_min_backoff_us, 1000));
-      deadline = std::min(deadline, soon);
-    }
-    while (pending_.empty() && !roll_requested_ && !closing_ && writer_cv_.WaitUntil(&mu_, deadline)) {}
+// One slice of the writer, on a pool thread (writer_pool.h): the front
+// group written and synced, else a requested roll, else the close, else
+// maintenance. It returns with more to do while groups wait, so a busy
+// stream is queued again behind the others after every group.
+bool Stream::Impl::RunSlice() {
+  int64_t maintain_in_us = -1;
+  {
+    MutexLock l(&mu_);
     if (!pending_.empty()) {
       WriteOneGroup();
-      continue;
-    }
-    if (roll_requested_) {
+      maintain_pending_ = true;
+    } else if (roll_requested_) {
       roll_requested_ = false;
-      writer_active_ = true;
       const uint64_t next = slots_.next_seq();
       Status fail = failed_;
       mu_.Unlock();
       Status s = fail.ok() ? Roll(next) : fail;
       mu_.Lock();
-      writer_active_ = false;
       roll_status_ = s;
       ++rolls_done_;
       frontier_cv_.SignalAll();
-      continue;
+    } else if (closing_) {
+      writer_done_ = true;
+      frontier_cv_.SignalAll();
+      return false;
+    } else {
+      maintain_pending_ = false;
+      mu_.Unlock();
+      Maintain();
+      mu_.Lock();
     }
-    if (closing_) break;
-    writer_active_ = true;
-    mu_.Unlock();
-    Maintain();
-    mu_.Lock();
-    writer_active_ = false;
+    if (!pending_.empty() || roll_requested_ || closing_) return true;
+    writer_scheduled_ = false;
+    maintain_in_us = MaintenanceDelayUs();
   }
-  mu_.Unlock();
+  if (maintain_in_us >= 0) pool_->ScheduleAfter(this, maintain_in_us);
+  return false;
+}
+
+int64_t Stream::Impl::MaintenanceDelayUs() {
+  constexpr int64_t kSecond = 1'000'000;
+  constexpr int64_t kMinute = 60 * kSecond;
+  // A heal waits, or the disk is full (Maintain probes for room).
+  if (!failed_.ok() || guard_->full())
+    return std::max<int64_t>(static_cast<int64_t>(options_.heal_min_backoff_us), 1000);
+  // Retention by bytes and rolls are due only after writes.
+  if (maintain_pending_) return kSecond;
+  const int64_t now = static_cast<int64_t>(env_->NowMicros());
+  int64_t delay = -1;
+  auto soonest = [&](int64_t at) {
+    const int64_t d = std::clamp<int64_t>(at - now, kSecond, kMinute);
+    delay = delay < 0 ? d : std::min(delay, d);
+  };
+  if (options_.segment_age_us > 0 && segments_.back()->size > kSegmentHeaderSize)
+    soonest(segments_.back()->created_us + static_cast<int64_t>(options_.segment_age_us));
+  if (options_.retention_age_us > 0 && segments_.size() > 1)
+    soonest(segments_.front()->last_ts + static_cast<int64_t>(options_.retention_age_us));
+  return delay;
 }
 
 // Writer thread, mu_ held and a group pending: writes the front group and
 // resolves its appends, with mu_ released around the write, the sync and the
 // callbacks.
 void Stream::Impl::WriteOneGroup() {
-  writer_active_ = true;
   // One batch per write and fdatasync: then at most the last batch of a
   // segment can be unsynced at a crash, and a good batch after a bad one
   // proves damage to synced data rather than a torn tail (docs/format.md).
@@ -187,7 +205,6 @@ void Stream::Impl::WriteOneGroup() {
   }
   FinishGroups(groups, s);
   mu_.Lock();
-  writer_active_ = false;
 }
 
 void Stream::Impl::MarkUnstored(const std::deque<Group>& groups) {
@@ -514,9 +531,14 @@ Status Stream::Impl::Heal() {
 // ask it to roll and wait.
 Status Stream::Impl::RollForTest() {
   MutexLock l(&mu_);
+  if (closing_) return Status::FailedPrecondition("stream is closed");
   const uint64_t target = rolls_done_ + 1;
   roll_requested_ = true;
-  writer_cv_.Signal();
+  if (NeedsWake()) {
+    mu_.Unlock();
+    pool_->Schedule(this);
+    mu_.Lock();
+  }
   while (rolls_done_ < target && !closing_) frontier_cv_.Wait(&mu_);
   return rolls_done_ >= target ? roll_status_ : Status::FailedPrecondition("stream is closed");
 }
