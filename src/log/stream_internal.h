@@ -174,6 +174,7 @@ class Stream::Impl : public WriterPool::Job {
   bool writer_scheduled_ GUARDED_BY(mu_) = false;
   bool writer_done_ GUARDED_BY(mu_) = false;     // the last slice ran: Close may go on
   bool maintain_pending_ GUARDED_BY(mu_) = false;  // written since the last Maintain
+  int64_t last_maintain_us_ GUARDED_BY(mu_) = 0;
   bool roll_requested_ GUARDED_BY(mu_) = false;  // TEST_RollSegment
   uint64_t rolls_done_ GUARDED_BY(mu_) = 0;
   Status roll_status_ GUARDED_BY(mu_);

@@ -129,6 +129,16 @@ bool Stream::Impl::RunSlice() {
     if (!pending_.empty()) {
       WriteOneGroup();
       maintain_pending_ = true;
+      // A stream that never goes idle still gets its maintenance (retention,
+      // rolls by age) once a second, between groups.
+      const int64_t now = static_cast<int64_t>(env_->NowMicros());
+      if (now - last_maintain_us_ >= 1'000'000) {
+        last_maintain_us_ = now;
+        maintain_pending_ = false;
+        mu_.Unlock();
+        Maintain();
+        mu_.Lock();
+      }
     } else if (roll_requested_) {
       roll_requested_ = false;
       const uint64_t next = slots_.next_seq();
@@ -145,6 +155,7 @@ bool Stream::Impl::RunSlice() {
       return false;
     } else {
       maintain_pending_ = false;
+      last_maintain_us_ = static_cast<int64_t>(env_->NowMicros());
       mu_.Unlock();
       Maintain();
       mu_.Lock();

@@ -26,6 +26,7 @@ WriterPool::~WriterPool() {
     stopping_ = true;
   }
   work_cv_.SignalAll();
+  timer_cv_.SignalAll();
   for (std::thread& t : threads_) t.join();
 }
 
@@ -47,10 +48,16 @@ void WriterPool::Enqueue(Job* job) {
     return;
   }
   if (job->queued_) return;
-  Disarm(job);  // it runs now; its slice arms a timer again if it wants one
+  // A timer it has stays armed: firing while it is queued or runs costs
+  // nothing, and disarming here would make every write re-arm it.
   job->in_queue_ = queue_.insert(queue_.end(), job);
   job->queued_ = true;
-  work_cv_.Signal();
+  WakeOne();
+}
+
+void WriterPool::WakeOne() {
+  if (idle_ > 0) work_cv_.Signal();
+  else if (timer_watched_) timer_cv_.Signal();  // the watcher runs it
 }
 
 void WriterPool::Disarm(Job* job) {
@@ -66,7 +73,7 @@ void WriterPool::Schedule(Job* job) {
 
 void WriterPool::ScheduleAfter(Job* job, int64_t delay_us) {
   MutexLock l(&mu_);
-  if (job->removed_ || job->queued_) return;
+  if (job->removed_) return;
   const int64_t at = SteadyUs() + std::max<int64_t>(delay_us, 0);
   if (job->timer_us_ != 0 && job->timer_us_ <= at) return;
   const bool sooner = timers_.empty() || at < timers_.begin()->first;
@@ -74,8 +81,11 @@ void WriterPool::ScheduleAfter(Job* job, int64_t delay_us) {
   timers_.insert({at, job});
   job->timer_us_ = at;
   // The thread watching the timers waits for the old first one: wake it
-  // (or, if none watches, any idle thread becomes the watcher).
-  if (sooner) work_cv_.SignalAll();
+  // (or, if none watches, an idle thread becomes the watcher).
+  if (sooner) {
+    if (timer_watched_) timer_cv_.Signal();
+    else if (idle_ > 0) work_cv_.Signal();
+  }
 }
 
 void WriterPool::Remove(Job* job) {
@@ -126,12 +136,14 @@ void WriterPool::Loop() {
       // This thread watches the timers; the others sleep until work comes.
       timer_watched_ = true;
       const auto deadline = std::chrono::steady_clock::time_point(std::chrono::microseconds(timers_.begin()->first));
-      work_cv_.WaitUntil(&mu_, deadline);
+      timer_cv_.WaitUntil(&mu_, deadline);
       timer_watched_ = false;
-      // If it leaves for a job, another idle thread takes the watch.
-      if (!timers_.empty()) work_cv_.Signal();
+      // It leaves the watch to run a job: an idle thread takes it over.
+      if (!timers_.empty() && idle_ > 0) work_cv_.Signal();
     } else {
+      ++idle_;
       work_cv_.Wait(&mu_);
+      --idle_;
     }
   }
 }

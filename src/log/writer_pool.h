@@ -76,13 +76,16 @@ class WriterPool {
   void Loop() EXCLUDES(mu_);
   void Enqueue(Job* job) REQUIRES(mu_);
   void Disarm(Job* job) REQUIRES(mu_);
+  void WakeOne() REQUIRES(mu_);
 
   mutable Mutex mu_;
-  CondVar work_cv_;   // a job queued, a timer armed sooner, stopping_
+  CondVar work_cv_;   // idle threads: a job queued, stopping_, the timer watch free
+  CondVar timer_cv_;  // the one thread watching the timers: a sooner timer, or a job and no idle thread
   CondVar done_cv_;   // a slice finished (Remove waits on it)
   std::list<Job*> queue_ GUARDED_BY(mu_);
   std::set<std::pair<int64_t, Job*>> timers_ GUARDED_BY(mu_);
   bool timer_watched_ GUARDED_BY(mu_) = false;  // one idle thread waits for the next timer
+  size_t idle_ GUARDED_BY(mu_) = 0;             // threads waiting on work_cv_
   bool stopping_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;  // set by the constructor, joined by the destructor
 };
