@@ -34,7 +34,8 @@ Status Stream::Impl::Recover() {
   auto headers = LoadSegmentHeaders();
   if (!headers) return headers.error();
   if (headers->empty()) {
-    FLOE_RETURN_IF_ERROR(CreateSegment(1, {}));
+    // An empty stream reserves nothing ahead: its first write does.
+    FLOE_RETURN_IF_ERROR(CreateSegment(1, {}, /*preallocate=*/false));
     report_.segments = 1;
     return Status::OK();
   }

@@ -52,7 +52,7 @@ struct StreamOptions {
   bool create_if_missing = true;
   SyncMode sync = SyncMode::kFdatasync;
   bool direct_io = true;                     // O_DIRECT writes where the file system allows
-  bool preallocate = true;                   // fallocate each segment up front
+  bool preallocate = true;                   // fallocate segments ahead of writes, in steps (1 to 64 MiB)
   uint64_t segment_bytes = 256ull << 20;     // roll when a segment would pass this
   uint64_t segment_age_us = 0;               // roll a segment this old (0: never)
   uint64_t retention_bytes = 0;              // delete oldest segments past this total (0: keep)

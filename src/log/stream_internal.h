@@ -183,6 +183,12 @@ class Stream::Impl : public WriterPool::Job {
 
   // Writer thread only (and Recover, before the writer starts).
   std::unique_ptr<SegmentAppender> appender_;
+  // Where the active segment's reserved blocks end (Preallocate); 0 after
+  // recovery (the first write reserves from the start, a no-op where blocks
+  // are already there).
+  uint64_t allocated_ = 0;
+  static constexpr uint64_t kMinPreallocation = 1 << 20;
+  static constexpr uint64_t kMaxPreallocation = 64 << 20;
   uint64_t next_segment_id_ = 1;
   // Segment files a failed CreateSegment could not remove: Heal removes them
   // before it records holes (recovery must never meet two segments with one
@@ -218,6 +224,8 @@ class Stream::Impl : public WriterPool::Job {
   Status WriteGroups(std::deque<Group>& groups) EXCLUDES(mu_);
   void FinishGroups(std::deque<Group>& groups, const Status& write_status) EXCLUDES(mu_);
   Status Roll(uint64_t base_seq) EXCLUDES(mu_);
+  Status Preallocate(uint64_t end) EXCLUDES(mu_);
+  uint64_t PreallocationStep(uint64_t end) const;
   Status CreateSegment(uint64_t base_seq, std::string_view first_batch, bool preallocate = true) EXCLUDES(mu_);
   // A hole segment: preallocated if the disk allows, else without (a full
   // disk may still hold a few KiB, and the holes must be recorded).

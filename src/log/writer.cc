@@ -230,7 +230,7 @@ void Stream::Impl::MarkUnstored(const std::deque<Group>& groups) {
 void Stream::Impl::ReportNoSpace(const Status& s, uint64_t group_bytes) {
   if (s.code() != ErrorCode::kNoSpace) return;
   // What lets this stream go on: a new segment (preallocated) and the batch.
-  const uint64_t need = (options_.preallocate ? options_.segment_bytes : 0) + group_bytes;
+  const uint64_t need = (options_.preallocate ? PreallocationStep(0) : 0) + group_bytes;
   guard_->Full(fmt::format("writing stream {} ({})", dir_, s.message()), need);
 }
 
@@ -250,6 +250,7 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
             static_cast<int64_t>(options_.segment_age_us);
   }
   if (roll) FLOE_RETURN_IF_ERROR(Roll(groups.front().base_seq));
+  FLOE_RETURN_IF_ERROR(Preallocate(appender_->end() + total));
   std::vector<std::string_view> pieces;
   pieces.reserve(groups.size());
   for (Group& g : groups) pieces.emplace_back(g.buf);
@@ -292,7 +293,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
       if (hole.ok()) hole = CreateHoleSegment(first, end, groups.back().last_ts, &preallocated);
     }
     // A full disk, unless the hole segment just found room for a whole
-    // preallocated segment (the ENOSPC has passed).
+    // preallocation step (the ENOSPC has passed).
     if (!(hole.ok() && preallocated)) ReportNoSpace(write_status, group_bytes);
     if (hole.ok()) {
       state = SlotState::kHole;
@@ -382,8 +383,9 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
   ++next_segment_id_;  // never reuse an id, even if this attempt fails
   SegmentHeader h{id, base_seq, static_cast<int64_t>(env_->NowMicros())};
   auto appender = std::make_unique<SegmentAppender>(wfile, 0, std::string());
+  const uint64_t allocate = options_.preallocate && preallocate ? PreallocationStep(0) : 0;
   auto write = [&]() -> Status {
-    if (options_.preallocate && preallocate) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, options_.segment_bytes));
+    if (allocate > 0) FLOE_RETURN_IF_ERROR(wfile->Allocate(0, allocate));
     // The header alone first: a crash can then tear only a file of at most
     // one block, which recovery recognises and removes.
     const std::string header = EncodeSegmentHeader(h);
@@ -430,6 +432,25 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
     segments_.push_back(std::move(seg));
   }
   appender_ = std::move(appender);
+  allocated_ = allocate;
+  return Status::OK();
+}
+
+uint64_t Stream::Impl::PreallocationStep(uint64_t end) const {
+  return std::min<uint64_t>(std::clamp<uint64_t>(end, kMinPreallocation, kMaxPreallocation), options_.segment_bytes);
+}
+
+// Writer thread, without mu_. Reserves the active segment's blocks ahead of
+// a write to `end` (fallocate, the file's size kept), a step at a time: as
+// much again as the segment holds, 1 MiB to 64 MiB. So a stream reserves
+// space in proportion to what it holds, and a busy one still allocates only
+// every few MiB, not in each fdatasync.
+Status Stream::Impl::Preallocate(uint64_t end) {
+  if (!options_.preallocate || end <= allocated_ || allocated_ >= options_.segment_bytes) return Status::OK();
+  const uint64_t to = std::min(std::max(end, appender_->end() + PreallocationStep(appender_->end())),
+                               std::max(end, options_.segment_bytes));
+  FLOE_RETURN_IF_ERROR(appender_->file()->Allocate(allocated_, to - allocated_));
+  allocated_ = to;
   return Status::OK();
 }
 

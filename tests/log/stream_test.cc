@@ -25,6 +25,8 @@
 #include "log/segment.h"
 #include "support/temp_dir.h"
 
+#include <sys/stat.h>
+
 namespace floe::log {
 namespace {
 
@@ -1054,6 +1056,42 @@ TEST_F(StreamTest, OpenLogsANewStream) {
   const auto lines = Logged();
   ASSERT_FALSE(lines.empty());
   EXPECT_THAT(lines[0], HasSubstr("new stream"));
+}
+
+// Disk reserved in proportion to what a stream holds: an empty stream's
+// segment is one header block, not a preallocated segment; a stream that
+// holds a few MiB reserves at most one more step (1 to 64 MiB) beyond them.
+uint64_t ReservedBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".seg") continue;
+    struct stat st {};
+    if (::stat(e.path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+TEST(StreamDiskTest, DiskIsReservedInStepsNotAWholeSegmentPerStream) {
+  TempDir dir;
+  StreamOptions o;  // preallocate on, 256 MiB segments
+  auto s = Stream::Open(dir.path() + "/s", o);
+  ASSERT_TRUE(s) << s.error().ToString();
+  EXPECT_LE(ReservedBytes(dir.path() + "/s"), 64u * 1024) << "an empty stream reserved more than its header";
+
+  const std::string payload(1024, 'p');
+  constexpr int kMessages = 6000;  // about 6 MiB
+  for (int i = 0; i < kMessages; i += 100) {
+    std::vector<Message> batch(100, Message{.payload = payload});
+    ASSERT_TRUE((*s)->Append(batch).status.ok());
+  }
+  const uint64_t held = (*s)->stats().bytes;
+  const uint64_t reserved = ReservedBytes(dir.path() + "/s");
+  EXPECT_GE(reserved, held);
+  EXPECT_LE(reserved, 2 * held + (1u << 20)) << "held " << held << " bytes, reserved " << reserved;
+  // Everything written reads back.
+  auto r = (*s)->Read({.from_seq = 1, .max_messages = kMessages, .max_bytes = 64 << 20});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->entries.size(), static_cast<size_t>(kMessages));
 }
 
 }  // namespace
