@@ -40,6 +40,7 @@ struct BenchArgs {
   uint64_t size = 100;
   uint64_t inflight = 1000;
   uint64_t connections = 1;
+  uint64_t streams = 1;  // > 1: streams <stream>-0 .. -(N-1), one producer each, messages round robin
   uint64_t warmup = 0;
   uint32_t batch = 100;
   uint32_t linger_us = 0;
@@ -63,22 +64,30 @@ int BenchPublish(const BenchArgs& a) {
     return Fail(Status::InvalidArgument(fmt::format("--inflight {} is below --connections {}: each connection needs "
                                                     "at least one message in flight",
                                                     a.inflight, a.connections)));
+  if (a.streams > 1 && a.connections > 1)
+    return Fail(Status::InvalidArgument("--streams N gives each stream its own connection: leave --connections at 1"));
   auto o = Options(a);
   if (!o) return Fail(o.error());
+  std::vector<std::string> names;
+  if (a.streams == 1) names.push_back(a.stream);
+  for (uint64_t k = 0; a.streams > 1 && k < a.streams; ++k) names.push_back(fmt::format("{}-{}", a.stream, k));
   if (a.create) {
     auto admin = client::Admin::Connect(*o);
     if (!admin) return Fail(admin.error());
     wire::StreamConfig c;
     c.max_message_bytes = static_cast<uint32_t>(std::max<uint64_t>(a.size, 1 << 20));
-    Status s = (*admin)->CreateStream(a.stream, c);
-    if (!s.ok() && s.code() != ErrorCode::kAlreadyExists) return Fail(s);
+    for (const std::string& name : names) {
+      Status s = (*admin)->CreateStream(name, c);
+      if (!s.ok() && s.code() != ErrorCode::kAlreadyExists) return Fail(s);
+    }
   }
+  const uint64_t producer_count = a.streams > 1 ? a.streams : a.connections;
   std::vector<std::unique_ptr<client::Producer>> producers;
-  for (size_t i = 0; i < a.connections; ++i) {
+  for (size_t i = 0; i < producer_count; ++i) {
     client::ProducerOptions po;
     static_cast<client::ClientOptions&>(po) = *o;
-    po.stream = a.stream;
-    po.max_inflight = a.inflight / a.connections;
+    po.stream = names[i % names.size()];
+    po.max_inflight = std::max<uint64_t>(a.inflight / producer_count, 1);
     po.linger_us = a.linger_us;
     auto p = client::Producer::Open(po);
     if (!p) return Fail(p.error());
@@ -103,7 +112,9 @@ int BenchPublish(const BenchArgs& a) {
       for (uint64_t i = c; i < a.messages; i += a.connections) {
         EncodeFixed64(buf.data(), i);
         const auto sent = Clock::now();
-        auto r = producers[c]->Send(buf, [&, i, sent](const client::PublishOutcome& out) {
+        // Many streams: message i goes to stream i mod N, from this one thread.
+        client::Producer& producer = a.streams > 1 ? *producers[i % a.streams] : *producers[c];
+        auto r = producer.Send(buf, [&, i, sent](const client::PublishOutcome& out) {
           latency[i] = static_cast<uint32_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
           if (!out.status.ok()) ++failures;
@@ -113,9 +124,10 @@ int BenchPublish(const BenchArgs& a) {
           ++failures;
           break;
         }
-        if (a.inflight == 1) (void)producers[c]->Flush();  // W2: each after the previous ACK
+        if (a.inflight == 1) (void)producer.Flush();  // W2: each after the previous ACK
       }
-      (void)producers[c]->Flush();
+      if (a.streams > 1) for (auto& p : producers) (void)p->Flush();
+      else (void)producers[c]->Flush();
     });
   }
   for (auto& t : threads) t.join();
@@ -126,12 +138,14 @@ int BenchPublish(const BenchArgs& a) {
   const uint32_t p50 = Percentile(latency, 0.5), p99 = Percentile(latency, 0.99);
   if (a.json) {
     fmt::print("{{\"workload\":\"publish\",\"messages\":{},\"size\":{},\"inflight\":{},\"connections\":{},"
-               "\"msgs_per_s\":{:.0f},\"mb_per_s\":{:.1f},\"p50_us\":{},\"p99_us\":{},\"failures\":{}}}\n",
-               a.messages, a.size, a.inflight, a.connections, msgs_per_s, mb_per_s, p50, p99, failures.load());
+               "\"streams\":{},\"msgs_per_s\":{:.0f},\"mb_per_s\":{:.1f},\"p50_us\":{},\"p99_us\":{},"
+               "\"failures\":{}}}\n",
+               a.messages, a.size, a.inflight, a.connections, a.streams, msgs_per_s, mb_per_s, p50, p99,
+               failures.load());
   } else {
-    fmt::print("publish: {} msgs of {} B, {} in flight over {} connection(s), in {:.3f} s\n"
+    fmt::print("publish: {} msgs of {} B, {} in flight over {} connection(s) to {} stream(s), in {:.3f} s\n"
                "         {:.0f} msgs/s, {:.1f} MB/s; ACK latency p50 {} us, p99 {} us; failures {}\n",
-               a.messages, a.size, a.inflight, a.connections, secs, msgs_per_s, mb_per_s, p50, p99,
+               a.messages, a.size, a.inflight, producer_count, names.size(), secs, msgs_per_s, mb_per_s, p50, p99,
                failures.load());
   }
   return failures == 0 ? 0 : 1;
@@ -202,6 +216,8 @@ void RegisterBrokerBenchCommands(CLI::App* bench, int* exit_code) {
   AddNumber(pub, "--inflight", &a->inflight, Kind::kInteger, Range{1, 100000},
             "Unacknowledged messages at most, in total (1 to 100000)");
   AddNumber(pub, "--connections", &a->connections, Kind::kInteger, Range{1, 64}, "Producer connections (1 to 64)");
+  AddNumber(pub, "--streams", &a->streams, Kind::kInteger, Range{1, 10000},
+            "Spread the messages round robin over N streams <stream>-0..N-1, a producer each (1 to 10000)");
   AddNumber(pub, "--warmup", &a->warmup, Kind::kInteger, Range{0, 1000000},
             "Untimed messages first, one at a time (0 to 10^6)");
   AddNumber(pub, "--linger-us", &a->linger_us, Kind::kInteger, Range{0, 1000000},
