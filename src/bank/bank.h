@@ -120,6 +120,14 @@ class Bank {
   // taken over (the epoch moved), released or expired; the caller must then
   // stop acting for it.
   virtual Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms);
+  // Renews every one of `leases` (one holder's, typically all of a node's)
+  // at once: one result per lease, in order, each as RenewLease would give
+  // it. Records: one Commit for all of them; if it aborts because some were
+  // lost, the others are renewed again without them, so a lost lease costs
+  // the others one more commit, not their lease. Native (etcd): one read of
+  // every lock for all of them. The cost of keeping N leases is then one
+  // bank round trip per renewal period, not N.
+  virtual std::vector<Result<Lease>> RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms);
   // Gives the lease up (the next holder's epoch is higher). Aborted if it had
   // already been lost.
   virtual Status ReleaseLease(const Lease& lease);

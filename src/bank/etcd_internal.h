@@ -182,6 +182,8 @@ class EtcdBank final : public Bank {
 
   Result<Lease> AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms) override;
   Result<Lease> RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_ms) override;
+  std::vector<Result<Lease>> RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms) override;
+  Result<Lease> CheckRenewal(const Lease& lease, const mvccpb::KeyValue* kv);
   Result<Lease> AcquireOnce(std::string_view name, std::string_view owner, int64_t ttl_ms, bool retried);
   Status ReleaseLease(const Lease& lease) override;
   Result<Lease> GetLease(std::string_view name) override;

@@ -1,6 +1,8 @@
 // Leases on etcd (docs/bank.md "Leases on etcd"): one etcd lease per owner,
 // kept alive by the handle's keeper over one LeaseKeepAlive stream; locks
 // are keys attached to it.
+#include <unordered_map>
+
 #include "bank/etcd_internal.h"
 
 namespace floe::bank::etcd {
@@ -213,17 +215,15 @@ Result<Lease> EtcdBank::AcquireOnce(std::string_view name, std::string_view owne
 }
 
 // The TTL and clock are etcd's: the keep-alive thread renews the etcd lease.
-Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t /*ttl_ms*/, int64_t /*now_ms*/) {
-  etcdserverpb::RangeRequest req;
-  req.set_key(prefix_ + LeaseKey(lease.name));
-  etcdserverpb::RangeResponse resp;
-  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
-  bool ours = resp.kvs_size() == 1 && static_cast<uint64_t>(resp.kvs(0).create_revision()) == lease.epoch;
+// Whether the lock `kv` (null: absent) is still `lease`'s, and until when
+// the keep-alives vouch for it.
+Result<Lease> EtcdBank::CheckRenewal(const Lease& lease, const mvccpb::KeyValue* kv) {
+  bool ours = kv && static_cast<uint64_t>(kv->create_revision()) == lease.epoch;
   int64_t alive_until = 0;
   if (ours) {
     MutexLock l(&lease_mu_);
     auto it = owner_leases_.find(lease.owner);
-    ours = it != owner_leases_.end() && it->second.id == resp.kvs(0).lease();
+    ours = it != owner_leases_.end() && it->second.id == kv->lease();
     if (ours) alive_until = it->second.alive_until_ms;
   }
   if (!ours) return Err(Status::Aborted(fmt::format("lease {} (epoch {}) was lost", lease.name, lease.epoch)));
@@ -232,9 +232,46 @@ Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t /*ttl_ms*/, int64
   // must not extend the holder's validity past etcd's expiry.
   if (alive_until <= SteadyNowMs())
     return Err(Status::Unavailable(fmt::format("lease {}: no keep-alive answered for a whole TTL", lease.name)));
-  Lease renewed = LeaseFromKv(lease.name, resp.kvs(0));
+  Lease renewed = LeaseFromKv(lease.name, *kv);
   renewed.alive_until_steady_ms = alive_until;
   return renewed;
+}
+
+Result<Lease> EtcdBank::RenewLease(const Lease& lease, int64_t /*ttl_ms*/, int64_t /*now_ms*/) {
+  etcdserverpb::RangeRequest req;
+  req.set_key(prefix_ + LeaseKey(lease.name));
+  etcdserverpb::RangeResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+  return CheckRenewal(lease, resp.kvs_size() == 1 ? &resp.kvs(0) : nullptr);
+}
+
+// One range read of every lock for all of them (the keep-alive itself is one
+// per owner already).
+std::vector<Result<Lease>> EtcdBank::RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms) {
+  std::vector<Result<Lease>> out;
+  out.reserve(leases.size());
+  if (leases.size() <= 1) {
+    for (const Lease& l : leases) out.push_back(RenewLease(l, ttl_ms, now_ms));
+    return out;
+  }
+  const std::string from = prefix_ + std::string(kLeasePrefix);
+  etcdserverpb::RangeRequest req;
+  req.set_key(from);
+  req.set_range_end(PrefixEnd(from));
+  etcdserverpb::RangeResponse resp;
+  Status s = Call([&](Stubs& st, grpc::ClientContext* c) { return st.kv->Range(c, req, &resp); });
+  if (!s.ok()) {
+    for (size_t i = 0; i < leases.size(); ++i) out.push_back(Err(s));
+    return out;
+  }
+  std::unordered_map<std::string_view, const mvccpb::KeyValue*> locks;
+  locks.reserve(static_cast<size_t>(resp.kvs_size()));
+  for (const auto& kv : resp.kvs()) locks.emplace(std::string_view(kv.key()).substr(prefix_.size()), &kv);
+  for (const Lease& l : leases) {
+    auto it = locks.find(LeaseKey(l.name));
+    out.push_back(CheckRenewal(l, it == locks.end() ? nullptr : it->second));
+  }
+  return out;
 }
 
 Status EtcdBank::ReleaseLease(const Lease& lease) {

@@ -96,6 +96,53 @@ Result<Lease> Bank::RenewLease(const Lease& lease, int64_t ttl_ms, int64_t now_m
   return next;
 }
 
+std::vector<Result<Lease>> Bank::RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms) {
+  std::vector<Result<Lease>> out(leases.size(), Err(Status::Aborted("not renewed")));
+  std::vector<size_t> todo(leases.size());
+  for (size_t i = 0; i < leases.size(); ++i) todo[i] = i;
+  // Each round commits every renewal still to do; an abort means at least
+  // one record moved: those are found (a read each) and the rest retried.
+  for (int round = 0; !todo.empty() && round < 3; ++round) {
+    if (todo.size() == 1) {
+      out[todo[0]] = RenewLease(leases[todo[0]], ttl_ms, now_ms);
+      return out;
+    }
+    std::vector<Op> ops;
+    std::vector<Lease> next;
+    ops.reserve(todo.size());
+    next.reserve(todo.size());
+    for (size_t i : todo) {
+      Lease n = leases[i];
+      n.expires_ms = now_ms + ttl_ms;
+      ops.push_back(Op::Put(LeaseKey(n.name), EncodeLease(n), n.version));
+      next.push_back(std::move(n));
+    }
+    auto r = Commit(ops);
+    if (r) {
+      for (size_t k = 0; k < todo.size(); ++k) {
+        next[k].version = (*r)[k];
+        out[todo[k]] = std::move(next[k]);
+      }
+      return out;
+    }
+    if (r.error().code() != ErrorCode::kAborted) {
+      for (size_t i : todo) out[i] = Err(r.error());
+      return out;
+    }
+    // Which moved? Those are lost (or, on a backend that retried a write
+    // whose reply was lost, renewed already: RenewLease tells).
+    std::vector<size_t> still;
+    for (size_t i : todo) {
+      auto current = GetLease(leases[i].name);
+      if (current && current->version == leases[i].version) still.push_back(i);
+      else out[i] = RenewLease(leases[i], ttl_ms, now_ms);
+    }
+    todo.swap(still);
+  }
+  for (size_t i : todo) out[i] = RenewLease(leases[i], ttl_ms, now_ms);
+  return out;
+}
+
 Status Bank::ReleaseLease(const Lease& lease) {
   Lease released = lease;
   released.expires_ms = 0;

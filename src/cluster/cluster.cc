@@ -295,67 +295,68 @@ void Cluster::Heartbeat(int64_t now) {
   if (!r) fmt::print(stderr, "floe: node {}: heartbeat failed: {}\n", options_.node_id, r.error().ToString());
 }
 
+// Every held lease renewed with one bank call (Bank::RenewLeases: one commit
+// on SQLite, one read on etcd), so keeping many streams costs one round trip
+// per tick, not one per stream.
 void Cluster::RenewAll() {
-  std::vector<std::pair<std::string, bank::Lease>> leases;
+  std::vector<std::string> names;
+  std::vector<bank::Lease> leases;
   {
     MutexLock l(&mu_);
-    for (auto& [name, h] : held_) leases.emplace_back(name, h.lease);
-  }
-  for (auto& [stream, lease] : leases) {
-    const std::string name = stream;  // a plain variable: lambdas below capture it
-    const int64_t t0 = SteadyMs();
-    {
-      MutexLock l(&mu_);
+    for (auto& [name, h] : held_) {
+      names.push_back(name);
+      leases.push_back(h.lease);
       renewing_.insert(name);  // Fence waits: the record's version is about to change
     }
-    auto r = bank_->RenewLease(lease, options_.lease_ms, WallMs());
-    auto done_renewing = [&] {
-      MutexLock l(&mu_);
-      renewing_.erase(name);
-      renew_cv_.SignalAll();
-    };
-    if (!r) {
-      done_renewing();
-      if (r.error().code() == ErrorCode::kAborted) {
-        // Taken over (we were paused or partitioned past the lease): step back.
-        fmt::print(stderr, "floe: node {}: lost stream {}: {}\n", options_.node_id, name, r.error().ToString());
-        std::string redirect;
-        if (auto owner = OwnerOf(name); owner && owner->live && owner->node != options_.node_id)
-          redirect = owner->address;
-        Lose(name, redirect);
-        continue;
-      }
-      bool expired;
-      {
-        MutexLock l(&mu_);
-        auto it = held_.find(name);
-        expired = it != held_.end() && SteadyMs() >= it->second.valid_until;
-      }
-      if (expired) {
-        fmt::print(stderr, "floe: node {}: cannot renew stream {} ({}); stepping back\n", options_.node_id, name,
-                   r.error().ToString());
-        Lose(name, "");
-        // The lease may still be ours in the bank (on etcd the keep-alives
-        // resume with the connection): give it up once the bank answers, or
-        // nobody would serve the stream.
-        MutexLock l(&mu_);
-        orphans_.push_back(lease);
-      }
-      continue;
-    }
-    const int64_t valid_until = ValidUntil(t0, *r);
-    bool open;
-    {
-      MutexLock l(&mu_);
-      renewing_.erase(name);
-      renew_cv_.SignalAll();
-      auto it = held_.find(name);
+  }
+  if (leases.empty()) return;
+  const int64_t t0 = SteadyMs();
+  std::vector<Result<bank::Lease>> renewed = bank_->RenewLeases(leases, options_.lease_ms, WallMs());
+  std::vector<std::pair<std::string, std::pair<uint64_t, int64_t>>> give;  // open streams: epoch, valid until
+  {
+    MutexLock l(&mu_);
+    for (size_t i = 0; i < names.size(); ++i) {
+      renewing_.erase(names[i]);
+      const Result<bank::Lease>& r = renewed[i];
+      if (!r) continue;
+      auto it = held_.find(names[i]);
       if (it == held_.end() || it->second.lease.epoch != r->epoch) continue;  // forgotten meanwhile
       it->second.lease = *r;
-      it->second.valid_until = valid_until;
-      open = it->second.open;
+      it->second.valid_until = ValidUntil(t0, *r);
+      if (it->second.open) give.push_back({names[i], {r->epoch, it->second.valid_until}});
     }
-    if (open) GiveValidity(name, r->epoch, valid_until);
+    renew_cv_.SignalAll();
+  }
+  for (const auto& [name, v] : give) GiveValidity(name, v.first, v.second);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const Result<bank::Lease>& r = renewed[i];
+    if (r) continue;
+    const std::string& name = names[i];
+    if (r.error().code() == ErrorCode::kAborted) {
+      // Taken over (we were paused or partitioned past the lease): step back.
+      fmt::print(stderr, "floe: node {}: lost stream {}: {}\n", options_.node_id, name, r.error().ToString());
+      std::string redirect;
+      if (auto owner = OwnerOf(name); owner && owner->live && owner->node != options_.node_id)
+        redirect = owner->address;
+      Lose(name, redirect);
+      continue;
+    }
+    bool expired;
+    {
+      MutexLock l(&mu_);
+      auto it = held_.find(name);
+      expired = it != held_.end() && SteadyMs() >= it->second.valid_until;
+    }
+    if (expired) {
+      fmt::print(stderr, "floe: node {}: cannot renew stream {} ({}); stepping back\n", options_.node_id, name,
+                 r.error().ToString());
+      Lose(name, "");
+      // The lease may still be ours in the bank (on etcd the keep-alives
+      // resume with the connection): give it up once the bank answers, or
+      // nobody would serve the stream.
+      MutexLock l(&mu_);
+      orphans_.push_back(leases[i]);
+    }
   }
 }
 
