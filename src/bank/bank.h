@@ -133,6 +133,9 @@ class Bank {
   virtual Status ReleaseLease(const Lease& lease);
   // The lease of `name`; NotFound if it was never taken (native: or is free).
   virtual Result<Lease> GetLease(std::string_view name);
+  // Every lease whose name starts with `prefix`, in name order, with one
+  // read (free native leases are absent, as GetLease says NotFound).
+  virtual Result<std::vector<Lease>> ListLeases(std::string_view prefix);
   // An op that makes a Commit fail with Aborted unless `lease` is still held
   // by its holder at its epoch: a fenced write. Records: pass the Lease
   // returned by the latest Acquire/Renew (each renewal moves the record).

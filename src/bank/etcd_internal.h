@@ -187,6 +187,7 @@ class EtcdBank final : public Bank {
   Result<Lease> AcquireOnce(std::string_view name, std::string_view owner, int64_t ttl_ms, bool retried);
   Status ReleaseLease(const Lease& lease) override;
   Result<Lease> GetLease(std::string_view name) override;
+  Result<std::vector<Lease>> ListLeases(std::string_view prefix) override;
   Op FencedBy(const Lease& lease) override { return Op::CheckCreated(LeaseKey(lease.name), lease.epoch); }
   std::unique_ptr<Watch> WatchPrefixes(std::vector<std::string> prefixes, WatchFn changed) override;
 

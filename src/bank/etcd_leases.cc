@@ -291,4 +291,20 @@ Result<Lease> EtcdBank::GetLease(std::string_view name) {
   return LeaseFromKv(name, resp.kvs(0));
 }
 
+Result<std::vector<Lease>> EtcdBank::ListLeases(std::string_view prefix) {
+  const std::string from = prefix_ + LeaseKey(prefix);
+  etcdserverpb::RangeRequest req;
+  req.set_key(from);
+  req.set_range_end(PrefixEnd(from));
+  req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+  req.set_sort_target(etcdserverpb::RangeRequest::KEY);
+  etcdserverpb::RangeResponse resp;
+  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+  std::vector<Lease> out;
+  out.reserve(static_cast<size_t>(resp.kvs_size()));
+  const size_t skip = prefix_.size() + kLeasePrefix.size();
+  for (const auto& kv : resp.kvs()) out.push_back(LeaseFromKv(std::string_view(kv.key()).substr(skip), kv));
+  return out;
+}
+
 }  // namespace floe::bank::etcd

@@ -43,6 +43,20 @@ Result<Lease> Bank::GetLease(std::string_view name) {
   return DecodeLease(name, *v);
 }
 
+Result<std::vector<Lease>> Bank::ListLeases(std::string_view prefix) {
+  auto kvs = List(LeaseKey(prefix));
+  if (!kvs) return Err(kvs.error());
+  std::vector<Lease> out;
+  out.reserve(kvs->size());
+  for (const KeyValue& kv : *kvs) {
+    const std::string_view name = std::string_view(kv.key).substr(kLeasePrefix.size());
+    auto l = DecodeLease(name, Versioned{kv.value, kv.version});
+    if (!l) return Err(l.error());
+    out.push_back(std::move(*l));
+  }
+  return out;
+}
+
 Result<Lease> Bank::AcquireLease(std::string_view name, std::string_view owner, int64_t ttl_ms, int64_t now_ms) {
   if (owner.empty() || ttl_ms <= 0) return Err(Status::InvalidArgument("a lease needs an owner and a positive TTL"));
   for (int attempt = 0; attempt < 100; ++attempt) {

@@ -447,7 +447,11 @@ void Cluster::Balance() {
     return;
   }
 
-  // Who holds what (live leases only).
+  // Who holds what (live leases only): every stream lease in one read.
+  auto all_leases = bank_->ListLeases(kStreamLeasePrefix);
+  if (!all_leases) return;
+  std::map<std::string, const bank::Lease*, std::less<>> lease_of;
+  for (const bank::Lease& l : *all_leases) lease_of.emplace(l.name, &l);
   std::map<std::string, size_t> counts;
   std::vector<std::string> free_streams;
   std::set<std::string> known;
@@ -461,12 +465,11 @@ void Cluster::Balance() {
         continue;
       }
     }
-    auto lease = bank_->GetLease(StreamLeaseName(name));
-    if (lease && lease->expires_ms > now) {
-      ++counts[lease->owner];
+    auto lease = lease_of.find(StreamLeaseName(name));
+    if (lease != lease_of.end() && lease->second->expires_ms > now) {
+      ++counts[lease->second->owner];
       continue;
     }
-    if (!lease && !lease.error().IsNotFound()) continue;
     free_streams.push_back(name);
   }
   const size_t n_nodes = std::max<size_t>(1, live.size());
