@@ -216,6 +216,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
   auto entry = OpenStream(name, config);
   if (!entry) {
     (void)bank_->Delete(StreamKey(name));
+    std::filesystem::remove_all(options_.data_dir + "/streams/" + name, ec);  // what the failed open made
     return entry;
   }
   streams_[name] = *entry;

@@ -3,8 +3,10 @@
 //
 // Readers take mu_ only to copy what they need of a segment (SegmentView);
 // the file reads happen without it, so a reader never holds up the writer.
-// A segment that retention drops while it is read stays open through the
-// reader's shared_ptr.
+// Segment files are opened on demand through the bounded segment file cache
+// (segment.h) and closed when they have gone unused; a segment that
+// retention drops while it is read stays readable through the handle
+// retention pins in it for the readers still holding it (PinForRemoval).
 #include <algorithm>
 #include <cstdlib>
 
@@ -17,23 +19,59 @@ namespace floe::log {
 
 // Any thread (and Recover).
 Result<std::shared_ptr<Stream::Impl::Segment>> Stream::Impl::OpenSegmentForReading(const SegmentHeader& header) {
-  auto seg = std::make_shared<Segment>();
+  auto seg = std::make_shared<Segment>(options_.segment_files ? options_.segment_files : SegmentFileCache::Shared());
   seg->id = header.id;
   seg->base_seq = header.base_seq;
   seg->created_us = header.created_us;
   seg->path = dir_ + "/" + SegmentFileName(seg->id);
-  auto rf = env_->Open(seg->path, {});
-  if (!rf) return Err(rf.error());
-  seg->read_file = std::move(*rf);
-  seg->direct_read_file = OpenDirectReader(seg->path);
   return seg;
 }
 
-std::shared_ptr<File> Stream::Impl::OpenDirectReader(const std::string& path) {
-  if (!options_.direct_io) return nullptr;
-  auto f = env_->Open(path, {.direct = true});
-  if (!f || !(*f)->direct()) return nullptr;
-  return std::move(*f);
+// Any thread, without mu_. The cache's hit needs no lock of the segment's;
+// a miss opens the file under file_mu, so that it either opens before
+// retention unlinks the file (whose pin then finds or reopens it) or sees
+// `removed` and takes the pinned handle: never a path that is gone.
+Result<std::shared_ptr<File>> Stream::Impl::ReadHandle(Segment& seg, bool direct) {
+  if (direct && (!options_.direct_io || seg.no_direct.load(std::memory_order_relaxed))) return nullptr;
+  const uint64_t key = direct ? seg.DirectKey() : seg.BufferedKey();
+  if (auto f = seg.files->Find(key)) return f;
+  MutexLock l(&seg.file_mu);
+  if (seg.removed) {
+    if (direct) return nullptr;  // a removed segment is read buffered
+    if (!seg.pinned) return Err(Status::NotFound(fmt::format("{}: removed by retention", seg.path)));
+    return seg.pinned;
+  }
+  auto f = seg.files->Get(key, [&]() -> Result<std::shared_ptr<File>> {
+    auto opened = env_->Open(seg.path, {.direct = direct});
+    if (!opened) return Err(opened.error());
+    if (direct && !(*opened)->direct()) {
+      seg.no_direct.store(true, std::memory_order_relaxed);
+      return std::shared_ptr<File>();  // not cached: the buffered handle serves
+    }
+    return std::shared_ptr<File>(std::move(*opened));
+  });
+  if (!f && IsOutOfDescriptors(f.error())) return Err(OutOfDescriptors(f.error(), "reading " + seg.path));
+  return f;
+}
+
+// Retention (retention_mu_ held, not mu_), after it took seg out of
+// segments_ and before it unlinks the file. `readers`: someone besides
+// retention may still hold seg; only then is a handle kept (opened now if
+// the cache has none), since no one can take a new hold of it.
+void Stream::Impl::PinForRemoval(Segment& seg, bool readers) {
+  MutexLock l(&seg.file_mu);
+  seg.removed = true;
+  if (!readers) return;
+  seg.pinned = seg.files->Find(seg.BufferedKey());
+  if (seg.pinned) return;
+  auto f = env_->Open(seg.path, {});
+  if (f) {
+    seg.pinned = std::move(*f);
+  } else {
+    // Those readers will fail with NotFound; retention goes on regardless.
+    Log(fmt::format("keeping {} open for its readers before removing it failed: {}", seg.path,
+                    f.error().ToString()));
+  }
 }
 
 // Reads [offset, offset+len) through an O_DIRECT handle: the aligned blocks
@@ -54,9 +92,11 @@ Result<std::shared_ptr<std::string>> Stream::Impl::ReadDirect(File& file, uint64
 
 // The one place a batch header is read from a segment file: the 48 bytes at
 // `offset`, decoded (no CRC: that needs the whole batch).
-Result<BatchHeader> Stream::Impl::ReadBatchHeader(const Segment& seg, uint64_t offset) {
+Result<BatchHeader> Stream::Impl::ReadBatchHeader(Segment& seg, uint64_t offset) {
+  auto file = ReadHandle(seg, /*direct=*/false);
+  if (!file) return Err(file.error());
   char head[kBatchHeaderSize];
-  auto n = seg.read_file->ReadAt(offset, {head, sizeof head});
+  auto n = (*file)->ReadAt(offset, {head, sizeof head});
   if (!n) return Err(n.error());
   if (*n != sizeof head) return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));
   auto h = DecodeBatchHeader({head, sizeof head});
@@ -66,26 +106,35 @@ Result<BatchHeader> Stream::Impl::ReadBatchHeader(const Segment& seg, uint64_t o
 
 // The header of the batch at `offset`, from the cache when it holds the
 // batch (without making it recent: skipping a batch is not using it).
-Result<BatchHeader> Stream::Impl::LoadHeader(const Segment& seg, uint64_t offset) {
+Result<BatchHeader> Stream::Impl::LoadHeader(Segment& seg, uint64_t offset) {
   if (auto cached = cache_.Find(seg.id, offset, /*touch=*/false)) return DecodeBatchHeader(*cached);
   return ReadBatchHeader(seg, offset);
 }
 
 // The whole batch at `offset`, verified (CRC and every record), from the
 // cache or else from the file, then cached.
-Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(const Segment& seg, uint64_t offset) {
+Result<std::shared_ptr<const std::string>> Stream::Impl::LoadBatch(Segment& seg, uint64_t offset) {
   if (auto cached = cache_.Find(seg.id, offset, /*touch=*/true)) return cached;
   auto h = ReadBatchHeader(seg, offset);
   if (!h) return Err(h.error());
   std::shared_ptr<std::string> bytes;
-  if (seg.direct_read_file && h->length >= kDirectReadBytes) {
-    auto direct = ReadDirect(*seg.direct_read_file, offset, h->length);
-    if (!direct) return Err(direct.error());
-    bytes = std::move(*direct);
+  std::shared_ptr<File> direct;
+  if (h->length >= kDirectReadBytes) {
+    auto d = ReadHandle(seg, /*direct=*/true);
+    if (!d) return Err(d.error());
+    direct = std::move(*d);
+  }
+  if (direct) {
+    auto read = ReadDirect(*direct, offset, h->length);
+    if (!read) return Err(read.error());
+    bytes = std::move(*read);
   } else {
+    auto file = ReadHandle(seg, /*direct=*/false);
+    if (!file) return Err(file.error());
     bytes = std::make_shared<std::string>(h->length, '\0');
-    auto n = seg.read_file->ReadAt(offset, *bytes);
+    auto n = (*file)->ReadAt(offset, *bytes);
     if (!n) return Err(n.error());
+    bytes->resize(*n);
   }
   if (bytes->size() != h->length)
     return Err(Status::Corruption(fmt::format("{}: batch at {} truncated", seg.path, offset)));

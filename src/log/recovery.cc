@@ -14,12 +14,26 @@
 namespace floe::log {
 
 Status Stream::Impl::Recover() {
+  Status s = RecoverSteps();
+  // Out of descriptors is said as that, whichever open met it: it is no
+  // damage of the stream, and it passes when files are closed.
+  if (IsOutOfDescriptors(s)) return OutOfDescriptors(s, "opening stream " + dir_);
+  return s;
+}
+
+Status Stream::Impl::RecoverSteps() {
   if (!env_->Exists(dir_)) {
     if (!options_.create_if_missing) return Status::NotFound("stream directory " + dir_ + " does not exist");
     FLOE_RETURN_IF_ERROR(env_->CreateDir(dir_));
   }
   auto lock = env_->Lock(dir_ + "/LOCK");
-  if (!lock) return Status(lock.error().code(), "stream " + dir_ + " is open elsewhere: " + std::string(lock.error().message()));
+  if (!lock) {
+    // Only a lock another holder has is "open elsewhere" (Env::Lock says
+    // kUnavailable for exactly that); any other failure is what it is.
+    if (lock.error().code() == ErrorCode::kUnavailable)
+      return Status::Unavailable("stream " + dir_ + " is open elsewhere: " + std::string(lock.error().message()));
+    return Status(lock.error().code(), "stream " + dir_ + ": " + std::string(lock.error().message()));
+  }
   lock_ = std::move(*lock);
   guard_ = options_.disk_guard;
   if (!guard_) {
@@ -109,13 +123,18 @@ Status Stream::Impl::RecoverSegment(const SegmentHeader& header, const SegmentHe
   auto opened = OpenSegmentForReading(header);
   if (!opened) return opened.error();
   std::shared_ptr<Segment> seg = std::move(*opened);
+  // A handle of its own for the scan, closed when it ends: recovering a
+  // stream must not leave every segment open (readers open them on demand).
+  auto file_or = env_->Open(seg->path, {});
+  if (!file_or) return file_or.error();
+  const std::unique_ptr<File> file = std::move(*file_or);
   ScanOptions so;
   so.verify_crc = last;
   so.index_interval = options_.index_interval_bytes;
   if (!last) so.stop_seq = next->base_seq;
   if (!last && next->base_seq < seg->base_seq)
     return Status::Corruption(fmt::format("segment {} starts below segment {}", next->id, seg->id));
-  auto scan = ScanSegment(seg->read_file.get(), seg->base_seq, so);
+  auto scan = ScanSegment(file.get(), seg->base_seq, so);
   if (!scan) return scan.error();
   if (!last) {
     // A sealed segment must run exactly up to the next one. Bad bytes are
@@ -127,7 +146,7 @@ Status Stream::Impl::RecoverSegment(const SegmentHeader& header, const SegmentHe
           scan->bad_tail ? ": " + std::string(scan->tail_error.message()) : ""));
     }
   } else if (scan->bad_tail) {
-    auto size = seg->read_file->Size();
+    auto size = file->Size();
     const uint64_t cut = size ? *size - scan->end_offset : 0;
     // Under sync=none several unsynced writes may reach the disk in any
     // order, so a good batch after a bad one proves nothing there.
@@ -174,12 +193,13 @@ Status Stream::Impl::ResumeWriting() {
   FLOE_RETURN_IF_ERROR(wfile->Sync());
   FLOE_RETURN_IF_ERROR(env_->SyncDir(dir_));
   std::string tail;
-  if (wfile->direct()) {
+  if (wfile->direct() && active.size % kDirectIoAlignment != 0) {
+    // Through the writer's own handle (aligned reads): no other descriptor.
     const uint64_t start = active.size & ~(uint64_t{kDirectIoAlignment} - 1);
-    tail.resize(active.size - start);
-    auto n = active.read_file->ReadAt(start, tail);
-    if (!n) return n.error();
-    if (*n != tail.size()) return Status::IOError("short read of segment tail " + active.path);
+    auto read = ReadDirect(*wfile, start, active.size - start);
+    if (!read) return read.error();
+    if ((*read)->size() != active.size - start) return Status::IOError("short read of segment tail " + active.path);
+    tail = std::move(**read);
   }
   appender_ = std::make_unique<SegmentAppender>(wfile, active.size, std::move(tail));
   return Status::OK();

@@ -7,7 +7,7 @@ namespace floe::log {
 // Any thread: Stream::EnforceRetention, and the writer's Maintain after each
 // idle second. Takes mu_ to choose and unlink the segments from segments_,
 // then removes their files without it; readers still holding one keep
-// reading it through their open handles. retention_mu_, held throughout,
+// reading it through the handle PinForRemoval keeps for them. retention_mu_, held throughout,
 // keeps two calls from removing files out of order: one removing a newer
 // segment while the other still removes an older one could leave a gap in
 // seqs at a crash, which recovery takes for corruption.
@@ -37,8 +37,14 @@ Status Stream::Impl::EnforceRetention() {
     segments_.erase(segments_.begin(), segments_.begin() + static_cast<long>(drop));
     first_seq_ = segments_.front()->base_seq;
   }
-  // Oldest first, so a crash midway leaves a contiguous stream.
-  for (auto& s : doomed) FLOE_RETURN_IF_ERROR(env_->Remove(s->path));
+  // Oldest first, so a crash midway leaves a contiguous stream. A reader
+  // that copied a view of the segment before it left segments_ may still
+  // hold it (use_count above doomed's own), and no one can take a new hold
+  // now; such readers get a handle pinned before the path goes.
+  for (auto& s : doomed) {
+    PinForRemoval(*s, /*readers=*/s.use_count() > 1);
+    FLOE_RETURN_IF_ERROR(env_->Remove(s->path));
+  }
   return env_->SyncDir(dir_);
 }
 

@@ -1,6 +1,10 @@
 #include "log/segment.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -215,6 +219,109 @@ Result<SegmentScan> ScanSegment(File* file, uint64_t base_seq, const ScanOptions
     break;
   }
   return scan;
+}
+
+// ---------------------------------------------------------------------------
+
+std::shared_ptr<SegmentFileCache> SegmentFileCache::Shared() {
+  static const auto shared = std::make_shared<SegmentFileCache>();
+  return shared;
+}
+
+uint64_t SegmentFileCache::NewKeys(uint64_t n) {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(n, std::memory_order_relaxed);
+}
+
+std::shared_ptr<File> SegmentFileCache::Find(uint64_t key) {
+  MutexLock l(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->file;
+}
+
+Result<std::shared_ptr<File>> SegmentFileCache::Get(uint64_t key, const Opener& open) {
+  if (auto f = Find(key)) return f;
+  auto opened = open();
+  if (!opened && IsOutOfDescriptors(opened.error())) {
+    // Our own idle handles may be what fills the table: give half back.
+    std::vector<std::shared_ptr<File>> closing;
+    {
+      MutexLock l(&mu_);
+      TrimLocked(lru_.size() / 2, &closing);
+    }
+    closing.clear();
+    opened = open();
+  }
+  if (!opened || *opened == nullptr) return opened;
+  std::vector<std::shared_ptr<File>> closing;
+  MutexLock l(&mu_);
+  auto [it, inserted] = index_.try_emplace(key);
+  if (!inserted) {
+    // Another reader opened it meanwhile: use theirs, close ours (after
+    // letting go of mu_: `closing` is destroyed after `l`).
+    closing.push_back(std::move(*opened));
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->file;
+  }
+  lru_.push_front({key, *opened});
+  it->second = lru_.begin();
+  TrimLocked(capacity_, &closing);
+  return std::move(*opened);
+}
+
+void SegmentFileCache::Erase(uint64_t key) {
+  std::shared_ptr<File> closing;
+  MutexLock l(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  closing = std::move(it->second->file);
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+void SegmentFileCache::SetCapacity(size_t capacity) {
+  std::vector<std::shared_ptr<File>> closing;
+  MutexLock l(&mu_);
+  capacity_ = capacity;
+  TrimLocked(capacity_, &closing);
+}
+
+size_t SegmentFileCache::capacity() const {
+  MutexLock l(&mu_);
+  return capacity_;
+}
+
+size_t SegmentFileCache::size() const {
+  MutexLock l(&mu_);
+  return lru_.size();
+}
+
+void SegmentFileCache::TrimLocked(size_t keep, std::vector<std::shared_ptr<File>>* out) {
+  while (lru_.size() > keep) {
+    out->push_back(std::move(lru_.back().file));
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+}
+
+bool IsOutOfDescriptors(const Status& s) {
+  // strerror(ENFILE), "Too many open files in system", begins with
+  // strerror(EMFILE): one search finds both (glibc's texts).
+  if (s.ok()) return false;
+  static const std::string emfile = std::strerror(EMFILE);
+  static const std::string enfile = std::strerror(ENFILE);
+  const std::string_view m = s.message();
+  return m.find(emfile) != std::string_view::npos || m.find(enfile) != std::string_view::npos;
+}
+
+Status OutOfDescriptors(const Status& s, std::string_view context) {
+  rlimit nofile{};
+  std::string limit = "unknown";
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0)
+    limit = nofile.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(nofile.rlim_cur);
+  return Status::Unavailable(fmt::format("too many open files (limit {}): {}: {}", limit, context, s.message()));
 }
 
 }  // namespace floe::log

@@ -31,7 +31,8 @@
 
 namespace floe::log {
 
-class WriterPool;  // writer_pool.h
+class WriterPool;        // writer_pool.h
+class SegmentFileCache;  // segment.h
 
 // When an append is acknowledged.
 enum class SyncMode {
@@ -65,6 +66,9 @@ struct StreamOptions {
   // writes bypass the page cache, so tailing consumers would otherwise read
   // from the disk.
   uint64_t cache_bytes = 64ull << 20;
+  // Open read handles of segment files, bounded and shared with other
+  // streams (segment.h); nullptr: the process's (2048 handles).
+  std::shared_ptr<SegmentFileCache> segment_files;
   uint64_t dedup_window_bytes = 64ull << 20; // log tail re-read at open to rebuild dedup
   size_t dedup_per_producer = 4096;
   size_t dedup_max_producers = 100000;

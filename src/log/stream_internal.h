@@ -9,6 +9,7 @@
 // The file format and recovery rules are in docs/format.md.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -34,22 +35,49 @@ namespace internal {
 
 // A segment as the stream knows it, shared (by shared_ptr) between the
 // stream's list of segments and readers still reading it after retention
-// dropped it. The fields above the line are set before the segment is
-// published in Stream::Impl::segments_ and never change; the fields below it
-// are guarded by Stream::Impl::mu_ and written only by the writer thread (or
-// by Recover and CreateSegment before the segment is published). They carry
-// no GUARDED_BY: the annotation cannot name the mutex of the Impl that holds
-// the segment, so these are checked by review (and TSan), not by clang.
+// dropped it. The fields above the first line are set before the segment is
+// published in Stream::Impl::segments_ and never change; the fields below
+// the second line are guarded by Stream::Impl::mu_ and written only by the
+// writer thread (or by Recover and CreateSegment before the segment is
+// published). They carry no GUARDED_BY: the annotation cannot name the
+// mutex of the Impl that holds the segment, so these are checked by review
+// (and TSan), not by clang.
+//
+// Read handles: a segment holds no descriptor of its own. Readers get one
+// from `files` (Stream::Impl::ReadHandle), which opens it on demand and
+// closes it when it has gone unused longest among the cache's bound, so an
+// idle segment costs no descriptor. Once retention has chosen the segment
+// it sets `removed` and, before it unlinks the file, pins an open handle
+// here for the readers still holding the segment; from then on readers use
+// only that handle, never the path.
 struct Segment {
+  explicit Segment(std::shared_ptr<SegmentFileCache> cache)
+      : files(std::move(cache)), file_key(SegmentFileCache::NewKeys(2)) {}
+  ~Segment() {
+    files->Erase(BufferedKey());
+    files->Erase(DirectKey());
+  }
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
   uint64_t id = 0;
   uint64_t base_seq = 0;
   std::string path;
   int64_t created_us = 0;
-  std::shared_ptr<File> read_file;  // buffered handle for readers
-  // O_DIRECT handle for large cold reads (null where the file system refuses
-  // direct I/O): the page cache never saw these bytes, since writes bypass
-  // it, and its small readahead makes buffered reads of them slow.
-  std::shared_ptr<File> direct_read_file;
+  const std::shared_ptr<SegmentFileCache> files;  // outlives the segment
+  // The cache's keys of its buffered handle and of its O_DIRECT handle (for
+  // large cold reads: the page cache never saw these bytes, since writes
+  // bypass it, and its small readahead makes buffered reads of them slow).
+  const uint64_t file_key;
+  uint64_t BufferedKey() const { return file_key; }
+  uint64_t DirectKey() const { return file_key + 1; }
+  // Set when the file system refused O_DIRECT for it: readers stop asking.
+  std::atomic<bool> no_direct{false};
+  // ---- guarded by file_mu (taken after Stream::Impl::retention_mu_, never
+  // with mu_; the cache's lock may be taken under it):
+  Mutex file_mu;
+  bool removed GUARDED_BY(file_mu) = false;            // retention unlinks (or unlinked) the file
+  std::shared_ptr<File> pinned GUARDED_BY(file_mu);    // removed: the buffered handle readers use
   // ---- guarded by Stream::Impl::mu_:
   uint64_t end_seq = 0;     // one past the last seq it holds
   uint64_t size = 0;        // end of its last written batch (committed bytes)
@@ -243,20 +271,27 @@ class Stream::Impl : public WriterPool::Job {
   void Maintain() EXCLUDES(mu_);
 
   // Recover's steps (recovery.cc).
+  Status RecoverSteps() EXCLUDES(mu_);  // Recover, before its errors are said as what they are
   Result<std::vector<SegmentHeader>> LoadSegmentHeaders();
   Status RecoverSegment(const SegmentHeader& header, const SegmentHeader* next) EXCLUDES(mu_);
   Status ResumeWriting() EXCLUDES(mu_);
   Status RebuildDedup() EXCLUDES(mu_);
 
   // Any thread (reader.cc).
-  // A segment's handles for readers; the other fields are the caller's to fill in.
+  // A segment for readers, its read handles to be opened on demand (it opens
+  // no file); the other fields are the caller's to fill in.
   Result<std::shared_ptr<Segment>> OpenSegmentForReading(const SegmentHeader& header);
-  std::shared_ptr<File> OpenDirectReader(const std::string& path);
+  // A read handle on seg's file from the segment file cache, opened if it
+  // holds none: buffered, or O_DIRECT (null where direct I/O is off or
+  // refused). Keep it no longer than the read that needs it.
+  Result<std::shared_ptr<File>> ReadHandle(Segment& seg, bool direct) EXCLUDES(mu_);
+  // Retention, before unlinking seg's file: readers holding seg keep a handle.
+  void PinForRemoval(Segment& seg, bool readers) EXCLUDES(mu_);
   static Result<std::shared_ptr<std::string>> ReadDirect(File& file, uint64_t offset, uint64_t len);
   static constexpr uint32_t kDirectReadBytes = 64 * 1024;  // smaller batches: buffered reads
-  Result<BatchHeader> ReadBatchHeader(const Segment& seg, uint64_t offset);
-  Result<BatchHeader> LoadHeader(const Segment& seg, uint64_t offset);
-  Result<std::shared_ptr<const std::string>> LoadBatch(const Segment& seg, uint64_t offset);
+  Result<BatchHeader> ReadBatchHeader(Segment& seg, uint64_t offset);
+  Result<BatchHeader> LoadHeader(Segment& seg, uint64_t offset);
+  Result<std::shared_ptr<const std::string>> LoadBatch(Segment& seg, uint64_t offset);
   bool NextView(uint64_t seq, SegmentView* view) REQUIRES(mu_);
 };
 

@@ -123,23 +123,36 @@ Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id
   return Status::OK();
 }
 
-// Every connection holds a descriptor, and the node needs some of its own
-// (segments, the bank, the event loop): raise the soft RLIMIT_NOFILE toward
-// the hard one as far as the connection limit needs (no privilege needed),
-// and warn if even the hard limit is short, since accept would then fail
-// before --max-connections bites.
+// Every connection holds a descriptor, and so does every stream (its lock
+// and its writer's segment file), plus the bounded cache of segment read
+// handles and the node's own files (the bank, the event loop): raise the
+// soft RLIMIT_NOFILE to the hard limit, which needs no privilege, so that
+// the node runs out of streams or connections no sooner than it must. Says
+// once, at start, what limit it runs with, and warns if even that is short
+// of the connection limit, since accept would then fail before
+// --max-connections bites.
 void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
   constexpr rlim_t kOwnFiles = 256;
   rlimit nofile{};
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return;
-  const rlim_t want = static_cast<rlim_t>(max_connections) + kOwnFiles;
-  if (nofile.rlim_cur >= want) return;
-  const rlim_t raised = nofile.rlim_max == RLIM_INFINITY ? want : std::min(want, nofile.rlim_max);
-  if (raised > nofile.rlim_cur) {
-    rlimit r{raised, nofile.rlim_max};
-    if (::setrlimit(RLIMIT_NOFILE, &r) == 0) nofile.rlim_cur = raised;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0) {
+    fmt::print(stderr, "floe: node {}: reading the descriptor limit failed: {}\n", node_id, std::strerror(errno));
+    return;
   }
-  if (nofile.rlim_cur < want)
+  const rlim_t was = nofile.rlim_cur;
+  if (nofile.rlim_cur != nofile.rlim_max) {
+    rlimit r{nofile.rlim_max, nofile.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &r) == 0) {
+      nofile.rlim_cur = nofile.rlim_max;
+    } else {
+      fmt::print(stderr, "floe: node {}: raising the descriptor limit from {} to the hard limit {} failed: {}\n",
+                 node_id, nofile.rlim_cur, nofile.rlim_max, std::strerror(errno));
+    }
+  }
+  auto show = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v); };
+  fmt::print(stderr, "floe: node {}: descriptor limit {} (soft, was {}; hard {})\n", node_id, show(nofile.rlim_cur),
+             show(was), show(nofile.rlim_max));
+  const rlim_t want = static_cast<rlim_t>(max_connections) + kOwnFiles;
+  if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < want)
     fmt::print(stderr,
                "floe: node {}: the descriptor limit ({}, ulimit -n) is below --max-connections {} plus {} for the "
                "node's own files: accept will fail before the connection limit bites\n",
