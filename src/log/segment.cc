@@ -317,11 +317,14 @@ bool IsOutOfDescriptors(const Status& s) {
 }
 
 Status OutOfDescriptors(const Status& s, std::string_view context) {
+  constexpr std::string_view kSaid = "too many open files (limit ";
+  // Said already (by a read under Recover, say): once is enough.
+  if (s.message().find(kSaid) != std::string_view::npos) return Status::Unavailable(s.message());
   rlimit nofile{};
   std::string limit = "unknown";
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0)
     limit = nofile.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(nofile.rlim_cur);
-  return Status::Unavailable(fmt::format("too many open files (limit {}): {}: {}", limit, context, s.message()));
+  return Status::Unavailable(fmt::format("{}{}): {}: {}", kSaid, limit, context, s.message()));
 }
 
 }  // namespace floe::log

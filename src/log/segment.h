@@ -160,7 +160,8 @@ class SegmentFileCache {
 bool IsOutOfDescriptors(const Status& s);
 // `s`, an IsOutOfDescriptors failure, said as what it is: Unavailable (the
 // call may succeed once descriptors are freed), "too many open files (limit
-// N)", N the process's soft RLIMIT_NOFILE, then `context` and s's message.
+// N)", N the process's soft RLIMIT_NOFILE, then `context` and s's message
+// (only s's message when s says that already).
 Status OutOfDescriptors(const Status& s, std::string_view context);
 
 }  // namespace floe::log

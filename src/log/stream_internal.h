@@ -36,7 +36,8 @@ namespace internal {
 // A segment as the stream knows it, shared (by shared_ptr) between the
 // stream's list of segments and readers still reading it after retention
 // dropped it. The fields above the first line are set before the segment is
-// published in Stream::Impl::segments_ and never change; the fields below
+// published in Stream::Impl::segments_ and never change (no_direct aside,
+// an atomic any reader may set); the fields below
 // the second line are guarded by Stream::Impl::mu_ and written only by the
 // writer thread (or by Recover and CreateSegment before the segment is
 // published). They carry no GUARDED_BY: the annotation cannot name the

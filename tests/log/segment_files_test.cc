@@ -221,6 +221,11 @@ TEST(OutOfDescriptors, RecognisesEmfileAndEnfileOnly) {
   EXPECT_EQ(s.code(), ErrorCode::kUnavailable);
   EXPECT_THAT(std::string(s.message()), HasSubstr(fmt::format("too many open files (limit {})", nofile.rlim_cur)));
   EXPECT_THAT(std::string(s.message()), HasSubstr("reading y"));
+  // Said once, however many callers pass it up.
+  const std::string passed_up = "rebuilding: " + std::string(s.message());
+  EXPECT_EQ(OutOfDescriptors(Status(ErrorCode::kIOError, passed_up), "opening z").message(), passed_up);
+  Status twice = OutOfDescriptors(s, "opening z");
+  EXPECT_EQ(twice.message(), s.message());
 }
 
 // --- streams -----------------------------------------------------------------------
@@ -473,7 +478,7 @@ TEST_F(SegmentFilesTest, ReadsSucceedWithDescriptorsExhaustedByClosingCachedHand
 // (each with a few sealed segments, all read once) for the report, and
 // bounds them by the stream's own two plus its share of the cache.
 TEST_F(SegmentFilesTest, DescriptorsPerIdleStream) {
-  constexpr int kStreams = 200;
+  constexpr int kStreams = 100;
   constexpr size_t kCapacity = 64;
   StreamOptions o = Options(kCapacity);
   o.segment_bytes = 8 << 10;
