@@ -56,7 +56,12 @@ class SegmentAppender {
   Status Append(std::span<const std::string_view> pieces);
   Status Sync() { return file_->Sync(); }
   uint64_t end() const { return end_; }
-  File* file() const { return file_.get(); }
+  File* file() const { return file_.get(); }  // null while let go
+  // An idle stream's writer lets its descriptor go (end and tail kept, so
+  // nothing is read back) and takes a new handle of the same file before
+  // the next write. Every write it made was synced first (the caller's).
+  void LetGoOfFile() { file_.reset(); }
+  void TakeFile(std::shared_ptr<File> file) { file_ = std::move(file); }
 
  private:
   std::shared_ptr<File> file_;

@@ -66,6 +66,10 @@ struct StreamOptions {
   // writes bypass the page cache, so tailing consumers would otherwise read
   // from the disk.
   uint64_t cache_bytes = 64ull << 20;
+  // An idle stream's writer closes its segment file after this long without
+  // a write (reopened at the next one), so an idle stream holds one
+  // descriptor, its LOCK. 0: never closed.
+  uint64_t idle_file_close_us = 10'000'000;
   // Open read handles of segment files, bounded and shared with other
   // streams (segment.h); nullptr: the process's (2048 handles).
   std::shared_ptr<SegmentFileCache> segment_files;

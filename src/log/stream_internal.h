@@ -216,6 +216,9 @@ class Stream::Impl : public WriterPool::Job {
   // recovery (the first write reserves from the start, a no-op where blocks
   // are already there).
   uint64_t allocated_ = 0;
+  // When the writer last wrote (µs of env_); options_.idle_file_close_us
+  // later it closes its descriptor, so an idle stream holds only LOCK.
+  int64_t last_write_us_ = 0;
   static constexpr uint64_t kMinPreallocation = 1 << 20;
   static constexpr uint64_t kMaxPreallocation = 64 << 20;
   uint64_t next_segment_id_ = 1;
@@ -254,6 +257,10 @@ class Stream::Impl : public WriterPool::Job {
   void FinishGroups(std::deque<Group>& groups, const Status& write_status) EXCLUDES(mu_);
   Status Roll(uint64_t base_seq) EXCLUDES(mu_);
   Status Preallocate(uint64_t end) EXCLUDES(mu_);
+  // The writer's handle of the active segment, opened again if an idle
+  // period let it go (LetGoOfIdleFile).
+  Status EnsureWriterFile() EXCLUDES(mu_);
+  void LetGoOfIdleFile() EXCLUDES(mu_);
   uint64_t PreallocationStep(uint64_t end) const;
   Status CreateSegment(uint64_t base_seq, std::string_view first_batch, bool preallocate = true) EXCLUDES(mu_);
   // A hole segment: preallocated if the disk allows, else without (a full

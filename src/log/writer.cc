@@ -186,6 +186,9 @@ int64_t Stream::Impl::MaintenanceDelayUs() {
     soonest(segments_.back()->created_us + static_cast<int64_t>(options_.segment_age_us));
   if (options_.retention_age_us > 0 && segments_.size() > 1)
     soonest(segments_.front()->last_ts + static_cast<int64_t>(options_.retention_age_us));
+  // The writer's descriptor goes after an idle period (LetGoOfIdleFile).
+  if (appender_->file() && options_.idle_file_close_us > 0)
+    soonest(last_write_us_ + static_cast<int64_t>(options_.idle_file_close_us));
   return delay;
 }
 
@@ -249,6 +252,7 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
     roll |= static_cast<int64_t>(env_->NowMicros()) - segments_.back()->created_us >
             static_cast<int64_t>(options_.segment_age_us);
   }
+  FLOE_RETURN_IF_ERROR(EnsureWriterFile());
   if (roll) FLOE_RETURN_IF_ERROR(Roll(groups.front().base_seq));
   FLOE_RETURN_IF_ERROR(Preallocate(appender_->end() + total));
   std::vector<std::string_view> pieces;
@@ -256,7 +260,35 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
   for (Group& g : groups) pieces.emplace_back(g.buf);
   FLOE_RETURN_IF_ERROR(appender_->Append(pieces));
   if (options_.sync == SyncMode::kFdatasync) FLOE_RETURN_IF_ERROR(appender_->Sync());
+  last_write_us_ = static_cast<int64_t>(env_->NowMicros());
   return Status::OK();
+}
+
+Status Stream::Impl::EnsureWriterFile() {
+  if (appender_->file()) return Status::OK();
+  std::string path;
+  {
+    MutexLock l(&mu_);
+    path = segments_.back()->path;
+  }
+  auto wf = env_->Open(path, {.writable = true, .direct = options_.direct_io});
+  if (!wf) return IsOutOfDescriptors(wf.error()) ? OutOfDescriptors(wf.error(), "writing " + path) : wf.error();
+  appender_->TakeFile(std::move(*wf));
+  return Status::OK();
+}
+
+// Writer thread, without mu_, the stream idle and healthy: every write was
+// synced (sync=none: synced now), so the handle can go.
+void Stream::Impl::LetGoOfIdleFile() {
+  if (!appender_->file() || options_.idle_file_close_us == 0) return;
+  if (static_cast<int64_t>(env_->NowMicros()) - last_write_us_ < static_cast<int64_t>(options_.idle_file_close_us))
+    return;
+  {
+    MutexLock l(&mu_);
+    if (!pending_.empty() || !failed_.ok()) return;
+  }
+  if (options_.sync == SyncMode::kNone && !appender_->Sync().ok()) return;
+  appender_->LetGoOfFile();
 }
 
 // Writer thread, without mu_. Resolves every append of `groups`: committed if
@@ -288,7 +320,8 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     // holes are not recorded now; Heal cuts again first.
     Status hole = earlier_failure;
     if (!already_failed) {
-      hole = appender_->file()->Truncate(committed);
+      hole = EnsureWriterFile();
+      if (hole.ok()) hole = appender_->file()->Truncate(committed);
       if (hole.ok()) hole = appender_->file()->Sync();
       if (hole.ok()) hole = CreateHoleSegment(first, end, groups.back().last_ts, &preallocated);
     }
@@ -367,7 +400,7 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
 // segment, never leave a sealed one ending short of the next one's base seq
 // (which recovery refuses as corruption).
 Status Stream::Impl::Roll(uint64_t base_seq) {
-  if (options_.sync == SyncMode::kNone) FLOE_RETURN_IF_ERROR(appender_->Sync());
+  if (options_.sync == SyncMode::kNone && appender_->file()) FLOE_RETURN_IF_ERROR(appender_->Sync());
   return CreateSegment(base_seq, {});
 }
 
@@ -489,6 +522,7 @@ void Stream::Impl::Maintain() {
   }
   Status s = EnforceRetention();
   if (!s.ok()) Log("retention: " + s.ToString());
+  LetGoOfIdleFile();
 }
 
 // Writer thread, without mu_.
@@ -528,6 +562,7 @@ Status Stream::Impl::Heal() {
     next = slots_.next_seq();
     ts = last_ts_;
   }
+  FLOE_RETURN_IF_ERROR(EnsureWriterFile());
   FLOE_RETURN_IF_ERROR(appender_->file()->Truncate(committed));
   FLOE_RETURN_IF_ERROR(appender_->file()->Sync());
   if (!abandoned_.empty()) {

@@ -148,6 +148,7 @@ TEST(WriterPoolTest, ManyStreamsShareAFixedNumberOfThreadsAndGoIdle) {
     o.preallocate = false;
     o.segment_bytes = 1 << 20;
     o.writer_pool = pool;
+    o.idle_file_close_us = 200'000;
     o.logger = [](const std::string&) {};
     auto s = Stream::Open(dir.path() + "/s" + std::to_string(i), o);
     ASSERT_TRUE(s) << s.error().ToString();
@@ -168,7 +169,15 @@ TEST(WriterPoolTest, ManyStreamsShareAFixedNumberOfThreadsAndGoIdle) {
   for (auto& s : streams) EXPECT_EQ(s->frontier(), 10u);
   EXPECT_EQ(ThreadCount(), threads_before);
 
-  // Maintenance after the writes runs once, then no stream keeps a timer.
+  // Maintenance after the writes runs, the writers let their files go, and
+  // then no stream keeps a timer.
+  EXPECT_TRUE(WaitUntil([&] { return pool->timers_armed() == 0; }, 5s)) << pool->timers_armed() << " timers armed";
+  // A stream whose file was let go writes again (the handle reopened).
+  for (auto& s : streams) {
+    Message m{.payload = payload};
+    ASSERT_TRUE(s->Append({&m, 1}).status.ok());
+    EXPECT_EQ(s->frontier(), 11u);
+  }
   EXPECT_TRUE(WaitUntil([&] { return pool->timers_armed() == 0; }, 5s)) << pool->timers_armed() << " timers armed";
   // Idle: the process uses (almost) no CPU with every stream open.
   const double cpu0 = CpuSeconds();
@@ -179,7 +188,7 @@ TEST(WriterPoolTest, ManyStreamsShareAFixedNumberOfThreadsAndGoIdle) {
   for (auto& s : streams) {
     auto r = s->Read({.from_seq = 1, .max_messages = 100});
     ASSERT_TRUE(r);
-    EXPECT_EQ(r->entries.size(), 10u);
+    EXPECT_EQ(r->entries.size(), 11u);
   }
   streams.clear();
 }
@@ -207,6 +216,48 @@ TEST(WriterPoolTest, CloseWritesWhatIsPendingFirst) {
   auto s = Stream::Open(dir.path() + "/s", o);
   ASSERT_TRUE(s);
   EXPECT_EQ((*s)->frontier(), 200u);
+}
+
+// The writer lets an idle stream's file go and reopens it for the next
+// write: the partial last block (O_DIRECT rewrites it) is kept in memory, so
+// the bytes before and after come back intact after a reopen of the stream.
+TEST(WriterPoolTest, AWriteAfterTheIdleFileWasLetGoKeepsEveryByte) {
+  TempDir dir;
+  const std::string path = dir.path() + "/s";
+  auto open = [&] {
+    StreamOptions o;
+    o.idle_file_close_us = 1000;
+    o.logger = [](const std::string&) {};
+    return Stream::Open(path, o);
+  };
+  auto count_fds = [&] {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      auto target = std::filesystem::read_symlink(e.path(), ec);
+      n += !ec && target.parent_path().filename() == "s" && target.extension() == ".seg";
+    }
+    return n;
+  };
+  {
+    auto s = open();
+    ASSERT_TRUE(s);
+    const std::string pa(1000, 'a'), pb(3000, 'b');
+    Message a{.payload = pa};
+    ASSERT_TRUE((*s)->Append({&a, 1}).status.ok());
+    EXPECT_EQ(count_fds(), 1u) << "the writer's handle";
+    // Maintenance runs a second after the write, finds it idle, lets go.
+    EXPECT_TRUE(WaitUntil([&] { return count_fds() == 0; }, 5s)) << "the idle writer kept its segment file";
+    Message b{.payload = pb};
+    ASSERT_TRUE((*s)->Append({&b, 1}).status.ok());
+  }
+  auto s = open();
+  ASSERT_TRUE(s);
+  auto r = (*s)->Read({.from_seq = 1, .max_messages = 10});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->entries.size(), 2u);
+  EXPECT_EQ(r->entries[0].payload, std::string(1000, 'a'));
+  EXPECT_EQ(r->entries[1].payload, std::string(3000, 'b'));
 }
 
 }  // namespace
