@@ -46,8 +46,9 @@ struct NodeInfo {
   uint64_t publish_rate = 0; // messages acknowledged per second, last tick
   std::string mqtt_address;  // where MQTT clients reach it (HOST:PORT; "" = no MQTT, or a version 1 record)
   uint32_t mqtt_connections = 0;  // MQTT client connections on it, relayed ones too (version 3)
-  // Version 4: +1 at every start of a process with this id; the newest wins
-  // (an older one that sees it steps back). home: ClusterOptions::home.
+  // Version 4: the record's + 1 at each start of a process with this id (1
+  // without a record); the newest wins (an older one that sees it steps
+  // back). home: ClusterOptions::home.
   uint64_t incarnation = 0;
   std::string home;
 };
