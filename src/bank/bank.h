@@ -106,7 +106,7 @@ class Bank {
   Status Delete(std::string key, std::optional<uint64_t> expected = std::nullopt);
 
   // Leases (the lock lives at "leases/<name>"). The defaults are records
-  // built on compare-and-set; a backend with native leases overrides all five.
+  // built on compare-and-set; a backend with native leases overrides them all.
   //
   // Takes `name` for `owner` if it is free, expired, released, or already
   // held by `owner` (then it is renewed, same epoch). Unavailable if another
@@ -128,6 +128,16 @@ class Bank {
   // every lock for all of them. The cost of keeping N leases is then one
   // bank round trip per renewal period, not N.
   virtual std::vector<Result<Lease>> RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms);
+  // Takes over `seen` (a lease as GetLease read it) for its own owner at
+  // once, expired or not, with a higher epoch, so that whoever held it
+  // before is fenced (renewals and fenced writes with the earlier Lease fail
+  // with Aborted). Only for the proven successor of an earlier process of
+  // that owner (a node restarted with its id after a crash: the successor
+  // rule of docs/bank.md): for anyone else it would take a live holder's
+  // lease. Aborted if the lock changed since `seen` was read (renewed,
+  // released, taken); Unavailable if another owner took it meanwhile
+  // (native: the lock is deleted first, then taken as AcquireLease does).
+  virtual Result<Lease> SucceedLease(const Lease& seen, int64_t ttl_ms, int64_t now_ms);
   // Gives the lease up (the next holder's epoch is higher). Aborted if it had
   // already been lost.
   virtual Status ReleaseLease(const Lease& lease);

@@ -185,6 +185,7 @@ class EtcdBank final : public Bank {
   std::vector<Result<Lease>> RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms) override;
   Result<Lease> CheckRenewal(const Lease& lease, const mvccpb::KeyValue* kv);
   Result<Lease> AcquireOnce(std::string_view name, std::string_view owner, int64_t ttl_ms, bool retried);
+  Result<Lease> SucceedLease(const Lease& seen, int64_t ttl_ms, int64_t now_ms) override;
   Status ReleaseLease(const Lease& lease) override;
   Result<Lease> GetLease(std::string_view name) override;
   Result<std::vector<Lease>> ListLeases(std::string_view prefix) override;

@@ -282,6 +282,24 @@ Status EtcdBank::ReleaseLease(const Lease& lease) {
   return r ? Status::OK() : r.error();
 }
 
+// The lock is attached to the earlier process's etcd lease, which etcd would
+// keep until its TTL ran out: it is deleted (compared on create_revision, so
+// only that lock) and taken again on this handle's lease, as AcquireLease
+// takes a free one. The new key's create_revision, the epoch, is higher;
+// FencedBy of the earlier one fails from the delete on. Between the two
+// another node may take the free lock: then Unavailable, as AcquireLease.
+Result<Lease> EtcdBank::SucceedLease(const Lease& seen, int64_t ttl_ms, int64_t /*now_ms*/) {
+  if (seen.owner.empty() || ttl_ms <= 0 || seen.epoch == 0)
+    return Err(Status::InvalidArgument("a lease to succeed needs an owner, a TTL and its epoch"));
+  std::vector<Op> ops{Op::CheckCreated(LeaseKey(seen.name), seen.epoch), Op::Delete(LeaseKey(seen.name))};
+  auto r = Commit(ops);
+  if (!r) {
+    if (r.error().code() != ErrorCode::kAborted) return Err(r.error());
+    return Err(Status::Aborted(fmt::format("lease {} moved since it was read (epoch {})", seen.name, seen.epoch)));
+  }
+  return AcquireOnce(seen.name, seen.owner, ttl_ms, /*retried=*/false);
+}
+
 Result<Lease> EtcdBank::GetLease(std::string_view name) {
   etcdserverpb::RangeRequest req;
   req.set_key(prefix_ + LeaseKey(name));

@@ -157,6 +157,32 @@ std::vector<Result<Lease>> Bank::RenewLeases(std::span<const Lease> leases, int6
   return out;
 }
 
+// A new holder's record, as AcquireLease writes for an expired lease, but
+// without waiting for the expiry: the compare on `seen`'s version makes it
+// fail if anyone renewed or took the lease since it was read.
+Result<Lease> Bank::SucceedLease(const Lease& seen, int64_t ttl_ms, int64_t now_ms) {
+  if (seen.owner.empty() || ttl_ms <= 0 || seen.version == 0)
+    return Err(Status::InvalidArgument("a lease to succeed needs an owner, a TTL and the record's version"));
+  Lease next;
+  next.name = seen.name;
+  next.owner = seen.owner;
+  next.epoch = seen.epoch + 1;
+  next.expires_ms = now_ms + ttl_ms;
+  auto r = Put(LeaseKey(seen.name), EncodeLease(next), seen.version);
+  if (!r) {
+    if (r.error().code() != ErrorCode::kAborted) return Err(r.error());
+    // A backend that retried our write after a lost reply sees its own
+    // first attempt: the record is exactly what we wrote.
+    auto current = GetLease(seen.name);
+    if (current && current->owner == next.owner && current->epoch == next.epoch &&
+        current->expires_ms == next.expires_ms)
+      return *current;
+    return Err(Status::Aborted(fmt::format("lease {} moved since it was read (epoch {})", seen.name, seen.epoch)));
+  }
+  next.version = *r;
+  return next;
+}
+
 Status Bank::ReleaseLease(const Lease& lease) {
   Lease released = lease;
   released.expires_ms = 0;

@@ -11,9 +11,9 @@
 namespace floe::cluster {
 
 namespace {
-// Version 2 appends the MQTT address; version 1 records (nodes of before)
-// still decode, with no MQTT address.
-constexpr uint8_t kNodeEncodingVersion = 3;
+// Version 2 appends the MQTT address, 3 the MQTT connections, 4 the
+// incarnation and home; records of before still decode, without them.
+constexpr uint8_t kNodeEncodingVersion = 4;
 }
 
 int64_t WallMs() {
@@ -44,6 +44,8 @@ std::string EncodeNodeInfo(const NodeInfo& n) {
   e.U64(n.publish_rate);
   e.String(n.mqtt_address);
   e.U32(n.mqtt_connections);
+  e.U64(n.incarnation);
+  e.String(n.home);
   return out;
 }
 
@@ -62,6 +64,10 @@ Result<NodeInfo> DecodeNodeInfo(std::string_view bytes) {
   n.publish_rate = d.U64();
   if (version >= 2) n.mqtt_address = std::string(d.String());
   if (version >= 3) n.mqtt_connections = d.U32();
+  if (version >= 4) {
+    n.incarnation = d.U64();
+    n.home = std::string(d.String());
+  }
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("node record: " + std::string(s.message())));
   return n;
@@ -74,7 +80,7 @@ Cluster::~Cluster() { Stop(false); }
 
 Status Cluster::Start() {
   if (options_.lease_ms < 30) return Status::InvalidArgument("the lease period must be at least 30 ms");
-  Heartbeat(WallMs());
+  FLOE_RETURN_IF_ERROR(Register());
   auto streams = bank_->List(bank::kStreamsPrefix);
   if (!streams) return streams.error();
   // A bank that can watch wakes the worker when a lease, stream, drain or
@@ -114,7 +120,13 @@ void Cluster::Stop(bool release) {
     held.swap(held_);
   }
   for (auto& [name, h] : held) (void)bank_->ReleaseLease(h.lease);
-  (void)bank_->Delete(NodeKey(options_.node_id));
+  bool superseded;
+  {
+    MutexLock l(&mu_);
+    superseded = superseded_;
+  }
+  // Compared: a newer process with this id may have written it since.
+  if (!superseded && record_version_ != 0) (void)bank_->Delete(NodeKey(options_.node_id), record_version_);
 }
 
 void Cluster::WorkLoop() {
@@ -135,16 +147,21 @@ void Cluster::WorkLoop() {
   mu_.Unlock();
 }
 
+// Ticks at a fixed rate: a slow tick does not push the next one back by its
+// own length (a lease renewed at t is renewed again by t + period, or at
+// once if the tick overran).
 void Cluster::RenewLoop() {
   const auto period = std::chrono::milliseconds(std::max<int64_t>(10, options_.lease_ms / 3));
+  auto deadline = std::chrono::steady_clock::now() + period;
   mu_.Lock();
   while (!stop_) {
-    const auto deadline = std::chrono::steady_clock::now() + period;
     while (!stop_ && cv_.WaitUntil(&mu_, deadline)) {}
     if (stop_) break;
+    const bool superseded = superseded_;
     mu_.Unlock();
+    deadline = std::max(deadline + period, std::chrono::steady_clock::now());
     RenewAll();
-    Heartbeat(WallMs());
+    if (!superseded) (void)Heartbeat(WallMs());
     mu_.Lock();
   }
   mu_.Unlock();
@@ -152,6 +169,10 @@ void Cluster::RenewLoop() {
 
 void Cluster::Work() {
   CloseLost();
+  {
+    MutexLock l(&mu_);
+    if (superseded_) return;  // a newer process with this id serves them
+  }
   ReleaseOrphans();
   OpenPending();
   Balance();
@@ -271,7 +292,53 @@ void Cluster::GiveValidity(const std::string& name, uint64_t epoch, int64_t vali
   if (!held) host_->SetValidUntil(name, 0);
 }
 
-void Cluster::Heartbeat(int64_t now) {
+// The node record names the incarnation before this one and its home. The
+// same home (the same host and data directory, whose node lock this process
+// holds now: ClusterOptions::home) means the process that wrote it is gone:
+// this one is its successor. The write compares the record's version, so
+// of two processes starting at once only one gets each incarnation.
+Status Cluster::Register() {
+  const std::string key = NodeKey(options_.node_id);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    auto v = bank_->Get(key);
+    std::optional<NodeInfo> prior;
+    record_version_ = 0;
+    if (v) {
+      record_version_ = v->version;
+      if (auto n = DecodeNodeInfo(v->value)) prior = *n;
+    } else if (!v.error().IsNotFound()) {
+      return v.error();
+    }
+    incarnation_ = prior ? prior->incarnation + 1 : 1;
+    successor_ = prior && !options_.home.empty() && prior->home == options_.home;
+    Status s = Heartbeat(WallMs(), /*first=*/true);
+    if (s.code() != ErrorCode::kAborted) {
+      if (s.ok() && successor_)
+        fmt::print(stderr, "floe: node {}: incarnation {} succeeds incarnation {} (home {}): its stream leases are "
+                           "taken back at once\n",
+                   options_.node_id, incarnation_, prior->incarnation, options_.home);
+      return s;
+    }
+  }
+  return Status::Unavailable(fmt::format("node {}: its node record keeps changing", options_.node_id));
+}
+
+void Cluster::Supersede(uint64_t by) {
+  std::vector<std::string> names;
+  {
+    MutexLock l(&mu_);
+    if (superseded_) return;
+    superseded_ = true;
+    for (auto& [name, h] : held_) names.push_back(name);
+    wanted_.clear();
+  }
+  fmt::print(stderr, "floe: node {}: incarnation {} is superseded by incarnation {} (a newer process with this id); "
+                     "stepping back from all {} streams\n",
+             options_.node_id, incarnation_, by, names.size());
+  for (const std::string& name : names) Lose(name, "");
+}
+
+Status Cluster::Heartbeat(int64_t now, bool first) {
   NodeInfo n;
   n.id = options_.node_id;
   n.address = options_.address;
@@ -285,14 +352,43 @@ void Cluster::Heartbeat(int64_t now) {
   }
   n.sessions = host_->SessionCount();
   n.mqtt_connections = host_->MqttConnectionCount();
+  n.incarnation = incarnation_;
+  n.home = options_.home;
   const uint64_t published = host_->PublishedTotal();
   const int64_t steady = SteadyMs();
   if (last_heartbeat_steady_ > 0 && steady > last_heartbeat_steady_)
     n.publish_rate = (published - last_published_) * 1000 / static_cast<uint64_t>(steady - last_heartbeat_steady_);
   last_published_ = published;
   last_heartbeat_steady_ = steady;
-  auto r = bank_->Put(NodeKey(options_.node_id), EncodeNodeInfo(n));
-  if (!r) fmt::print(stderr, "floe: node {}: heartbeat failed: {}\n", options_.node_id, r.error().ToString());
+  const std::string key = NodeKey(options_.node_id);
+  const std::string value = EncodeNodeInfo(n);
+  for (int attempt = 0;; ++attempt) {
+    auto r = bank_->Put(key, value, record_version_);
+    if (r) {
+      record_version_ = *r;
+      return Status::OK();
+    }
+    if (first && r.error().code() == ErrorCode::kAborted) return r.error();
+    if (r.error().code() != ErrorCode::kAborted || attempt > 0) {
+      fmt::print(stderr, "floe: node {}: heartbeat failed: {}\n", options_.node_id, r.error().ToString());
+      return r.error();
+    }
+    // Written by someone else: a newer process with this id, or removed
+    // (a graceful stop of ours, or by housekeeping after a long pause).
+    auto v = bank_->Get(key);
+    if (v) {
+      auto other = DecodeNodeInfo(v->value);
+      if (other && other->incarnation > incarnation_) {
+        Supersede(other->incarnation);
+        return Status::Aborted("superseded");
+      }
+      record_version_ = v->version;
+    } else if (v.error().IsNotFound()) {
+      record_version_ = 0;
+    } else {
+      return v.error();
+    }
+  }
 }
 
 // Every held lease renewed with one bank call (Bank::RenewLeases: one commit
@@ -315,6 +411,11 @@ void Cluster::RenewAll() {
   std::vector<std::pair<std::string, std::pair<uint64_t, int64_t>>> give;  // open streams: epoch, valid until
   {
     MutexLock l(&mu_);
+    const int64_t took = SteadyMs() - t0;
+    ++renew_stats_.ticks;
+    renew_stats_.last_ms = took;
+    renew_stats_.max_ms = std::max(renew_stats_.max_ms, took);
+    renew_stats_.last_leases = leases.size();
     for (size_t i = 0; i < names.size(); ++i) {
       renewing_.erase(names[i]);
       const Result<bank::Lease>& r = renewed[i];
@@ -360,10 +461,17 @@ void Cluster::RenewAll() {
   }
 }
 
-bool Cluster::Acquire(const std::string& stream) {
+bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited) {
   const int64_t t0 = SteadyMs();
-  auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
-  if (!r) return false;
+  auto r = inherited ? bank_->SucceedLease(*inherited, options_.lease_ms, WallMs())
+                     : bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
+  if (!r) {
+    if (inherited)
+      fmt::print(stderr, "floe: node {}: cannot take stream {} back from incarnation {}: {}\n", options_.node_id,
+                 stream, incarnation_ - 1, r.error().ToString());
+    return false;
+  }
+  if (inherited) ++inherited_;
   const int64_t valid_until = ValidUntil(t0, *r);
   bool stopping;
   {
@@ -454,6 +562,12 @@ void Cluster::Balance() {
   for (const bank::Lease& l : *all_leases) lease_of.emplace(l.name, &l);
   std::map<std::string, size_t> counts;
   std::vector<std::string> free_streams;
+  // The successor's first round (before it serves anything, so no lease of
+  // this id not in held_ can be this process's own): the leases of this id
+  // are the earlier process's, taken back at once (docs/bank.md "The
+  // successor rule").
+  std::vector<bank::Lease> inherited;
+  const bool inherit = successor_ && !started_;
   std::set<std::string> known;
   for (const auto& kv : *streams) {
     std::string name = kv.key.substr(bank::kStreamsPrefix.size());
@@ -466,6 +580,11 @@ void Cluster::Balance() {
       }
     }
     auto lease = lease_of.find(StreamLeaseName(name));
+    if (lease != lease_of.end() && lease->second->expires_ms > now && inherit &&
+        lease->second->owner == options_.node_id) {
+      inherited.push_back(*lease->second);
+      continue;
+    }
     if (lease != lease_of.end() && lease->second->expires_ms > now) {
       ++counts[lease->second->owner];
       continue;
@@ -477,6 +596,11 @@ void Cluster::Balance() {
   const size_t hi = (total + n_nodes - 1) / n_nodes;
   const size_t lo = total / n_nodes;
   size_t mine = counts[options_.node_id];
+
+  // All of them: they were this node's, and nobody else may take them
+  // before they expire (balancing moves some later if need be).
+  for (const bank::Lease& l : inherited)
+    if (Acquire(l.name.substr(kStreamLeasePrefix.size()), &l)) ++mine;
 
   // Take streams nobody serves, up to the fair share (any a client asked for).
   for (const std::string& name : free_streams) {
@@ -548,6 +672,11 @@ std::optional<bank::Op> Cluster::Fence(const std::string& stream) {
   return bank_->FencedBy(it->second.lease);
 }
 
+Cluster::RenewStats Cluster::renew_stats() {
+  MutexLock l(&mu_);
+  return renew_stats_;
+}
+
 std::string Cluster::AddressOf(const std::string& node) {
   auto v = bank_->Get(NodeKey(node));
   if (!v) return {};
@@ -587,6 +716,10 @@ void Cluster::Want(const std::string& stream) {
 }
 
 Result<int64_t> Cluster::TakeNew(const std::string& stream) {
+  {
+    MutexLock l(&mu_);
+    if (superseded_) return Err(Status::Unavailable("a newer process with this node id serves the cluster"));
+  }
   const int64_t t0 = SteadyMs();
   auto r = bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) return Err(r.error());

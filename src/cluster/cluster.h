@@ -46,6 +46,11 @@ struct NodeInfo {
   uint64_t publish_rate = 0; // messages acknowledged per second, last tick
   std::string mqtt_address;  // where MQTT clients reach it (HOST:PORT; "" = no MQTT, or a version 1 record)
   uint32_t mqtt_connections = 0;  // MQTT client connections on it, relayed ones too (version 3)
+  // Version 4: the record's + 1 at each start of a process with this id (1
+  // without a record); the newest wins (an older one that sees it steps
+  // back). home: ClusterOptions::home.
+  uint64_t incarnation = 0;
+  std::string home;
 };
 std::string EncodeNodeInfo(const NodeInfo& n);
 Result<NodeInfo> DecodeNodeInfo(std::string_view bytes);
@@ -74,6 +79,15 @@ struct ClusterOptions {
   int64_t lease_ms = 3000;
   bool auto_balance = true;
   std::string mqtt_address;  // advertised MQTT HOST:PORT ("" = MQTT off)
+  // Where the node keeps its data (host and data directory), written to its
+  // node record. Set it only while this process holds the node's lock on
+  // that directory (server/node.cc: node-<id>.lock, which the kernel frees
+  // only when its holder is gone): a node that finds its own record naming
+  // the same home is the successor of the process that wrote it, and takes
+  // that process's stream leases back at once, with higher epochs (the
+  // successor rule, docs/bank.md). "": never a successor (its own earlier
+  // leases are waited out, as anyone's).
+  std::string home;
 };
 
 // What the node does when it gains or loses a stream. Called on the cluster
@@ -145,6 +159,21 @@ class Cluster {
   void Forget(const std::string& stream) EXCLUDES(mu_);
 
   uint64_t takeovers() const { return takeovers_.load(); }
+  // This process's incarnation (its node record's), and whether it started
+  // as the successor of the process before it.
+  uint64_t incarnation() const { return incarnation_; }
+  bool successor() const { return successor_; }
+  // Stream leases taken back from an earlier process of this node.
+  uint64_t inherited() const { return inherited_.load(); }
+  // Renewal ticks: how many, and the last one's and the slowest one's
+  // duration (steady ms) and number of leases.
+  struct RenewStats {
+    uint64_t ticks = 0;
+    int64_t last_ms = 0;
+    int64_t max_ms = 0;
+    size_t last_leases = 0;
+  };
+  RenewStats renew_stats() EXCLUDES(mu_);
 
  private:
   struct Held {
@@ -157,8 +186,11 @@ class Cluster {
   void RenewLoop() EXCLUDES(mu_);  // renewer thread
   // One round of the worker (Start's thread for the first round).
   void Work() EXCLUDES(mu_);
-  // Start's thread, then the renewer's.
-  void Heartbeat(int64_t now) EXCLUDES(mu_);
+  // Writes the node record (Start's thread, then the renewer's), compared
+  // with the version written last. Someone else wrote it meanwhile: a newer
+  // incarnation makes this one step back (Supersede; Aborted), anything
+  // else is overwritten. `first` (Register): Aborted at once instead.
+  Status Heartbeat(int64_t now, bool first = false) EXCLUDES(mu_);
   void RenewAll() EXCLUDES(mu_);  // renewer thread
   // The rest: the worker thread (or Start's first round).
   void OpenPending() EXCLUDES(mu_);
@@ -169,7 +201,15 @@ class Cluster {
   void GiveValidity(const std::string& name, uint64_t epoch, int64_t valid_until) EXCLUDES(mu_);
   void CloseLost() EXCLUDES(mu_);
   void Balance() EXCLUDES(mu_);
-  bool Acquire(const std::string& stream) EXCLUDES(mu_);
+  // Takes the stream's lease: a free one, or (`inherited`) one an earlier
+  // process of this node held (SucceedLease).
+  bool Acquire(const std::string& stream, const bank::Lease* inherited = nullptr) EXCLUDES(mu_);
+  // The first heartbeat: a new incarnation, and whether it succeeds the
+  // process before it (Start's thread).
+  Status Register() EXCLUDES(mu_);
+  // A newer process with this id (incarnation `by`) took over: stop acting
+  // for every stream, take none and write no more heartbeats.
+  void Supersede(uint64_t by) EXCLUDES(mu_);
   // The lease was taken over or lapsed: stop acting at once (the host's
   // validity drops to 0) and have the worker close the stream. Renewer.
   void Lose(const std::string& stream, const std::string& redirect) EXCLUDES(mu_);
@@ -204,6 +244,12 @@ class Cluster {
   bool rebalance_seen_ = false;                // cluster thread
   uint64_t last_published_ = 0;                // cluster thread
   int64_t last_heartbeat_steady_ = 0;          // cluster thread
+  uint64_t incarnation_ = 0;                   // set by Start
+  bool successor_ = false;                     // set by Start
+  uint64_t record_version_ = 0;                // cluster thread: the node record as last written
+  bool superseded_ GUARDED_BY(mu_) = false;    // a newer process with this id took over
+  RenewStats renew_stats_ GUARDED_BY(mu_);
+  std::atomic<uint64_t> inherited_{0};
   int64_t last_housekeep_steady_ = 0;          // worker thread
   // Removes the records of nodes dead for kDeadNodePeriods (the key space
   // stays bounded as nodes come and go).

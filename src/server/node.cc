@@ -74,17 +74,29 @@ Result<int> LockNodeId(const std::string& data_dir, const std::string& node_id) 
   return fd;
 }
 
+// Where this node keeps its data: the host and the data directory whose
+// node lock it holds (cluster::ClusterOptions::home, the successor rule).
+std::string NodeHome(const std::string& data_dir) {
+  char host[256] = {};
+  (void)::gethostname(host, sizeof host - 1);
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::canonical(data_dir, ec);
+  return fmt::format("{}:{}", host, ec ? data_dir : dir.string());
+}
+
 // The bank's view, for nodes that share a bank but not a data directory
 // (another host, another --data): refuses if nodes/<id> belongs to a live
 // node. A record at our own address is our previous life (we hold its
-// port now, so it is dead). A record whose heartbeat is older than its
-// lease period is dead by the cluster's own rule. Otherwise the record may
+// port now, so it is dead), and so is one naming our home (we hold its
+// node lock now: the successor rule). A record whose heartbeat is older
+// than its lease period is dead by the cluster's own rule. Otherwise the record may
 // be fresh only because its node just died: watch it until its lease period
 // has passed: a heartbeat that advances meanwhile (live nodes heartbeat
 // every third of a lease) is another live node with this id. Two nodes
 // started at the same instant on different directories both see no record:
 // that race is not closed here.
-Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id, const std::string& address) {
+Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id, const std::string& address,
+                         const std::string& home) {
   auto bank = bank::OpenBank(bank_url);
   if (!bank) return bank.error();
   const std::string key = cluster::NodeKey(node_id);
@@ -102,7 +114,7 @@ Status CheckNodeIdUnused(const std::string& bank_url, const std::string& node_id
   if (!first) return first.error();
   if (!*first) return Status::OK();
   const cluster::NodeInfo seen = **first;
-  if (seen.address == address) return Status::OK();
+  if (seen.address == address || seen.home == home) return Status::OK();
   const int64_t lease = std::max<int64_t>(seen.lease_ms, 30);
   const int64_t left_ms = seen.heartbeat_ms + lease - cluster::WallMs();
   if (left_ms <= 0) return Status::OK();
@@ -205,6 +217,7 @@ Status Node::Impl::Init() {
   b.direct_io = options_.direct_io;
   b.lease_ms = options_.lease_ms;
   b.auto_balance = options_.auto_balance;
+  b.home = NodeHome(options_.data_dir);  // the node lock is held
   b.session_ttl_ms = options_.session_ttl_ms;
   b.max_large_message_bytes = options_.max_large_message_bytes;
   b.forwarder = std::make_shared<Forwarder>(options_.node_id);
@@ -236,8 +249,8 @@ Status Node::Impl::Init() {
   // (opening them) before taking connections.
   const std::string address =
       options_.advertise.empty() ? fmt::format("{}:{}", listener_->host(), listener_->port()) : options_.advertise;
-  FLOE_RETURN_IF_ERROR(CheckNodeIdUnused(
-      options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank, options_.node_id, address));
+  FLOE_RETURN_IF_ERROR(CheckNodeIdUnused(options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank,
+                                         options_.node_id, address, b.home));
   std::string mqtt_address = options_.mqtt_advertise;
   if (mqtt_address.empty() && mqtt_listener_) {
     const std::string& host = mqtt_listener_->host();

@@ -200,6 +200,56 @@ TEST_P(BankConformanceTest, ListLeasesReadsAPrefixAsGetLeaseDoes) {
   else EXPECT_EQ(names, (std::vector<std::string>{"stream/a", "stream/c"}));
 }
 
+// A restarted process of the same owner (another handle: on etcd another
+// etcd lease) takes its predecessor's live lease at once with a higher
+// epoch; the predecessor's Lease is fenced from then on, the successor's
+// fences writes and keeps other owners out, and it does not depend on the
+// predecessor's handle (closing that one does not free it).
+TEST_P(BankConformanceTest, ASuccessorTakesItsPredecessorsLiveLeaseWithAHigherEpoch) {
+  auto before = bank_->AcquireLease("stream/s", "node-1", kTtl, kT0);
+  ASSERT_TRUE(before.has_value()) << before.error().ToString();
+  auto next = Open();
+  ASSERT_NE(next, nullptr);
+  auto seen = next->GetLease("stream/s");
+  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  auto taken = next->SucceedLease(*seen, kTtl, kT0 + 1);  // long before the predecessor's expires
+  ASSERT_TRUE(taken.has_value()) << taken.error().ToString();
+  EXPECT_EQ(taken->owner, "node-1");
+  EXPECT_GT(taken->epoch, before->epoch);
+  if (Clock(GetParam())) {
+    EXPECT_EQ(taken->epoch, before->epoch + 1);
+    EXPECT_EQ(taken->expires_ms, kT0 + 1 + kTtl);
+  }
+  EXPECT_EQ(next->GetLease("stream/s")->epoch, taken->epoch);
+
+  // The predecessor is fenced: its renewal and fenced writes fail.
+  auto renewed = bank_->RenewLease(*before, kTtl, kT0 + 2);
+  ASSERT_FALSE(renewed.has_value()) << "the predecessor renewed a lease its successor took";
+  EXPECT_EQ(renewed.error().code(), ErrorCode::kAborted);
+  std::vector<Op> stale{bank_->FencedBy(*before), Op::Put("cursor", "from the predecessor")};
+  EXPECT_FALSE(bank_->Commit(stale).has_value());
+  std::vector<Op> fresh{next->FencedBy(*taken), Op::Put("cursor", "from the successor")};
+  ASSERT_TRUE(next->Commit(fresh).has_value());
+  // The same proof twice is refused: the lease moved since it was read.
+  auto again = next->SucceedLease(*seen, kTtl, kT0 + 3);
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), ErrorCode::kAborted);
+  // Held: other owners stay out, and the successor renews it.
+  auto other = bank_->AcquireLease("stream/s", "node-2", kTtl, kT0 + 4);
+  ASSERT_FALSE(other.has_value());
+  EXPECT_EQ(other.error().code(), ErrorCode::kUnavailable);
+  auto kept = next->RenewLease(*taken, kTtl, kT0 + 5);
+  ASSERT_TRUE(kept.has_value()) << kept.error().ToString();
+  EXPECT_EQ(kept->epoch, taken->epoch);
+  // The predecessor's handle closes (etcd: its etcd lease is revoked): the
+  // successor's lock is not attached to it.
+  Reopen();
+  auto after = bank_->GetLease("stream/s");
+  ASSERT_TRUE(after.has_value()) << after.error().ToString();
+  EXPECT_EQ(after->epoch, taken->epoch);
+  EXPECT_EQ(bank_->Get("cursor")->value, "from the successor");
+}
+
 TEST_P(BankConformanceTest, ReleaseLetsTheNextHolderInAtOnceWithAHigherEpoch) {
   auto a = bank_->AcquireLease("s", "node-1", kTtl, kT0);
   ASSERT_TRUE(a.has_value());

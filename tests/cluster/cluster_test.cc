@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 #include <span>
@@ -29,7 +30,10 @@ class RecordingHost : public Host {
     open_.insert(name);
     return Status::OK();
   }
-  void SetValidUntil(const std::string&, int64_t) override {}
+  void SetValidUntil(const std::string& name, int64_t valid_until) override {
+    std::lock_guard l(mu_);
+    valid_[name] = valid_until;
+  }
   void CloseStream(const std::string& name, const std::string&) override {
     std::lock_guard l(mu_);
     open_.erase(name);
@@ -40,10 +44,21 @@ class RecordingHost : public Host {
     std::lock_guard l(mu_);
     return open_.count(name) > 0;
   }
+  size_t Serving() {
+    std::lock_guard l(mu_);
+    return open_.size();
+  }
+  // The last validity the cluster gave the stream (steady ms; 0: none).
+  int64_t ValidUntil(const std::string& name) {
+    std::lock_guard l(mu_);
+    auto it = valid_.find(name);
+    return it == valid_.end() ? 0 : it->second;
+  }
 
  private:
   std::mutex mu_;
   std::set<std::string> open_;
+  std::map<std::string, int64_t> valid_;
 };
 
 bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
@@ -55,20 +70,30 @@ bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
   return done();
 }
 
-// Version 3 node records carry the MQTT address (version 2 on) and the MQTT
-// connection count; records of versions 1 and 2 (nodes of before) still
-// decode, without what they lack.
-TEST(NodeRecordTest, OlderVersionsDecodeAndTheMqttFieldsRoundTrip) {
+// Version 4 node records carry the incarnation and home, version 3 the MQTT
+// connection count, version 2 the MQTT address; records of versions 1 to 3
+// (nodes of before) still decode, without what they lack.
+TEST(NodeRecordTest, OlderVersionsDecodeAndTheNewerFieldsRoundTrip) {
   NodeInfo n{.id = "n1", .address = "127.0.0.1:7651", .heartbeat_ms = 5, .started_ms = 4, .lease_ms = 3000,
              .streams = 2, .sessions = 3, .publish_rate = 7, .mqtt_address = "127.0.0.1:1884",
-             .mqtt_connections = 11};
-  const std::string v3 = EncodeNodeInfo(n);
-  auto back = DecodeNodeInfo(v3);
+             .mqtt_connections = 11, .incarnation = 9, .home = "host:/data"};
+  const std::string v4 = EncodeNodeInfo(n);
+  auto back = DecodeNodeInfo(v4);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->mqtt_address, "127.0.0.1:1884");
   EXPECT_EQ(back->address, "127.0.0.1:7651");
   EXPECT_EQ(back->publish_rate, 7u);
   EXPECT_EQ(back->mqtt_connections, 11u);
+  EXPECT_EQ(back->incarnation, 9u);
+  EXPECT_EQ(back->home, "host:/data");
+  // As version 3 wrote it: no incarnation nor home at the end.
+  std::string v3 = v4.substr(0, v4.size() - 8 - (2 + n.home.size()));
+  v3[0] = 3;
+  auto three = DecodeNodeInfo(v3);
+  ASSERT_TRUE(three.has_value()) << three.error().ToString();
+  EXPECT_EQ(three->mqtt_connections, 11u);
+  EXPECT_EQ(three->incarnation, 0u);
+  EXPECT_TRUE(three->home.empty());
   // As version 2 wrote it: no connection count at the end.
   std::string v2 = v3.substr(0, v3.size() - 4);
   v2[0] = 2;
@@ -84,13 +109,14 @@ TEST(NodeRecordTest, OlderVersionsDecodeAndTheMqttFieldsRoundTrip) {
   EXPECT_EQ(old->id, "n1");
   EXPECT_EQ(old->publish_rate, 7u);
   EXPECT_TRUE(old->mqtt_address.empty());
-  std::string v4 = v3;
-  v4[0] = 4;
-  EXPECT_FALSE(DecodeNodeInfo(v4).has_value());
-  v4[0] = 0;
-  EXPECT_FALSE(DecodeNodeInfo(v4).has_value());
+  std::string v5 = v4;
+  v5[0] = 5;
+  EXPECT_FALSE(DecodeNodeInfo(v5).has_value());
+  v5[0] = 0;
+  EXPECT_FALSE(DecodeNodeInfo(v5).has_value());
   EXPECT_FALSE(DecodeNodeInfo(v1.substr(0, v1.size() - 1)).has_value());
   EXPECT_FALSE(DecodeNodeInfo(v3.substr(0, v3.size() - 1)).has_value());
+  EXPECT_FALSE(DecodeNodeInfo(v4.substr(0, v4.size() - 1)).has_value());
 }
 
 TEST(ClusterTest, RecordsOfLongDeadNodesAreRemovedLiveOnesKept) {
@@ -201,6 +227,144 @@ TEST(ClusterTest, WithoutTheWatchAReleaseWaitsForThePoll) {
   const Takeover t = ReleaseToTheOtherNode(/*b_watches=*/false);
   EXPECT_FALSE(t.taken) << "taken after " << t.ms << " ms without a watch: something other than the watch wakes "
                         << "the worker, and the test above cannot tell whether the watch works";
+}
+
+// --- The successor rule (docs/bank.md) ------------------------------------------
+
+constexpr int kSuccessorStreams = 5;
+
+struct SuccessorSetup {
+  test::TempDir dir;
+  std::unique_ptr<bank::Bank> bank_a, bank_b;  // the two processes' handles
+  std::vector<bank::Lease> before;             // the first process's leases
+  bool ok = false;
+};
+
+// Node "n" (on bank_a, home "host:/data/n") takes kSuccessorStreams streams.
+void StartFirst(SuccessorSetup* s, int64_t lease_ms, RecordingHost* host, std::unique_ptr<Cluster>* a) {
+  auto bank_a = bank::OpenBank("sqlite:" + s->dir.path() + "/bank.db");
+  auto bank_b = bank::OpenBank("sqlite:" + s->dir.path() + "/bank.db");
+  ASSERT_TRUE(bank_a && bank_b);
+  s->bank_a = std::move(*bank_a);
+  s->bank_b = std::move(*bank_b);
+  for (int i = 0; i < kSuccessorStreams; ++i) ASSERT_TRUE(s->bank_a->Put(fmt::format("streams/s{}", i), "config"));
+  *a = std::make_unique<Cluster>(
+      s->bank_a.get(), ClusterOptions{.node_id = "n", .address = "x:1", .lease_ms = lease_ms, .home = "host:/data/n"},
+      host);
+  ASSERT_TRUE((*a)->Start().ok());
+  EXPECT_EQ((*a)->incarnation(), 1u);
+  EXPECT_FALSE((*a)->successor()) << "the first process of an id succeeds nobody";
+  for (int i = 0; i < kSuccessorStreams; ++i) {
+    ASSERT_TRUE(host->Serves(fmt::format("s{}", i)));
+    auto l = s->bank_a->GetLease(StreamLeaseName(fmt::format("s{}", i)));
+    ASSERT_TRUE(l.has_value());
+    s->before.push_back(*l);
+  }
+  s->ok = true;
+}
+
+// The process dies without a word (its renewals stop, nothing is released:
+// ~Cluster is Stop(false)); the next one, with the same id and home, takes
+// every stream back in its first round — long before the old leases (a
+// minute) expire — each with a higher epoch, so the old Leases fence nothing.
+TEST(ClusterTest, ARestartedNodeAtItsHomeTakesItsStreamsBackAtOnceWithHigherEpochs) {
+  constexpr int64_t kLease = 60'000;
+  SuccessorSetup s;
+  RecordingHost host_a, host_b;
+  std::unique_ptr<Cluster> a;
+  StartFirst(&s, kLease, &host_a, &a);
+  ASSERT_TRUE(s.ok);
+  a.reset();
+  Cluster b(s.bank_b.get(), ClusterOptions{.node_id = "n", .address = "x:2", .lease_ms = kLease, .home = "host:/data/n"},
+            &host_b);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(b.Start().ok());
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::printf("[          ] the successor served its %d streams %lld ms after it started (lease %lld ms)\n",
+              kSuccessorStreams, static_cast<long long>(ms), static_cast<long long>(kLease));
+  EXPECT_TRUE(b.successor());
+  EXPECT_EQ(b.incarnation(), 2u);
+  EXPECT_EQ(b.inherited(), static_cast<uint64_t>(kSuccessorStreams));
+  for (int i = 0; i < kSuccessorStreams; ++i) {
+    const std::string name = fmt::format("s{}", i);
+    EXPECT_TRUE(host_b.Serves(name)) << name << " is not served at the end of the successor's first round";
+    auto l = s.bank_b->GetLease(StreamLeaseName(name));
+    ASSERT_TRUE(l.has_value());
+    EXPECT_EQ(l->owner, "n");
+    EXPECT_EQ(l->epoch, s.before[i].epoch + 1) << name;
+  }
+  auto record = s.bank_b->Get(NodeKey("n"));
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(DecodeNodeInfo(record->value)->incarnation, 2u);
+  // The predecessor's lease fences nothing; the successor's does.
+  std::vector<bank::Op> stale{s.bank_a->FencedBy(s.before[0]), bank::Op::Put("c", "old")};
+  EXPECT_FALSE(s.bank_a->Commit(stale).has_value());
+  auto fence = b.Fence("s0");
+  ASSERT_TRUE(fence.has_value());
+  std::vector<bank::Op> fresh{*fence, bank::Op::Put("c", "new")};
+  EXPECT_TRUE(s.bank_b->Commit(fresh).has_value());
+  b.Stop(true);
+}
+
+// The control: a process with the same id but another home (another data
+// directory, whose node lock proves nothing about the first process) is no
+// successor: the first process's leases keep it out until they expire.
+TEST(ClusterTest, ANodeWithTheSameIdElsewhereWaitsTheOldLeasesOut) {
+  constexpr int64_t kLease = 60'000;
+  SuccessorSetup s;
+  RecordingHost host_a, host_b;
+  std::unique_ptr<Cluster> a;
+  StartFirst(&s, kLease, &host_a, &a);
+  ASSERT_TRUE(s.ok);
+  a.reset();
+  Cluster b(s.bank_b.get(),
+            ClusterOptions{.node_id = "n", .address = "x:2", .lease_ms = kLease, .home = "host:/elsewhere"}, &host_b);
+  ASSERT_TRUE(b.Start().ok());
+  EXPECT_FALSE(b.successor());
+  EXPECT_EQ(b.incarnation(), 2u);
+  EXPECT_EQ(host_b.Serving(), 0u) << "streams taken from a live lease without the proof";
+  for (int i = 0; i < kSuccessorStreams; ++i)
+    EXPECT_EQ(s.bank_b->GetLease(StreamLeaseName(fmt::format("s{}", i)))->epoch, s.before[i].epoch);
+  b.Stop(false);
+}
+
+// The first process is still running (a zombie: in a real node its node
+// lock would keep the successor from starting at all): the successor's
+// epochs fence it at its next renewal, and its next heartbeat finds the
+// newer incarnation, so it steps back from everything and takes nothing
+// again, not even streams set free.
+TEST(ClusterTest, AnOlderIncarnationStepsBackWhenItsSuccessorStarts) {
+  constexpr int64_t kLease = 300;
+  SuccessorSetup s;
+  RecordingHost host_a, host_b;
+  std::unique_ptr<Cluster> a;
+  StartFirst(&s, kLease, &host_a, &a);
+  ASSERT_TRUE(s.ok);
+  auto b = std::make_unique<Cluster>(
+      s.bank_b.get(), ClusterOptions{.node_id = "n", .address = "x:2", .lease_ms = kLease, .home = "host:/data/n"},
+      &host_b);
+  ASSERT_TRUE(b->Start().ok());
+  EXPECT_TRUE(b->successor());
+  EXPECT_EQ(host_b.Serving(), static_cast<size_t>(kSuccessorStreams));
+  EXPECT_TRUE(WaitUntil([&] { return host_a.Serving() == 0; }, 20 * kLease)) << "the zombie still serves";
+  for (int i = 0; i < kSuccessorStreams; ++i) {
+    const std::string name = fmt::format("s{}", i);
+    EXPECT_FALSE(a->Fence(name).has_value()) << name;
+    EXPECT_EQ(host_a.ValidUntil(name), 0) << name << ": the zombie's validity was not taken away";
+  }
+  // Its heartbeats stopped (it would have written several by now): the
+  // record stays the successor's.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * kLease));
+  auto record = s.bank_a->Get(NodeKey("n"));
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(DecodeNodeInfo(record->value)->incarnation, 2u);
+  EXPECT_EQ(DecodeNodeInfo(record->value)->address, "x:2");
+  // The successor stops and frees everything: the zombie takes none.
+  b->Stop(true);
+  b.reset();
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * kLease));
+  EXPECT_EQ(host_a.Serving(), 0u) << "a superseded incarnation took streams again";
+  a->Stop(false);
 }
 
 }  // namespace
