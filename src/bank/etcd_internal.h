@@ -164,7 +164,8 @@ class EtcdBank final : public Bank {
     return Versioned{kv.value(), static_cast<uint64_t>(kv.mod_revision())};
   }
 
-  Result<std::vector<KeyValue>> List(std::string_view prefix) override {
+  // Every key under prefix_ + `prefix`, in key order, with one range read.
+  Result<etcdserverpb::RangeResponse> RangePrefix(std::string_view prefix) {
     const std::string from = prefix_ + std::string(prefix);
     etcdserverpb::RangeRequest req;
     req.set_key(from);
@@ -173,6 +174,13 @@ class EtcdBank final : public Bank {
     req.set_sort_target(etcdserverpb::RangeRequest::KEY);
     etcdserverpb::RangeResponse resp;
     FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+    return resp;
+  }
+
+  Result<std::vector<KeyValue>> List(std::string_view prefix) override {
+    auto range = RangePrefix(prefix);
+    if (!range) return Err(range.error());
+    const etcdserverpb::RangeResponse& resp = *range;
     std::vector<KeyValue> out;
     out.reserve(resp.kvs_size());
     for (const auto& kv : resp.kvs())

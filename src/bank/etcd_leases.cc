@@ -254,16 +254,12 @@ std::vector<Result<Lease>> EtcdBank::RenewLeases(std::span<const Lease> leases, 
     for (const Lease& l : leases) out.push_back(RenewLease(l, ttl_ms, now_ms));
     return out;
   }
-  const std::string from = prefix_ + std::string(kLeasePrefix);
-  etcdserverpb::RangeRequest req;
-  req.set_key(from);
-  req.set_range_end(PrefixEnd(from));
-  etcdserverpb::RangeResponse resp;
-  Status s = Call([&](Stubs& st, grpc::ClientContext* c) { return st.kv->Range(c, req, &resp); });
-  if (!s.ok()) {
-    for (size_t i = 0; i < leases.size(); ++i) out.push_back(Err(s));
+  auto range = RangePrefix(kLeasePrefix);
+  if (!range) {
+    for (size_t i = 0; i < leases.size(); ++i) out.push_back(Err(range.error()));
     return out;
   }
+  const etcdserverpb::RangeResponse& resp = *range;
   std::unordered_map<std::string_view, const mvccpb::KeyValue*> locks;
   locks.reserve(static_cast<size_t>(resp.kvs_size()));
   for (const auto& kv : resp.kvs()) locks.emplace(std::string_view(kv.key()).substr(prefix_.size()), &kv);
@@ -310,14 +306,9 @@ Result<Lease> EtcdBank::GetLease(std::string_view name) {
 }
 
 Result<std::vector<Lease>> EtcdBank::ListLeases(std::string_view prefix) {
-  const std::string from = prefix_ + LeaseKey(prefix);
-  etcdserverpb::RangeRequest req;
-  req.set_key(from);
-  req.set_range_end(PrefixEnd(from));
-  req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
-  req.set_sort_target(etcdserverpb::RangeRequest::KEY);
-  etcdserverpb::RangeResponse resp;
-  FLOE_RETURN_ERR_IF_ERROR(Call([&](Stubs& s, grpc::ClientContext* c) { return s.kv->Range(c, req, &resp); }));
+  auto range = RangePrefix(LeaseKey(prefix));
+  if (!range) return Err(range.error());
+  const etcdserverpb::RangeResponse& resp = *range;
   std::vector<Lease> out;
   out.reserve(static_cast<size_t>(resp.kvs_size()));
   const size_t skip = prefix_.size() + kLeasePrefix.size();

@@ -2,7 +2,9 @@
 // files that implement it:
 //   stream.cc       the public methods, Open and Close
 //   recovery.cc     opening a stream: segments, the torn tail, the dedup window
-//   writer.cc       appends, the writer thread, group commit, new segments
+//   writer.cc       appends, the writer's slices, group commit, healing
+//   active_segment.cc  new segments, rolls, preallocation, the idle writer file
+//   writer_pool.cc  the threads every stream's writer runs on
 //   reader.cc       reads, seeks by seq and by time, loading batches
 //   retention.cc    deleting the oldest segments
 //   batch_cache.cc  verified batches kept for readers (batch_cache.h)
