@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -149,11 +150,28 @@ class CliTest(unittest.TestCase):
         self.assertEqual(json_lines(r.out), [{"seq": 3, "producer_seq": 3}])
         self.assertEqual(HEX16.search(r.err).group(1).decode(), sid)
         # ... and is the id the bank's listing shows and `session show` takes.
-        listing = run(["session", "list", "--json", "--bank", self.node.bank]).out
-        self.assertIn(sid, [s["id"] for s in json_lines(listing)[0]])
-        r = run(["session", "show", sid, "--bank", self.node.bank])
-        self.assertEqual(r.rc, 0, r)
-        self.assertIn("session            " + sid, r.text)
+        # A producer that ends with GOODBYE ends its session and its record
+        # goes (asynchronously), so the record is read while a producer
+        # holds the session: stdin stays open until both commands ran.
+        argv = [floe_cli.BINARY, "produce", "sessions", "--session-id", sid] + self.server
+        held = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            ids = []
+            while time.monotonic() < deadline:
+                listing = run(["session", "list", "--json", "--bank", self.node.bank]).out
+                ids = [s["id"] for s in json_lines(listing)[0] if s["holder"]]
+                if sid in ids:
+                    break
+                time.sleep(0.05)
+            self.assertIn(sid, ids, "the held session is listed with its holder")
+            r = run(["session", "show", sid, "--bank", self.node.bank])
+            self.assertEqual(r.rc, 0, r)
+            self.assertIn("session            " + sid, r.text)
+        finally:
+            out, err = held.communicate(b"d\n", timeout=10)
+        self.assertEqual(held.returncode, 0, err)
+        self.assertEqual(HEX16.search(err).group(1).decode(), sid)
         # A consumer prints its id in the same form.
         r = self.floe("consume", "sessions", "--consumer", "s", "--wait-ms", "200")
         self.assertEqual(r.rc, 0, r)
