@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "broker/registry.h"
 
 namespace floe::broker {
@@ -115,7 +116,8 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
     }
     if (r || r.error().code() != ErrorCode::kAborted) {
       Status s = r ? Status::OK() : r.error();
-      if (!s.ok()) fmt::print(stderr, "floe: writing {} bank records failed: {}\n", seen.size(), s.ToString());
+      if (!s.ok())
+        logging::Error("bank.write_failed", fmt::format("writing {} bank records failed: {}", seen.size(), s.ToString()));
       for (Item& it : items)
         if (it.done) it.done(s);
       return;
@@ -167,7 +169,9 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
     // are dropped on purpose: its next holder writes its own. The callers
     // still hear of it; only real failures are logged.
     if (!s.ok() && !unowned)
-      fmt::print(stderr, "floe: writing the bank records of stream {} failed: {}\n", stream, s.ToString());
+      logging::Error("bank.write_failed",
+                     fmt::format("writing the bank records of stream {} failed: {}", stream, s.ToString()),
+                     {{"stream", stream}});
     result[stream] = s;
   }
   for (Item& it : items)

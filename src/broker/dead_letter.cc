@@ -10,6 +10,7 @@
 // stream over finds the first copy and answers with its seq.
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "broker/core.h"
 
 namespace floe::broker {
@@ -149,8 +150,10 @@ void MoveToDeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, s
     if (stored.error().code == Code::kUnknownStream) {
       // Deleted after the source stream was created with it (delete refuses
       // this while the source stream exists; a race can still get here).
-      fmt::print(stderr, "floe: dead-letter stream {} of {} no longer exists: seq {} of consumer {} dropped\n",
-                 move->stream, move->source_stream, move->source_seq.value(), move->consumer);
+      logging::Error("dead_letter.dropped",
+                     fmt::format("dead-letter stream {} of {} no longer exists: seq {} of consumer {} dropped",
+                                 move->stream, move->source_stream, move->source_seq.value(), move->consumer),
+                     {{"stream", move->source_stream}, {"consumer", move->consumer}});
       return settle(true);
     }
     settle(false);  // retried kRetryMs later

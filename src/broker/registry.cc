@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "model/limits.h"
 
 namespace floe::broker {
@@ -108,7 +109,8 @@ Registry::Registry(RegistryOptions options, bank::Bank* bank)
           .env = options_.env, .dir = options_.data_dir, .reserve_bytes = options_.disk_reserve_bytes})) {
   Status s = disk_guard_->Init();
   if (!s.ok()) {
-    fmt::print(stderr, "floe: creating the disk reserve {} failed: {}\n", disk_guard_->reserve_path(), s.ToString());
+    logging::Error("disk.reserve_failed",
+                   fmt::format("creating the disk reserve {} failed: {}", disk_guard_->reserve_path(), s.ToString()));
   }
 }
 

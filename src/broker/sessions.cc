@@ -3,6 +3,7 @@
 // records no node holds (docs/cluster.md "Sessions").
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "broker/blob.h"
 #include "broker/core.h"
 
@@ -117,6 +118,8 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
     // Lock the session: this node holds it, one epoch higher. The bank's
     // checkpoint is corrected by the stream's own tail (the log knows the
     // highest producer seq it stored for this session).
+    std::string taken_from;  // the node whose lock this open takes over
+    uint64_t epoch;
     {
       MutexLock l(&state->mu);
       SessionRecord& rec = state->record;
@@ -127,8 +130,10 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
         rec.stream = req.stream;
         rec.consumer = kind == SessionRecord::Kind::kConsumer ? req.consumer : std::string();
       }
+      taken_from = rec.holder;
       rec.holder = core->options.node_id;
       ++rec.epoch;
+      epoch = rec.epoch;
       rec.updated_ms = NowMs();
       if (kind == SessionRecord::Kind::kProducer && highest_pseq >= rec.last_producer_seq) {
         rec.last_producer_seq = highest_pseq;
@@ -154,6 +159,11 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
         }
       }
     }
+    if (!taken_from.empty())
+      logging::Info("session.taken_over",
+                    fmt::format("session {:016x} on stream {} taken over from {} (epoch {})", id, req.stream,
+                                taken_from, epoch),
+                    {{"node", core->options.node_id}, {"stream", req.stream}, {"from", taken_from}, {"epoch", epoch}});
     // A consumer's cursor goes to the bank first: a consumer created here
     // (at this node's frontier, for start_at "new") must not be created
     // again elsewhere at another frontier if this node dies before its

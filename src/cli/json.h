@@ -19,14 +19,13 @@
 #include <string>
 #include <string_view>
 
+#include "base/json_text.h"
 #include "base/status.h"
 
 namespace floe::cli {
 
-// The inside of a JSON string (no quotes); bytes that are not UTF-8 become
-// \ufffd.
-std::string JsonEscape(std::string_view s);
-bool IsValidUtf8(std::string_view s);
+using floe::IsValidUtf8;
+using floe::JsonEscape;
 std::string Base64(std::string_view bytes);
 // `"field":"…"` for data bytes, with `,"field_encoding":"base64"` when they
 // are not UTF-8.

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "base/codec.h"
+#include "base/logging.h"
 
 namespace floe::cluster {
 
@@ -267,7 +268,8 @@ void Cluster::RenewAll() {
     const std::string& name = names[i];
     if (r.error().code() == ErrorCode::kAborted) {
       // Taken over (we were paused or partitioned past the lease): step back.
-      fmt::print(stderr, "floe: node {}: lost stream {}: {}\n", options_.node_id, name, r.error().ToString());
+      logging::Warn("lease.lost", fmt::format("lost stream {}: {}", name, r.error().ToString()),
+                {{"node", options_.node_id}, {"stream", name}});
       std::string redirect;
       if (auto owner = OwnerOf(name); owner && owner->live && owner->node != options_.node_id)
         redirect = owner->address;
@@ -281,8 +283,8 @@ void Cluster::RenewAll() {
       expired = it != held_.end() && SteadyMs() >= it->second.valid_until;
     }
     if (expired) {
-      fmt::print(stderr, "floe: node {}: cannot renew stream {} ({}); stepping back\n", options_.node_id, name,
-                 r.error().ToString());
+      logging::Warn("lease.expired", fmt::format("cannot renew stream {} ({}); stepping back", name, r.error().ToString()),
+                {{"node", options_.node_id}, {"stream", name}});
       Lose(name, "");
       // The lease may still be ours in the bank (on etcd the keep-alives
       // resume with the connection): give it up once the bank answers, or
@@ -299,8 +301,10 @@ bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited) {
                      : bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) {
     if (inherited)
-      fmt::print(stderr, "floe: node {}: cannot take stream {} back from incarnation {}: {}\n", options_.node_id,
-                 stream, incarnation_ - 1, r.error().ToString());
+      logging::Warn("lease.succeed_failed",
+                fmt::format("cannot take stream {} back from incarnation {}: {}", stream, incarnation_ - 1,
+                            r.error().ToString()),
+                {{"node", options_.node_id}, {"stream", stream}});
     return false;
   }
   if (inherited) ++inherited_;
@@ -320,11 +324,15 @@ bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited) {
     return false;
   }
   if (started_) ++takeovers_;  // after the node's first round: from a node gone, drained or balancing
+  logging::Info(inherited ? "lease.succeeded" : started_ ? "lease.taken_over" : "lease.gained",
+            fmt::format("holds stream {} (epoch {})", stream, r->epoch),
+            {{"node", options_.node_id}, {"stream", stream}, {"epoch", r->epoch}});
   Status s = TryOpen(stream, r->epoch);
   if (s.ok()) return true;
   if (s.IsNotFound() || s.code() == ErrorCode::kAborted) return false;
-  fmt::print(stderr, "floe: node {}: holds stream {} (epoch {}) but cannot open it yet: {}\n", options_.node_id,
-             stream, r->epoch, s.ToString());
+  logging::Warn("stream.open_failed",
+            fmt::format("holds stream {} (epoch {}) but cannot open it yet: {}", stream, r->epoch, s.ToString()),
+            {{"node", options_.node_id}, {"stream", stream}, {"epoch", r->epoch}});
   return true;
 }
 
@@ -488,8 +496,9 @@ void Cluster::Balance() {
     }
   }
   if (victim.empty()) return;
-  fmt::print(stderr, "floe: node {}: giving stream {} up to balance the load ({} held, fair share {}-{})\n",
-             options_.node_id, victim, mine, lo, hi);
+  logging::Info("lease.given_up",
+            fmt::format("giving stream {} up to balance the load ({} held, fair share {}-{})", victim, mine, lo, hi),
+            {{"node", options_.node_id}, {"stream", victim}});
   ReleaseOne(victim);
 }
 
@@ -559,6 +568,8 @@ Result<int64_t> Cluster::TakeNew(const std::string& stream) {
   MutexLock l(&mu_);
   // open = true: the creating node opens it; the cluster thread must not.
   held_[stream] = Held{*r, valid_until, t0, true};
+  logging::Info("lease.gained", fmt::format("holds new stream {} (epoch {})", stream, r->epoch),
+                {{"node", options_.node_id}, {"stream", stream}, {"epoch", r->epoch}});
   return valid_until;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "base/codec.h"
+#include "base/logging.h"
 #include "cluster/cluster.h"
 
 namespace floe::cluster {
@@ -87,9 +88,11 @@ Status Cluster::Register() {
     Status s = Heartbeat(WallMs(), /*first=*/true);
     if (s.code() != ErrorCode::kAborted) {
       if (s.ok() && successor_)
-        fmt::print(stderr, "floe: node {}: incarnation {} succeeds incarnation {} (home {}): its stream leases are "
-                           "taken back at once\n",
-                   options_.node_id, incarnation_, prior->incarnation, options_.home);
+        logging::Info("node.successor",
+                  fmt::format("incarnation {} succeeds incarnation {} (home {}): its stream leases are taken back at "
+                              "once",
+                              incarnation_, prior->incarnation, options_.home),
+                  {{"node", options_.node_id}, {"incarnation", incarnation_}});
       return s;
     }
   }
@@ -105,9 +108,11 @@ void Cluster::Supersede(uint64_t by) {
     for (auto& [name, h] : held_) names.push_back(name);
     wanted_.clear();
   }
-  fmt::print(stderr, "floe: node {}: incarnation {} is superseded by incarnation {} (a newer process with this id); "
-                     "stepping back from all {} streams\n",
-             options_.node_id, incarnation_, by, names.size());
+  logging::Warn("node.superseded",
+            fmt::format("incarnation {} is superseded by incarnation {} (a newer process with this id); stepping back "
+                        "from all {} streams",
+                        incarnation_, by, names.size()),
+            {{"node", options_.node_id}, {"incarnation", incarnation_}});
   for (const std::string& name : names) Lose(name, "");
 }
 
@@ -143,7 +148,8 @@ Status Cluster::Heartbeat(int64_t now, bool first) {
     }
     if (first && r.error().code() == ErrorCode::kAborted) return r.error();
     if (r.error().code() != ErrorCode::kAborted || attempt > 0) {
-      fmt::print(stderr, "floe: node {}: heartbeat failed: {}\n", options_.node_id, r.error().ToString());
+      logging::Warn("node.heartbeat_failed", fmt::format("heartbeat failed: {}", r.error().ToString()),
+                {{"node", options_.node_id}});
       return r.error();
     }
     // Written by someone else: a newer process with this id, or removed
@@ -174,8 +180,9 @@ void Cluster::ForgetDeadNodes() {
     if (n->heartbeat_ms + kDeadNodePeriods * std::max<int64_t>(n->lease_ms, 1) > now) continue;
     // Compared: a node that came back meanwhile wrote a newer heartbeat.
     if (bank_->Delete(kv.key, kv.version).ok())
-      fmt::print(stderr, "floe: node {}: removed the record of node {} (no heartbeat for {} s)\n", options_.node_id,
-                 n->id, (now - n->heartbeat_ms) / 1000);
+      logging::Info("node.forgotten",
+                fmt::format("removed the record of node {} (no heartbeat for {} s)", n->id, (now - n->heartbeat_ms) / 1000),
+                {{"node", options_.node_id}, {"dead_node", n->id}});
   }
 }
 

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
+
 namespace floe::log {
 
 DiskGuard::DiskGuard(DiskGuardOptions options)
@@ -14,7 +16,7 @@ DiskGuard::DiskGuard(DiskGuardOptions options)
 
 void DiskGuard::Log(const std::string& line) {
   if (options_.logger) options_.logger(line);
-  else std::fprintf(stderr, "floe disk %s: %s\n", options_.dir.c_str(), line.c_str());
+  else logging::Warn("disk.space", line, {{"dir", options_.dir}});
 }
 
 Status DiskGuard::CreateReserve() {

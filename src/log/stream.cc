@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "base/mutex.h"
 
 #include "log/format.h"
@@ -11,9 +13,9 @@
 
 namespace floe::log {
 
-void Stream::Impl::Log(const std::string& line) {
+void Stream::Impl::Log(const std::string& line, std::string_view event, logging::Level level) {
   if (options_.logger) options_.logger(line);
-  else std::fprintf(stderr, "floe log %s: %s\n", dir_.c_str(), line.c_str());
+  else logging::Write(level, event, line, {{"dir", dir_}});
 }
 
 void Stream::Impl::Close() {
@@ -43,7 +45,13 @@ Result<std::unique_ptr<Stream>> Stream::Open(const std::string& dir, StreamOptio
   auto impl = std::make_unique<Impl>(dir, std::move(options));
   Status s = impl->Recover();
   if (!s.ok()) return Err(s);
-  for (const auto& e : impl->report_.events) impl->Log(e);
+  const RecoveryReport& rep = impl->report_;
+  const bool created = !rep.events.empty() && rep.events.front() == "new stream";
+  for (const auto& e : rep.events) impl->Log(e, created ? "stream.created" : "stream.recovery", logging::Level::kInfo);
+  if (!created)
+    impl->Log(fmt::format("recovered {} segments, {} batches in the last, {} bytes cut from its tail, frontier {}",
+                          rep.segments, rep.batches_in_last_segment, rep.truncated_bytes, rep.frontier),
+              "stream.recovered", logging::Level::kInfo);
   impl->StartWriter();
   return std::unique_ptr<Stream>(new Stream(std::move(impl)));
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "base/env.h"
+#include "base/logging.h"
 #include "base/mutex.h"
 #include "base/status.h"
 #include "log/batch.h"
@@ -168,7 +169,9 @@ class Stream::Impl : public WriterPool::Job {
   Status EnforceRetention() EXCLUDES(retention_mu_, mu_);
 
   // Any thread.
-  void Log(const std::string& line);
+  // A line about this stream: to options_.logger if set, else the node's
+  // log (base/log.h) at `level` with event `event`.
+  void Log(const std::string& line, std::string_view event = "stream.error", logging::Level level = logging::Level::kWarn);
 
   // Immutable.
   const std::string dir_;

@@ -304,13 +304,15 @@ void Stream::Impl::FinishGroups(std::deque<Group>& groups, const Status& write_s
     if (hole.ok()) {
       state = SlotState::kHole;
       Log(fmt::format("write of seqs [{}, {}) failed ({}); recorded them as holes in segment {}", first, end,
-                      write_status.ToString(), next_segment_id_ - 1));
+                      write_status.ToString(), next_segment_id_ - 1),
+          "stream.write_failed", logging::Level::kError);
     } else {
       state = SlotState::kInDoubt;
       if (!already_failed) {
         Log(fmt::format("write of seqs [{}, {}) failed ({}) and recording the holes failed too ({}); "
                         "the stream refuses writes until it records them (retrying with backoff)",
-                        first, end, write_status.ToString(), hole.ToString()));
+                        first, end, write_status.ToString(), hole.ToString()),
+            "stream.write_failed", logging::Level::kError);
         if (write_status.code() != ErrorCode::kNoSpace) ReportNoSpace(hole, group_bytes);
       }
     }
@@ -458,7 +460,8 @@ Status Stream::Impl::Heal() {
     listener = frontier_listener_;
   }
   Log(fmt::format("recorded seqs [{}, {}) as holes in segment {} after the earlier failure; the stream accepts writes again",
-                  first, next, next_segment_id_ - 1));
+                  first, next, next_segment_id_ - 1),
+      "stream.healed", logging::Level::kInfo);
   space_cv_.SignalAll();
   frontier_cv_.SignalAll();
   if (listener) listener(frontier);

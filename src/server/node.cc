@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "base/logging.h"
 #include "broker/broker.h"
 #include "cluster/cluster.h"
 #include "frontend/floe/listener.h"
@@ -147,7 +148,8 @@ void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
   constexpr rlim_t kOwnFiles = 256;
   rlimit nofile{};
   if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0) {
-    fmt::print(stderr, "floe: node {}: reading the descriptor limit failed: {}\n", node_id, std::strerror(errno));
+    logging::Warn("node.fd_limit", fmt::format("reading the descriptor limit failed: {}", std::strerror(errno)),
+                  {{"node", node_id}});
     return;
   }
   const rlim_t was = nofile.rlim_cur;
@@ -156,19 +158,24 @@ void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
     if (::setrlimit(RLIMIT_NOFILE, &r) == 0) {
       nofile.rlim_cur = nofile.rlim_max;
     } else {
-      fmt::print(stderr, "floe: node {}: raising the descriptor limit from {} to the hard limit {} failed: {}\n",
-                 node_id, nofile.rlim_cur, nofile.rlim_max, std::strerror(errno));
+      logging::Warn("node.fd_limit",
+                    fmt::format("raising the descriptor limit from {} to the hard limit {} failed: {}", nofile.rlim_cur,
+                                nofile.rlim_max, std::strerror(errno)),
+                    {{"node", node_id}});
     }
   }
   auto show = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v); };
-  fmt::print(stderr, "floe: node {}: descriptor limit {} (soft, was {}; hard {})\n", node_id, show(nofile.rlim_cur),
-             show(was), show(nofile.rlim_max));
+  logging::Info("node.fd_limit",
+                fmt::format("descriptor limit {} (soft, was {}; hard {})", show(nofile.rlim_cur), show(was),
+                            show(nofile.rlim_max)),
+                {{"node", node_id}});
   const rlim_t want = static_cast<rlim_t>(max_connections) + kOwnFiles;
   if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < want)
-    fmt::print(stderr,
-               "floe: node {}: the descriptor limit ({}, ulimit -n) is below --max-connections {} plus {} for the "
-               "node's own files: accept will fail before the connection limit bites\n",
-               node_id, nofile.rlim_cur, max_connections, kOwnFiles);
+    logging::Warn("node.fd_limit",
+                  fmt::format("the descriptor limit ({}, ulimit -n) is below --max-connections {} plus {} for the "
+                              "node's own files: accept will fail before the connection limit bites",
+                              nofile.rlim_cur, max_connections, kOwnFiles),
+                  {{"node", node_id}});
 }
 
 }  // namespace

@@ -95,8 +95,8 @@ void Connection::OnWatchdog() {
 void Connection::TimeOut(std::string reason) {
   asio::error_code ec;
   const auto peer = socket_.remote_endpoint(ec);
-  timeout_log.Print([&] {
-    return fmt::format("floe: node {}: closing the connection from {}: {}", limits_->node_id,
+  timeout_log.Print("connection.timed_out", [&] {
+    return fmt::format("node {}: closing the connection from {}: {}", limits_->node_id,
                        ec ? std::string("?") : fmt::format("{}:{}", peer.address().to_string(), peer.port()),
                        reason);
   });

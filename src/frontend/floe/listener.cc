@@ -55,9 +55,9 @@ asio::awaitable<void> Listener::AcceptLoop() {
       // once (the connection stays in the backlog), so wait; what is open
       // keeps being served on the other strands.
       const std::string why = ec.message();  // (a structured binding is not captured by clang 14)
-      accept_log_.Print([&] {
+      accept_log_.Print("connection.accept_failed", [&] {
         return fmt::format(
-            "floe: node {}: cannot accept connections: {}; retrying in {} ms (backing off up to {} ms; raise "
+            "node {}: cannot accept connections: {}; retrying in {} ms (backing off up to {} ms; raise "
             "the descriptor limit, ulimit -n, above --max-connections {})",
             limits_.node_id, why, backoff.count(), kMaxAcceptBackoff.count(), max_connections_);
       });
@@ -73,8 +73,8 @@ asio::awaitable<void> Listener::AcceptLoop() {
       // Say why, then close: the client learns it from its first read.
       asio::error_code pec;
       const auto peer = socket.remote_endpoint(pec);
-      limit_log_.Print([&] {
-        return fmt::format("floe: node {}: refused a connection from {}: {} connections open, the limit "
+      limit_log_.Print("connection.refused", [&] {
+        return fmt::format("node {}: refused a connection from {}: {} connections open, the limit "
                            "(--max-connections)",
                            limits_.node_id, pec ? std::string("?") : peer.address().to_string(), count);
       });

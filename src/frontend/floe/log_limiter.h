@@ -9,11 +9,12 @@
 
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
+#include <string_view>
 #include <string>
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "base/mutex.h"
 
 namespace floe::frontend {
@@ -23,9 +24,9 @@ class LogLimiter {
   explicit LogLimiter(std::chrono::milliseconds period) : period_(period) {}
 
   // `make()` returns the line (no trailing newline); it is called only when
-  // the line is printed.
+  // the line is printed, as a warning with `event` (base/logging.h).
   template <typename MakeLine>
-  void Print(MakeLine make) {
+  void Print(std::string_view event, MakeLine make) {
     const auto now = std::chrono::steady_clock::now();
     uint64_t left_out;
     {
@@ -41,7 +42,7 @@ class LogLimiter {
     }
     std::string line = make();
     if (left_out > 0) line += fmt::format(" ({} more like this since the last such line)", left_out);
-    fmt::print(stderr, "{}\n", line);
+    logging::Warn(event, line);
   }
 
  private:
