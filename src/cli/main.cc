@@ -62,13 +62,19 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // A refused command line: nothing ran. Under --json the refusal is JSON
-    // too, on stdout.
+    // too, on stdout. A value refused may have come from --config: say so.
     bool json = false;
     for (int i = 1; i < argc; ++i) json = json || std::strcmp(argv[i], "--json") == 0;
+    std::string config;
+    if (const CLI::Option* c = app.get_config_ptr(); c != nullptr && c->count() > 0) config = c->as<std::string>();
+    const bool named = !config.empty() && std::string_view(e.what()).find(config) != std::string_view::npos;
     if (json) {
-      fmt::print("{}\n", floe::cli::ErrorJson(floe::Status::InvalidArgument(e.what())));
+      std::string what = e.what();
+      if (!config.empty() && !named) what += " (read with --config " + config + ")";
+      fmt::print("{}\n", floe::cli::ErrorJson(floe::Status::InvalidArgument(what)));
     } else {
       (void)app.exit(e);
+      if (!config.empty() && !named) fmt::print(stderr, "(options were read from --config {} too)\n", config);
     }
     return floe::cli::kUsageExitCode;
   }

@@ -3,12 +3,17 @@
 #include <chrono>
 #include <cstdio>
 
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "bank/bank.h"
+#include "base/logging.h"
 #include "client/client.h"
 #include "server/node.h"
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "cli/options.h"
 #include "model/limits.h"
 
@@ -81,7 +86,26 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_flag("--mqtt-redirect", o->mqtt_redirect,
                   "A node not serving the MQTT stream answers CONNACK 0x9C with the serving node's address "
                   "(Server Reference) instead of relaying the client there");
-  serve->callback([o, bank_prefix, exit_code] {
+  auto log_level = std::make_shared<std::string>("info");
+  auto log_format = std::make_shared<std::string>("text");
+  serve->add_option("--log-level", *log_level, "Lowest level logged: debug, info, warn or error")
+      ->default_val("info")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  serve->add_option("--log-format", *log_format,
+                    "text (one line per event) or json (one JSON object per line, for log shippers); "
+                    "docs/operations.md \"Logs\"")
+      ->default_val("text")
+      ->check(CLI::IsMember({"text", "json"}));
+  // --config FILE (before or after `serve`): the file's keys are serve's
+  // flags; the command line wins.
+  app.set_config("--config", "",
+                 "floe serve: read its options from this TOML file (keys are the flags without --; "
+                 "docs/operations.md \"The config file\")");
+  app.config_formatter(std::make_shared<TomlConfig>(serve));
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  serve->fallthrough();
+  serve->callback([o, bank_prefix, log_level, log_format, exit_code] {
+    logging::Configure(*logging::ParseLevel(*log_level), *logging::ParseFormat(*log_format));
     if (!bank_prefix->empty()) {
       auto url = bank::WithEtcdPrefix(o->bank, *bank_prefix);
       if (!url) {
@@ -105,6 +129,10 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
     fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
                o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
     std::fflush(stdout);
+    // Under systemd (Type=notify, packaging/floe.service): ready once the
+    // listeners are bound; a no-op without NOTIFY_SOCKET.
+    (void)sd_notifyf(0, "READY=1\nSTATUS=node %s listening on port %u\nMAINPID=%lu", o->node_id.c_str(),
+                     static_cast<unsigned>((*node)->port()), static_cast<unsigned long>(::getpid()));
     const auto started = std::chrono::steady_clock::now();
     (*node)->Wait();
     const auto st = (*node)->stats();

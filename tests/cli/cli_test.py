@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -284,6 +285,131 @@ class CliTest(unittest.TestCase):
         info = json_lines(self.floe("stream", "info", "labels", "--json").out)[0]
         self.assertGreater(info["segment_file_bytes"], 1, "file bytes, more than the payload's one byte")
         self.assertNotIn("bytes", info)
+
+    # --- 7. the node's log ------------------------------------------------------------------------
+
+    def test_json_log_is_one_object_per_line_with_the_events(self):
+        """--log-format json: every line the node writes on stderr is one JSON
+        object with ts, level, event and msg; leases gained and stream
+        recoveries are there with their stream; --log-level warn leaves info out."""
+        d = floe_cli.TempDir()
+        try:
+            def serve_and_stop(*extra):
+                node = floe_cli.Node(d.path + "/data", extra=["--log-format", "json"] + list(extra))
+                node.start()
+                r = run(["stream", "create", "logged", "--server", node.address])
+                r = run(["produce", "logged", "--server", node.address], stdin=b"a\nb\n")
+                self.assertEqual(r.rc, 0, r)
+                node.stop()
+                # stdout's lines (listening, stopped) are for scripts; the rest is the log.
+                return [json.loads(l) for l in node.output if not l.startswith("floe: node ")]
+            first = serve_and_stop()
+            self.assertTrue(first, "the node logged something")
+            for e in first:
+                self.assertTrue({"ts", "level", "event", "msg"} <= set(e), e)
+                self.assertIn(e["level"], ["debug", "info", "warn", "error"], e)
+            self.assertIn(("lease.gained", "logged"), [(e["event"], e.get("stream")) for e in first], first)
+            self.assertIn("node.fd_limit", [e["event"] for e in first])
+            # Restarted: the stream's recovery is reported, with its frontier.
+            second = serve_and_stop()
+            recovered = [e for e in second if e["event"] == "stream.recovered" and "/logged" in e.get("dir", "")]
+            self.assertEqual(len(recovered), 1, second)
+            self.assertIn("frontier 2", recovered[0]["msg"])
+            # warn: no info line at all.
+            quiet = serve_and_stop("--log-level", "warn")
+            self.assertEqual([e for e in quiet if e["level"] in ("debug", "info")], [], quiet)
+        finally:
+            d.cleanup()
+        r = run(["serve", "--log-level", "loud", "--data", "/nonexistent"])
+        self.assertRefused(r, "--log-level", "loud")
+        self.assertEqual(r.rc, 2, r)  # refused before anything starts
+
+    def test_config_file_sets_flags_and_refuses_what_it_cannot_take(self):
+        """--config: TOML keys are serve's flags (tables prefix them), the
+        command line wins, and a bad file is refused before anything starts,
+        naming the file and line."""
+        d = floe_cli.TempDir()
+        try:
+            cfg = d.path + "/floe.toml"
+            with open(cfg, "w") as f:
+                f.write('node-id = "from-file"\nlease-ms = 1500\n[log]\nformat = "json"\nlevel = "info"\n')
+            # node-id: the command line's (Node passes --node-id node-1) wins.
+            node = floe_cli.Node(d.path + "/data", extra=["--config", cfg])
+            node.start()
+            try:
+                self.assertIn("floe: node node-1 listening", "".join(node.output))
+                r = run(["stream", "create", "cfg", "--server", node.address])
+                self.assertEqual(r.rc, 0, r)
+                r = run(["cluster", "status", "--json", "--bank", node.bank])
+                self.assertEqual(r.rc, 0, r)
+                self.assertIn('"lease_ms":1500', r.out.decode(), "lease-ms came from the file")
+            finally:
+                node.stop()
+            logged = [l for l in node.output if not l.startswith("floe: node ")]
+            self.assertTrue(logged)
+            for l in logged:
+                self.assertEqual(json.loads(l)["ts"][:2], "20", l)  # [log] format = "json" took effect
+
+            def refused(text, *needles):
+                with open(cfg, "w") as f:
+                    f.write(text)
+                r = run(["serve", "--config", cfg, "--data", d.path + "/never", "--listen", "127.0.0.1:0",
+                         "--mqtt-listen", ""], timeout=10)
+                self.assertRefused(r, cfg, *needles)
+                self.assertEqual(r.rc, 2, r)
+                self.assertFalse(os.path.exists(d.path + "/never"), "nothing started")
+
+            refused('listen = "127.0.0.1:0"\nlease-msx = 5\n', ":2:", "lease-msx", "no option of floe serve")
+            refused("lease-ms = 5\n", "--lease-ms", "30 ms to 600000 ms")
+            refused("lease-ms = 1.5\n", ":1:", "float")
+            refused("lease-ms = [\n", ":1:")
+            refused('[log]\nlevel = "loud"\n', "--log-level", "loud")
+            r = run(["serve", "--config", d.path + "/absent.toml", "--data", d.path + "/never"])
+            self.assertRefused(r, "absent.toml")
+            self.assertEqual(r.rc, 2, r)
+        finally:
+            d.cleanup()
+
+    def test_shipped_config_starts_a_node(self):
+        """packaging/floe.toml is a config serve takes (its paths overridden)."""
+        shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../packaging/floe.toml")
+        d = floe_cli.TempDir()
+        try:
+            node = floe_cli.Node(d.path + "/data", extra=["--config", shipped])
+            node.start()
+            r = run(["stream", "create", "shipped", "--server", node.address])
+            node.stop()
+            self.assertEqual(r.rc, 0, r)
+            logged = [l for l in node.output if not l.startswith("floe: node ")]
+            self.assertTrue(logged and all(json.loads(l) for l in logged), logged)  # format = "json"
+        finally:
+            d.cleanup()
+
+    def test_tells_systemd_it_is_ready_once_listening(self):
+        """Type=notify: READY=1 arrives on NOTIFY_SOCKET after the listening
+        line, with the node's pid; without the variable nothing is sent."""
+        d = floe_cli.TempDir()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            path = d.path + "/notify"
+            sock.bind(path)
+            sock.settimeout(20)
+            env = dict(os.environ, NOTIFY_SOCKET=path)
+            proc = subprocess.Popen([floe_cli.BINARY, "serve", "--data", d.path + "/data", "--listen", "127.0.0.1:0",
+                                     "--mqtt-listen", ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            try:
+                msg = sock.recv(4096).decode()
+                fields = dict(l.split("=", 1) for l in msg.splitlines() if "=" in l)
+                self.assertEqual(fields.get("READY"), "1", msg)
+                self.assertEqual(fields.get("MAINPID"), str(proc.pid), msg)
+                # Sent after the listeners are bound: the line is already out.
+                self.assertIn(b"listening on", proc.stdout.readline())
+            finally:
+                proc.terminate()
+                proc.wait(20)
+        finally:
+            sock.close()
+            d.cleanup()
 
 
 if __name__ == "__main__":
