@@ -1,6 +1,8 @@
 #include "cli/config_file.h"
 
+#include <algorithm>
 #include <iterator>
+#include <map>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -67,9 +69,17 @@ Result<std::vector<ConfigEntry>> ParseConfigToml(std::string_view text, std::str
   } catch (const toml::parse_error& e) {
     return tl::make_unexpected(At(source, e.source(), e.description()));
   }
-  std::vector<ConfigEntry> out;
+  std::vector<ConfigEntry> out;  // in the order of toml++'s tables: by key
   Status s = Flatten(table, "", 0, source, &out);
   if (!s.ok()) return tl::make_unexpected(s);
+  // `[mqtt] listen` and `mqtt-listen` name one flag: refused, not one of
+  // them silently ignored.
+  std::map<std::string, int> seen;
+  for (const ConfigEntry& e : out)
+    if (auto [it, fresh] = seen.emplace(e.key, e.line); !fresh)
+      return tl::make_unexpected(Status::InvalidArgument(
+          fmt::format("{}:{}: {} is set twice (lines {} and {}: a table's key and a dashed key name one flag)", source,
+                      std::max(e.line, it->second), e.key, std::min(e.line, it->second), std::max(e.line, it->second))));
   return out;
 }
 

@@ -362,6 +362,7 @@ class CliTest(unittest.TestCase):
             refused('listen = "127.0.0.1:0"\nlease-msx = 5\n', ":2:", "lease-msx", "no option of floe serve")
             refused("lease-ms = 5\n", "--lease-ms", "30 ms to 600000 ms")
             refused("lease-ms = 1.5\n", ":1:", "float")
+            refused('log-level = "info"\n[log]\nlevel = "warn"\n', ":3:", "log-level is set twice")
             refused("lease-ms = [\n", ":1:")
             refused('[log]\nlevel = "loud"\n', "--log-level", "loud")
             r = run(["serve", "--config", d.path + "/absent.toml", "--data", d.path + "/never"])
