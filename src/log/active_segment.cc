@@ -78,11 +78,14 @@ Status Stream::Impl::CreateSegment(uint64_t base_seq, std::string_view first_bat
     seg->first_ts = seg->last_ts = bh->first_ts;
     seg->index.push_back({base_seq, kSegmentHeaderSize, bh->first_ts});
   }
+  std::shared_ptr<Segment> sealed;  // the segment this one follows, sealed now
   {
     MutexLock l(&mu_);
+    if (!segments_.empty()) sealed = segments_.back();
     segments_.push_back(std::move(seg));
   }
   appender_ = std::move(appender);
+  if (sealed) WriteSealedIndex(*sealed);
   allocated_ = allocate;
   return Status::OK();
 }
@@ -139,6 +142,25 @@ void Stream::Impl::LetGoOfIdleFile() {
   }
   if (options_.sync == SyncMode::kNone && !appender_->Sync().ok()) return;
   appender_->LetGoOfFile();
+}
+
+// Writer thread or Recover, without mu_. The segment is sealed: its fields
+// no longer change (retention only unlinks it).
+void Stream::Impl::WriteSealedIndex(const Segment& seg) {
+  if (options_.sync != SyncMode::kFdatasync) return;
+  SealedIndex x;
+  {
+    MutexLock l(&mu_);
+    x = SealedIndex{seg.id, seg.base_seq, seg.end_seq, seg.size, seg.first_ts, seg.last_ts, seg.index};
+  }
+  const std::string bytes = EncodeSealedIndex(x);
+  const std::string path = dir_ + "/" + SealedIndexFileName(seg.id);
+  Status s = env_->Exists(path) ? env_->Remove(path) : Status::OK();
+  if (s.ok()) {
+    auto f = env_->Open(path, {.create = true, .exclusive = true, .writable = true});
+    s = f ? (*f)->WriteAt(0, {bytes.data(), bytes.size()}) : f.error();
+  }
+  if (!s.ok()) Log(fmt::format("writing the index of sealed segment {} failed ({}); recovery walks it instead", seg.id, s.ToString()));
 }
 
 }  // namespace floe::log

@@ -123,6 +123,25 @@ Status Stream::Impl::RecoverSegment(const SegmentHeader& header, const SegmentHe
   auto opened = OpenSegmentForReading(header);
   if (!opened) return opened.error();
   std::shared_ptr<Segment> seg = std::move(*opened);
+  const std::string index_path = dir_ + "/" + SealedIndexFileName(header.id);
+  if (!last) {
+    if (std::optional<SealedIndex> x = LoadSealedIndex(header, *next)) {
+      seg->end_seq = x->end_seq;
+      seg->size = x->size;
+      MutexLock l(&mu_);
+      seg->first_ts = x->first_ts;
+      seg->last_ts = x->last_ts;
+      seg->index = std::move(x->index);
+      last_ts_ = std::max(last_ts_, x->last_ts);
+      ++report_.segments_from_index;
+      segments_.push_back(std::move(seg));
+      return Status::OK();
+    }
+  } else if (env_->Exists(index_path)) {
+    // Active again (the segment after it was torn away): it grows, so its
+    // index would go stale.
+    FLOE_RETURN_IF_ERROR(env_->Remove(index_path));
+  }
   // A handle of its own for the scan, closed when it ends: recovering a
   // stream must not leave every segment open (readers open them on demand).
   auto file_or = env_->Open(seg->path, {});
@@ -165,15 +184,45 @@ Status Stream::Impl::RecoverSegment(const SegmentHeader& header, const SegmentHe
   }
   seg->end_seq = scan->end_seq;
   seg->size = scan->end_offset;
-  MutexLock l(&mu_);
-  // Empty segments inherit the previous timestamp (see CreateSegment).
-  seg->first_ts = scan->batches ? scan->first_ts : last_ts_;
-  seg->last_ts = scan->batches ? scan->last_ts : last_ts_;
-  seg->index = std::move(scan->index);
-  last_ts_ = std::max(last_ts_, scan->last_ts);
-  if (last) report_.batches_in_last_segment = scan->batches;
-  segments_.push_back(std::move(seg));
+  {
+    MutexLock l(&mu_);
+    // Empty segments inherit the previous timestamp (see CreateSegment).
+    seg->first_ts = scan->batches ? scan->first_ts : last_ts_;
+    seg->last_ts = scan->batches ? scan->last_ts : last_ts_;
+    seg->index = std::move(scan->index);
+    last_ts_ = std::max(last_ts_, scan->last_ts);
+    if (last) report_.batches_in_last_segment = scan->batches;
+    segments_.push_back(seg);
+  }
+  if (!last) WriteSealedIndex(*seg);  // the next open need not walk it again
   return Status::OK();
+}
+
+std::optional<SealedIndex> Stream::Impl::LoadSealedIndex(const SegmentHeader& header, const SegmentHeader& next) {
+  const std::string path = dir_ + "/" + SealedIndexFileName(header.id);
+  if (!env_->Exists(path)) return std::nullopt;
+  auto ignore = [&](std::string_view why) -> std::optional<SealedIndex> {
+    report_.events.push_back(fmt::format("ignored the index of segment {} ({}); walked the segment", header.id, why));
+    return std::nullopt;
+  };
+  auto file = env_->Open(path, {});
+  if (!file) return ignore(file.error().message());
+  auto size = (*file)->Size();
+  if (!size) return ignore(size.error().message());
+  if (*size > (64u << 20)) return ignore("larger than any index");
+  std::string bytes(*size, '\0');
+  auto n = (*file)->ReadAt(0, bytes);
+  if (!n) return ignore(n.error().message());
+  bytes.resize(*n);
+  auto x = DecodeSealedIndex(bytes);
+  if (!x) return ignore(x.error().message());
+  if (x->id != header.id || x->base_seq != header.base_seq) return ignore("it names another segment");
+  if (x->end_seq != next.base_seq) return ignore("it ends where the next segment does not begin");
+  auto seg_file = env_->Open(dir_ + "/" + SegmentFileName(header.id), {});
+  if (!seg_file) return ignore(seg_file.error().message());
+  auto seg_size = (*seg_file)->Size();
+  if (!seg_size || *seg_size < x->size) return ignore("the segment is shorter than it says");
+  return std::move(*x);
 }
 
 // Opens the active segment for the writer, at the end of its last good batch.

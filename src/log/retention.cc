@@ -43,6 +43,10 @@ Status Stream::Impl::EnforceRetention() {
   // now; such readers get a handle pinned before the path goes.
   for (auto& s : doomed) {
     PinForRemoval(*s, /*readers=*/s.use_count() > 1);
+    // The index first: a crash between the two leaves a segment that
+    // recovery walks, never an index of a segment that is gone.
+    const std::string index_path = dir_ + "/" + SealedIndexFileName(s->id);
+    if (env_->Exists(index_path)) FLOE_RETURN_IF_ERROR(env_->Remove(index_path));
     FLOE_RETURN_IF_ERROR(env_->Remove(s->path));
   }
   return env_->SyncDir(dir_);

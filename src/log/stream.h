@@ -133,6 +133,7 @@ struct ReadResult {
 
 struct RecoveryReport {
   uint64_t segments = 0;
+  uint64_t segments_from_index = 0;  // sealed segments taken from their index file, not walked
   uint64_t batches_in_last_segment = 0;
   uint64_t truncated_bytes = 0;   // cut from the tail of the last segment
   uint64_t frontier = 0;

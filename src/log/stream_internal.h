@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "log/batch_cache.h"
 #include "log/dedup.h"
 #include "log/disk_guard.h"
+#include "log/sealed_index.h"
 #include "log/segment.h"
 #include "log/slot_table.h"
 #include "log/stream.h"
@@ -287,6 +289,13 @@ class Stream::Impl : public WriterPool::Job {
   Status RecoverSteps() EXCLUDES(mu_);  // Recover, before its errors are said as what they are
   Result<std::vector<SegmentHeader>> LoadSegmentHeaders();
   Status RecoverSegment(const SegmentHeader& header, const SegmentHeader* next) EXCLUDES(mu_);
+  // The sealed segment's index file (log/sealed_index.h) if it is whole and
+  // agrees with `header`, `next` and the file's size; nullopt otherwise.
+  std::optional<SealedIndex> LoadSealedIndex(const SegmentHeader& header, const SegmentHeader& next);
+  // Writes `seg`'s index file (sync=fdatasync only: under sync=none a sealed
+  // segment's bytes may not be on disk); a failure is logged, not returned
+  // (recovery then walks the segment). Without mu_.
+  void WriteSealedIndex(const Segment& seg) EXCLUDES(mu_);
   Status ResumeWriting() EXCLUDES(mu_);
   Status RebuildDedup() EXCLUDES(mu_);
 

@@ -17,6 +17,7 @@
 
 #include "base/env.h"
 #include "log/format.h"
+#include "log/sealed_index.h"
 #include "log/segment.h"
 #include "log/stream.h"
 #include "support/temp_dir.h"
@@ -519,6 +520,156 @@ TEST_P(RecoveryTest, ReadPastADamagedBatchInTheSameSegment) {
   ASSERT_EQ(r->entries.size(), 10u);
   EXPECT_EQ(r->entries[0].seq, 51u);
   EXPECT_EQ(r->entries[0].payload, PayloadFor(51));
+}
+
+// --- Sealed segment index (log/sealed_index.h) --------------------------------------------
+
+TEST(SealedIndexCodecTest, RoundTripsAndRefusesEveryDamagedByte) {
+  SealedIndex x{7, 100, 250, 9000, 11, 22, {{100, 4096, 11}, {180, 6000, 15}, {249, 8000, 22}}};
+  const std::string bytes = EncodeSealedIndex(x);
+  auto back = DecodeSealedIndex(bytes);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->id, 7u);
+  EXPECT_EQ(back->end_seq, 250u);
+  EXPECT_EQ(back->size, 9000u);
+  ASSERT_EQ(back->index.size(), 3u);
+  EXPECT_EQ(back->index[1].offset, 6000u);
+  EXPECT_EQ(back->index[2].first_ts, 22);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] ^= 0x01;
+    EXPECT_FALSE(DecodeSealedIndex(bad).has_value()) << "byte " << i;
+  }
+  for (size_t n = 0; n < bytes.size(); ++n) EXPECT_FALSE(DecodeSealedIndex(bytes.substr(0, n)).has_value()) << n;
+  // Well-formed but inconsistent: an entry past the end seq.
+  x.index.push_back({250, 8500, 22});
+  EXPECT_FALSE(DecodeSealedIndex(EncodeSealedIndex(x)).has_value());
+}
+
+TEST_P(RecoveryTest, SealedSegmentsAreTakenFromTheirIndexNotWalked) {
+  StreamOptions o = Options();
+  o.segment_bytes = 32 << 10;
+  o.dedup_window_bytes = 1;  // open re-reads only the active segment
+  uint64_t segments;
+  {
+    auto s = OpenOrDie(o);
+    for (int i = 0; i < 120; ++i) AppendBatches(s.get(), 1, 5);
+    segments = s->stats().segments;
+    ASSERT_GE(segments, 4u);
+  }
+  for (uint64_t id = 1; id < segments; ++id)
+    EXPECT_TRUE(std::filesystem::exists(StreamDir() + "/" + SealedIndexFileName(id))) << "sealed segment " << id;
+  EXPECT_FALSE(std::filesystem::exists(StreamDir() + "/" + SealedIndexFileName(segments))) << "the active one has none";
+  // Proof that a sealed segment is not walked: a batch header in segment 1
+  // damaged so that a walk would refuse the stream (the segment would end
+  // short of the next one) ...
+  const std::string seg1 = SegmentPath(1);
+  WriteAt(seg1, kSegmentHeaderSize, std::string(8, '\x55'));
+  auto s = OpenOrDie(o);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->recovery_report().segments_from_index, segments - 1);
+  EXPECT_EQ(s->stats().frontier, 600u);
+  // ... and the damaged batch is still never served (its checksum), while
+  // every other sealed segment reads intact through its index.
+  auto first = s->Read({.from_seq = 1, .max_messages = 5, .max_bytes = 16 << 20});
+  ASSERT_FALSE(first.has_value());
+  EXPECT_EQ(first.error().code(), ErrorCode::kCorruption);
+  auto rest = s->Read({.from_seq = 150, .max_messages = 451, .max_bytes = 16 << 20});
+  ASSERT_TRUE(rest.has_value()) << rest.error().ToString();
+  for (const Entry& e : rest->entries) EXPECT_EQ(e.payload, PayloadFor(e.seq));
+  s.reset();
+  // Without the index the walk finds the damage at open.
+  std::filesystem::remove(StreamDir() + "/" + SealedIndexFileName(1));
+  auto walked = Open(o);
+  ASSERT_FALSE(walked.has_value());
+  EXPECT_EQ(walked.error().code(), ErrorCode::kCorruption) << walked.error().ToString();
+}
+
+TEST_P(RecoveryTest, ADamagedOrForeignIndexIsIgnoredAndWrittenAgain) {
+  StreamOptions o = Options();
+  o.segment_bytes = 32 << 10;
+  uint64_t segments;
+  {
+    auto s = OpenOrDie(o);
+    for (int i = 0; i < 120; ++i) AppendBatches(s.get(), 1, 5);
+    segments = s->stats().segments;
+    ASSERT_GE(segments, 4u);
+  }
+  const std::string idx1 = StreamDir() + "/" + SealedIndexFileName(1);
+  const std::string idx2 = StreamDir() + "/" + SealedIndexFileName(2);
+  FlipByte(idx1, 30);                                                   // damaged
+  std::filesystem::copy_file(StreamDir() + "/" + SealedIndexFileName(3), idx2,
+                             std::filesystem::copy_options::overwrite_existing);  // another segment's
+  {
+    auto s = OpenOrDie(o);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->recovery_report().segments_from_index, segments - 3);
+    EXPECT_TRUE(HasEvent(*s, "ignored the index of segment 1 (sealed segment index: checksum mismatch)"));
+    EXPECT_TRUE(HasEvent(*s, "ignored the index of segment 2 (it names another segment)"));
+    ExpectIntact(s.get(), 600);
+  }
+  // Walked once, written again: the next open takes every sealed one from its index.
+  auto s = OpenOrDie(o);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->recovery_report().segments_from_index, segments - 1);
+  ExpectIntact(s.get(), 600);
+}
+
+TEST_P(RecoveryTest, ASegmentActiveAgainLosesItsIndex) {
+  StreamOptions o = Options();
+  {
+    auto s = OpenOrDie(o);
+    AppendBatches(s.get(), 2, 5);
+    ASSERT_TRUE(s->TEST_RollSegment().ok());
+  }
+  ASSERT_TRUE(std::filesystem::exists(StreamDir() + "/" + SealedIndexFileName(1)));
+  // Segment 2's header torn (a crash while creating it): segment 1 is the
+  // active one again and grows; its index must not survive to be stale.
+  std::filesystem::resize_file(SegmentPath(2), 10);
+  {
+    auto s = OpenOrDie(o);
+    ASSERT_NE(s, nullptr);
+    EXPECT_FALSE(std::filesystem::exists(StreamDir() + "/" + SealedIndexFileName(1)));
+    AppendBatches(s.get(), 1, 5);
+    ASSERT_TRUE(s->TEST_RollSegment().ok());
+    AppendBatches(s.get(), 1, 5);
+  }
+  auto s = OpenOrDie(o);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->recovery_report().segments_from_index, 1u);
+  ExpectIntact(s.get(), 20);
+}
+
+TEST_P(RecoveryTest, NoIndexUnderSyncNone) {
+  StreamOptions o = Options();
+  o.sync = SyncMode::kNone;
+  {
+    auto s = OpenOrDie(o);
+    AppendBatches(s.get(), 2, 5);
+    ASSERT_TRUE(s->TEST_RollSegment().ok());
+  }
+  // Its sealed bytes may never have reached the disk: walked at every open.
+  EXPECT_FALSE(std::filesystem::exists(StreamDir() + "/" + SealedIndexFileName(1)));
+}
+
+TEST_P(RecoveryTest, RetentionRemovesTheIndexWithItsSegment) {
+  StreamOptions o = Options();
+  o.segment_bytes = 32 << 10;
+  o.retention_bytes = 64 << 10;
+  auto s = OpenOrDie(o);
+  for (int i = 0; i < 120; ++i) AppendBatches(s.get(), 1, 5);
+  ASSERT_TRUE(s->EnforceRetention().ok());
+  ASSERT_GT(s->stats().first_seq, 1u) << "retention removed segments";
+  size_t seg_files = 0, idx_files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(StreamDir())) {
+    uint64_t id;
+    if (ParseSegmentFileName(e.path().filename(), &id)) ++seg_files;
+    if (ParseSealedIndexFileName(e.path().filename(), &id)) {
+      ++idx_files;
+      EXPECT_TRUE(std::filesystem::exists(SegmentPath(id))) << "the index of removed segment " << id;
+    }
+  }
+  EXPECT_EQ(idx_files, seg_files - 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, RecoveryTest, ::testing::Bool(),
