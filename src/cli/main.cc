@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "cli/commands.h"
 #include "cli/json.h"
 #include "cli/options.h"
@@ -44,6 +45,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionText(), "Print the version, build type and protocol versions");
   int exit_code = 0;
+  // A command that opens streams in this process (floe log, floe bench log)
+  // says only what went wrong; floe serve sets its own level.
+  floe::logging::Configure(floe::logging::Level::kWarn, floe::logging::Format::kText);
   floe::cli::RegisterServeCommand(app, &exit_code);
   floe::cli::RegisterStreamCommands(app, &exit_code);
   floe::cli::RegisterClientCommands(app, &exit_code);

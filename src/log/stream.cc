@@ -49,8 +49,10 @@ Result<std::unique_ptr<Stream>> Stream::Open(const std::string& dir, StreamOptio
   const bool created = !rep.events.empty() && rep.events.front() == "new stream";
   for (const auto& e : rep.events) impl->Log(e, created ? "stream.created" : "stream.recovery", logging::Level::kInfo);
   if (!created)
-    impl->Log(fmt::format("recovered {} segments, {} batches in the last, {} bytes cut from its tail, frontier {}",
-                          rep.segments, rep.batches_in_last_segment, rep.truncated_bytes, rep.frontier),
+    impl->Log(fmt::format("recovered {} segments ({} sealed ones from their index), {} batches in the last, {} bytes "
+                          "cut from its tail, frontier {}",
+                          rep.segments, rep.segments_from_index, rep.batches_in_last_segment, rep.truncated_bytes,
+                          rep.frontier),
               "stream.recovered", logging::Level::kInfo);
   impl->StartWriter();
   return std::unique_ptr<Stream>(new Stream(std::move(impl)));
