@@ -128,13 +128,14 @@ class Bank {
   // every lock for all of them. The cost of keeping N leases is then one
   // bank round trip per renewal period, not N.
   virtual std::vector<Result<Lease>> RenewLeases(std::span<const Lease> leases, int64_t ttl_ms, int64_t now_ms);
-  // Takes over `seen` (a lease as GetLease read it) for its own owner at
+  // Takes over `seen` (a lease as GetLease read it) for `seen.owner` at
   // once, expired or not, with a higher epoch, so that whoever held it
   // before is fenced (renewals and fenced writes with the earlier Lease fail
-  // with Aborted). Only for the proven successor of an earlier process of
-  // that owner (a node restarted with its id after a crash: the successor
-  // rule of docs/bank.md): for anyone else it would take a live holder's
-  // lease. Aborted if the lock changed since `seen` was read (renewed,
+  // with Aborted). Only when the holder is proven gone: the successor of an
+  // earlier process of that owner (a node restarted with its id after a
+  // crash: the successor rule of docs/bank.md), or a node that proved the
+  // holder dead and set `seen.owner` to itself (docs/cluster.md "Dead
+  // peers"). For anyone else it would take a live holder's lease. Aborted if the lock changed since `seen` was read (renewed,
   // released, taken); Unavailable if another owner took it meanwhile
   // (native: the lock is deleted first, then taken as AcquireLease does).
   virtual Result<Lease> SucceedLease(const Lease& seen, int64_t ttl_ms, int64_t now_ms);

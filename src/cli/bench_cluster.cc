@@ -70,6 +70,8 @@ class Child {
   }
   ~Child() { Kill(); }
   Status Start() {
+    std::fflush(stdout);  // or the child's freopen writes our unflushed lines a second time
+    std::fflush(stderr);
     pid_ = fork();
     if (pid_ < 0) return Status::IOError("fork failed");
     if (pid_ == 0) {

@@ -44,6 +44,7 @@ Status Cluster::Start() {
                                 });
   watching_ = watch_ != nullptr;
   renewer_ = std::thread([this] { RenewLoop(); });
+  if (options_.peer_dead) prober_ = std::thread([this] { ProbeLoop(); });
   Work();  // the node's share of the streams is open before it takes connections
   started_ = true;
   thread_ = std::thread([this] { WorkLoop(); });
@@ -60,6 +61,7 @@ void Cluster::Stop(bool release) {
   watch_.reset();
   if (thread_.joinable()) thread_.join();
   if (renewer_.joinable()) renewer_.join();
+  if (prober_.joinable()) prober_.join();
   if (!release) return;
   std::map<std::string, Held> held;
   {
@@ -295,19 +297,23 @@ void Cluster::RenewAll() {
   }
 }
 
-bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited) {
+bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited, bool from_dead) {
   const int64_t t0 = SteadyMs();
   auto r = inherited ? bank_->SucceedLease(*inherited, options_.lease_ms, WallMs())
                      : bank_->AcquireLease(StreamLeaseName(stream), options_.node_id, options_.lease_ms, WallMs());
   if (!r) {
-    if (inherited)
+    if (inherited && from_dead)
+      logging::Info("lease.succeed_failed",
+                    fmt::format("cannot take stream {} from its dead holder: {}", stream, r.error().ToString()),
+                    {{"node", options_.node_id}, {"stream", stream}});
+    else if (inherited)
       logging::Warn("lease.succeed_failed",
-                fmt::format("cannot take stream {} back from incarnation {}: {}", stream, incarnation_ - 1,
-                            r.error().ToString()),
-                {{"node", options_.node_id}, {"stream", stream}});
+                    fmt::format("cannot take stream {} back from incarnation {}: {}", stream, incarnation_ - 1,
+                                r.error().ToString()),
+                    {{"node", options_.node_id}, {"stream", stream}});
     return false;
   }
-  if (inherited) ++inherited_;
+  if (inherited && !from_dead) ++inherited_;
   const int64_t valid_until = ValidUntil(t0, *r);
   bool stopping;
   {
@@ -324,7 +330,10 @@ bool Cluster::Acquire(const std::string& stream, const bank::Lease* inherited) {
     return false;
   }
   if (started_) ++takeovers_;  // after the node's first round: from a node gone, drained or balancing
-  logging::Info(inherited ? "lease.succeeded" : started_ ? "lease.taken_over" : "lease.gained",
+  logging::Info(from_dead   ? "lease.taken_from_dead"
+                : inherited ? "lease.succeeded"
+                : started_  ? "lease.taken_over"
+                            : "lease.gained",
             fmt::format("holds stream {} (epoch {})", stream, r->epoch),
             {{"node", options_.node_id}, {"stream", stream}, {"epoch", r->epoch}});
   Status s = TryOpen(stream, r->epoch);
@@ -377,11 +386,20 @@ void Cluster::Balance() {
   std::set<std::string> drained;
   for (const auto& kv : *drains) drained.insert(kv.key.substr(kDrainPrefix.size()));
   std::set<std::string> live;  // live, undrained nodes
+  std::vector<std::string> home_peers;
   for (const auto& kv : *nodes) {
     auto n = DecodeNodeInfo(kv.value);
     if (!n) continue;
+    if (!options_.home.empty() && n->home == options_.home && n->id != options_.node_id) home_peers.push_back(n->id);
     if (n->heartbeat_ms + std::max<int64_t>(n->lease_ms, 1) > now && !drained.count(n->id)) live.insert(n->id);
   }
+  std::set<std::string> dead;  // peers proven dead: not live, whatever their heartbeat says
+  {
+    MutexLock l(&mu_);
+    home_peers_ = home_peers;
+    dead = dead_peers_;
+  }
+  for (const std::string& id : dead) live.erase(id);
   const bool me_drained = drained.count(options_.node_id) > 0;
 
   if (me_drained) {
@@ -407,6 +425,7 @@ void Cluster::Balance() {
   // are the earlier process's, taken back at once (docs/bank.md "The
   // successor rule").
   std::vector<bank::Lease> inherited;
+  std::vector<bank::Lease> from_dead;
   const bool inherit = successor_ && !started_;
   std::set<std::string> known;
   for (const auto& kv : *streams) {
@@ -425,6 +444,14 @@ void Cluster::Balance() {
       inherited.push_back(*lease->second);
       continue;
     }
+    if (lease != lease_of.end() && lease->second->expires_ms > now && dead.count(lease->second->owner)) {
+      // Its holder is proven dead (docs/cluster.md "Dead peers"): taken now,
+      // with a higher epoch, rather than waited out.
+      bank::Lease taken = *lease->second;
+      taken.owner = options_.node_id;
+      from_dead.push_back(std::move(taken));
+      continue;
+    }
     if (lease != lease_of.end() && lease->second->expires_ms > now) {
       ++counts[lease->second->owner];
       continue;
@@ -441,6 +468,12 @@ void Cluster::Balance() {
   // before they expire (balancing moves some later if need be).
   for (const bank::Lease& l : inherited)
     if (Acquire(l.name.substr(kStreamLeasePrefix.size()), &l)) ++mine;
+  // A dead peer's: all of them, at once (balancing spreads them later).
+  for (const bank::Lease& l : from_dead)
+    if (Acquire(l.name.substr(kStreamLeasePrefix.size()), &l, /*from_dead=*/true)) {
+      ++mine;
+      ++taken_from_dead_;
+    }
 
   // Take streams nobody serves, up to the fair share (any a client asked for).
   for (const std::string& name : free_streams) {

@@ -88,7 +88,17 @@ struct ClusterOptions {
   // successor rule, docs/bank.md). "": never a successor (its own earlier
   // leases are waited out, as anyone's).
   std::string home;
+  // Whether the node `id`, whose record names this node's own home (the same
+  // host and data directory), is proven dead now: its node lock can be
+  // taken (the kernel frees it only when its holder is gone, kill -9
+  // included). A dead peer's leases are taken at once, with higher epochs,
+  // instead of waited out (docs/cluster.md "Dead peers"). Called every
+  // kPeerProbeMs on the prober thread. Unset: peers' leases are waited out.
+  std::function<bool(const std::string& id)> peer_dead;
 };
+
+// How often the prober asks ClusterOptions::peer_dead about each peer.
+inline constexpr int64_t kPeerProbeMs = 100;
 
 // What the node does when it gains or loses a stream. Called on the cluster
 // thread, never with the Cluster's lock held.
@@ -203,7 +213,11 @@ class Cluster {
   void Balance() EXCLUDES(mu_);
   // Takes the stream's lease: a free one, or (`inherited`) one an earlier
   // process of this node held (SucceedLease).
-  bool Acquire(const std::string& stream, const bank::Lease* inherited = nullptr) EXCLUDES(mu_);
+  // `inherited`: a lease as read, taken over at once with a higher epoch
+  // (Bank::SucceedLease) — this node's predecessor's, or (`from_dead`) a
+  // peer's proven dead; its owner is this node's id.
+  bool Acquire(const std::string& stream, const bank::Lease* inherited = nullptr, bool from_dead = false)
+      EXCLUDES(mu_);
   // The first heartbeat: a new incarnation, and whether it succeeds the
   // process before it (Start's thread).
   Status Register() EXCLUDES(mu_);
@@ -260,6 +274,12 @@ class Cluster {
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker
   std::thread renewer_;
+  // ---- dead peers (cluster/dead_peers.cc)
+  void ProbeLoop() EXCLUDES(mu_);
+  std::thread prober_;  // only with options_.peer_dead
+  std::vector<std::string> home_peers_ GUARDED_BY(mu_);  // other ids with our home, as Balance last read
+  std::set<std::string> dead_peers_ GUARDED_BY(mu_);    // proven dead at the last probe
+  std::atomic<uint64_t> taken_from_dead_{0};
 };
 
 }  // namespace floe::cluster

@@ -55,7 +55,15 @@ Result<int> LockNodeId(const std::string& data_dir, const std::string& node_id) 
   const std::string path = fmt::format("{}/node-{}.lock", data_dir, node_id);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Err(Status::FromErrno(errno, "opening " + path));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  // A peer's probe (NodeLockIsFree) holds the lock for microseconds: a few
+  // short retries tell it from a live holder.
+  bool locked = false;
+  for (int attempt = 0; attempt < 20 && !locked; ++attempt) {
+    locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!locked && errno != EWOULDBLOCK) break;
+    if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!locked) {
     const int err = errno;
     char pid[32] = {};
     const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
@@ -73,6 +81,19 @@ Result<int> LockNodeId(const std::string& data_dir, const std::string& node_id) 
     // The lock is what matters; the pid is a courtesy.
   }
   return fd;
+}
+
+// Whether the node `node_id` of `data_dir` is dead: its lock file exists
+// (it ran here) and its flock can be taken, which the kernel allows only
+// once the process that held it is gone. Taken and let go at once; a node
+// starting with that id meanwhile retries (LockNodeId).
+bool NodeLockIsFree(const std::string& data_dir, const std::string& node_id) {
+  const std::string path = fmt::format("{}/node-{}.lock", data_dir, node_id);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);  // lets go of the lock too
+  return free;
 }
 
 // Where this node keeps its data: the host and the data directory whose
@@ -225,6 +246,7 @@ Status Node::Impl::Init() {
   b.lease_ms = options_.lease_ms;
   b.auto_balance = options_.auto_balance;
   b.home = NodeHome(options_.data_dir);  // the node lock is held
+  b.peer_dead = [dir = options_.data_dir](const std::string& id) { return NodeLockIsFree(dir, id); };
   b.session_ttl_ms = options_.session_ttl_ms;
   b.max_large_message_bytes = options_.max_large_message_bytes;
   b.forwarder = std::make_shared<Forwarder>(options_.node_id);
