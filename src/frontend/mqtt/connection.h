@@ -2,12 +2,16 @@
 // (docs/mqtt.md). The packet layer (src/mqtt/) finds and decodes packets;
 // this file turns them into core calls and the core's outcomes into packets:
 //
-//   PUBLISH    -> the session's producer Session on the MQTT stream; PUBACK /
+//   PUBLISH    -> the session's producer Session on the topic's stream (the
+//                 bound stream whose filter matches best, else the default
+//                 MQTT stream: bindings.h); PUBACK /
 //                 PUBREC only once the message is durable (fdatasync'd), a
 //                 failure reason code (0x80 range) when it is not stored
 //   SUBSCRIBE  -> the MQTT session record in the bank (before SUBACK), and a
-//                 durable consumer on the MQTT stream whose deliveries are
-//                 filtered by the session's topic filters
+//                 durable consumer on the MQTT stream and on each bound
+//                 stream the filters can match, whose deliveries are
+//                 filtered by the session's topic filters; a delivery is
+//                 known by (stream, seq)
 //   PUBACK, PUBCOMP from the client -> ACK of the delivered seq (persisted)
 //   RETAIN     -> also the topic's retained record in the bank (retained.h),
 //                 committed before the PUBACK / PUBREC; SUBSCRIBE sends the
