@@ -25,6 +25,7 @@ void Broker::CreateStream(std::string name, StreamConfig config, std::function<v
       return done(tl::unexpected(FailureOf(r.error())));
     }
     (*r)->SetValidUntil(*valid_until);
+    core->StreamChanged(name, &config);
     done({});
   });
 }
@@ -50,8 +51,14 @@ void Broker::DeleteStream(std::string name, std::function<void(Outcome<void>)> d
     if (!s.ok()) return done(tl::unexpected(FailureOf(s)));
     core->Evict(entry, "");
     core->cluster->Forget(name);
+    core->StreamChanged(name, nullptr);
     done({});
   });
+}
+
+void Broker::AddStreamListener(std::function<void(const std::string& name, const StreamConfig* config)> fn) {
+  MutexLock l(&core_->stream_listeners_mu);
+  core_->stream_listeners.push_back(std::move(fn));
 }
 
 void Broker::ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done) {
@@ -63,6 +70,22 @@ void Broker::ListStreams(std::function<void(Outcome<std::vector<std::string>>)> 
     std::vector<std::string> names;
     for (const auto& kv : *all) names.push_back(kv.key.substr(kStreamsPrefix.size()));
     done(std::move(names));
+  });
+}
+
+void Broker::ListStreamConfigs(
+    std::function<void(Outcome<std::vector<std::pair<std::string, StreamConfig>>>)> done) {
+  Core* core = core_.get();
+  asio::post(core->bank_pool, [core, done = std::move(done)] {
+    auto all = core->bank->List(kStreamsPrefix);
+    if (!all) return done(tl::unexpected(FailureOf(all.error())));
+    std::vector<std::pair<std::string, StreamConfig>> out;
+    for (const auto& kv : *all) {
+      auto config = DecodeStreamConfig(kv.value);
+      if (!config) continue;  // a record this node cannot read binds nothing
+      out.emplace_back(kv.key.substr(kStreamsPrefix.size()), std::move(*config));
+    }
+    done(std::move(out));
   });
 }
 

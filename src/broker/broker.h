@@ -297,6 +297,13 @@ class Broker {
   void CreateStream(std::string name, StreamConfig config, std::function<void(Outcome<void>)> done);
   void DeleteStream(std::string name, std::function<void(Outcome<void>)> done);
   void ListStreams(std::function<void(Outcome<std::vector<std::string>>)> done);
+  // `fn` runs (on a core thread, before the admin call's `done`) after each
+  // stream this node creates (its config) or deletes (nullptr). Streams made
+  // or deleted by other nodes are not told: read them (ListStreamConfigs).
+  void AddStreamListener(std::function<void(const std::string& name, const StreamConfig* config)> fn);
+  // Every stream of the cluster with its config, as the bank records it (one
+  // range read; the MQTT front end's topic bindings).
+  void ListStreamConfigs(std::function<void(Outcome<std::vector<std::pair<std::string, StreamConfig>>>)> done);
   void DescribeStream(std::string name, std::function<void(Outcome<StreamStatus>)> done);
 
   // Stores a dead-letter move forwarded by another node into `move.stream`,

@@ -71,6 +71,14 @@ class Broker::Core final : public cluster::Host {
     int64_t until_ms = 0;  // steady clock
   };
   std::map<std::string, Route> dead_letter_routes GUARDED_BY(dead_letter_mu);
+  // Told of each stream this node creates or deletes (Broker::AddStreamListener).
+  Mutex stream_listeners_mu;
+  std::vector<std::function<void(const std::string&, const StreamConfig*)>> stream_listeners
+      GUARDED_BY(stream_listeners_mu);
+  void StreamChanged(const std::string& name, const StreamConfig* config) {
+    MutexLock l(&stream_listeners_mu);
+    for (auto& fn : stream_listeners) fn(name, config);
+  }
   std::atomic<bool> stopping{false};
   std::atomic<bool> finished{false};
   std::atomic<uint64_t> published{0};       // messages acknowledged

@@ -1,5 +1,6 @@
 #include "broker/registry.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -7,6 +8,7 @@
 
 #include "base/logging.h"
 #include "model/limits.h"
+#include "mqtt/topic.h"
 
 namespace floe::broker {
 
@@ -16,24 +18,54 @@ int64_t NowMs() {
 }
 
 namespace {
+// docs/cluster.md "The stream record": version 1 holds the pinned fields;
+// version 2 adds the MQTT topic filters after them. A stream without
+// filters is still written as version 1, which nodes of before read.
 constexpr uint8_t kConfigEncodingVersion = 1;
+constexpr uint8_t kConfigWithTopicsVersion = 2;
 }  // namespace
 
 std::string EncodeStreamConfig(const StreamConfig& c) {
   std::string out;
   Encoder e(&out);
-  e.U8(kConfigEncodingVersion);
+  e.U8(c.mqtt_topics.empty() ? kConfigEncodingVersion : kConfigWithTopicsVersion);
   EncodeStreamConfigFields(e, c);
+  if (!c.mqtt_topics.empty()) {
+    e.U32(static_cast<uint32_t>(c.mqtt_topics.size()));
+    for (const auto& t : c.mqtt_topics) e.String(t);
+  }
   return out;
 }
 
 Result<StreamConfig> DecodeStreamConfig(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
-  if (d.U8() != kConfigEncodingVersion) return Err(Status::Corruption("unknown stream config version"));
+  const uint8_t version = d.U8();
+  if (version != kConfigEncodingVersion && version != kConfigWithTopicsVersion)
+    return Err(Status::Corruption("unknown stream config version"));
   StreamConfig c = DecodeStreamConfigFields(d);
+  if (version == kConfigWithTopicsVersion) {
+    const uint32_t n = d.Count(2);
+    for (uint32_t i = 0; i < n && d.ok(); ++i) c.mqtt_topics.emplace_back(d.String());
+  }
   Status s = d.Finish();
   if (!s.ok()) return Err(Status::Corruption("stream config: " + std::string(s.message())));
   return c;
+}
+
+Status ValidateMqttTopics(const std::vector<std::string>& filters) {
+  if (filters.size() > kMaxMqttTopics)
+    return Status::InvalidArgument(fmt::format("at most {} MQTT topic filters per stream, got {}", kMaxMqttTopics,
+                                               filters.size()));
+  for (const auto& f : filters) {
+    // The filter rules of SUBSCRIBE; "$share/..." names a group, not topics.
+    Status s = ::floe::mqtt::ValidateTopicFilter(f, ::floe::mqtt::Version::kV311);
+    if (!s.ok()) return Status::InvalidArgument(fmt::format("MQTT {}", s.message()));  // it names the filter
+    if (f.starts_with("$share/"))
+      return Status::InvalidArgument(fmt::format("MQTT topic filter \"{}\": a shared subscription is no topic filter", f));
+    if (std::count(filters.begin(), filters.end(), f) > 1)
+      return Status::InvalidArgument(fmt::format("MQTT topic filter \"{}\" given twice", f));
+  }
+  return Status::OK();
 }
 
 std::string StreamKey(std::string_view name) { return std::string(kStreamsPrefix) + std::string(name); }
@@ -195,6 +227,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::Create(const std::string& name, c
           config.dead_letter, dlq_config->max_message_bytes, config.max_message_bytes)));
   }
   if (Status v = ValidateStreamSettings(config); !v.ok()) return Err(v);  // model/limits.h: the CLI's ranges too
+  if (Status v = ValidateMqttTopics(config.mqtt_topics); !v.ok()) return Err(v);
   if (config.ack_wait_ms < kMinAckWaitMs || config.ack_wait_ms > kMaxAckWaitMs)
     return Err(Status::InvalidArgument(fmt::format("ack wait must be {} to {} ms, got {}", kMinAckWaitMs,
                                                    kMaxAckWaitMs, config.ack_wait_ms)));

@@ -141,8 +141,14 @@ class Registry {
   std::map<std::string, std::shared_ptr<StreamEntry>> streams_ GUARDED_BY(mu_);
 };
 
+// The stream record in the bank (docs/cluster.md): version 1, or 2 when the
+// stream is bound to MQTT topic filters.
 std::string EncodeStreamConfig(const StreamConfig& c);
 Result<StreamConfig> DecodeStreamConfig(std::string_view bytes);
+// A stream's MQTT topic filters (`--mqtt-topics`): each a valid topic filter
+// (mqtt/topic.h, not "$share/"), none twice, at most kMaxMqttTopics.
+inline constexpr size_t kMaxMqttTopics = 64;
+Status ValidateMqttTopics(const std::vector<std::string>& filters);
 std::string CursorKey(const std::string& stream, const std::string& consumer);
 
 }  // namespace floe::broker

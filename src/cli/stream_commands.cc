@@ -3,6 +3,9 @@
 // --timeout; every setting is range-checked (model/limits.h) before a
 // connection is made.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "broker/registry.h"
 
 #include "client/client.h"
 #include "cli/commands.h"
@@ -20,7 +23,29 @@ struct StreamArgs {
   bool json = false;
   wire::StreamConfig config;
   std::string sync = "fdatasync";
+  std::string mqtt_topics;  // comma-separated topic filters
 };
+
+// "sensors/#,alerts/+" -> its filters, each checked as the node checks them.
+Result<std::vector<std::string>> ParseMqttTopics(const std::string& list) {
+  std::vector<std::string> out;
+  if (list.empty()) return out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = list.find(',', start);
+    out.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (Status v = broker::ValidateMqttTopics(out); !v.ok()) return Err(Status::InvalidArgument("--mqtt-topics: " + std::string(v.message())));
+  return out;
+}
+
+std::string TopicsJson(const std::vector<std::string>& topics) {
+  std::string out = "[";
+  for (size_t i = 0; i < topics.size(); ++i) out += fmt::format("{}\"{}\"", i ? "," : "", JsonEscape(topics[i]));
+  return out + "]";
+}
 
 Result<std::unique_ptr<client::Admin>> Connect(const StreamArgs& a) {
   auto o = ClientOptionsFor(a.server, a.timeout_ms, "floe-cli");
@@ -30,6 +55,9 @@ Result<std::unique_ptr<client::Admin>> Connect(const StreamArgs& a) {
 
 int StreamCreate(StreamArgs a) {
   if (a.sync == "none") a.config.sync = wire::SyncMode::kNone;
+  auto topics = ParseMqttTopics(a.mqtt_topics);
+  if (!topics) return Fail(topics.error(), a.json);
+  a.config.mqtt_topics = std::move(*topics);
   // The same ranges the node checks; the options checked each already.
   if (Status v = ValidateStreamSettings(a.config); !v.ok()) return Fail(v, a.json);
   auto admin = Connect(a);
@@ -92,20 +120,21 @@ int StreamInfoCmd(const StreamArgs& a) {
                                x.lag);
     fmt::print("{{\"name\":\"{}\",\"first_seq\":{},\"frontier\":{},\"segment_file_bytes\":{},\"retention_bytes\":{},"
                "\"retention_age_ms\":{},\"max_message_bytes\":{},\"sync\":\"{}\",\"ack_wait_ms\":{},"
-               "\"max_deliveries\":{},\"dead_letter\":\"{}\",\"consumers\":[{}]}}\n",
+               "\"max_deliveries\":{},\"dead_letter\":\"{}\",\"mqtt_topics\":{},\"consumers\":[{}]}}\n",
                JsonEscape(info->name), info->first_seq, info->frontier, info->bytes, c.retention_bytes,
                c.retention_age_ms, c.max_message_bytes, c.sync == wire::SyncMode::kNone ? "none" : "fdatasync",
-               c.ack_wait_ms, c.max_deliveries, JsonEscape(c.dead_letter), consumers);
+               c.ack_wait_ms, c.max_deliveries, JsonEscape(c.dead_letter), TopicsJson(c.mqtt_topics), consumers);
     return 0;
   }
   fmt::print("stream        {}\nfirst seq     {}\nfrontier      {}\n"
              "on disk       {} in segment files (records with their headers, not payload bytes)\n"
              "retention     {}\nmax message   {}\nsync          {}\n"
-             "ack wait      {} ms\nmax deliver   {}\ndead letter   {}\n",
+             "ack wait      {} ms\nmax deliver   {}\ndead letter   {}\nmqtt topics   {}\n",
              info->name, info->first_seq, info->frontier, FormatBytes(info->bytes), Retention(c),
              FormatBytes(c.max_message_bytes), c.sync == wire::SyncMode::kNone ? "none (not durable)" : "fdatasync",
              c.ack_wait_ms, c.max_deliveries == 0 ? std::string("unlimited") : std::to_string(c.max_deliveries),
-             c.dead_letter.empty() ? "-" : c.dead_letter);
+             c.dead_letter.empty() ? "-" : c.dead_letter,
+             c.mqtt_topics.empty() ? std::string("-") : fmt::format("{}", fmt::join(c.mqtt_topics, ",")));
   for (const auto& x : info->consumers)
     fmt::print("consumer      {}: ack floor {}, next {}, pending {}, lag {}\n", x.name, x.ack_floor, x.next_seq,
                x.pending, x.lag);
@@ -143,8 +172,21 @@ void RegisterStreamCommands(CLI::App& app, int* exit_code) {
             Range{1, kMaxMaxDeliveries, "never dead-letter"}, "Then dead-letter (0: never; at most 10000)");
   AddName(create, "--dead-letter", &sa->config.dead_letter, "dead-letter stream",
           "Dead-letter stream name (it must exist)");
+  create->add_option("--mqtt-topics", sa->mqtt_topics,
+                     "MQTT topic filters bound to the stream, comma-separated (e.g. 'sensors/#,alerts/+'): "
+                     "PUBLISHes on matching topics go here (docs/mqtt.md; set at creation only)");
   common(create);
-  create->callback([=] { *exit_code = StreamCreate(*sa); });
+  create->callback([=] {
+    // A stream bound to MQTT topics is read by MQTT sessions, which resend
+    // only on reconnect [MQTT-4.4.0-1]: unless told otherwise it gets the
+    // default MQTT stream's delivery settings (ack wait 7 days, no
+    // dead-lettering), not a redelivery every 30 s and a drop after 5.
+    if (!sa->mqtt_topics.empty()) {
+      if (create->count("--ack-wait-ms") == 0) sa->config.ack_wait_ms = kMaxAckWaitMs;
+      if (create->count("--max-deliveries") == 0) sa->config.max_deliveries = 0;
+    }
+    *exit_code = StreamCreate(*sa);
+  });
 
   auto* del = stream->add_subcommand("delete", "Delete a stream and its consumers");
   AddName(del, "name", &sa->name, "stream", "Stream name")->required();

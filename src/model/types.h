@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "base/codec.h"
@@ -45,6 +46,11 @@ struct StreamConfig {
   uint32_t ack_wait_ms = 30000;     // redeliver an unanswered delivery after this (kMin/kMaxAckWaitMs)
   uint32_t max_deliveries = 5;      // then move it to dead_letter (0: never)
   std::string dead_letter;          // a stream name, or empty: drop
+  // MQTT topic filters bound to the stream (docs/mqtt.md "Topics onto
+  // streams"): a PUBLISH whose topic they match goes here. Not among the
+  // pinned fields below: the bank record (version 2) and the wire messages
+  // carry it after them.
+  std::vector<std::string> mqtt_topics;
 };
 // An ack wait shorter than this redelivers faster than a consumer can answer
 // (0 would redeliver at once until the message is dead-lettered); longer

@@ -1,5 +1,7 @@
 #include "mqtt/topic.h"
 
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "mqtt/primitives.h"
@@ -106,6 +108,64 @@ bool TopicMatches(std::string_view filter, std::string_view name) {
       n = n_end + 1;
     }
   }
+}
+
+}  // namespace floe::mqtt
+
+namespace floe::mqtt {
+namespace {
+
+std::vector<std::string_view> Levels(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  while (true) {
+    const size_t end = s.find('/', start);
+    if (end == std::string_view::npos) {
+      out.push_back(s.substr(start));
+      return out;
+    }
+    out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+}
+
+// 0 a literal, 1 '+', 2 '#'.
+int KindOf(std::string_view level) { return level == "#" ? 2 : level == "+" ? 1 : 0; }
+
+}  // namespace
+
+bool FiltersOverlap(std::string_view a, std::string_view b) {
+  const auto la = Levels(a), lb = Levels(b);
+  // [MQTT-4.7.2-1]: a filter starting with a wildcard matches no '$' name,
+  // so it shares none with a filter whose first level is a '$' literal.
+  auto dollar_first = [](const std::vector<std::string_view>& l) { return KindOf(l[0]) == 0 && l[0].starts_with('$'); };
+  if ((KindOf(la[0]) != 0 && dollar_first(lb)) || (KindOf(lb[0]) != 0 && dollar_first(la))) return false;
+  for (size_t i = 0;; ++i) {
+    const bool a_end = i == la.size(), b_end = i == lb.size();
+    if (a_end && b_end) return true;
+    // One filter ran out: the other matches the same name only with a '#'
+    // here ("a/#" matches "a").
+    if (a_end) return KindOf(lb[i]) == 2;
+    if (b_end) return KindOf(la[i]) == 2;
+    const int ka = KindOf(la[i]), kb = KindOf(lb[i]);
+    if (ka == 2 || kb == 2) return true;
+    if (ka == 0 && kb == 0 && la[i] != lb[i]) return false;
+  }
+}
+
+int CompareSpecificity(std::string_view a, std::string_view b) {
+  const auto la = Levels(a), lb = Levels(b);
+  for (size_t i = 0; i < la.size() && i < lb.size(); ++i) {
+    const int ka = KindOf(la[i]), kb = KindOf(lb[i]);
+    if (ka != kb) return ka < kb ? -1 : 1;
+  }
+  if (la.size() == lb.size()) return 0;
+  // One ran out: "a/b" beats "a/b/#" (both match "a/b"; an exact end beats
+  // '#', which matches nothing there), otherwise more levels win.
+  const bool a_longer = la.size() > lb.size();
+  const std::string_view next = a_longer ? la[lb.size()] : lb[la.size()];
+  const bool longer_wins = KindOf(next) != 2;
+  return a_longer == longer_wins ? -1 : 1;
 }
 
 }  // namespace floe::mqtt

@@ -47,3 +47,26 @@ bool HasWildcard(std::string_view filter);
 bool TopicMatches(std::string_view filter, std::string_view name);
 
 }  // namespace floe::mqtt
+
+namespace floe::mqtt {
+
+// Whether some Topic Name matches both filters (both valid, neither a
+// "$share/" one): level by level, two literals must be equal, '+' takes any
+// one level, '#' ends the comparison (it matches whatever the other filter
+// still has, or nothing). A filter that starts with a wildcard matches no
+// '$' name, so it overlaps one whose first level is a literal only if that
+// literal does not begin with '$'. The stream bindings use it to pick the
+// streams a subscription must read (docs/mqtt.md "Topics onto streams").
+bool FiltersOverlap(std::string_view a, std::string_view b);
+
+// How specific a binding filter is, to choose among several that match one
+// topic (docs/mqtt.md "Topics onto streams"): < 0 when `a` is more specific
+// than `b`, > 0 when less, 0 when neither. Level by level from the first: a
+// literal level beats '+', which beats '#'; at the first level where they
+// differ in kind that decides. Equal kinds as far as the shorter goes: when
+// the longer continues with '#' the shorter wins ("a/b" beats "a/b/#" for
+// the topic "a/b"), otherwise the longer. (Two different literals at one
+// level cannot both match a topic; they compare as equal kinds.)
+int CompareSpecificity(std::string_view a, std::string_view b);
+
+}  // namespace floe::mqtt

@@ -419,14 +419,29 @@ Result<AnswerOk> AnswerOk::DecodeBody(Decoder& d) {
 // --- Admin -------------------------------------------------------------------
 
 
+// The MQTT topic filters follow the config (docs/protocol.md): present only
+// when there are some, so a frame without them is the same bytes as before.
+static void EncodeMqttTopics(Encoder& e, const StreamConfig& c) {
+  if (c.mqtt_topics.empty()) return;
+  e.U32(static_cast<uint32_t>(c.mqtt_topics.size()));
+  for (const auto& t : c.mqtt_topics) e.String(t);
+}
+static void DecodeMqttTopics(Decoder& d, StreamConfig* c) {
+  if (d.remaining() == 0) return;
+  const uint32_t n = d.Count(2);
+  for (uint32_t i = 0; i < n && d.ok(); ++i) c->mqtt_topics.emplace_back(d.String());
+}
+
 void StreamCreate::EncodeBody(Encoder& e) const {
   e.String(name);
   EncodeStreamConfigFields(e, config);
+  EncodeMqttTopics(e, config);
 }
 Result<StreamCreate> StreamCreate::DecodeBody(Decoder& d) {
   StreamCreate c;
   c.name = d.String();
   c.config = DecodeStreamConfigFields(d);
+  DecodeMqttTopics(d, &c.config);
   return c;
 }
 
@@ -461,6 +476,7 @@ void StreamInfoOk::EncodeBody(Encoder& e) const {
     e.U32(c.pending);
     e.U64(c.lag);
   }
+  EncodeMqttTopics(e, config);
 }
 Result<StreamInfoOk> StreamInfoOk::DecodeBody(Decoder& d) {
   StreamInfoOk s;
@@ -478,6 +494,7 @@ Result<StreamInfoOk> StreamInfoOk::DecodeBody(Decoder& d) {
     c.pending = d.U32();
     c.lag = d.U64();
   }
+  DecodeMqttTopics(d, &s.config);
   return s;
 }
 

@@ -653,6 +653,25 @@ void ExpectSameConfig(const wire::StreamConfig& want, const wire::StreamConfig& 
   EXPECT_EQ(want.ack_wait_ms, got.ack_wait_ms);
   EXPECT_EQ(want.max_deliveries, got.max_deliveries);
   EXPECT_EQ(want.dead_letter, got.dead_letter);
+  EXPECT_EQ(want.mqtt_topics, got.mqtt_topics);
+}
+
+TEST(StreamConfigEncodingTest, MqttTopicsAreVersion2AndVersion1StillDecodes) {
+  wire::StreamConfig c{.dead_letter = "d"};
+  const std::string v1 = EncodeStreamConfig(c);
+  ASSERT_EQ(v1[0], 1);  // no filters: the record of before, which older nodes read
+  c.mqtt_topics = {"sensors/#", "alerts/+"};
+  const std::string v2 = EncodeStreamConfig(c);
+  EXPECT_EQ(v2[0], 2);
+  EXPECT_EQ(v2.substr(1, v1.size() - 1), v1.substr(1));  // the pinned fields, then the filters
+  auto d = DecodeStreamConfig(v2);
+  ASSERT_TRUE(d) << d.error().ToString();
+  ExpectSameConfig(c, *d);
+  auto old = DecodeStreamConfig(v1);
+  ASSERT_TRUE(old);
+  EXPECT_TRUE(old->mqtt_topics.empty());
+  for (size_t n = 1; n < v2.size(); ++n) EXPECT_FALSE(DecodeStreamConfig(v2.substr(0, n))) << n;
+  EXPECT_FALSE(DecodeStreamConfig(v2 + '\0'));
 }
 
 TEST(StreamConfigEncodingTest, RoundTrips) {

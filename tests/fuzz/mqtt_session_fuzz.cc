@@ -18,7 +18,7 @@ using floe::frontend::mqtt::SessionRecord;
 bool Same(const SessionRecord& a, const SessionRecord& b) {
   if (a.client_id != b.client_id || a.generation != b.generation || a.expiry_s != b.expiry_s ||
       a.node != b.node || a.left_at_ms != b.left_at_ms || a.subscriptions.size() != b.subscriptions.size() ||
-      a.will.has_value() != b.will.has_value() || a.qos2_in != b.qos2_in || a.qos2_held != b.qos2_held || a.qos2_out.size() != b.qos2_out.size())
+      a.will.has_value() != b.will.has_value() || a.qos2_in != b.qos2_in || a.qos2_in_stream != b.qos2_in_stream || a.qos2_held != b.qos2_held || a.qos2_out.size() != b.qos2_out.size())
     return false;
   for (size_t i = 0; i < a.subscriptions.size(); ++i) {
     const auto &x = a.subscriptions[i], &y = b.subscriptions[i];

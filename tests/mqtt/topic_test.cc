@@ -149,5 +149,75 @@ TEST(TopicMatches, ExactAndCaseSensitive) {
   EXPECT_FALSE(TopicMatches("a/bc", "a/b"));
 }
 
+// FiltersOverlap: the stream bindings' "can this subscription's filter
+// and this binding's filter both match one topic".
+TEST(FiltersOverlap, Examples) {
+  EXPECT_TRUE(FiltersOverlap("sensors/#", "#"));
+  EXPECT_TRUE(FiltersOverlap("sensors/#", "sensors/+/temp"));
+  EXPECT_TRUE(FiltersOverlap("sensors/#", "sensors"));      // "sensors/#" matches "sensors"
+  EXPECT_TRUE(FiltersOverlap("+/temp", "sensors/+"));       // sensors/temp
+  EXPECT_TRUE(FiltersOverlap("a/b", "a/b"));
+  EXPECT_TRUE(FiltersOverlap("a/+", "a/"));                 // an empty level
+  EXPECT_FALSE(FiltersOverlap("sensors/#", "alerts/+"));
+  EXPECT_FALSE(FiltersOverlap("a/+", "a"));                 // '+' needs a level
+  EXPECT_FALSE(FiltersOverlap("a/+/c", "a/b"));
+  EXPECT_FALSE(FiltersOverlap("a/b", "a/c"));
+  EXPECT_FALSE(FiltersOverlap("a/+", "a/b/c"));
+  // [MQTT-4.7.2-1]: a leading wildcard matches no '$' topic.
+  EXPECT_FALSE(FiltersOverlap("#", "$SYS/#"));
+  EXPECT_FALSE(FiltersOverlap("+/x", "$SYS/x"));
+  EXPECT_TRUE(FiltersOverlap("$SYS/#", "$SYS/+"));
+  EXPECT_TRUE(FiltersOverlap("#", "a/$x"));                 // '$' only counts first
+}
+
+// Against the definition: some name matches both. Every filter of up to 3
+// levels over {x, $s, +, #} against every name of up to 4 levels over
+// {x, $s, z} (z: a literal neither filter names, which any '+' takes).
+TEST(FiltersOverlap, AgreesWithTopicMatchesExhaustively) {
+  auto all = [](const std::vector<std::string>& alphabet, size_t depth, bool filters) {
+    std::vector<std::string> out, frontier{""};
+    for (size_t d = 1; d <= depth; ++d) {
+      std::vector<std::string> next;
+      for (const auto& prefix : frontier)
+        for (const auto& level : alphabet) {
+          if (!prefix.empty() && prefix.ends_with("#")) continue;
+          std::string f = prefix.empty() && d == 1 ? level : prefix + "/" + level;
+          next.push_back(f);
+        }
+      for (auto& f : next) out.push_back(f);
+      frontier = next;
+    }
+    (void)filters;
+    return out;
+  };
+  const auto filters = all({"x", "$s", "+", "#"}, 3, true);
+  const auto names = all({"x", "$s", "z"}, 4, false);
+  size_t overlapping = 0;
+  for (const auto& a : filters)
+    for (const auto& b : filters) {
+      bool some = false;
+      for (const auto& n : names)
+        if (TopicMatches(a, n) && TopicMatches(b, n)) {
+          some = true;
+          break;
+        }
+      overlapping += some;
+      ASSERT_EQ(FiltersOverlap(a, b), some) << a << " and " << b;
+    }
+  EXPECT_GT(overlapping, 100u);  // the cases are not all one way
+}
+
+TEST(CompareSpecificity, LiteralBeatsPlusBeatsHash) {
+  EXPECT_LT(CompareSpecificity("sensors/kitchen/temp", "sensors/+/temp"), 0);
+  EXPECT_LT(CompareSpecificity("sensors/+/temp", "sensors/#"), 0);
+  EXPECT_LT(CompareSpecificity("sensors/#", "+/kitchen/temp"), 0);  // the first level decides
+  EXPECT_GT(CompareSpecificity("#", "sensors/#"), 0);
+  EXPECT_GT(CompareSpecificity("a/b/#", "a/b"), 0);                  // both match "a/b": the exact end wins
+  EXPECT_LT(CompareSpecificity("a/b", "a/b/#"), 0);
+  EXPECT_LT(CompareSpecificity("a/+/+", "a/+"), 0);                  // same kinds: more levels
+  EXPECT_EQ(CompareSpecificity("a/+", "b/+"), 0);
+  EXPECT_EQ(CompareSpecificity("a/b", "a/b"), 0);
+}
+
 }  // namespace
 }  // namespace floe::mqtt

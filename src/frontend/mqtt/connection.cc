@@ -20,6 +20,7 @@ Connection::Connection(broker::Broker* broker, const MqttOptions* options, const
       keeper_(services.keeper),
       shared_groups_(services.shared),
       retained_(services.retained),
+      bindings_(services.bindings),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
       splitter_(options->max_packet_size),
@@ -53,9 +54,24 @@ void Connection::Evict(const std::shared_ptr<broker::StreamEntry>& stream, const
   // its MQTT one for the Server Reference.)
   auto self = shared_from_this();
   asio::post(strand_, [self, stream] {
+    if (self->closed_) return;
+    // A bound stream gone from this node (deleted, moved): its sessions
+    // close; the client stays (the default stream is what it is served by).
+    for (auto it = self->bound_producers_.begin(); it != self->bound_producers_.end();) {
+      if (!it->second.session->on_stream(stream)) { ++it; continue; }
+      it->second.session->Close();
+      it = self->bound_producers_.erase(it);
+    }
+    for (auto it = self->bound_consumers_.begin(); it != self->bound_consumers_.end();) {
+      if (!it->second.session->on_stream(stream)) { ++it; continue; }
+      self->acks_.erase(it->first);
+      it->second.session->Close();
+      it = self->bound_consumers_.erase(it);
+      self->bound_retry_ = true;
+    }
     const bool mine = (self->producer_ && self->producer_->on_stream(stream)) ||
                       (self->consumer_ && self->consumer_->on_stream(stream));
-    if (!mine || self->closed_) return;
+    if (!mine) return;
     self->MoveOn("this node no longer serves the MQTT stream");
   });
 }
@@ -139,7 +155,7 @@ awaitable<bool> Connection::Handle(codec::Packet& packet) {
       }
       co_return co_await OnConnect(std::get<codec::Connect>(packet));
     case PacketType::kPublish:
-      co_return OnPublish(std::get<codec::Publish>(packet));
+      co_return co_await OnPublish(std::get<codec::Publish>(packet));
     case PacketType::kPuback:
       OnDeliveryAnswer(std::get<codec::Puback>(packet).packet_id, type, std::get<codec::Puback>(packet).reason);
       co_return true;
@@ -320,6 +336,14 @@ void Connection::FinishClose() {
   }
   if (producer_) producer_->Close();
   if (consumer_) consumer_->Close();
+  for (auto& [name, p] : bound_producers_) {
+    if (leaves && record_.expiry_s == 0 && !record_.will) p.session->EndAtClose();
+    p.session->Close();
+  }
+  for (auto& [name, c] : bound_consumers_) {
+    if (leaves && record_.expiry_s == 0 && !record_.will) c.session->EndAtClose();
+    c.session->Close();
+  }
   broker_->Detach(this);
 }
 

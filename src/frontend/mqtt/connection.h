@@ -2,12 +2,16 @@
 // (docs/mqtt.md). The packet layer (src/mqtt/) finds and decodes packets;
 // this file turns them into core calls and the core's outcomes into packets:
 //
-//   PUBLISH    -> the session's producer Session on the MQTT stream; PUBACK /
+//   PUBLISH    -> the session's producer Session on the topic's stream (the
+//                 bound stream whose filter matches best, else the default
+//                 MQTT stream: bindings.h); PUBACK /
 //                 PUBREC only once the message is durable (fdatasync'd), a
 //                 failure reason code (0x80 range) when it is not stored
 //   SUBSCRIBE  -> the MQTT session record in the bank (before SUBACK), and a
-//                 durable consumer on the MQTT stream whose deliveries are
-//                 filtered by the session's topic filters
+//                 durable consumer on the MQTT stream and on each bound
+//                 stream the filters can match, whose deliveries are
+//                 filtered by the session's topic filters; a delivery is
+//                 known by (stream, seq)
 //   PUBACK, PUBCOMP from the client -> ACK of the delivered seq (persisted)
 //   RETAIN     -> also the topic's retained record in the bank (retained.h),
 //                 committed before the PUBACK / PUBREC; SUBSCRIBE sends the
@@ -41,6 +45,7 @@
 
 #include "broker/broker.h"
 #include "frontend/await_core.h"
+#include "frontend/mqtt/bindings.h"
 #include "frontend/mqtt/retained.h"
 #include "frontend/mqtt/session_record.h"
 #include "mqtt/codec.h"
@@ -79,6 +84,7 @@ struct NodeServices {
   std::shared_ptr<Keeper> keeper;          // wills and expiry of sessions no connection holds
   SharedGroups* shared = nullptr;          // shared subscriptions' groups
   std::shared_ptr<RetainedStore> retained; // retained messages' records
+  std::shared_ptr<Bindings> bindings;       // streams bound to topic filters
 };
 
 // One message a shared subscription's group hands to a member (owned: it
@@ -124,14 +130,30 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   // Publishes the will an earlier connection left due (its record `prior`):
   // its producer seq written to the record first, so it is stored once.
   asio::awaitable<bool> PublishPriorWill(SessionRecord prior);
-  bool OnPublish(codec::Publish& p);
+  asio::awaitable<bool> OnPublish(codec::Publish& p);
+  // Topics onto streams (docs/mqtt.md): a stream key is "" for the default
+  // MQTT stream, else a bound stream's name.
+  std::string RouteKey(std::string_view topic) const;
+  const std::string& StreamOf(const std::string& key) const { return key.empty() ? options_->stream : key; }
+  broker::Session* ProducerFor(const std::string& key);
+  uint64_t& NextSeqFor(const std::string& key);
+  // Opens the session's producer on a bound stream (its own core session,
+  // its own producer seqs); false, with `why`, when it cannot be opened here.
+  asio::awaitable<bool> OpenBoundProducer(const std::string& key, std::string* why);
+  // Opens a consumer on every bound stream the subscriptions can read
+  // (StreamsFor), each the durable consumer mqtt.<hash>.<generation> of
+  // that stream, starting at the oldest subscription's time.
+  asio::awaitable<void> OpenBoundConsumers();
+  broker::Session* ConsumerOf(const std::string& key);
+  // One delivery batch of one consumer; < 0: the connection ends.
+  asio::awaitable<int> DeliverBatch(std::string key, std::shared_ptr<broker::Session> consumer, size_t room);
   // A QoS 0 / 1 PUBLISH: stored (and, with RETAIN, its topic's retained
   // record committed), then answered.
-  void StoreAndAnswer(uint8_t qos, uint16_t packet_id, std::string topic, bool retain, std::string headers,
-                      std::string_view payload);
+  void StoreAndAnswer(const std::string& key, uint8_t qos, uint16_t packet_id, std::string topic, bool retain,
+                      std::string headers, std::string_view payload);
   // Sends the gathered QoS 0 / 1 PUBLISHes to the core as one request.
   void FlushPublishes();
-  void AnswerStored(uint8_t qos, uint16_t packet_id, broker::Code stored, broker::Code code);
+  void AnswerStored(const std::string& key, uint8_t qos, uint16_t packet_id, broker::Code stored, broker::Code code);
   struct Pending {
     uint64_t producer_seq = 0;
     uint8_t qos = 0;
@@ -140,6 +162,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   };
   static constexpr size_t kMaxBatchBytes = 256 * 1024;
   std::vector<Pending> batch_;  // PUBLISHes of the current read, not yet given to the core
+  std::string batch_key_;       // the stream they go to
   size_t batch_bytes_ = 0;
   void OnPubrel(const codec::Pubrel& p);
   void OnDeliveryAnswer(uint16_t packet_id, codec::PacketType type, codec::ReasonCode reason);
@@ -166,7 +189,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
                                              std::string_view payload);
   void AfterStore(broker::PublishOutcome out, std::shared_ptr<RetainRequest> retain,
                   std::function<void(broker::Code stored, broker::Code answer)> then);
-  void StoreQos2(uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
+  void StoreQos2(const std::string& key, uint16_t id, uint64_t pseq, std::shared_ptr<RetainRequest> retain, std::string headers,
                  std::string payload);
 
   // MQTT in a cluster (relay.cc). Reads a relay preamble at the start of the
@@ -185,9 +208,10 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<void> PushLoop();
   void WakePush();
   asio::awaitable<void> KeepAliveLoop();
-  void Ack(uint64_t seq);
+  void Ack(const std::string& key, uint64_t seq);
   void FlushAcks();
-  std::vector<broker::AnswerInput> acks_;  // ACKs gathered while a read's packets are handled
+  // ACKs gathered while a read's packets are handled, by stream key.
+  std::map<std::string, std::vector<broker::AnswerInput>> acks_;
   bool in_read_ = false;                   // handling the packets of one read
   struct Outgoing;
   // The delivery is answered: ACK in our cursor, or its group told.
@@ -217,6 +241,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   const std::shared_ptr<Keeper> keeper_;
   SharedGroups* const shared_groups_;
   const std::shared_ptr<RetainedStore> retained_;
+  const std::shared_ptr<Bindings> bindings_;
   asio::ip::tcp::socket socket_;
   asio::any_io_executor strand_;
   codec::FrameSplitter splitter_;
@@ -256,6 +281,20 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::shared_ptr<broker::Session> producer_;
   uint64_t next_producer_seq_ = 1;
   std::shared_ptr<broker::Session> consumer_;
+  // Bound streams (docs/mqtt.md "Topics onto streams"), by name.
+  struct BoundProducer {
+    std::shared_ptr<broker::Session> session;
+    uint64_t next_seq = 1;
+  };
+  std::map<std::string, BoundProducer> bound_producers_;
+  struct BoundConsumer {
+    std::shared_ptr<broker::Session> session;
+    bool change_armed = false;
+  };
+  std::map<std::string, BoundConsumer> bound_consumers_;
+  uint64_t bindings_version_ = 0;  // of the view the bound consumers were opened for
+  bool bound_retry_ = false;       // one could not be opened: try again (at bound_retry_at_)
+  std::chrono::steady_clock::time_point bound_retry_at_{};
   std::map<uint16_t, std::string> topic_aliases_;  // the client's, inbound
   // Inbound QoS 2, by packet id (the durable mapping is record_.qos2_in).
   enum class Inbound : uint8_t {
@@ -280,13 +319,15 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
     // (seq 0), so its answer acknowledges nothing in the cursor, and it is
     // not resent after a reconnect.
     bool retained = false;
+    std::string stream;  // the stream key of `seq` (not shared, not retained)
   };
   std::map<uint16_t, Outgoing> outgoing_;
-  std::map<uint64_t, uint16_t> packet_of_seq_;
+  std::map<SessionRecord::DeliveryKey, uint16_t> packet_of_seq_;
   std::set<uint16_t> qos2_ids_;
   // Shared subscriptions: the groups joined (by their "$share/..." filter)
   // and what they handed us that is not on the wire yet.
-  std::map<std::string, std::shared_ptr<SharedGroup>> joined_;
+  // One group per stream the filter can read (the default and bound ones).
+  std::map<std::string, std::vector<std::shared_ptr<SharedGroup>>> joined_;
   std::deque<std::pair<std::shared_ptr<SharedGroup>, SharedMessage>> shared_backlog_;
   // Joins the groups of record_'s shared subscriptions (again: new options).
   void JoinSharedGroups();

@@ -43,7 +43,7 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
       // PUBREL only once the record says so: after a reconnect PUBREL is
       // resent, never the PUBLISH, which a client that delivers on PUBREL
       // (and forgot the id then) would take for a new message.
-      auto rec = record_.qos2_out.find(o.seq);
+      auto rec = record_.qos2_out.find({o.stream, o.seq});
       if (rec == record_.qos2_out.end()) {
         Send(codec::Pubrel{{packet_id, ReasonCode::kSuccess, {}}});
         return;
@@ -69,17 +69,18 @@ void Connection::OnDeliveryAnswer(uint16_t packet_id, PacketType type, ReasonCod
 void Connection::Done(Outgoing& o) {
   if (o.retained) return;  // sent on SUBSCRIBE: in no cursor
   if (!o.shared) {
-    if (!consumer_ || !record_.qos2_out.count(o.seq)) return Ack(o.seq);
+    broker::Session* consumer = ConsumerOf(o.stream);
+    const SessionRecord::DeliveryKey key{o.stream, o.seq};
+    if (!consumer || !record_.qos2_out.count(key)) return Ack(o.stream, o.seq);
     // Outbound QoS 2: the record keeps the packet id until the ACK is
     // durable. Were it dropped first and the ACK lost with the node, the
     // message would go out again under a new id: a second delivery.
     const broker::AnswerInput a{StreamSeq(o.seq), AnswerKind::kAck, 0};
     auto self = shared_from_this();
-    const uint64_t seq = o.seq;
-    consumer_->Answer({&a, 1}, [self, seq](broker::Outcome<std::vector<broker::Code>> r) {
+    consumer->Answer({&a, 1}, [self, key](broker::Outcome<std::vector<broker::Code>> r) {
       if (!r) return;  // not durable: the entry stays, and PUBREL is resent after a reconnect
-      asio::post(self->strand_, [self, seq] {
-        auto e = self->record_.qos2_out.find(seq);
+      asio::post(self->strand_, [self, key] {
+        auto e = self->record_.qos2_out.find(key);
         if (e == self->record_.qos2_out.end()) return;
         self->qos2_ids_.erase(e->second.packet_id);
         self->record_.qos2_out.erase(e);
@@ -97,23 +98,32 @@ void Connection::Forget(uint16_t packet_id) {
   if ((it->second.shared || it->second.retained) && record_.qos2_held.erase(packet_id)) qos2_ids_.erase(packet_id);
   if (!it->second.shared && !it->second.retained) {
     // A QoS 2 entry of the record goes once its ACK is durable (Done).
-    packet_of_seq_.erase(it->second.seq);
+    packet_of_seq_.erase({it->second.stream, it->second.seq});
   }
   outgoing_.erase(it);
 }
 
-void Connection::Ack(uint64_t seq) {
-  if (!consumer_) return;
-  // The PUBACKs of one read are answered in the cursor as one request (one
+broker::Session* Connection::ConsumerOf(const std::string& key) {
+  if (key.empty()) return consumer_.get();
+  auto it = bound_consumers_.find(key);
+  return it == bound_consumers_.end() ? nullptr : it->second.session.get();
+}
+
+void Connection::Ack(const std::string& key, uint64_t seq) {
+  if (!ConsumerOf(key)) return;
+  // The PUBACKs of one read are answered in each cursor as one request (one
   // persist, one wake of the stream's readers).
-  acks_.push_back({StreamSeq(seq), AnswerKind::kAck, 0});
-  if (!in_read_ || acks_.size() >= 256) FlushAcks();
+  auto& acks = acks_[key];
+  acks.push_back({StreamSeq(seq), AnswerKind::kAck, 0});
+  if (!in_read_ || acks.size() >= 256) FlushAcks();
 }
 
 void Connection::FlushAcks() {
-  if (acks_.empty() || !consumer_) return;
-  consumer_->Answer(acks_, [](broker::Outcome<std::vector<broker::Code>>) {});
-  acks_.clear();
+  for (auto& [key, acks] : acks_) {
+    broker::Session* consumer = ConsumerOf(key);
+    if (!acks.empty() && consumer) consumer->Answer(acks, [](broker::Outcome<std::vector<broker::Code>>) {});
+    acks.clear();
+  }
 }
 
 uint16_t Connection::NextPacketId() {
@@ -180,38 +190,26 @@ bool IsShared(std::string_view filter) {
   return filter.starts_with("$share/") && codec::SplitSharedFilter(filter).has_value();
 }
 
-awaitable<void> Connection::PushLoop() {
-  while (!closed_ && !close_after_write_) {
-    SendShared();
-    if (!consumer_->serving()) {
-      MoveOn("this node no longer serves the MQTT stream");
-      co_return;
-    }
-    // Retained messages of a new subscription go first; the consumer's
-    // deliveries wait until they are all sent.
-    if (!SendRetained()) {
-      if (wake_) {
-        wake_ = false;
-        continue;
-      }
-      push_wake_.expires_at(std::chrono::steady_clock::now() + std::chrono::seconds(1));
-      co_await push_wake_.async_wait(kNoThrow);
-      wake_ = false;
-      continue;
-    }
-    const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
-    // A client that does not read (QoS 0 has no window) holds at most
-    // kMaxOutbox bytes here: the loop waits for the socket.
-    const bool writable = outbox_.size() + sending_.size() < kMaxOutbox;
-    const bool plain = std::any_of(record_.subscriptions.begin(), record_.subscriptions.end(),
-                                   [](const SessionRecord::Sub& sub) { return !IsShared(sub.filter); });
-    if (plain && room > 0 && writable) {
-      auto batch = consumer_->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
+// One batch of `consumer` (the stream of `key`), filtered by the
+// subscriptions, at most `room` QoS 1/2 deliveries.
+awaitable<int> Connection::DeliverBatch(std::string key, std::shared_ptr<broker::Session> consumer, size_t room) {
+  {
+    {
+      auto batch = consumer->Deliver(static_cast<uint32_t>(std::min<size_t>(room, 256)), 1 << 20);
       if (!batch) {
-        MoveOn(batch.error().message);
-        co_return;
+        if (key.empty()) {
+          MoveOn(batch.error().message);
+          co_return -1;
+        }
+        // A bound stream no longer served here: its consumer closes, and
+        // is opened again when it can be.
+        consumer->Close();
+        bound_consumers_.erase(key);
+        bound_retry_ = true;
+        co_return 0;
       }
-      if (!batch->entries.empty()) {
+      if (batch->entries.empty()) co_return 0;
+      {
         std::vector<codec::Packet> outs;
         bool record_changed = false;  // a QoS 2 delivery got its packet id: durable before it is sent
         std::vector<broker::AnswerInput> skip;  // matched no subscription, QoS 0, expired, or a gap
@@ -221,11 +219,11 @@ awaitable<void> Connection::PushLoop() {
             if (e.kind == broker::Delivered::Kind::kLarge) skip.push_back({e.seq, AnswerKind::kAck, 0});
             continue;  // gaps need no answer; large messages are not carried over MQTT
           }
-          Stored m = ParseStored(e.headers, options_->stream);
+          Stored m = ParseStored(e.headers, StreamOf(key));
           // Expired: not sent [MQTT-3.3.2-5] — unless a QoS 2 PUBLISH of it
           // went out already: the client holds its packet id and the
           // exchange is finished as it began (5.0 4.3.3).
-          if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms && !record_.qos2_out.count(e.seq.value())) {
+          if (m.expires_at_ms > 0 && m.expires_at_ms <= now_ms && !record_.qos2_out.count({key, e.seq.value()})) {
             skip.push_back({e.seq, AnswerKind::kAck, 0});
             continue;
           }
@@ -258,22 +256,23 @@ awaitable<void> Connection::PushLoop() {
                   static_cast<uint32_t>(std::max<int64_t>(1, (m.expires_at_ms - now_ms + 999) / 1000));
           }
           if (qos > 0) {
-            auto known = packet_of_seq_.find(e.seq.value());
+            const SessionRecord::DeliveryKey dk{key, e.seq.value()};
+            auto known = packet_of_seq_.find(dk);
             uint16_t id;
             if (known != packet_of_seq_.end()) {
               id = known->second;
-            } else if (auto kept = record_.qos2_out.find(e.seq.value()); kept != record_.qos2_out.end()) {
+            } else if (auto kept = record_.qos2_out.find(dk); kept != record_.qos2_out.end()) {
               id = kept->second.packet_id;  // the id the client holds
-              packet_of_seq_[e.seq.value()] = id;
+              packet_of_seq_[dk] = id;
             } else {
               id = NextPacketId();
-              packet_of_seq_[e.seq.value()] = id;
+              packet_of_seq_[dk] = id;
             }
             out.packet_id = id;
             out.dup = e.delivery_count > 1;  // a resend of an unanswered delivery [MQTT-3.3.1-1]
-            outgoing_[id] = Outgoing{e.seq.value(), out.qos, false};
+            outgoing_[id] = Outgoing{.seq = e.seq.value(), .qos = out.qos, .stream = key};
             if (out.qos == 2) {
-              auto [rec, fresh] = record_.qos2_out.try_emplace(e.seq.value(), SessionRecord::Out{id, false});
+              auto [rec, fresh] = record_.qos2_out.try_emplace(dk, SessionRecord::Out{id, false});
               if (fresh) {
                 qos2_ids_.insert(id);
                 record_changed = true;
@@ -289,19 +288,72 @@ awaitable<void> Connection::PushLoop() {
           }
           outs.push_back(std::move(out));
         }
-        if (!skip.empty()) consumer_->Answer(skip, [](broker::Outcome<std::vector<broker::Code>>) {});
+        if (!skip.empty()) consumer->Answer(skip, [](broker::Outcome<std::vector<broker::Code>>) {});
         if (record_changed) {
           // A QoS 2 PUBLISH goes out only once its packet id is durable: a
           // resend after any reconnect uses the same id, which the client
           // recognises (exactly once).
           const bool ok = co_await AwaitCore<bool>([&](auto done) { Persist(std::move(done)); });
-          if (closed_) co_return;
+          if (closed_) co_return -1;
           if (!ok) {
             Disconnect(ReasonCode::kUnspecifiedError, "the session record could not be written to the bank");
-            co_return;
+            co_return -1;
           }
         }
         for (const codec::Packet& out : outs) Send(out);
+        co_return static_cast<int>(batch->entries.size());
+      }
+    }
+  }
+}
+
+awaitable<void> Connection::PushLoop() {
+  while (!closed_ && !close_after_write_) {
+    SendShared();
+    if (!consumer_->serving()) {
+      MoveOn("this node no longer serves the MQTT stream");
+      co_return;
+    }
+    // Retained messages of a new subscription go first; the consumer's
+    // deliveries wait until they are all sent.
+    if (!SendRetained()) {
+      if (wake_) {
+        wake_ = false;
+        continue;
+      }
+      push_wake_.expires_at(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      co_await push_wake_.async_wait(kNoThrow);
+      wake_ = false;
+      continue;
+    }
+    const size_t room = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
+    // A client that does not read (QoS 0 has no window) holds at most
+    // kMaxOutbox bytes here: the loop waits for the socket.
+    const bool writable = outbox_.size() + sending_.size() < kMaxOutbox;
+    const bool plain = std::any_of(record_.subscriptions.begin(), record_.subscriptions.end(),
+                                   [](const SessionRecord::Sub& sub) { return !IsShared(sub.filter); });
+    if (bindings_->view()->version != bindings_version_ ||
+        (bound_retry_ && std::chrono::steady_clock::now() >= bound_retry_at_)) {
+      // A stream was bound or deleted (or one could not be opened): read
+      // what the subscriptions can match now, and rejoin the groups.
+      co_await OpenBoundConsumers();
+      if (closed_) co_return;
+      JoinSharedGroups();
+    }
+    if (plain && room > 0 && writable) {
+      // The default stream first, then each bound one; they share the room.
+      std::vector<std::pair<std::string, std::shared_ptr<broker::Session>>> readers{{"", consumer_}};
+      for (const auto& [name, c] : bound_consumers_) readers.emplace_back(name, c.session);
+      bool any = false;
+      for (auto& [key, reader] : readers) {
+        const size_t left = client_receive_maximum_ > outgoing_.size() ? client_receive_maximum_ - outgoing_.size() : 0;
+        if (left == 0 || closed_ || close_after_write_) break;
+        if (!key.empty() && !bound_consumers_.count(key)) continue;  // evicted meanwhile
+        const int n = co_await DeliverBatch(key, reader, left);
+        if (n < 0) co_return;
+        any = any || n > 0;
+      }
+      if (any) {
         // Let the strand's other work (this client's packets) run between
         // batches: a long backlog does not hold the I/O thread.
         co_await asio::post(strand_, asio::use_awaitable);
@@ -322,7 +374,20 @@ awaitable<void> Connection::PushLoop() {
         });
       });
     }
-    push_wake_.expires_at(std::min(std::chrono::steady_clock::now() + std::chrono::seconds(1), consumer_->NextRedelivery()));
+    auto until = std::min(std::chrono::steady_clock::now() + std::chrono::seconds(1), consumer_->NextRedelivery());
+    for (auto& [name, c] : bound_consumers_) {
+      until = std::min(until, c.session->NextRedelivery());
+      if (c.change_armed) continue;
+      c.change_armed = true;
+      auto self = shared_from_this();
+      c.session->OnStreamChange([self, name = name] {
+        asio::post(self->strand_, [self, name] {
+          if (auto it = self->bound_consumers_.find(name); it != self->bound_consumers_.end()) it->second.change_armed = false;
+          self->WakePush();
+        });
+      });
+    }
+    push_wake_.expires_at(until);
     co_await push_wake_.async_wait(kNoThrow);
     wake_ = false;
   }

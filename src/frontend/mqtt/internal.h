@@ -1,5 +1,5 @@
 // Internal to the MQTT front end: what its files share — the headers an
-// MQTT message is stored with (docs/mqtt.md "Topics onto a stream"), the
+// MQTT message is stored with (docs/mqtt.md "Topics onto streams"), the
 // core outcome's reason code, the ids a client identifier's core sessions
 // get, and the connection's limits.
 #pragma once

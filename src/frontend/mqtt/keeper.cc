@@ -245,7 +245,8 @@ awaitable<void> Keeper::Act(std::string key) {
     if (ok && record.will && now >= due.will) {
       uint64_t next = opened->grant.highest_producer_seq.value() + 1;
       if (!record.qos2_in.empty())
-        for (const auto& [id, pseq] : record.qos2_in) next = std::max(next, pseq + 1);
+        for (const auto& [id, pseq] : record.qos2_in)
+          if (!record.qos2_in_stream.count(id)) next = std::max(next, pseq + 1);  // the default stream's
       ok = co_await PublishWill(key, record, producer, next);
     }
     if (ok && now >= due.end) {

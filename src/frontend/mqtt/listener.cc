@@ -18,6 +18,7 @@ Listener::Listener(asio::io_context& io, broker::Broker* broker, MqttOptions opt
       retained_(std::make_shared<RetainedStore>(broker, options_.stream)),
       max_connections_(max_connections),
       keeper_(std::make_shared<Keeper>(io, broker, &options_, retained_)),
+      bindings_(std::make_shared<Bindings>(io, broker)),
       shared_(io, broker, &options_) {}
 
 Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& io, const std::string& listen,
@@ -34,6 +35,7 @@ uint16_t Listener::port() const { return acceptor_.local_endpoint().port(); }
 
 void Listener::Start() {
   keeper_->Start();
+  bindings_->Start();
   asio::co_spawn(io_, AcceptLoop(), asio::detached);
 }
 
@@ -41,6 +43,7 @@ void Listener::Close() {
   asio::error_code ec;
   acceptor_.close(ec);
   keeper_->Stop();
+  bindings_->Stop();
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
@@ -63,7 +66,7 @@ asio::awaitable<void> Listener::AcceptLoop() {
       socket.close(ec);  // MQTT has no word for it before CONNECT: closed
       continue;
     }
-    auto conn = std::make_shared<Connection>(broker_, &options_, NodeServices{keeper_, &shared_, retained_}, std::move(socket));
+    auto conn = std::make_shared<Connection>(broker_, &options_, NodeServices{keeper_, &shared_, retained_, bindings_}, std::move(socket));
     broker_->Attach(conn);
     conn->Start();
   }

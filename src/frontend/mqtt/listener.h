@@ -40,6 +40,7 @@ class Listener {
   const size_t max_connections_;
   std::string host_;
   const std::shared_ptr<Keeper> keeper_;  // wills and expiry of sessions no connection holds
+  const std::shared_ptr<Bindings> bindings_;  // before shared_: the groups read it
   SharedGroups shared_;                   // shared subscriptions' groups
 };
 

@@ -1,5 +1,5 @@
 // The headers an MQTT message is stored with, and back (docs/mqtt.md
-// "Topics onto a stream"); the reason code of a core outcome.
+// "Topics onto streams"); the reason code of a core outcome.
 #include <charconv>
 #include <chrono>
 

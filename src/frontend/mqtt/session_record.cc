@@ -20,12 +20,13 @@ uint64_t ConsumerSessionId(std::string_view client_id, uint64_t generation) {
   return h == 0 ? 2 : h;
 }
 
-// Version 3 (version 2, written before, lacks everything after the
-// subscriptions and is still read).
+// Version 4: version 3 with the stream of each inbound and outbound QoS 2
+// entry. Versions 3 and 2 (2 lacks everything after the subscriptions) are
+// still read: their entries are the default MQTT stream's.
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
   Encoder e(&out);
-  e.U8(3);  // record version
+  e.U8(4);  // record version
   e.String(r.client_id);
   e.U64(r.generation);
   e.U32(r.expiry_s);
@@ -55,10 +56,13 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   for (const auto& [id, pseq] : r.qos2_in) {
     e.U16(id);
     e.U64(pseq);
+    auto stream = r.qos2_in_stream.find(id);
+    e.String(stream == r.qos2_in_stream.end() ? std::string_view() : std::string_view(stream->second));
   }
   e.U32(static_cast<uint32_t>(r.qos2_out.size()));
-  for (const auto& [seq, o] : r.qos2_out) {
-    e.U64(seq);
+  for (const auto& [key, o] : r.qos2_out) {
+    e.String(key.first);
+    e.U64(key.second);
     e.U16(o.packet_id);
     e.U8(o.released);
   }
@@ -74,7 +78,7 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   Decoder d({bytes.data(), bytes.size()});
   SessionRecord r;
   const uint8_t version = d.U8();
-  if (version != 2 && version != 3) return Err(Status::Corruption("MQTT session record: unknown version"));
+  if (version < 2 || version > 4) return Err(Status::Corruption("MQTT session record: unknown version"));
   r.client_id = std::string(d.String());
   r.generation = d.U64();
   r.expiry_s = d.U32();
@@ -104,14 +108,19 @@ Result<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
       w.producer_seq = d.U64();
       r.will = std::move(w);
     }
-    const uint32_t in = d.Count(10);
+    const uint32_t in = d.Count(version >= 4 ? 12 : 10);
     for (uint32_t i = 0; i < in && d.ok(); ++i) {
       const uint16_t id = d.U16();
       r.qos2_in[id] = d.U64();
+      if (version >= 4) {
+        std::string stream(d.String());
+        if (!stream.empty()) r.qos2_in_stream[id] = std::move(stream);
+      }
     }
-    const uint32_t out = d.Count(11);
+    const uint32_t out = d.Count(version >= 4 ? 13 : 11);
     for (uint32_t i = 0; i < out && d.ok(); ++i) {
-      const uint64_t seq = d.U64();
+      std::string stream = version >= 4 ? std::string(d.String()) : std::string();
+      const SessionRecord::DeliveryKey seq{std::move(stream), d.U64()};
       SessionRecord::Out o;
       o.packet_id = d.U16();
       o.released = d.U8() != 0;

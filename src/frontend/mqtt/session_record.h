@@ -50,13 +50,20 @@ struct SessionRecord {
   // stored with; kept from before the store until PUBCOMP may be sent, so a
   // resend after any reconnect is stored once (the stream's dedup).
   std::map<uint16_t, uint64_t> qos2_in;
-  // Outbound QoS 2: stream seq -> packet id, from before the PUBLISH is sent
-  // until PUBCOMP; `released`: PUBREC came (PUBREL is what to resend).
+  // The bound stream (docs/mqtt.md "Topics onto streams") such a message goes
+  // to, for the packet ids of qos2_in whose stream is not the default one:
+  // the producer seq is that stream's producer's.
+  std::map<uint16_t, std::string> qos2_in_stream;
+  // Outbound QoS 2: (stream, seq) -> packet id, from before the PUBLISH is
+  // sent until PUBCOMP; `released`: PUBREC came (PUBREL is what to resend).
+  // The stream is "" for the default MQTT stream, else a bound stream's name:
+  // a session reads several streams, each with its own seqs.
   struct Out {
     uint16_t packet_id = 0;
     bool released = false;
   };
-  std::map<uint64_t, Out> qos2_out;
+  using DeliveryKey = std::pair<std::string, uint64_t>;
+  std::map<DeliveryKey, Out> qos2_out;
   // Outbound QoS 2 deliveries in no cursor of this session (a shared
   // subscription's, a retained message sent on SUBSCRIBE): packet id ->
   // released (PUBREC came: PUBREL is resent after a reconnect).

@@ -133,6 +133,12 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   record_.left_at_ms = 0;
   record_.will = will_;
   if (!co_await OpenConsumer()) co_return false;
+  // The bound streams the subscriptions can read, from the node's view of
+  // the bindings (read once before the first CONNECT is answered).
+  co_await AwaitCore<bool>([&](auto done) { bindings_->WhenLoaded([done = std::move(done)]() mutable { done(true); }); });
+  if (closed_) co_return false;
+  co_await OpenBoundConsumers();
+  if (closed_) co_return false;
   if (will_of && !co_await PublishPriorWill(std::move(*will_of))) {
     RefuseConnect(ReasonCode::kServerUnavailable, "the earlier connection's will could not be recorded");
     co_return false;
@@ -230,7 +236,8 @@ awaitable<bool> Connection::OpenConsumer() {
   // Producer seqs go on above every one stored, and every one an earlier
   // connection or the keeper reserved (a QoS 2 mapping, a will being sent).
   for (const auto& [id, pseq] : record_.qos2_in) {
-    next_producer_seq_ = std::max(next_producer_seq_, pseq + 1);
+    // (A bound stream's are its producer's: OpenBoundProducer.)
+    if (!record_.qos2_in_stream.count(id)) next_producer_seq_ = std::max(next_producer_seq_, pseq + 1);
     inbound_qos2_[id] = Inbound::kResumed;
   }
   if (record_.will && record_.will->producer_seq)
@@ -255,8 +262,10 @@ awaitable<bool> Connection::OpenConsumer() {
   consumer_ = c->session;
   // Outbound QoS 2 still unanswered keeps its packet id (and is resent as
   // PUBREL once PUBREC came); what the cursor has answered is done.
+  // (A bound stream's entries keep their ids out of use here and are
+  // pruned when its consumer opens: OpenBoundConsumers.)
   for (auto it = record_.qos2_out.begin(); it != record_.qos2_out.end();) {
-    if (it->first <= c->grant.ack_floor.value()) {
+    if (it->first.first.empty() && it->first.second <= c->grant.ack_floor.value()) {
       it = record_.qos2_out.erase(it);
       continue;
     }
@@ -279,6 +288,60 @@ awaitable<bool> Connection::OpenConsumer() {
     ++it;
   }
   co_return true;
+}
+
+awaitable<void> Connection::OpenBoundConsumers() {
+  const auto view = bindings_->view();
+  bindings_version_ = view->version;
+  bound_retry_ = false;
+  std::vector<std::string_view> filters;
+  for (const auto& sub : record_.subscriptions)
+    if (!IsShared(sub.filter)) filters.push_back(sub.filter);
+  auto self = shared_from_this();
+  for (const std::string& stream : StreamsFor(view->bindings, filters)) {
+    if (stream == options_->stream || bound_consumers_.count(stream)) continue;
+    // A new consumer starts at the oldest subscription that can match the
+    // stream: what was stored there since it was made is its to deliver
+    // (the offline queue of a stream bound after the subscription too).
+    int64_t since_us = INT64_MAX;
+    for (const auto& sub : record_.subscriptions) {
+      if (IsShared(sub.filter)) continue;
+      for (const auto& b : view->bindings)
+        if (b.stream == stream && codec::FiltersOverlap(sub.filter, b.filter)) since_us = std::min(since_us, sub.since_us);
+    }
+    auto c = co_await AwaitCore<broker::Outcome<broker::Broker::Opened>>([&](auto done) {
+      broker_->OpenSession(self,
+                           {.session_id = SessionId(ConsumerSessionId(client_id_ + "\n" + stream, record_.generation)),
+                            .role = Role::kConsumer,
+                            .stream = stream,
+                            .consumer = fmt::format("mqtt.{}.{}", client_key_, record_.generation),
+                            .start_at = StartAt::kTime,
+                            .start_value = static_cast<uint64_t>(std::max<int64_t>(since_us, 0))},
+                           std::move(done));
+    });
+    if (c && closed_) c->session->Close();
+    if (closed_) co_return;
+    if (!c) {
+      // Not served here (another node has it), or being opened: tried
+      // again with the next pass of the push loop.
+      fmt::print(stderr, "floe: MQTT client {}: bound stream {} not read for now: {}\n", client_id_, stream,
+                 c.error().message);
+      bound_retry_ = true;
+      bound_retry_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      continue;
+    }
+    // Its QoS 2 entries the cursor has answered are done.
+    for (auto it = record_.qos2_out.begin(); it != record_.qos2_out.end();) {
+      if (it->first.first == stream && it->first.second <= c->grant.ack_floor.value()) {
+        qos2_ids_.erase(it->second.packet_id);
+        packet_of_seq_.erase(it->first);
+        it = record_.qos2_out.erase(it);
+        continue;
+      }
+      ++it;
+    }
+    bound_consumers_[stream] = BoundConsumer{c->session};
+  }
 }
 
 awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
@@ -309,6 +372,10 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
       if (!codec::IsFailure(r)) r = ReasonCode::kUnspecifiedError;
     made.clear();
   }
+  if (closed_) co_return false;
+  // The bound streams a new filter can read: their consumers start at the
+  // subscription's time, so nothing stored since then is missed.
+  if (!made.empty()) co_await OpenBoundConsumers();
   if (closed_) co_return false;
   Send(ack);
   JoinSharedGroups();

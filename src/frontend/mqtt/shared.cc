@@ -21,12 +21,13 @@ uint64_t GroupHash(const std::string& group, const std::string& filter) {
 }  // namespace
 
 SharedGroup::SharedGroup(asio::io_context& io, broker::Broker* broker, const MqttOptions* options,
-                         SharedGroups* registry, std::string group, std::string filter)
+                         SharedGroups* registry, std::string group, std::string filter, std::string stream)
     : broker_(broker),
       options_(options),
       registry_(registry),
       group_(std::move(group)),
       filter_(std::move(filter)),
+      stream_(std::move(stream)),
       strand_(asio::make_strand(io)),
       wake_timer_(strand_) {}
 
@@ -124,11 +125,15 @@ awaitable<void> SharedGroup::Pump() {
   while (!members_.empty() && !broker_->stopping()) {
     if (!session_) {
       auto opened = co_await AwaitOnStrand<broker::Outcome<broker::Broker::Opened>>(strand_, self, [&](auto done) {
-        uint64_t id = GroupHash(group_, filter_) & ~uint64_t{1};
+        // The default stream's group keeps the id it had before streams were
+        // bound; a bound stream's is named by the stream too.
+        uint64_t id = (stream_ == options_->stream ? GroupHash(group_, filter_)
+                                                   : ClientHash(fmt::format("$share\n{}\n{}\n{}", group_, filter_, stream_))) &
+                      ~uint64_t{1};
         broker_->OpenSession(self,
                              {.session_id = SessionId(id == 0 ? 2 : id),
                               .role = Role::kConsumer,
-                              .stream = options_->stream,
+                              .stream = stream_,
                               .consumer = consumer_name(),
                               .start_at = StartAt::kNew},
                              std::move(done));
@@ -167,7 +172,7 @@ awaitable<void> SharedGroup::Pump() {
             if (e.kind == broker::Delivered::Kind::kLarge) done.push_back({e.seq, AnswerKind::kAck, 0});
             continue;
           }
-          Stored m = ParseStored(e.headers, options_->stream);
+          Stored m = ParseStored(e.headers, stream_);
           if ((m.expires_at_ms > 0 && m.expires_at_ms <= now_ms) || !codec::TopicMatches(filter_, m.topic)) {
             done.push_back({e.seq, AnswerKind::kAck, 0});
             continue;
@@ -237,16 +242,17 @@ awaitable<void> SharedGroup::Pump() {
   }
 }
 
-std::shared_ptr<SharedGroup> SharedGroups::Get(const std::string& group, const std::string& filter) {
+std::shared_ptr<SharedGroup> SharedGroups::Get(const std::string& group, const std::string& filter,
+                                               const std::string& stream) {
   MutexLock lock(&mu_);
-  auto& g = groups_[{group, filter}];
-  if (!g) g = std::make_shared<SharedGroup>(io_, broker_, options_, this, group, filter);
+  auto& g = groups_[{group, filter, stream}];
+  if (!g) g = std::make_shared<SharedGroup>(io_, broker_, options_, this, group, filter, stream);
   return g;
 }
 
 void SharedGroups::Forget(const SharedGroup* group) {
   MutexLock lock(&mu_);
-  auto it = groups_.find({group->group(), group->filter()});
+  auto it = groups_.find({group->group(), group->filter(), group->stream()});
   // Two owners: this map and the caller's own (a member's, a Join on its
   // way, would be a third).
   if (it != groups_.end() && it->second.get() == group && it->second.use_count() <= 2) groups_.erase(it);
@@ -276,7 +282,7 @@ void Connection::SendShared() {
     auto held = std::make_shared<SharedMessage>(std::move(shared_backlog_.front().second));
     const SharedMessage& m = *held;
     shared_backlog_.pop_front();
-    Stored st = ParseStored(m.headers, options_->stream);
+    Stored st = ParseStored(m.headers, group->stream());
     if (st.expires_at_ms > 0 && st.expires_at_ms <= now_ms) {
       if (m.qos > 0) group->Answered(this, m.seq);  // expired while it waited here [MQTT-3.3.2-5]
       continue;
@@ -306,12 +312,21 @@ std::string SharedFilterOf(const std::shared_ptr<SharedGroup>& group) {
 }
 
 void Connection::JoinSharedGroups() {
+  const auto view = bindings_->view();
   for (const auto& sub : record_.subscriptions) {
     auto split = codec::SplitSharedFilter(sub.filter);
     if (!split) continue;
-    auto& g = joined_[sub.filter];
-    if (!g) g = shared_groups_->Get(std::string(split->share_name), std::string(split->filter));
-    g->Join(shared_from_this(), sub.options.max_qos, sub.identifier, sub.options.retain_as_published);
+    // The default stream's group, and one per bound stream the filter can
+    // match (a stream bound later is joined when the bindings change).
+    std::vector<std::string> streams = StreamsFor(view->bindings, {split->filter});
+    streams.push_back(options_->stream);
+    auto& groups = joined_[sub.filter];
+    for (const std::string& stream : streams) {
+      if (std::any_of(groups.begin(), groups.end(), [&](const auto& g) { return g->stream() == stream; })) continue;
+      groups.push_back(shared_groups_->Get(std::string(split->share_name), std::string(split->filter), stream));
+    }
+    for (const auto& g : groups)
+      g->Join(shared_from_this(), sub.options.max_qos, sub.identifier, sub.options.retain_as_published);
   }
 }
 
@@ -321,13 +336,14 @@ void Connection::LeaveSharedGroups(const std::string& filter) {
       ++j;
       continue;
     }
-    const std::shared_ptr<SharedGroup> g = j->second;
-    // A late answer from the client is nobody's now; the group releases
-    // what it handed us.
-    for (auto& [id, o] : outgoing_)
-      if (o.group == g) o.group.reset();
-    std::erase_if(shared_backlog_, [&](const auto& b) { return b.first == g; });
-    g->Leave(this);
+    for (const std::shared_ptr<SharedGroup>& g : j->second) {
+      // A late answer from the client is nobody's now; the group releases
+      // what it handed us.
+      for (auto& [id, o] : outgoing_)
+        if (o.group == g) o.group.reset();
+      std::erase_if(shared_backlog_, [&](const auto& b) { return b.first == g; });
+      g->Leave(this);
+    }
     j = joined_.erase(j);
   }
 }

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <asio.hpp>
@@ -32,9 +33,12 @@ class SharedGroup final : public broker::Peer, public std::enable_shared_from_th
   static constexpr uint32_t kPerMember = 64;
 
   SharedGroup(asio::io_context& io, broker::Broker* broker, const MqttOptions* options, SharedGroups* registry,
-              std::string group, std::string filter);
+              std::string group, std::string filter, std::string stream);
   const std::string& group() const { return group_; }
   const std::string& filter() const { return filter_; }
+  // The stream it reads: the default MQTT stream, or a bound one its filter
+  // can match (one group per stream: each has its own seqs and cursor).
+  const std::string& stream() const { return stream_; }
   // The durable consumer's name: mqtt.share.<16 hex of the group and filter>.
   std::string consumer_name() const;
 
@@ -67,7 +71,7 @@ class SharedGroup final : public broker::Peer, public std::enable_shared_from_th
   broker::Broker* const broker_;
   const MqttOptions* const options_;
   SharedGroups* const registry_;  // outlives every group (the listener's)
-  const std::string group_, filter_;
+  const std::string group_, filter_, stream_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer wake_timer_;
   bool wake_ = false;
@@ -87,7 +91,7 @@ class SharedGroups {
  public:
   SharedGroups(asio::io_context& io, broker::Broker* broker, const MqttOptions* options)
       : io_(io), broker_(broker), options_(options) {}
-  std::shared_ptr<SharedGroup> Get(const std::string& group, const std::string& filter);
+  std::shared_ptr<SharedGroup> Get(const std::string& group, const std::string& filter, const std::string& stream);
   // Drops `group` if nothing but the registry and the caller holds it (its
   // last member left): groups do not pile up as clients come and go.
   void Forget(const SharedGroup* group);
@@ -97,7 +101,7 @@ class SharedGroups {
   broker::Broker* const broker_;
   const MqttOptions* const options_;
   Mutex mu_;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<SharedGroup>> groups_ GUARDED_BY(mu_);
+  std::map<std::tuple<std::string, std::string, std::string>, std::shared_ptr<SharedGroup>> groups_ GUARDED_BY(mu_);
 };
 
 }  // namespace floe::frontend::mqtt
