@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "frontend/mqtt/connection.h"
+#include "base/logging.h"
 #include "frontend/mqtt/internal.h"
 
 namespace floe::frontend::mqtt {
@@ -124,7 +125,8 @@ awaitable<bool> Connection::OnPublish(codec::Publish& p) {
     if (!opened) {
       // Not stored: said so, never stored elsewhere (its subscribers read
       // the bound stream for it).
-      fmt::print(stderr, "floe: MQTT client {}: PUBLISH on {} not stored: {}\n", client_id_, topic, why);
+      logging::Warn("mqtt.publish_failed", fmt::format("PUBLISH on {} not stored: {}", topic, why),
+                    {{"client", client_id_}, {"topic", topic}});
       if (p.qos == 0) co_return true;
       --inbound_inflight_;
       if (version_ == Version::kV311) {

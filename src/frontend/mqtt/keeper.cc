@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "frontend/await_core.h"
 #include "frontend/mqtt/internal.h"
 
@@ -206,7 +207,8 @@ awaitable<void> Keeper::Act(std::string key) {
   if (!*bytes || attached_.count(key)) co_return Finish(key);
   auto decoded = DecodeSessionRecord(**bytes);
   if (!decoded) {
-    fmt::print(stderr, "floe: mqtt: session record {} unreadable: {}\n", key, decoded.error().ToString());
+    logging::Error("mqtt.session_unreadable",
+                   fmt::format("session record {} unreadable: {}", key, decoded.error().ToString()));
     co_return Finish(key);
   }
   SessionRecord record = std::move(*decoded);
@@ -233,8 +235,10 @@ awaitable<void> Keeper::Act(std::string key) {
     // open takes the session back.
   } else {
     if (!record.node.empty()) {
-      fmt::print(stderr, "floe: mqtt: session of client {} was held by node {}, which no longer holds it\n", record.client_id,
-               record.node);
+      logging::Info("mqtt.session_orphaned",
+                    fmt::format("session of client {} was held by node {}, which no longer holds it", record.client_id,
+                                record.node),
+                    {{"client", record.client_id}, {"from", record.node}});
       ++stats_.orphans_found;
       record.node.clear();
       record.left_at_ms = WallMs();
@@ -287,8 +291,10 @@ awaitable<bool> Keeper::PublishWill(const std::string& key, SessionRecord& recor
     });
     if (!r && r.error().code != broker::Code::kInvalidArgument) co_return false;
   }
-  fmt::print(stderr, "floe: mqtt: will of client {} published on {} (stream seq {})\n", record.client_id, will.topic,
-           out.results[0].seq.value());
+  logging::Info("mqtt.will_sent",
+                fmt::format("will of client {} published on {} (stream seq {})", record.client_id, will.topic,
+                            out.results[0].seq.value()),
+                {{"client", record.client_id}, {"topic", will.topic}});
   ++stats_.wills_published;
   record.will.reset();
   co_return true;
@@ -308,7 +314,8 @@ awaitable<bool> Keeper::EndSession(const std::string& key, const SessionRecord& 
   c->session->EndAtClose();
   c->session->Close();
   if (!co_await Write(key, std::nullopt)) co_return false;
-  fmt::print(stderr, "floe: mqtt: session of client {} expired\n", record.client_id);
+  logging::Info("mqtt.session_expired", fmt::format("session of client {} expired", record.client_id),
+                {{"client", record.client_id}});
   ++stats_.sessions_expired;
   co_return true;
 }

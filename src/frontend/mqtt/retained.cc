@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
 #include "broker/broker.h"
 #include "frontend/mqtt/internal.h"
 #include "mqtt/topic.h"
@@ -96,7 +97,8 @@ bool HasWildcard(std::string_view filter) { return filter.find_first_of("+#") !=
 std::shared_ptr<const RetainedRecord> Decoded(const std::string& key, const std::string& value) {
   auto r = DecodeRetainedRecord(value);
   if (!r) {
-    fmt::print(stderr, "floe: MQTT retained record {} is not served: {}\n", key, r.error().ToString());
+    logging::Error("mqtt.retained_unreadable",
+                   fmt::format("retained record {} is not served: {}", key, r.error().ToString()));
     return nullptr;
   }
   return std::make_shared<const RetainedRecord>(std::move(*r));

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "frontend/mqtt/connection.h"
+#include "base/logging.h"
 #include "frontend/mqtt/internal.h"
 #include "frontend/mqtt/keeper.h"
 #include "mqtt/topic.h"
@@ -201,8 +202,9 @@ awaitable<bool> Connection::PublishPriorWill(SessionRecord prior) {
   });
   if (outcome.first != broker::Code::kOk) {
     if (!closed_) producer_->ForgetUnstored();
-    fmt::print(stderr, "floe: MQTT client {}: the earlier connection's will was not stored: {}\n", client_id_,
-               broker::CodeName(outcome.first));
+    logging::Error("mqtt.will_failed",
+                   fmt::format("the earlier connection's will was not stored: {}", broker::CodeName(outcome.first)),
+                   {{"client", client_id_}});
   }
   co_return !closed_;
 }
@@ -324,8 +326,9 @@ awaitable<void> Connection::OpenBoundConsumers() {
     if (!c) {
       // Not served here (another node has it), or being opened: tried
       // again with the next pass of the push loop.
-      fmt::print(stderr, "floe: MQTT client {}: bound stream {} not read for now: {}\n", client_id_, stream,
-                 c.error().message);
+      logging::Warn("mqtt.bound_stream_unread",
+                    fmt::format("bound stream {} not read for now: {}", stream, c.error().message),
+                    {{"client", client_id_}, {"stream", stream}});
       bound_retry_ = true;
       bound_retry_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       continue;
@@ -406,7 +409,8 @@ awaitable<void> Connection::QueueRetained(const std::vector<SessionRecord::Sub>&
   if (!found) {
     // The subscription is made; its retained messages could not be read.
     // MQTT has no word for that after a SUBACK: they are not sent.
-    fmt::print(stderr, "floe: MQTT client {}: retained messages not sent: {}\n", client_id_, found.error().message);
+    logging::Warn("mqtt.retained_failed", fmt::format("retained messages not sent: {}", found.error().message),
+                  {{"client", client_id_}});
     co_return;
   }
   for (RetainedMatch& m : *found) {
