@@ -45,7 +45,8 @@ Status Broker::StartCluster(const std::string& address, const std::string& mqtt_
   core_->cluster = std::make_unique<cluster::Cluster>(
       core_->bank.get(),
       cluster::ClusterOptions{core_->options.node_id, address, core_->options.lease_ms, core_->options.auto_balance,
-                              mqtt_address, core_->options.home, core_->options.peer_dead},
+                              mqtt_address, core_->options.home, core_->options.peer_dead,
+                              core_->options.placed_with},
       core_.get());
   return core_->cluster->Start();
 }

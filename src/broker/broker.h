@@ -63,6 +63,8 @@ struct BrokerOptions {
   bool auto_balance = true;
   std::string home;  // cluster::ClusterOptions::home: set only while holding the node lock
   std::function<bool(const std::string& id)> peer_dead;  // cluster::ClusterOptions::peer_dead
+  // cluster::ClusterOptions::placed_with
+  std::function<std::string(const std::string& name, std::string_view record)> placed_with;
   int64_t session_ttl_ms = 24ll * 3600 * 1000;
   uint64_t max_large_message_bytes = 4ull << 30;
   // The streams' file layer (tests: a fault-injecting one); nullptr: Env::Default().

@@ -428,13 +428,17 @@ void Cluster::Balance() {
   std::vector<bank::Lease> from_dead;
   const bool inherit = successor_ && !started_;
   std::set<std::string> known;
+  for (const auto& kv : *streams) known.insert(kv.key.substr(bank::kStreamsPrefix.size()));
+  const std::map<std::string, std::string> leader_of = Followers(*streams, known);
+  std::vector<std::string> free_followers;
   for (const auto& kv : *streams) {
     std::string name = kv.key.substr(bank::kStreamsPrefix.size());
-    known.insert(name);
+    // A follower goes where its leader is: it does not count toward anyone's share.
+    const bool follower = leader_of.count(name) > 0;
     {
       MutexLock l(&mu_);
       if (held_.count(name)) {
-        ++counts[options_.node_id];
+        if (!follower) ++counts[options_.node_id];
         continue;
       }
     }
@@ -453,13 +457,13 @@ void Cluster::Balance() {
       continue;
     }
     if (lease != lease_of.end() && lease->second->expires_ms > now) {
-      ++counts[lease->second->owner];
+      if (!follower) ++counts[lease->second->owner];
       continue;
     }
-    free_streams.push_back(name);
+    (follower ? free_followers : free_streams).push_back(name);
   }
   const size_t n_nodes = std::max<size_t>(1, live.size());
-  const size_t total = known.size();
+  const size_t total = known.size() - leader_of.size();
   const size_t hi = (total + n_nodes - 1) / n_nodes;
   const size_t lo = total / n_nodes;
   size_t mine = counts[options_.node_id];
@@ -495,6 +499,12 @@ void Cluster::Balance() {
     for (auto it = wanted_.begin(); it != wanted_.end();)  // deleted or owned by others
       it = std::find(free_streams.begin(), free_streams.end(), *it) == free_streams.end() ? wanted_.erase(it) : ++it;
   }
+  PlaceFollowers(leader_of, free_followers, [&](const std::string& leader) -> std::optional<std::string> {
+    auto lease = lease_of.find(StreamLeaseName(leader));
+    if (lease == lease_of.end() || lease->second->expires_ms <= now || !live.count(lease->second->owner))
+      return std::nullopt;
+    return lease->second->owner;
+  });
 
   // Give streams up to even the load: when above the fair share, or above
   // its floor while another live node is below it.
@@ -517,10 +527,12 @@ void Cluster::Balance() {
   // operator asked for a rebalance now).
   std::string victim;
   int64_t oldest = INT64_MAX;
+  std::set<std::string> leaders;  // a group moves only when its node drains or dies
+  for (const auto& [follower, leader] : leader_of) leaders.insert(leader);
   {
     MutexLock l(&mu_);
     for (auto& [name, h] : held_) {
-      if (!h.open) continue;
+      if (!h.open || leader_of.count(name) || leaders.count(name)) continue;
       if (!rebalance_now && SteadyMs() - h.acquired_at < 2 * options_.lease_ms) continue;
       if (h.acquired_at < oldest) {
         oldest = h.acquired_at;

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -95,6 +96,13 @@ struct ClusterOptions {
   // instead of waited out (docs/cluster.md "Dead peers"). Called every
   // kPeerProbeMs on the prober thread. Unset: peers' leases are waited out.
   std::function<bool(const std::string& id)> peer_dead;
+  // The stream `name` (its record in the bank is `record`) must be served
+  // by the node that serves the returned stream, its leader; "" = placed
+  // freely. A follower is taken only by its leader's node, never counted in
+  // a node's share, and given up by a node that does not hold its leader
+  // (docs/cluster.md "Placement groups": MQTT's bound streams follow the
+  // MQTT stream). Unset: every stream placed freely.
+  std::function<std::string(const std::string& name, std::string_view record)> placed_with;
 };
 
 // How often the prober asks ClusterOptions::peer_dead about each peer.
@@ -274,6 +282,17 @@ class Cluster {
   std::atomic<uint64_t> takeovers_{0};
   std::thread thread_;   // worker
   std::thread renewer_;
+  // ---- placement groups (cluster/placement_groups.cc)
+  // stream -> its leader, for streams whose leader exists (`known`).
+  std::map<std::string, std::string> Followers(const std::vector<bank::KeyValue>& streams,
+                                               const std::set<std::string>& known) const;
+  // Takes the free followers of leaders this node holds; gives up the
+  // followers it holds whose leader another live node holds (`owner_of`:
+  // the leader's live owner, if any), and takes a free leader of followers
+  // it holds.
+  void PlaceFollowers(const std::map<std::string, std::string>& leader_of,
+                      const std::vector<std::string>& free_followers,
+                      const std::function<std::optional<std::string>(const std::string&)>& owner_of) EXCLUDES(mu_);
   // ---- dead peers (cluster/dead_peers.cc)
   void ProbeLoop() EXCLUDES(mu_);
   std::thread prober_;  // only with options_.peer_dead

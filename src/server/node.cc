@@ -16,6 +16,7 @@
 #include "bank/bank.h"
 #include "base/logging.h"
 #include "broker/broker.h"
+#include "broker/registry.h"
 #include "cluster/cluster.h"
 #include "frontend/floe/listener.h"
 #include "frontend/mqtt/listener.h"
@@ -247,6 +248,13 @@ Status Node::Impl::Init() {
   b.auto_balance = options_.auto_balance;
   b.home = NodeHome(options_.data_dir);  // the node lock is held
   b.peer_dead = [dir = options_.data_dir](const std::string& id) { return NodeLockIsFree(dir, id); };
+  // A stream bound to MQTT topics is served where the MQTT stream is: that
+  // node answers every PUBLISH and reads them for its subscribers. Set with
+  // MQTT off too, so that every node of a cluster places alike.
+  b.placed_with = [mqtt = options_.mqtt_stream](const std::string& name, std::string_view record) {
+    auto config = broker::DecodeStreamConfig(record);
+    return config && !config->mqtt_topics.empty() && name != mqtt ? mqtt : std::string();
+  };
   b.session_ttl_ms = options_.session_ttl_ms;
   b.max_large_message_bytes = options_.max_large_message_bytes;
   b.forwarder = std::make_shared<Forwarder>(options_.node_id);

@@ -29,6 +29,12 @@ BINDING_WAIT_S = 3
 class TopicNode(Node):
     """A Node that also knows its floe-protocol address (for the CLI)."""
 
+    def cleanup_keep_dir(self):
+        """Stops the process (a peer sharing another node's directory)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def start(self):
         self.proc = subprocess.Popen(
             [base.FLOE, "serve", "--data", self.dir, "--listen", "127.0.0.1:0",
@@ -336,6 +342,50 @@ def test_retained_messages_of_bound_topics(node):
     rc, out, err = run(["mosquitto_sub", "-p", str(node.port), "-q", "1", "-t", "sensors/#", "-C", "1",
                         "-W", "5", "-v"], timeout=10)
     assert rc == 0 and out.strip() == "sensors/kept r1", (out, err)
+
+
+def owners(node):
+    """stream -> owning node id, from `floe cluster status --json` on the bank."""
+    rc, out, err = run([base.FLOE, "cluster", "status", "--json", "--bank", f"sqlite:{node.dir}/bank.db"])
+    assert rc == 0, out + err
+    return {s["name"]: s["owner"] for s in json.loads(out)["streams"]}
+
+
+def test_bound_streams_are_served_where_the_mqtt_stream_is(node):
+    """In a cluster a bound stream is placed with the MQTT stream (docs/
+    cluster.md "Placement groups"): one bound while another node serves it is
+    given up to the MQTT stream's node, so PUBLISHes through either node's
+    MQTT port land in it; plain streams still spread. Before: the bound
+    stream stayed where it was made, and PUBLISHes to it were refused (0x80)."""
+    pub(node, "warmup/x", "w")  # the default MQTT stream now exists, on this node
+    assert owners(node)["mqtt"] == "node-1"
+    peer = TopicNode(data=node.dir, extra=["--node-id", "n2"])
+    try:
+        peer.start()
+        for i in range(4):
+            rc, out, err = node.floe("stream", "create", f"plain{i}")  # n1: over its share, gives plain ones up
+            assert rc == 0, out + err
+        peer.create("near", "near/#")  # made on n2: n2 holds it first, and is never over its share
+        assert owners(node)["near"] == "n2"
+        deadline = time.time() + 5
+        while owners(node).get("near") != "node-1":
+            assert time.time() < deadline, owners(node)
+            time.sleep(0.2)
+        wait_for_bindings(peer, "near", "near/probe")
+        before = node.count("near")
+        for i in range(10):
+            pub(peer, f"near/{i}", "via n2")   # relayed to the MQTT stream's node
+            pub(node, f"near/{i}", "via n1")
+        assert node.count("near") == before + 20, node.info("near")
+        # Balancing spreads the plain streams but never splits the group.
+        deadline = time.time() + 30
+        while "n2" not in owners(node).values():
+            assert time.time() < deadline, owners(node)
+            time.sleep(0.5)
+        o = owners(node)
+        assert o["near"] == o["mqtt"] == "node-1", o
+    finally:
+        peer.cleanup_keep_dir()
 
 
 TESTS = {name: fn for name, fn in globals().items() if name.startswith("test_")}
