@@ -21,7 +21,7 @@ trap '[ -n "$node_pid" ] && kill $node_pid 2>/dev/null; rm -rf "$dir"' EXIT
 one() {  # label, binary, round
   local label=$1 floe=$2 r=$3 port=$((20000 + RANDOM % 20000)) j
   local server=127.0.0.1:$port data="$dir/$label-$r"
-  "$floe" serve --data "$data" --listen "$server" --http-listen "" >"$dir/serve-$label-$r.log" 2>&1 &
+  "$floe" serve --data "$data" --listen "$server" >"$dir/serve-$label-$r.log" 2>&1 &
   node_pid=$!
   for _ in $(seq 100); do "$floe" stream list --server "$server" >/dev/null 2>&1 && break; sleep 0.05; done
   j=$("$floe" bench publish --server "$server" --stream w1a --messages 200000 --size 100 --inflight 1000 --json)

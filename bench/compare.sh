@@ -26,7 +26,7 @@ fio_run() {  # name, extra fio args
   record "fio $1 sync p50 us" "$(echo "$out" | tr -d '\n ' | sed -n 's/.*"sync":{.*"50.000000":\([0-9]*\).*/\1/p' | awk '{printf "%.0f", $1/1000}')"
 }
 
-$floe serve --data "$dir/node" --listen "$server" --mqtt-listen "" --http-listen "" >"$dir/serve.log" 2>&1 &
+$floe serve --data "$dir/node" --listen "$server" --mqtt-listen "" >"$dir/serve.log" 2>&1 &
 node_pid=$!
 trap 'kill $node_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 sleep 1
