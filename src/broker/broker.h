@@ -355,6 +355,11 @@ class Broker {
   // calling thread (as long as the bank takes): never call it on a front
   // end's I/O thread.
   NodeView Observe();
+  // Observe in two steps: what the node knows without the bank (its
+  // counters, connections, leases held; never blocks), then the bank's part
+  // (nodes, streams, leases, readiness), which blocks as Observe does.
+  NodeView ObserveLocal();
+  void ObserveBank(NodeView* view);
   // Every session record in the bank (as `floe session list`); blocks likewise.
   Result<std::vector<SessionRecord>> SessionRecords();
 

@@ -27,6 +27,12 @@ double LagSeconds(log::Stream& log, uint64_t ack_floor, int64_t now_us) {
 metrics::Registry& Broker::metrics() { return core_->metrics_registry; }
 
 NodeView Broker::Observe() {
+  NodeView v = ObserveLocal();
+  ObserveBank(&v);
+  return v;
+}
+
+NodeView Broker::ObserveLocal() {
   Core* core = core_.get();
   NodeView v;
   v.node_id = core->options.node_id;
@@ -48,6 +54,15 @@ NodeView Broker::Observe() {
     v.leases_lost = core->cluster->leases_lost();
     v.renew = core->cluster->renew_stats();
   }
+  v.not_ready = joined ? "the bank was not read" : "the node is joining the cluster";
+  return v;
+}
+
+void Broker::ObserveBank(NodeView* out) {
+  Core* core = core_.get();
+  NodeView& v = *out;
+  const bool joined = core->joined.load(std::memory_order_acquire);
+  v.not_ready.clear();
   auto fail = [&v](const char* what, const Status& s) {
     if (v.bank.ok()) v.bank = Status(s.code(), fmt::format("reading {} from the bank: {}", what, s.message()));
   };
@@ -56,7 +71,11 @@ NodeView Broker::Observe() {
     for (const auto& kv : *nodes)
       if (auto n = cluster::DecodeNodeInfo(kv.value)) v.nodes.push_back(std::move(*n));
   } else {
+    // Each read of a bank that does not answer waits out its own retries:
+    // one failure says enough.
     fail("the nodes", nodes.error());
+    v.not_ready = "bank unreachable: " + v.bank.ToString();
+    return;
   }
   if (auto drains = core->bank->List(cluster::kDrainPrefix)) {
     for (const auto& kv : *drains) v.drained.insert(kv.key.substr(cluster::kDrainPrefix.size()));
@@ -131,7 +150,6 @@ NodeView Broker::Observe() {
         break;
       }
   }
-  return v;
 }
 
 Result<std::vector<SessionRecord>> Broker::SessionRecords() {

@@ -4,8 +4,13 @@
 
 #include <httplib.h>
 
+#include <deque>
+#include <functional>
+#include <optional>
+
 #include <fmt/format.h>
 
+#include "base/mutex.h"
 #include "broker/broker.h"
 #include "broker/observe.h"
 #include "http/views.h"
@@ -13,11 +18,99 @@
 
 namespace floe::http {
 
+namespace {
+
+// Runs the requests' bank reads on one thread of its own, so that a handler
+// waits for them at most `timeout`: a bank that does not answer (an etcd
+// bank retries each call for 15 s) makes /readyz say so in time instead of
+// hanging the probe. At most kMaxQueued reads wait; past that a request is
+// answered at once, as if its read timed out, so a dead bank never piles up
+// work.
+class BankReader {
+ public:
+  BankReader() : thread_([this] { Loop(); }) {}
+  ~BankReader() { Stop(); }
+  // Drops what waits and joins the thread: after it nothing reads the
+  // broker. Waits for the read under way (bounded by the bank's own retries).
+  void Stop() {
+    {
+      MutexLock l(&mu_);
+      stop_ = true;
+      cv_.SignalAll();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // fn() on the reader thread; nullopt if it did not finish within `timeout`.
+  template <typename T>
+  std::optional<T> Run(std::function<T()> fn, std::chrono::milliseconds timeout) {
+    struct Slot {
+      Mutex mu;
+      CondVar cv;
+      std::optional<T> value GUARDED_BY(mu);
+    };
+    auto slot = std::make_shared<Slot>();
+    {
+      MutexLock l(&mu_);
+      if (stop_ || queue_.size() >= kMaxQueued) return std::nullopt;
+      queue_.push_back([slot, fn = std::move(fn)] {
+        T v = fn();
+        MutexLock sl(&slot->mu);
+        slot->value = std::move(v);
+        slot->cv.SignalAll();
+      });
+      cv_.SignalAll();
+    }
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    MutexLock l(&slot->mu);
+    while (!slot->value && slot->cv.WaitUntil(&slot->mu, until)) {
+    }
+    if (!slot->value) return std::nullopt;
+    return std::move(slot->value);
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 4;
+  void Loop() {
+    MutexLock l(&mu_);
+    while (true) {
+      while (!stop_ && queue_.empty()) cv_.Wait(&mu_);
+      if (stop_) return;
+      std::function<void()> job = std::move(queue_.front());
+      queue_.pop_front();
+      mu_.Unlock();
+      job();
+      mu_.Lock();
+    }
+  }
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
 class Server::Impl {
  public:
-  explicit Impl(broker::Broker* b) : broker(b) {}
+  Impl(broker::Broker* b, std::chrono::milliseconds t) : broker(b), bank_timeout(t) {}
   broker::Broker* const broker;
+  const std::chrono::milliseconds bank_timeout;
+  BankReader reader;  // outlives `server`'s handlers: Stop() ends the server first
   httplib::Server server;
+
+  // What the bank and the node say; when the bank did not answer in time,
+  // what the node knows alone, marked unready.
+  broker::NodeView Observe() {
+    auto v = reader.Run<broker::NodeView>([b = broker] { return b->Observe(); }, bank_timeout);
+    if (v) return std::move(*v);
+    broker::NodeView local = broker->ObserveLocal();
+    local.bank = Status::Unavailable(
+        fmt::format("the bank did not answer within {} ms", bank_timeout.count()));
+    local.not_ready = "bank unreachable: " + local.bank.ToString();
+    return local;
+  }
 };
 
 namespace {
@@ -33,40 +126,43 @@ void Routes(Server::Impl* impl) {
   httplib::Server& s = impl->server;
   broker::Broker* b = impl->broker;
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-  s.Get("/readyz", [b](const httplib::Request&, httplib::Response& res) {
-    const broker::NodeView v = b->Observe();
+  s.Get("/readyz", [impl](const httplib::Request&, httplib::Response& res) {
+    const broker::NodeView v = impl->Observe();
     res.status = v.not_ready.empty() ? 200 : 503;
     res.set_content(ReadyJson(v), kJson);
   });
-  s.Get("/metrics", [b](const httplib::Request&, httplib::Response& res) {
-    const broker::NodeView v = b->Observe();
+  s.Get("/metrics", [impl, b](const httplib::Request&, httplib::Response& res) {
+    const broker::NodeView v = impl->Observe();
     res.set_content(MetricsText(v, b->metrics()), "text/plain; version=0.0.4; charset=utf-8");
   });
-  s.Get("/api/v1/cluster", [b](const httplib::Request&, httplib::Response& res) {
-    const broker::NodeView v = b->Observe();
+  s.Get("/api/v1/cluster", [impl](const httplib::Request&, httplib::Response& res) {
+    const broker::NodeView v = impl->Observe();
     if (!v.bank.ok()) return SendError(res, 503, "UNAVAILABLE", v.bank.ToString());
     res.set_content(ClusterJson(v), kJson);
   });
-  s.Get("/api/v1/streams", [b](const httplib::Request&, httplib::Response& res) {
-    const broker::NodeView v = b->Observe();
+  s.Get("/api/v1/streams", [impl](const httplib::Request&, httplib::Response& res) {
+    const broker::NodeView v = impl->Observe();
     if (!v.bank.ok()) return SendError(res, 503, "UNAVAILABLE", v.bank.ToString());
     res.set_content(StreamsJson(v), kJson);
   });
   // One path segment of a valid stream name; the name rule is the broker's.
-  s.Get(R"(/api/v1/streams/([^/]+))", [b](const httplib::Request& req, httplib::Response& res) {
+  s.Get(R"(/api/v1/streams/([^/]+))", [impl](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
     if (Status ok = ValidateStreamName(name); !ok.ok()) return SendError(res, 400, "INVALID_NAME", ok.message());
-    const broker::NodeView v = b->Observe();
+    const broker::NodeView v = impl->Observe();
     if (!v.bank.ok()) return SendError(res, 503, "UNAVAILABLE", v.bank.ToString());
     auto json = StreamJson(v, name);
     if (!json) return SendError(res, 404, "UNKNOWN_STREAM", fmt::format("no stream named '{}'", name));
     res.set_content(*json, kJson);
   });
-  s.Get("/api/v1/sessions", [b](const httplib::Request&, httplib::Response& res) {
-    broker::NodeView v = b->Observe();
-    auto sessions = b->SessionRecords();
-    if (!sessions) return SendError(res, 503, "UNAVAILABLE", sessions.error().ToString());
-    res.set_content(SessionsJson(v, *sessions), kJson);
+  s.Get("/api/v1/sessions", [impl, b](const httplib::Request&, httplib::Response& res) {
+    const broker::NodeView v = impl->Observe();
+    if (!v.bank.ok()) return SendError(res, 503, "UNAVAILABLE", v.bank.ToString());
+    using Sessions = Result<std::vector<broker::SessionRecord>>;
+    auto sessions = impl->reader.Run<Sessions>([b] { return b->SessionRecords(); }, impl->bank_timeout);
+    if (!sessions) return SendError(res, 503, "UNAVAILABLE", "the bank did not answer in time");
+    if (!*sessions) return SendError(res, 503, "UNAVAILABLE", sessions->error().ToString());
+    res.set_content(SessionsJson(v, **sessions), kJson);
   });
   // Anything else: 404 for GET/HEAD, 405 for every other method.
   s.Get(".*", [](const httplib::Request& req, httplib::Response& res) {
@@ -103,7 +199,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, brok
     return Err(Status::InvalidArgument(fmt::format("--http-listen '{}': the port must be 0-65535", options.listen)));
 
   std::unique_ptr<Server> out(new Server());
-  out->impl_ = std::make_unique<Impl>(broker);
+  out->impl_ = std::make_unique<Impl>(broker, std::chrono::milliseconds(options.bank_timeout_ms));
   httplib::Server& s = out->impl_->server;
   const int threads = std::max(1, options.threads);
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
@@ -133,6 +229,7 @@ void Server::Stop() {
   if (!impl_) return;
   impl_->server.stop();
   if (thread_.joinable()) thread_.join();
+  impl_->reader.Stop();  // before the node stops the broker it reads
 }
 
 Server::~Server() { Stop(); }

@@ -30,6 +30,10 @@ struct ServerOptions {
   size_t max_request_body_bytes = 4096;
   int read_timeout_s = 5;
   int write_timeout_s = 5;
+  // How long a request waits for the bank's answer; past it /readyz says
+  // 503 "bank unreachable", /metrics shows floe_bank_up 0 and the node's own
+  // metrics, the JSON views 503.
+  int bank_timeout_ms = 3000;
 };
 
 class Server {
