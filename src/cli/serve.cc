@@ -137,12 +137,14 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
     if ((*node)->mqtt_port() != 0)
       fmt::print("floe: node {} MQTT on {}:{} (stream {})\n", o->node_id,
                  o->mqtt_listen.substr(0, o->mqtt_listen.rfind(':')), (*node)->mqtt_port(), o->mqtt_stream);
+    // Tests and scripts wait for this line (after the MQTT one).
+    fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
+               o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
+    // After it, so a reader of the listening line meets it as before; out
+    // before READY=1 like the others.
     if ((*node)->http_port() != 0)
       fmt::print("floe: node {} HTTP on {}:{} (/metrics, /healthz, /readyz, /api/v1)\n", o->node_id,
                  o->http_listen.substr(0, o->http_listen.rfind(':')), (*node)->http_port());
-    // Tests and scripts wait for this line (after the MQTT and HTTP ones).
-    fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
-               o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
     std::fflush(stdout);
     // Under systemd (Type=notify, packaging/floe.service): ready once the
     // listeners are bound; a no-op without NOTIFY_SOCKET.
