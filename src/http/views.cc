@@ -32,6 +32,9 @@ std::string OneStreamJson(const broker::StreamView& s) {
         "\"ack_wait_ms\":{},\"max_deliveries\":{},\"dead_letter\":{}",
         c.retention_bytes, c.retention_age_ms, c.max_message_bytes, c.sync == SyncMode::kNone ? "none" : "fdatasync",
         c.ack_wait_ms, c.max_deliveries, Quoted(c.dead_letter));
+    out += ",\"mqtt_topics\":[";
+    for (size_t i = 0; i < c.mqtt_topics.size(); ++i) out += (i ? "," : "") + Quoted(c.mqtt_topics[i]);
+    out += "]";
   }
   if (s.served) {
     out += ",\"consumers\":[";
