@@ -9,8 +9,18 @@
 
 namespace floe::broker {
 
-BankWriter::BankWriter(bank::Bank* bank, Fence fence)
-    : bank_(bank), fence_(std::move(fence)), thread_([this] { Loop(); }) {}
+BankWriter::BankWriter(bank::Bank* bank, Fence fence, metrics::Histogram* commit_ns, metrics::Counter* failures)
+    : bank_(bank), fence_(std::move(fence)), commit_ns_(commit_ns), failures_(failures), thread_([this] { Loop(); }) {}
+
+Result<std::vector<uint64_t>> BankWriter::Commit(std::span<const bank::Op> ops) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = bank_->Commit(ops);
+  if (commit_ns_)
+    commit_ns_->Observe(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
+  if (!r && failures_) failures_->Add();
+  return r;
+}
 
 BankWriter::~BankWriter() { Stop(); }
 
@@ -108,7 +118,7 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
   };
   if (ops.size() > kMaxOpsPerCommit || bytes_of(ops) > kMaxBytesPerCommit) all_fenced = false;
   if (all_fenced) {
-    auto r = bank_->Commit(ops);
+    auto r = Commit(ops);
     {
       MutexLock l(&mu_);
       ++commits_;
@@ -149,7 +159,7 @@ void BankWriter::CommitBatch(std::vector<Item>& items) {
           too_big = true;
           break;
         }
-        auto r = bank_->Commit(one);
+        auto r = Commit(one);
         {
           MutexLock l(&mu_);
           ++commits_;

@@ -12,6 +12,7 @@
 
 #include "bank/bank.h"
 #include "base/mutex.h"
+#include "metrics/metrics.h"
 
 namespace floe::broker {
 
@@ -31,7 +32,9 @@ class BankWriter {
   // the stream (its writes then fail with Aborted).
   using Fence = std::function<std::optional<bank::Op>(const std::string& stream)>;
 
-  BankWriter(bank::Bank* bank, Fence fence);
+  // `commit_ns` and `failures` (may be null) time and count every commit.
+  BankWriter(bank::Bank* bank, Fence fence, metrics::Histogram* commit_ns = nullptr,
+             metrics::Counter* failures = nullptr);
   ~BankWriter();
   // Writes `key` as `encode()` returns when the writer takes it; `done` runs
   // on the writer thread after the commit. Without `done` the write is lazy:
@@ -57,8 +60,12 @@ class BankWriter {
   static constexpr size_t kMaxOpsPerCommit = 100;
   // etcd takes requests up to 1.5 MiB; a commit stays well below.
   static constexpr size_t kMaxBytesPerCommit = 1 << 20;
+  // bank_->Commit, timed and counted.
+  Result<std::vector<uint64_t>> Commit(std::span<const bank::Op> ops);
   bank::Bank* bank_;
   Fence fence_;
+  metrics::Histogram* const commit_ns_;
+  metrics::Counter* const failures_;
   mutable Mutex mu_;
   CondVar cv_;                                              // the writer waits on it
   std::vector<Item> queue_ GUARDED_BY(mu_);                 // urgent, in order

@@ -23,13 +23,14 @@ Result<std::unique_ptr<Broker>> Broker::Open(const BrokerOptions& options) {
                       .direct_io = options.direct_io,
                       .max_message_bytes = options.max_message_bytes,
                       .env = options.env,
-                      .disk_reserve_bytes = options.disk_reserve_bytes},
+                      .disk_reserve_bytes = options.disk_reserve_bytes,
+                      .log_metrics = &core->metrics.log},
       core->bank.get());
   Core* c = core.get();
   core->writer = std::make_unique<BankWriter>(core->bank.get(), [c](const std::string& stream) -> std::optional<bank::Op> {
     if (!c->cluster) return std::nullopt;
     return c->cluster->Fence(stream);
-  });
+  }, core->metrics.bank_commit, core->metrics.bank_commit_failures);
   return std::unique_ptr<Broker>(new Broker(std::move(core)));
 }
 
@@ -48,7 +49,9 @@ Status Broker::StartCluster(const std::string& address, const std::string& mqtt_
                               mqtt_address, core_->options.home, core_->options.peer_dead,
                               core_->options.placed_with},
       core_.get());
-  return core_->cluster->Start();
+  Status s = core_->cluster->Start();
+  if (s.ok()) core_->joined.store(true, std::memory_order_release);
+  return s;
 }
 
 void Broker::BeginStop() {

@@ -36,6 +36,9 @@
 namespace floe::cluster {
 class Cluster;
 }
+namespace floe::metrics {
+class Registry;
+}
 namespace floe::bank {
 class Bank;
 }
@@ -50,6 +53,9 @@ struct SessionState;
 class Session;
 
 class Forwarder;
+struct StreamCounters;  // broker/metrics.h
+struct NodeView;       // broker/observe.h
+struct SessionRecord;  // broker/session.h
 
 struct BrokerOptions {
   std::string node_id = "node-1";
@@ -343,6 +349,21 @@ class Broker {
   };
   Stats stats() const;
 
+  // Observability (src/http, docs/operations.md). The node's metrics: the
+  // core's paths update them; lives as long as the Broker.
+  metrics::Registry& metrics();
+  // The bank's view of the cluster and the streams served here, with this
+  // node's counters and readiness. Reads the bank and the logs on the
+  // calling thread (as long as the bank takes): never call it on a front
+  // end's I/O thread.
+  NodeView Observe();
+  // Observe in two steps: what the node knows without the bank (its
+  // counters, connections, leases held; never blocks), then the bank's part
+  // (nodes, streams, leases, readiness), which blocks as Observe does.
+  NodeView ObserveLocal();
+  void ObserveBank(NodeView* view);
+  // Every session record in the bank (as `floe session list`); blocks likewise.
+  Result<std::vector<SessionRecord>> SessionRecords();
 
   class Core;  // the state the core's files share (broker/core.h)
 
@@ -424,6 +445,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::shared_ptr<SessionState> state_;
   const std::shared_ptr<Mutex> publish_lock_;  // producers: see SessionTable::PublishLock
   const Peer* peer_ = nullptr;  // the connection it was opened for
+  StreamCounters* counters_ = nullptr;  // its stream's (core->metrics), set at open
   bool goodbye_ = false;
   bool closed_ = false;
 };

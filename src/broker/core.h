@@ -12,6 +12,7 @@
 
 #include "bank/bank.h"
 #include "broker/broker.h"
+#include "broker/metrics.h"
 #include "broker/registry.h"
 #include "broker/session.h"
 #include "broker/session_table.h"
@@ -53,6 +54,9 @@ class Broker::Core final : public cluster::Host {
   std::string BlobFile(const std::string& relative) const { return options.data_dir + "/" + relative; }
 
   const BrokerOptions options;
+  // First, so they outlive every stream and session that holds their pointers.
+  metrics::Registry metrics_registry;
+  CoreMetrics metrics{&metrics_registry};
   std::unique_ptr<bank::Bank> bank;
   std::unique_ptr<Registry> registry;
   std::unique_ptr<BankWriter> writer;
@@ -80,6 +84,7 @@ class Broker::Core final : public cluster::Host {
     for (auto& fn : stream_listeners) fn(name, config);
   }
   std::atomic<bool> stopping{false};
+  std::atomic<bool> joined{false};  // StartCluster succeeded: `cluster` is set for good
   std::atomic<bool> finished{false};
   std::atomic<uint64_t> published{0};       // messages acknowledged
   std::atomic<uint64_t> inflight_bytes{0};  // publish bytes awaiting ACK, node-wide

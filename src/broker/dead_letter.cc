@@ -133,6 +133,7 @@ void MoveToDeadLetter(Broker::Core* core, std::shared_ptr<StreamEntry> stream, s
       else group->cursor.Postpone(seq, NowMs() + kRetryMs);
     }
     if (moved) core->writer->Persist(stream->name(), group, nullptr);
+    if (moved && !stream->config().dead_letter.empty()) core->metrics.ForStream(stream->name())->dead_letters->Add();
     stream->WakeAll();  // the loops waiting on this seq look again
   };
   const std::string& dlq_name = stream->config().dead_letter;

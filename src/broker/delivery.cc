@@ -124,6 +124,12 @@ Outcome<DeliveryBatch> Session::Deliver(uint32_t max_messages, uint32_t max_byte
     batch.entries.push_back(x);
   }
   NoteDelivered(delivered, top);
+  if (delivered > 0) {
+    counters_->delivered_messages->Add(delivered);
+    uint64_t again = 0;
+    for (const Delivered& d : batch.entries) again += d.kind != Delivered::Kind::kGap && d.delivery_count > 1;
+    if (again > 0) counters_->redelivered_messages->Add(again);
+  }
   return batch;
 }
 

@@ -25,6 +25,7 @@ void Broker::Core::SetValidUntil(const std::string& name, int64_t valid_until_st
 void Broker::Core::CloseStream(const std::string& name, const std::string& redirect) {
   auto entry = registry->Close(name);  // owned() is false from here on
   if (!entry) return;
+  metrics.streams_closed->Add();
   Evict(entry, redirect);
   entry->WakeAll();
   // The log closes (and its directory lock goes) when the last session lets

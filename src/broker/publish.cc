@@ -17,6 +17,9 @@ struct PublishWait {
   PublishOutcome outcome;
   std::atomic<size_t> remaining{0};
   std::function<void(PublishOutcome)> done;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  uint64_t stored_messages = 0;  // fresh messages the append stored (set by its callback)
+  uint64_t stored_bytes = 0;
 };
 
 using Lookup = log::Stream::ProducerLookup;
@@ -109,7 +112,17 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
     if (wait->remaining.fetch_sub(n) != n) return;
     Session& s = *wait->session;
     wait->outcome.fenced = !s.serving();
-    if (!wait->outcome.fenced) s.NoteAcked(wait->outcome.results);
+    if (!wait->outcome.fenced) {
+      s.NoteAcked(wait->outcome.results);
+      const CoreMetrics& m = wait->core->metrics;
+      m.ack_latency->Observe(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                       std::chrono::steady_clock::now() - wait->start)
+                                                       .count()));
+      if (wait->stored_messages > 0) {
+        s.counters_->published_messages->Add(wait->stored_messages);
+        s.counters_->published_bytes->Add(wait->stored_bytes);
+      }
+    }
     wait->done(std::move(wait->outcome));
     wait->core->inflight_bytes -= wait->bytes;
   };
@@ -118,7 +131,13 @@ void Session::Publish(std::span<const PublishInput> messages, uint64_t bytes, st
   wait->remaining += fresh.empty() ? 1 : fresh.size() + 1;  // +1: held until everything is registered
   core_->inflight_bytes += bytes;
   if (!fresh.empty()) {
-    log.AppendAsync(fresh, [wait, fresh_index, finish](const log::AppendResult& res) {
+    uint64_t fresh_bytes = 0;
+    for (const log::Message& m : fresh) fresh_bytes += m.payload.size() + m.key.size() + m.encoded_headers.size();
+    log.AppendAsync(fresh, [wait, fresh_index, finish, fresh_bytes](const log::AppendResult& res) {
+      if (res.status.ok()) {  // one append: all of it stored, or none
+        wait->stored_messages = fresh_index.size();
+        wait->stored_bytes = fresh_bytes;
+      }
       for (size_t k = 0; k < fresh_index.size(); ++k) {
         PublishResult& r = wait->outcome.results[fresh_index[k]];
         if (res.status.ok()) {

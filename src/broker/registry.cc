@@ -153,6 +153,7 @@ Result<std::shared_ptr<StreamEntry>> Registry::OpenStream(const std::string& nam
   o.env = options_.env;
   o.disk_guard = disk_guard_;
   o.direct_io = options_.direct_io;
+  o.metrics = options_.log_metrics;
   o.sync = config.sync == SyncMode::kNone ? log::SyncMode::kNone : log::SyncMode::kFdatasync;
   o.retention_bytes = config.retention_bytes;
   o.retention_age_us = config.retention_age_ms * 1000;

@@ -101,6 +101,7 @@ struct RegistryOptions {
   // The disk reserve kept in the data directory for the bank (log/disk_guard.h,
   // docs/operations.md); 0: none.
   uint64_t disk_reserve_bytes = kDefaultDiskReserveBytes;
+  const log::LogMetrics* log_metrics = nullptr;  // every stream's writer updates these (null: none)
   static constexpr uint64_t kDefaultDiskReserveBytes = 32ull << 20;
 };
 

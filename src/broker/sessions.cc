@@ -115,6 +115,9 @@ void Broker::OpenSession(std::shared_ptr<Peer> peer, SessionRequest req, std::fu
         core, id, req.role, stream, consumer, state,
         publish_lock));
     session->peer_ = peer.get();
+    session->counters_ = core->metrics.ForStream(stream->name());
+    (peer && peer->protocol() == PeerProtocol::kMqtt ? core->metrics.sessions_opened_mqtt
+                                                     : core->metrics.sessions_opened_floe)->Add();
     // Lock the session: this node holds it, one epoch higher. The bank's
     // checkpoint is corrected by the stream's own tail (the log knows the
     // highest producer seq it stored for this session).

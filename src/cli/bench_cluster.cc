@@ -62,7 +62,7 @@ class Child {
   Child(const std::string& data, const std::string& id, int port, int64_t lease_ms, bool auto_balance,
         const std::string& bank = {}) {
     args_ = {"floe", "serve", "--data", data, "--node-id", id, "--listen", fmt::format("127.0.0.1:{}", port),
-             "--lease-ms", std::to_string(lease_ms), "--mqtt-listen", ""};
+             "--lease-ms", std::to_string(lease_ms), "--mqtt-listen", "", "--http-listen", ""};
     if (!bank.empty()) args_.insert(args_.end(), {"--bank", bank});
     if (!auto_balance) args_.push_back("--no-auto-balance");
     log_ = fmt::format("{}/{}.log", data, id);

@@ -83,6 +83,18 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
             return v ? std::string() : std::string(v.error().message());
           },
           ""));
+  o->http_listen = "127.0.0.1:7680";
+  serve->add_option("--http-listen", o->http_listen,
+                    "HOST:PORT for /metrics (Prometheus), /healthz, /readyz and /api/v1 ('' = off; port 0: any free "
+                    "port; docs/operations.md)")
+      ->default_val(o->http_listen)
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            if (s.empty()) return std::string();
+            Status v = ValidateListenAddress(s);
+            return v.ok() ? std::string() : std::string(v.message());
+          },
+          ""));
   serve->add_flag("--mqtt-redirect", o->mqtt_redirect,
                   "A node not serving the MQTT stream answers CONNACK 0x9C with the serving node's address "
                   "(Server Reference) instead of relaying the client there");
@@ -128,6 +140,11 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
     // Tests and scripts wait for this line (after the MQTT one).
     fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
                o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
+    // After it, so a reader of the listening line meets it as before; out
+    // before READY=1 like the others.
+    if ((*node)->http_port() != 0)
+      fmt::print("floe: node {} HTTP on {}:{} (/metrics, /healthz, /readyz, /api/v1)\n", o->node_id,
+                 o->http_listen.substr(0, o->http_listen.rfind(':')), (*node)->http_port());
     std::fflush(stdout);
     // Under systemd (Type=notify, packaging/floe.service): ready once the
     // listeners are bound; a no-op without NOTIFY_SOCKET.

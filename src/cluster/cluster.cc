@@ -355,6 +355,7 @@ void Cluster::Lose(const std::string& stream, const std::string& redirect) {
     held_.erase(it);
     if (open) lost_.emplace_back(stream, redirect);
   }
+  leases_lost_.fetch_add(1, std::memory_order_relaxed);
   if (!open) return;
   host_->SetValidUntil(stream, 0);  // fencing: no ACK, delivery or write from now on
   cv_.SignalAll();

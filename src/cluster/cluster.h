@@ -177,6 +177,13 @@ class Cluster {
   void Forget(const std::string& stream) EXCLUDES(mu_);
 
   uint64_t takeovers() const { return takeovers_.load(); }
+  // Leases taken over by another node or lapsed while held (not given up).
+  uint64_t leases_lost() const { return leases_lost_.load(std::memory_order_relaxed); }
+  // Stream leases held now (acquired, maybe not open yet).
+  size_t leases_held() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return held_.size();
+  }
   // This process's incarnation (its node record's), and whether it started
   // as the successor of the process before it.
   uint64_t incarnation() const { return incarnation_; }
@@ -280,6 +287,7 @@ class Cluster {
   // Until when the node may act on a lease acquired or renewed at t0 (steady ms).
   int64_t ValidUntil(int64_t t0, const bank::Lease& lease) const;
   std::atomic<uint64_t> takeovers_{0};
+  std::atomic<uint64_t> leases_lost_{0};
   std::thread thread_;   // worker
   std::thread renewer_;
   // ---- placement groups (cluster/placement_groups.cc)

@@ -28,6 +28,7 @@
 #include "base/status.h"
 #include "log/batch.h"
 #include "log/disk_guard.h"
+#include "metrics/metrics.h"
 
 namespace floe::log {
 
@@ -46,6 +47,17 @@ enum class SyncMode {
 enum class RecoveryPolicy {
   kTruncateTornTail,      // cut them, report what was cut (the default)
   kAbsoluteConsistency,   // refuse to open
+};
+
+// Instruments a stream's writer updates (src/metrics), usually shared by
+// every stream of a node; any may be null. Owned by the caller; they outlive
+// the stream.
+struct LogMetrics {
+  metrics::Histogram* fdatasync_ns = nullptr;    // each fdatasync of a group commit
+  metrics::Histogram* group_messages = nullptr;  // messages per group commit
+  metrics::Counter* group_bytes = nullptr;       // batch bytes written
+  metrics::Counter* write_errors = nullptr;      // group commits whose write or fdatasync failed
+  metrics::Counter* sync_errors = nullptr;       // failed fdatasyncs
 };
 
 struct StreamOptions {
@@ -91,6 +103,7 @@ struct StreamOptions {
   std::shared_ptr<WriterPool> writer_pool;
   // Receives one line per notable event (recovery cuts, failures); nullptr: stderr.
   std::function<void(const std::string&)> logger;
+  const LogMetrics* metrics = nullptr;  // nullptr: none
 };
 
 struct AppendResult {

@@ -8,6 +8,7 @@
 // their callbacks run. A roll or a hole adds the syncs of creating a segment
 // (docs/format.md).
 #include <algorithm>
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -205,6 +206,7 @@ void Stream::Impl::WriteOneGroup() {
   Status fail = failed_;
   mu_.Unlock();
   Status s = fail.ok() ? WriteGroups(groups) : fail;
+  if (!s.ok() && fail.ok() && options_.metrics && options_.metrics->write_errors) options_.metrics->write_errors->Add();
   if (!s.ok()) {
     // Order (stream.h): every append queued behind a failed one fails with
     // it, as one range of holes, and its producer seqs become unstored in
@@ -259,7 +261,23 @@ Status Stream::Impl::WriteGroups(std::deque<Group>& groups) {
   pieces.reserve(groups.size());
   for (Group& g : groups) pieces.emplace_back(g.buf);
   FLOE_RETURN_IF_ERROR(appender_->Append(pieces));
-  if (options_.sync == SyncMode::kFdatasync) FLOE_RETURN_IF_ERROR(appender_->Sync());
+  if (options_.sync == SyncMode::kFdatasync) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status synced = appender_->Sync();
+    if (const LogMetrics* m = options_.metrics) {
+      if (m->fdatasync_ns)
+        m->fdatasync_ns->Observe(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
+      if (!synced.ok() && m->sync_errors) m->sync_errors->Add();
+    }
+    FLOE_RETURN_IF_ERROR(synced);
+  }
+  if (const LogMetrics* m = options_.metrics) {
+    uint64_t messages = 0;
+    for (const Group& g : groups) messages += g.count;
+    if (m->group_messages) m->group_messages->Observe(messages);
+    if (m->group_bytes) m->group_bytes->Add(total);
+  }
   last_write_us_ = static_cast<int64_t>(env_->NowMicros());
   return Status::OK();
 }

@@ -20,6 +20,7 @@
 #include "cluster/cluster.h"
 #include "frontend/floe/listener.h"
 #include "frontend/mqtt/listener.h"
+#include "http/server.h"
 #include "model/types.h"
 #include "server/forwarder.h"
 
@@ -220,6 +221,7 @@ class Node::Impl {
   std::unique_ptr<broker::Broker> broker_;
   std::unique_ptr<frontend::Listener> listener_;
   std::unique_ptr<frontend::mqtt::Listener> mqtt_listener_;
+  std::unique_ptr<http::Server> http_;
   std::vector<std::thread> threads_;
   std::unique_ptr<asio::signal_set> signals_;
   std::atomic<bool> stopping_{false};
@@ -295,6 +297,13 @@ Status Node::Impl::Init() {
                                                        : fmt::format("{}:{}", host, mqtt_listener_->port());
   }
   if (!mqtt_listener_) mqtt_address.clear();  // MQTT off: nobody is sent here
+  // HTTP before joining, so /healthz answers and /readyz says "not ready"
+  // while the node takes its streams (it has its own threads).
+  if (!options_.http_listen.empty()) {
+    auto h = http::Server::Start({.listen = options_.http_listen}, broker_.get());
+    if (!h) return h.error();
+    http_ = std::move(*h);
+  }
   FLOE_RETURN_IF_ERROR(broker_->StartCluster(address, mqtt_address));
   listener_->Start();
   if (mqtt_listener_) mqtt_listener_->Start();
@@ -307,6 +316,7 @@ void Node::Impl::Stop() {
     Wait();
     return;
   }
+  if (http_) http_->Stop();  // first: its requests read the broker
   if (broker_) {
     broker_->BeginStop();
     asio::post(io_, [this] {
@@ -348,6 +358,7 @@ Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
 Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Node::~Node() { Stop(); }
 uint16_t Node::port() const { return impl_->listener_->port(); }
+uint16_t Node::http_port() const { return impl_->http_ ? impl_->http_->port() : 0; }
 uint16_t Node::mqtt_port() const { return impl_->mqtt_listener_ ? impl_->mqtt_listener_->port() : 0; }
 void Node::Stop() { impl_->Stop(); }
 void Node::Wait() { impl_->Wait(); }

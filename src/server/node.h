@@ -62,6 +62,9 @@ struct NodeOptions {
   // a Server Reference) instead of relaying.
   std::string mqtt_advertise;
   bool mqtt_redirect = false;
+  // The HTTP listener (/metrics, /healthz, /readyz, /api/v1; docs/operations.md):
+  // HOST:PORT, "" = off (`floe serve` defaults to 127.0.0.1:7680).
+  std::string http_listen;
 };
 
 class Node {
@@ -76,6 +79,7 @@ class Node {
   ~Node();
   uint16_t port() const;
   uint16_t mqtt_port() const;  // 0 when MQTT is off
+  uint16_t http_port() const;  // 0 when HTTP is off
   // Graceful stop: no new connections or requests; in-flight publishes are
   // written and acknowledged, answers persisted; then connections close.
   void Stop();

@@ -249,16 +249,17 @@ def main():
             ("session show", lambda: ["session", "show"] + bank, [Opt(None, BAD_SESSIONS, lambda rng: b"1234abcd")]),
             ("session list", lambda: ["session", "list"] + bank, [
                 Opt("--bank", [b"", b"sqlite:/nonexistent/x.db", b"\xff"], lambda rng: node.bank.encode())]),
-            ("serve", lambda: ["serve", "--data", serve_data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"], [
+            ("serve", lambda: ["serve", "--data", serve_data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], [
                 number("--io-threads", 1, 64, 4),
                 number("--max-connections", 1, 1000000),
                 number("--max-message-bytes", 1024, 16 << 20),
                 number("--lease-ms", 30, 600000, 5000),
                 number("--session-ttl-ms", 1000, 365 * 86400 * 1000),
                 Opt("--listen", BAD_SERVERS[:2] + [b"127.0.0.1:65536", b"127.0.0.1:x", b"\xff:0"],
-                    lambda rng: b"127.0.0.1:0", base=["serve", "--data", serve_data, "--mqtt-listen", "127.0.0.1:0"]),
+                    lambda rng: b"127.0.0.1:0", base=["serve", "--data", serve_data, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]),
                 Opt("--mqtt-listen", [b"nohost", b"127.0.0.1:65536", b"127.0.0.1:x", b"\xff:0"],
-                    lambda rng: b"127.0.0.1:0", base=["serve", "--data", serve_data, "--listen", "127.0.0.1:0"]),
+                    lambda rng: b"127.0.0.1:0", base=["serve", "--data", serve_data, "--listen", "127.0.0.1:0",
+                                                      "--http-listen", "127.0.0.1:0"]),
                 Opt("--advertise", BAD_SERVERS, lambda rng: b"127.0.0.1:9"),
                 Opt("--mqtt-advertise", BAD_SERVERS, lambda rng: b"127.0.0.1:9"),
                 Opt("--node-id", BAD_NAMES, lambda rng: fresh("n").encode()),

@@ -397,7 +397,7 @@ class CliTest(unittest.TestCase):
             sock.settimeout(20)
             env = dict(os.environ, NOTIFY_SOCKET=path)
             proc = subprocess.Popen([floe_cli.BINARY, "serve", "--data", d.path + "/data", "--listen", "127.0.0.1:0",
-                                     "--mqtt-listen", ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                                     "--mqtt-listen", "", "--http-listen", ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
             try:
                 msg = sock.recv(4096).decode()
                 fields = dict(l.split("=", 1) for l in msg.splitlines() if "=" in l)

@@ -62,7 +62,7 @@ class Node:
 
     def start(self, timeout=20.0):
         argv = [BINARY, "serve", "--data", self.data_dir, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
-                "--node-id", self.node_id]
+                "--http-listen", "127.0.0.1:0", "--node-id", self.node_id]
         self.proc = subprocess.Popen(argv + self.extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         listening = threading.Event()

@@ -38,7 +38,7 @@ class TopicNode(Node):
     def start(self):
         self.proc = subprocess.Popen(
             [base.FLOE, "serve", "--data", self.dir, "--listen", "127.0.0.1:0",
-             "--mqtt-listen", f"127.0.0.1:{self.port}"] + self.extra,
+             "--mqtt-listen", f"127.0.0.1:{self.port}", "--http-listen", "127.0.0.1:0"] + self.extra,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         lines = []

@@ -318,7 +318,7 @@ TEST_F(LimitsTest, ASecondNodeWithTheSameIdIsRefused) {
   ASSERT_OK(node_->Start());
 
   // Same data directory, same (default) id: refused at once, naming the holder.
-  auto same_dir = RunCommand({FLOE_BINARY, "serve", "--data", data, "--listen", "127.0.0.1:0"}, {}, 15000);
+  auto same_dir = RunCommand({FLOE_BINARY, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, {}, 15000);
   ASSERT_FALSE(same_dir.timed_out) << "a second node-1 is serving on " << data << ":\n" << same_dir.out;
   EXPECT_EQ(same_dir.exit_code, 1);
   EXPECT_NE(same_dir.err.find("node id node-1 is in use"), std::string::npos) << same_dir.err;
@@ -327,7 +327,8 @@ TEST_F(LimitsTest, ASecondNodeWithTheSameIdIsRefused) {
   // Another directory sharing the bank, same id: the bank shows node-1 alive.
   const std::string bank = "sqlite:" + data + "/bank.db";
   auto shared_bank = RunCommand(
-      {FLOE_BINARY, "serve", "--data", dir_->path() + "/other", "--listen", "127.0.0.1:0", "--bank", bank}, {},
+      {FLOE_BINARY, "serve", "--data", dir_->path() + "/other", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+       "--bank", bank}, {},
       15000);
   ASSERT_FALSE(shared_bank.timed_out) << "a second node-1 is serving on the same bank:\n" << shared_bank.out;
   EXPECT_EQ(shared_bank.exit_code, 1);

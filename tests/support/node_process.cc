@@ -230,6 +230,11 @@ Status NodeProcess::StartOn(uint16_t listen_port) {
     args.push_back("--mqtt-listen");
     args.push_back(fmt::format("127.0.0.1:{}", reserved_fds_[2] >= 0 ? reserved_ports_[2] : 0));
   }
+  // HTTP on any free port, never the default 7680 several nodes would share.
+  if (std::find(args.begin(), args.end(), "--http-listen") == args.end()) {
+    args.push_back("--http-listen");
+    args.push_back("127.0.0.1:0");
+  }
   std::vector<char*> argv = Argv(args);
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return Status::IOError(fmt::format("pipe: {}", std::strerror(errno)));
