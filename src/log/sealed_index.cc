@@ -26,16 +26,7 @@ Status Bad(std::string_view why) { return Status::Corruption(fmt::format("sealed
 std::string SealedIndexFileName(uint64_t id) { return fmt::format("{:020}.idx", id); }
 
 bool ParseSealedIndexFileName(const std::string& name, uint64_t* id) {
-  if (name.size() != 24 || name.compare(20, 4, ".idx") != 0) return false;
-  uint64_t v = 0;
-  for (size_t i = 0; i < 20; ++i) {
-    if (name[i] < '0' || name[i] > '9') return false;
-    const uint64_t digit = static_cast<uint64_t>(name[i] - '0');
-    if (v > (UINT64_MAX - digit) / 10) return false;
-    v = v * 10 + digit;
-  }
-  *id = v;
-  return true;
+  return ParseNumberedFileName(name, ".idx", id);
 }
 
 std::string EncodeSealedIndex(const SealedIndex& x) {

@@ -18,16 +18,20 @@ namespace floe::log {
 
 std::string SegmentFileName(uint64_t id) { return fmt::format("{:020}.seg", id); }
 
-bool ParseSegmentFileName(const std::string& name, uint64_t* id) {
-  if (name.size() != 24 || name.compare(20, 4, ".seg") != 0) return false;
+bool ParseNumberedFileName(const std::string& name, std::string_view suffix, uint64_t* id) {
+  if (name.size() != 20 + suffix.size() || name.compare(20, suffix.size(), suffix) != 0) return false;
   uint64_t v = 0;
   for (int i = 0; i < 20; ++i) {
     if (name[i] < '0' || name[i] > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(name[i] - '0');
+    const uint64_t digit = static_cast<uint64_t>(name[i] - '0');
+    if (v > (UINT64_MAX - digit) / 10) return false;  // 20 digits can pass 2^64
+    v = v * 10 + digit;
   }
   *id = v;
   return true;
 }
+
+bool ParseSegmentFileName(const std::string& name, uint64_t* id) { return ParseNumberedFileName(name, ".seg", id); }
 
 std::string EncodeSegmentHeader(const SegmentHeader& h) {
   std::string b(kSegmentHeaderSize, '\0');

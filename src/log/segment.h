@@ -8,6 +8,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -26,6 +27,8 @@ struct SegmentHeader {
 
 std::string SegmentFileName(uint64_t id);                // "<id:020>.seg"
 bool ParseSegmentFileName(const std::string& name, uint64_t* id);
+// "<20 decimal digits><suffix>" -> the number (false past 2^64 - 1).
+bool ParseNumberedFileName(const std::string& name, std::string_view suffix, uint64_t* id);
 std::string EncodeSegmentHeader(const SegmentHeader& h);  // kSegmentHeaderSize bytes
 Result<SegmentHeader> DecodeSegmentHeader(std::span<const char> block);
 
