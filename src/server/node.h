@@ -62,6 +62,13 @@ struct NodeOptions {
   // a Server Reference) instead of relaying.
   std::string mqtt_advertise;
   bool mqtt_redirect = false;
+  // Users and permissions (docs/security.md): with `auth`, every client
+  // logs in as a user of the bank (floe user add) and every request is
+  // checked. Without it, a node whose listeners are not all on loopback
+  // refuses to start unless allow_anonymous says so.
+  bool auth = false;
+  bool allow_anonymous = false;
+  int64_t auth_refresh_ms = 2000;  // how often the node reads the users again
 };
 
 class Node {
