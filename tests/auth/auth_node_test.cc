@@ -263,6 +263,19 @@ TEST_F(AuthNodeTest, MqttCredentialsAndTopicPermissions) {
   pub({"-V", "mqttv5", "-t", "alarms/a", "-u", "sensor", "-P", "sensorpw"});
   pub({"-V", "mqttv311", "-t", "alarms/b", "-u", "sensor", "-P", "sensorpw"});
   EXPECT_EQ(Frontier("mqtt"), 2u);
+  // SUBSCRIBE: a filter no consume pattern covers is refused (SUBACK 0x87,
+  // 3.1.1 0x80); one that is covered is granted.
+  for (const char* v : {"mqttv5", "mqttv311"}) {
+    auto sub = RunCommand({"/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", v, "-u", "sensor", "-P",
+                           "sensorpw", "-t", "alarms/#", "-C", "1", "-W", "3"},
+                          {}, 15000);
+    EXPECT_NE((sub.out + sub.err).find("subscription requests were denied"), std::string::npos) << v << sub.out << sub.err;
+    sub = RunCommand({"/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", v, "-u", "sensor", "-P",
+                      "sensorpw", "-t", "sensors/+", "-C", "1", "-W", "2", "-d"},
+                     {}, 15000);
+    EXPECT_EQ((sub.out + sub.err).find("denied"), std::string::npos) << v << sub.out << sub.err;
+    EXPECT_NE(sub.out.find("received SUBACK"), std::string::npos) << v << sub.out << sub.err;
+  }
 }
 
 // Without a node: floe serve's own refusal.
