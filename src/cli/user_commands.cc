@@ -23,6 +23,7 @@ struct UserArgs {
   std::string name;
   bool password_stdin = false;
   std::string allow;
+  bool allow_given = false;
   bool update = false;
   bool json = false;
 };
@@ -87,6 +88,7 @@ int UserAdd(const UserArgs& a) {
     auto decoded = auth::DecodeUser(old->value);
     if (!decoded) return Fail(what, decoded.error(), a.json);
     user.password_hash = decoded->password_hash;  // kept unless a new password is given
+    if (!a.allow_given) user.permissions = decoded->permissions;  // and so are the permissions
     expected = old->version;
   }
   if (a.password_stdin) {
@@ -164,11 +166,16 @@ void RegisterUserCommands(CLI::App& app, int* exit_code) {
     auto* c = user->add_subcommand("add", "Add a user (or change one with --update); the password is read from stdin");
     c->add_option("name", a->name, "User name: 1-64 of [A-Za-z0-9._@-]")->required();
     c->add_flag("--password-stdin", a->password_stdin, "Read the password from the first line of standard input");
-    c->add_option("--allow", a->allow,
+    c->add_option_function<std::string>("--allow", [p = a.get()](const std::string& v) {
+      p->allow = v;
+      p->allow_given = true;
+    },
                   "Permissions, comma-separated ACTION[:PATTERN]: publish, consume, admin; PATTERN a stream name "
                   "with * wildcards or an MQTT filter with + and # (default: none). E.g. "
                   "publish:orders.*,consume:*,admin");
-    c->add_flag("--update", a->update, "Replace an existing user's permissions (and password, with --password-stdin)");
+    c->add_flag("--update", a->update,
+                "Change an existing user: its permissions with --allow, its password with --password-stdin (what "
+                "is not given is kept)");
     AddBank(c, a.get());
     c->callback([a, exit_code] { *exit_code = UserAdd(*a); });
   }

@@ -3,9 +3,16 @@
 // PUBLISH and SUBSCRIBE against the user's permissions as they are now.
 #include <fmt/format.h>
 
+#include "frontend/floe/log_limiter.h"
 #include "frontend/mqtt/connection.h"
 
 namespace floe::frontend::mqtt {
+
+namespace {
+// Refused logins, across the node's MQTT connections: at most one line a
+// second (a client refused by the rate limit may retry in a loop).
+LogLimiter login_log(std::chrono::seconds(1));
+}  // namespace
 
 using asio::awaitable;
 using codec::ReasonCode;
@@ -13,6 +20,9 @@ using codec::ReasonCode;
 awaitable<bool> Connection::Login(const codec::Connect& c) {
   if (!options_->auth) co_return true;
   if (!c.user_name || c.user_name->empty()) {
+    login_log.Print([&] {
+      return fmt::format("floe: node {}: refused an MQTT login: no user name", options_->node_id);
+    });
     RefuseConnect(ReasonCode::kNotAuthorized, "this node needs a user name and password");
     co_return false;
   }
@@ -28,8 +38,10 @@ awaitable<bool> Connection::Login(const codec::Connect& c) {
   });
   if (closed_) co_return false;
   if (!login.user) {
-    fmt::print(stderr, "floe: node {}: refused an MQTT login from {} as {}: {}\n", options_->node_id, source,
-               *c.user_name, login.message);
+    login_log.Print([&] {
+      return fmt::format("floe: node {}: refused an MQTT login from {} as {}: {}", options_->node_id, source,
+                         *c.user_name, login.message);
+    });
     RefuseConnect(login.refusal == auth::Refusal::kRateLimited ? ReasonCode::kConnectionRateExceeded
                                                                : ReasonCode::kBadUserNameOrPassword,
                   login.message);
