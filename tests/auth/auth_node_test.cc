@@ -212,6 +212,44 @@ TEST_F(AuthNodeTest, APermissionTakenAwayStopsAnOpenProducerWithinSeconds) {
   (void)(*p)->Close();
 }
 
+TEST_F(AuthNodeTest, AConsumePermissionTakenAwayStopsAnOpenConsumer) {
+  CreateStream("orders");
+  {
+    client::ProducerOptions po;
+    static_cast<client::ClientOptions&>(po) = As("writer", "writepw");
+    po.stream = "orders";
+    auto p = client::Producer::Open(po);
+    ASSERT_TRUE(p) << p.error().ToString();
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE((*p)->Send(fmt::format("m{}", i), [](const client::PublishOutcome&) {}));
+    ASSERT_TRUE((*p)->Close().ok());
+  }
+  client::ConsumerOptions co;
+  static_cast<client::ClientOptions&>(co) = As("writer", "writepw");
+  co.stream = "orders";
+  co.consumer = "c1";
+  auto c = client::Consumer::Open(co);
+  ASSERT_TRUE(c) << c.error().ToString();
+  auto first = (*c)->Fetch(1, 1 << 20, 1000);
+  ASSERT_TRUE(first && first->size() == 1) << (first ? "empty" : first.error().ToString());
+  ASSERT_TRUE((*c)->Ack(std::vector<uint64_t>{first->front().seq}).ok());
+  auto changed = Floe({"user", "add", "writer", "--update", "--allow", "publish:orders", "--bank", bank_});
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  const auto start = Clock::now();
+  Status refused;
+  while (Clock::now() - start < std::chrono::seconds(10)) {
+    auto got = (*c)->Fetch(1, 1 << 20, 200);
+    if (!got) {
+      refused = got.error();
+      break;
+    }
+    for (const auto& m : *got) ASSERT_TRUE((*c)->Ack(std::vector<uint64_t>{m.seq}).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(refused.ok()) << "still consuming after 10 s";
+  EXPECT_TRUE(Says(refused, "NOT_AUTHORIZED")) << refused.ToString();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0);
+}
+
 TEST_F(AuthNodeTest, ARemovedUserIsRefusedOnAnOpenConnectionWithinSeconds) {
   auto admin = client::Admin::Connect(As("writer", "writepw"));
   ASSERT_TRUE(admin);
