@@ -316,6 +316,60 @@ TEST_F(AuthNodeTest, MqttCredentialsAndTopicPermissions) {
   }
 }
 
+// Two --auth nodes: a dead letter moved to the node serving the dead-letter
+// stream goes node to node as the nodes' own user ($node, the shared secret
+// in the bank), and clients redirected between nodes log in on each.
+TEST_F(AuthNodeTest, NodesLogInToEachOtherToMoveDeadLetters) {
+  NodeProcess n2(NodeConfig{.binary = FLOE_BINARY, .data_dir = data_,
+                            .extra_args = {"--auth", "--node-id", "n2", "--bank", bank_, "--no-auto-balance"}});
+  ASSERT_TRUE(n2.Start().ok()) << n2.output();
+  CreateStream("dlq");  // on node-1, which owns what it creates
+  {
+    client::ClientOptions o = As("root", "rootpw");
+    o.servers = {n2.address()};
+    auto admin = client::Admin::Connect(o);
+    ASSERT_TRUE(admin) << admin.error().ToString();
+    ASSERT_TRUE((*admin)->CreateStream("src", {.ack_wait_ms = 30000, .max_deliveries = 2, .dead_letter = "dlq"}).ok());
+  }
+  client::ProducerOptions po;
+  static_cast<client::ClientOptions&>(po) = As("root", "rootpw");
+  po.servers = {n2.address()};
+  po.stream = "src";
+  auto p = client::Producer::Open(po);
+  ASSERT_TRUE(p) << p.error().ToString();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*p)->Send("dead", [](const client::PublishOutcome&) {}));
+  ASSERT_TRUE((*p)->Close().ok());
+  client::ConsumerOptions co;
+  static_cast<client::ClientOptions&>(co) = As("root", "rootpw");
+  co.servers = {n2.address()};
+  co.stream = "src";
+  co.consumer = "w";
+  auto c = client::Consumer::Open(co);
+  ASSERT_TRUE(c) << c.error().ToString();
+  // NAK every delivery until none comes for a while: each message is
+  // delivered max_deliveries (2) times, then moved.
+  size_t naked = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  for (auto quiet_since = Clock::now(); Clock::now() - quiet_since < std::chrono::milliseconds(1500) && Clock::now() < deadline;) {
+    auto got = (*c)->Fetch(10, 1 << 20, 300);
+    ASSERT_TRUE(got) << got.error().ToString();
+    for (const auto& m : *got) {
+      ASSERT_TRUE((*c)->Nak(m.seq).ok());
+      ++naked;
+      quiet_since = Clock::now();
+    }
+  }
+  ASSERT_EQ(naked, 6u);
+  uint64_t frontier = 0;
+  for (auto start = Clock::now(); frontier < 3 && Clock::now() - start < std::chrono::seconds(10);) {
+    frontier = Frontier("dlq");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(frontier, 3u) << n2.output();
+  (void)(*c)->Close();
+  EXPECT_TRUE(n2.Stop().has_value());
+}
+
 // Without a node: floe serve's own refusal.
 TEST(AuthDefaultsTest, ANonLoopbackListenerWithoutAuthRefusesToStart) {
   TempDir dir("floe-auth-defaults");
