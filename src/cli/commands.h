@@ -13,6 +13,8 @@ void RegisterServeCommand(CLI::App& app, int* exit_code);
 void RegisterStreamCommands(CLI::App& app, int* exit_code);
 void RegisterClientCommands(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);
+// `floe user add|remove|list` (cli/user_commands.cc).
+void RegisterUserCommands(CLI::App& app, int* exit_code);
 // `floe mqtt retained|sessions`.
 void RegisterMqttCommands(CLI::App& app, int* exit_code);
 // Adds `publish` and `consume` under `floe bench`.

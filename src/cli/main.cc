@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   floe::cli::RegisterClientCommands(app, &exit_code);
   floe::cli::RegisterClusterCommands(app, &exit_code);
   floe::cli::RegisterMqttCommands(app, &exit_code);
+  floe::cli::RegisterUserCommands(app, &exit_code);
   floe::cli::RegisterLogCommands(app, &exit_code);
   floe::cli::RegisterDemoCommand(app, &exit_code);
   floe::cli::RegisterBenchCommands(app, &exit_code);

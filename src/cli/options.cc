@@ -1,8 +1,60 @@
 #include "cli/options.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
 #include "client/client.h"
 
 namespace floe::cli {
+
+namespace {
+// --user and --password-file of the one command that runs (each process
+// parses one command line): ClientOptionsFor reads them.
+struct Credentials {
+  std::string user;
+  std::string password_file;
+};
+Credentials& GivenCredentials() {
+  static Credentials c;
+  return c;
+}
+
+// Adds --user and --password-file (the password never goes on argv: a file,
+// or FLOE_PASSWORD). Called with --server, so every client command has them.
+void AddCredentials(CLI::App* app) {
+  if (app->get_option_no_throw("--user") != nullptr) return;
+  app->add_option("--user", GivenCredentials().user,
+                  "Log in as this user (a node started with --auth needs one); the password comes from "
+                  "--password-file or the environment variable FLOE_PASSWORD")
+      ->type_name("NAME");
+  app->add_option("--password-file", GivenCredentials().password_file,
+                  "File holding the --user's password (a trailing newline is not part of it)")
+      ->type_name("PATH");
+}
+
+Status FillCredentials(client::ClientOptions* o) {
+  const Credentials& c = GivenCredentials();
+  if (c.user.empty()) {
+    if (!c.password_file.empty()) return Status::InvalidArgument("--password-file needs --user");
+    return Status::OK();
+  }
+  o->user = c.user;
+  if (!c.password_file.empty()) {
+    std::ifstream in(c.password_file, std::ios::binary);
+    if (!in) return Status::InvalidArgument(fmt::format("--password-file {}: cannot be read", c.password_file));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    o->password = ss.str();
+    while (!o->password.empty() && (o->password.back() == '\n' || o->password.back() == '\r')) o->password.pop_back();
+  } else if (const char* env = std::getenv("FLOE_PASSWORD"); env != nullptr) {
+    o->password = env;
+  } else {
+    return Status::InvalidArgument("--user needs a password: --password-file PATH or FLOE_PASSWORD");
+  }
+  return Status::OK();
+}
+}  // namespace
 
 CLI::Option* AddSessionId(CLI::App* app, const std::string& name, uint64_t* out, const std::string& help) {
   auto* o = app->add_option_function<std::string>(
@@ -40,11 +92,13 @@ CLI::Option* AddServers(CLI::App* app, std::string* out) {
       },
       ""));
   o->type_name("SERVERS");
+  AddCredentials(app);
   return o;
 }
 
 CLI::Option* AddTimeout(CLI::App* app, uint64_t* out_ms) {
   *out_ms = kDefaultTimeoutMs;
+  AddCredentials(app);
   return AddNumber(app, "--timeout", out_ms, Kind::kDurationMs, Range{100, 3600 * 1000},
                    "Give up connecting (and reconnecting) after this long, naming the servers tried (ms, or 5s, "
                    "1m …)");
@@ -63,6 +117,7 @@ Result<client::ClientOptions> ClientOptionsFor(const std::string& servers, uint6
   o.client_name = client_name;
   o.reconnect_give_up_ms = static_cast<int>(timeout_ms);
   o.connect_timeout_ms = static_cast<int>(std::min<uint64_t>(timeout_ms, 2000));
+  FLOE_RETURN_ERR_IF_ERROR(FillCredentials(&o));
   return o;
 }
 

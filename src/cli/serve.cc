@@ -98,6 +98,15 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   serve->add_flag("--mqtt-redirect", o->mqtt_redirect,
                   "A node not serving the MQTT stream answers CONNACK 0x9C with the serving node's address "
                   "(Server Reference) instead of relaying the client there");
+  // Users and permissions (docs/security.md).
+  serve->add_flag("--auth", o->auth,
+                  "Clients log in as users of the bank (floe user add) and every request is checked against the "
+                  "user's permissions (floe protocol HELLO, MQTT CONNECT)");
+  serve->add_flag("--allow-anonymous", o->allow_anonymous,
+                  "Run without --auth even on a listener that is not loopback (refused otherwise)");
+  AddNumber(serve, "--auth-refresh-ms", &o->auth_refresh_ms, Kind::kDurationMs, Range{100, 600000},
+            "With --auth: read the users again this often (100 ms to 10 min); a removed user or changed "
+            "permission reaches open connections within about this long");
   auto log_level = std::make_shared<std::string>("info");
   auto log_format = std::make_shared<std::string>("text");
   serve->add_option("--log-level", *log_level, "Lowest level logged: debug, info, warn or error")

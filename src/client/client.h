@@ -24,6 +24,10 @@ namespace floe::client {
 struct ClientOptions {
   std::vector<std::string> servers = {"127.0.0.1:7650"};  // "host:port", tried in turn
   std::string client_name = "floe-client";
+  // A node started with --auth needs a user (docs/security.md): sent in
+  // HELLO (protocol version 2). Empty: anonymous (a version 1 HELLO).
+  std::string user;
+  std::string password;
   int connect_timeout_ms = 2000;
   // Reconnection: backoff doubles from min to max between attempts; give up
   // (operations fail with Unavailable) after this long without a connection.

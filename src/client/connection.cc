@@ -207,6 +207,8 @@ Status ErrorToStatus(wire::WireError code, bool retriable, std::string_view text
     case WireError::kNoSession:
     case WireError::kNotDelivered:
     case WireError::kUnsupportedVersion:
+    case WireError::kNotAuthorized:  // do not retry: the user's permissions say no
+    case WireError::kAuthFailed:
       return Status::FailedPrecondition(msg);
     default:
       // A code that is retriable by nature but was sent as final, or one that
@@ -247,6 +249,8 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& server, 
 Status Connection::Hello(const ClientOptions& options, int timeout_ms) {
   wire::Hello hello;
   hello.client = options.client_name;
+  hello.user = options.user;
+  hello.password = options.password;
   auto ok = Call<wire::HelloOk>(hello, timeout_ms);
   if (!ok) return ok.error();
   if (ok->version < wire::kMinVersion || ok->version > wire::kMaxVersion)

@@ -19,7 +19,8 @@ int64_t SteadyMs() {
 }
 }  // namespace
 
-Forwarder::Forwarder(std::string node_id) : node_id_(std::move(node_id)) {}
+Forwarder::Forwarder(std::string node_id, std::string secret)
+    : node_id_(std::move(node_id)), secret_(std::move(secret)) {}
 Forwarder::~Forwarder() = default;
 
 broker::Outcome<broker::DeadLetterStored> Forwarder::ForwardDeadLetter(const std::string& address,
@@ -36,6 +37,10 @@ broker::Outcome<broker::DeadLetterStored> Forwarder::ForwardDeadLetter(const std
     client::ClientOptions options;
     options.client_name = "floe-node " + node_id_;
     options.connect_timeout_ms = kConnectTimeoutMs;
+    if (!secret_.empty()) {
+      options.user = "$node";  // auth::kNodeUser
+      options.password = secret_;
+    }
     auto c = client::internal::Connection::Open(address, options, nullptr);
     if (!c) {
       link.reset();

@@ -20,7 +20,9 @@ namespace floe::server {
 
 class Forwarder final : public broker::Forwarder {
  public:
-  explicit Forwarder(std::string node_id);
+  // `secret`: the nodes' shared secret when users are on (it logs in as
+  // auth::kNodeUser); "" = anonymous.
+  explicit Forwarder(std::string node_id, std::string secret = {});
   ~Forwarder() override;
   broker::Outcome<broker::DeadLetterStored> ForwardDeadLetter(const std::string& address,
                                                               const broker::DeadLetterMove& move) override
@@ -28,6 +30,7 @@ class Forwarder final : public broker::Forwarder {
 
  private:
   const std::string node_id_;
+  const std::string secret_;
   Mutex mu_;  // one forward at a time: a connection has one reader
   std::map<std::string, std::unique_ptr<client::internal::Connection>> links_ GUARDED_BY(mu_);
   // A peer that could not be reached is not dialled again before this

@@ -13,6 +13,7 @@
 #include <asio.hpp>
 #include <fmt/format.h>
 
+#include "auth/directory.h"
 #include "bank/bank.h"
 #include "base/logging.h"
 #include "broker/broker.h"
@@ -201,6 +202,43 @@ void RaiseDescriptorLimit(const std::string& node_id, size_t max_connections) {
                   {{"node", node_id}});
 }
 
+// Whether HOST of a HOST:PORT listen address is a loopback address (or
+// "localhost"); a host name, 0.0.0.0 and :: are not.
+bool IsLoopbackListen(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  asio::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
+}
+
+// Safe defaults (docs/security.md): anonymous access only where nobody but
+// this host can reach the node, unless the operator says otherwise.
+Status CheckAnonymous(const NodeOptions& o) {
+  // The HTTP listener has no login yet: it shows every stream and session,
+  // so off loopback it needs --allow-anonymous, --auth or not.
+  if (!o.allow_anonymous && !o.http_listen.empty() && !IsLoopbackListen(o.http_listen))
+    return Status::FailedPrecondition(fmt::format(
+        "refusing to start: node {} would serve HTTP (/metrics, /api/v1) on {}, not loopback, and the HTTP "
+        "listener has no login: anyone who can reach it sees every stream and session; keep --http-listen on "
+        "loopback (scrape through a proxy), or give --allow-anonymous to expose it on purpose",
+        o.node_id, o.http_listen));
+  if (o.auth || o.allow_anonymous) return Status::OK();
+  std::vector<std::string> open;
+  if (!IsLoopbackListen(o.listen)) open.push_back(fmt::format("{} (--listen)", o.listen));
+  if (!o.mqtt_listen.empty() && !IsLoopbackListen(o.mqtt_listen))
+    open.push_back(fmt::format("{} (--mqtt-listen)", o.mqtt_listen));
+  if (open.empty()) return Status::OK();
+  std::string where;
+  for (const auto& w : open) where += (where.empty() ? "" : ", ") + w;
+  return Status::FailedPrecondition(fmt::format(
+      "refusing to start: node {} would listen on {}, not loopback, without --auth, so anyone who can reach it "
+      "could read, write and delete every stream; start it with --auth (add users with floe user add), or give "
+      "--allow-anonymous to run it open on purpose",
+      o.node_id, where));
+}
+
 }  // namespace
 
 class Node::Impl {
@@ -218,6 +256,7 @@ class Node::Impl {
 
   const NodeOptions options_;
   asio::io_context io_;
+  std::unique_ptr<auth::Directory> users_;  // with --auth; outlives the listeners
   std::unique_ptr<broker::Broker> broker_;
   std::unique_ptr<frontend::Listener> listener_;
   std::unique_ptr<frontend::mqtt::Listener> mqtt_listener_;
@@ -234,6 +273,7 @@ class Node::Impl {
 
 Status Node::Impl::Init() {
   FLOE_RETURN_IF_ERROR(ValidateLimits(options_));
+  FLOE_RETURN_IF_ERROR(CheckAnonymous(options_));
   auto lock = LockNodeId(options_.data_dir, options_.node_id);
   if (!lock) return lock.error();
   lock_fd_ = *lock;
@@ -259,7 +299,17 @@ Status Node::Impl::Init() {
   };
   b.session_ttl_ms = options_.session_ttl_ms;
   b.max_large_message_bytes = options_.max_large_message_bytes;
-  b.forwarder = std::make_shared<Forwarder>(options_.node_id);
+  if (options_.auth) {
+    // A bank handle of its own: the users' reads never wait behind the core's.
+    auto users_bank = bank::OpenBank(options_.bank.empty() ? "sqlite:" + options_.data_dir + "/bank.db" : options_.bank);
+    if (!users_bank) return users_bank.error();
+    auth::Directory::Options ao;
+    ao.refresh = std::chrono::milliseconds(std::max<int64_t>(options_.auth_refresh_ms, 10));
+    auto users = auth::Directory::Open(std::move(*users_bank), ao);
+    if (!users) return Status(users.error().code(), fmt::format("reading the users: {}", users.error().message()));
+    users_ = std::move(*users);
+  }
+  b.forwarder = std::make_shared<Forwarder>(options_.node_id, users_ ? users_->node_secret() : std::string());
   auto broker = broker::Broker::Open(b);
   if (!broker) return broker.error();
   broker_ = std::move(*broker);
@@ -270,7 +320,8 @@ Status Node::Impl::Init() {
                                   .max_node_inflight_bytes = options_.max_node_inflight_bytes,
                                   .handshake_timeout_ms = options_.handshake_timeout_ms,
                                   .frame_timeout_ms = options_.frame_timeout_ms,
-                                  .idle_timeout_ms = options_.idle_timeout_ms};
+                                  .idle_timeout_ms = options_.idle_timeout_ms,
+                                  .auth = users_.get()};
   auto listener = frontend::Listener::Bind(io_, options_.listen, broker_.get(), limits, options_.max_connections);
   if (!listener) return listener.error();
   listener_ = std::move(*listener);
@@ -279,6 +330,7 @@ Status Node::Impl::Init() {
     mo.node_id = options_.node_id;
     mo.stream = options_.mqtt_stream;
     mo.redirect = options_.mqtt_redirect;
+    mo.auth = users_.get();
     auto mqtt = frontend::mqtt::Listener::Bind(io_, options_.mqtt_listen, broker_.get(), std::move(mo),
                                                options_.max_connections);
     if (!mqtt) return mqtt.error();

@@ -65,6 +65,13 @@ struct NodeOptions {
   // The HTTP listener (/metrics, /healthz, /readyz, /api/v1; docs/operations.md):
   // HOST:PORT, "" = off (`floe serve` defaults to 127.0.0.1:7680).
   std::string http_listen;
+  // Users and permissions (docs/security.md): with `auth`, every client
+  // logs in as a user of the bank (floe user add) and every request is
+  // checked. Without it, a node whose listeners are not all on loopback
+  // refuses to start unless allow_anonymous says so.
+  bool auth = false;
+  bool allow_anonymous = false;
+  int64_t auth_refresh_ms = 2000;  // how often the node reads the users again
 };
 
 class Node {

@@ -29,6 +29,8 @@ std::string_view WireErrorName(WireError e) {
     case WireError::kOutOfRange: return "OUT_OF_RANGE";
     case WireError::kDuplicateTooOld: return "DUPLICATE_TOO_OLD";
     case WireError::kDiskFull: return "DISK_FULL";
+    case WireError::kNotAuthorized: return "NOT_AUTHORIZED";
+    case WireError::kAuthFailed: return "AUTH_FAILED";
   }
   return "UNKNOWN_ERROR";
 }

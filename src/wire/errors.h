@@ -36,6 +36,9 @@ enum class WireError : uint16_t {
   kOutOfRange = 22,         // a seq below the stream's first seq (retention)
   kDuplicateTooOld = 23,    // a producer seq older than the stream's dedup window
   kDiskFull = 24,           // the node's data disk is full: retry with backoff (the message says the room needed)
+  kNotAuthorized = 25,      // v2: the user may not make this request (whether the stream exists is not said)
+  kAuthFailed = 26,         // v2: HELLO without valid credentials on a node that needs them (or too many
+                            // failed logins from the address); the connection closes
 };
 
 std::string_view WireErrorName(WireError e);

@@ -76,6 +76,10 @@ void Hello::EncodeBody(Encoder& e) const {
   e.U16(min_version);
   e.U16(max_version);
   e.String(client);
+  if (!user.empty()) {
+    e.String(user);
+    e.String(password);
+  }
 }
 Result<Hello> Hello::DecodeBody(Decoder& d) {
   if (d.U32() != kHelloMagic && d.ok()) d.Fail("bad hello magic");
@@ -83,6 +87,15 @@ Result<Hello> Hello::DecodeBody(Decoder& d) {
   h.min_version = d.U16();
   h.max_version = d.U16();
   h.client = d.String();
+  if (d.ok() && d.remaining() > 0) {
+    if (h.max_version < static_cast<uint16_t>(Version::kV2)) d.Fail("credentials in a HELLO of version 1");
+    h.user = d.String();
+    h.password = d.String();
+    if (d.ok() && (h.user.empty() || h.user.size() > kMaxHelloUserBytes))
+      d.Fail(fmt::format("HELLO user name of {} bytes (1-{})", h.user.size(), kMaxHelloUserBytes));
+    if (d.ok() && h.password.size() > kMaxHelloPasswordBytes)
+      d.Fail(fmt::format("HELLO password of {} bytes (at most {})", h.password.size(), kMaxHelloPasswordBytes));
+  }
   return h;
 }
 

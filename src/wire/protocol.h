@@ -1,4 +1,4 @@
-// floe wire protocol, version 1: frames and the messages they carry.
+// floe wire protocol, versions 1 and 2: frames and the messages they carry.
 // docs/protocol.md is the specification; this header follows it exactly.
 //
 // Every frame: a 16-byte header, then the body.
@@ -24,9 +24,13 @@
 namespace floe::wire {
 
 // Protocol versions, pinned. A connection speaks the highest both sides know.
-enum class Version : uint16_t { kV1 = 1 };
+// Version 2 adds credentials to HELLO and the errors NOT_AUTHORIZED and
+// AUTH_FAILED (docs/protocol.md "Handshake and versions").
+enum class Version : uint16_t { kV1 = 1, kV2 = 2 };
 inline constexpr uint16_t kMinVersion = 1;
-inline constexpr uint16_t kMaxVersion = 1;
+inline constexpr uint16_t kMaxVersion = 2;
+inline constexpr size_t kMaxHelloUserBytes = 64;
+inline constexpr size_t kMaxHelloPasswordBytes = 1024;
 
 inline constexpr uint32_t kHelloMagic = 0x454F4C46;  // "FLOE"
 inline constexpr size_t kFrameHeaderSize = 16;
@@ -88,6 +92,11 @@ struct Hello {
   uint16_t min_version = kMinVersion;
   uint16_t max_version = kMaxVersion;
   std::string_view client;
+  // Version 2: the credentials, after `client`, present only when `user` is
+  // not empty (so an anonymous HELLO is byte for byte a version 1 one, and
+  // nodes of before accept it). A HELLO carrying them must allow version 2.
+  std::string_view user;
+  std::string_view password;
   void EncodeBody(Encoder& e) const;
   static Result<Hello> DecodeBody(Decoder& d);
 };

@@ -274,7 +274,7 @@ class CliTest(unittest.TestCase):
         r = run(["--version"])
         self.assertEqual(r.rc, 0, r)
         self.assertRegex(r.text, r"floe \d+\.\d+\.\d+ \(\w+ build")
-        self.assertIn("protocol: versions 1 to 1", r.text)
+        self.assertIn("protocol: versions 1 to 2", r.text)
 
     def test_stream_info_labels_its_bytes(self):
         self.create("labels")

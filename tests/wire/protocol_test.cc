@@ -95,6 +95,8 @@ void ExpectSame(const Hello& want, const Hello& got) {
   EXPECT_EQ(want.min_version, got.min_version);
   EXPECT_EQ(want.max_version, got.max_version);
   EXPECT_EQ(want.client, got.client);
+  EXPECT_EQ(want.user, got.user);
+  EXPECT_EQ(want.password, got.password);
 }
 void ExpectSame(const HelloOk& want, const HelloOk& got) {
   EXPECT_EQ(want.version, got.version);
@@ -483,31 +485,72 @@ TEST(FrameTypeTest, NumbersAndNamesArePinned) {
 // [kMinVersion, kMaxVersion]; HelloOk's default is that highest version. Pinned as
 // bytes on the wire: moving either constant changes them (and
 // docs/protocol.md, "Handshake and versions", must say so).
-TEST(VersionTest, TheClientsHelloOffersVersionsOneToOne) {
+TEST(VersionTest, TheClientsHelloOffersVersionsOneToTwo) {
   std::string frame;
   AppendFrame(&frame, 1, Hello{.client = "cli"});  // versions as the client leaves them
   EXPECT_EQ(ToHex(frame),
             "19000000" "01" "00" "0000" "0100000000000000"  // HELLO, length 25, request 1
             "464c4f45"                                     // the magic, "FLOE"
-            "0100" "0100"                                  // min_version 1, max_version 1
+            "0100" "0200"                                  // min_version 1, max_version 2
             "0300" "636c69");
   auto h = DecodeBodyAs<Hello>(AsSpan(frame).subspan(kFrameHeaderSize));
   ASSERT_TRUE(h) << h.error().ToString();
   EXPECT_EQ(h->min_version, 1);
-  EXPECT_EQ(h->max_version, 1);
+  EXPECT_EQ(h->max_version, 2);
+  EXPECT_TRUE(h->user.empty());
+}
+
+// Version 2's credentials follow the client name, only when a user is given:
+// an anonymous HELLO keeps version 1's layout (nodes of before accept it).
+TEST(VersionTest, AHelloWithCredentialsAppendsUserAndPassword) {
+  std::string frame;
+  AppendFrame(&frame, 1, Hello{.client = "c", .user = "ann", .password = "pw"});
+  EXPECT_EQ(ToHex(frame),
+            "20000000" "01" "00" "0000" "0100000000000000"  // HELLO, length 32
+            "464c4f45" "0100" "0200" "0100" "63"
+            "0300" "616e6e"                                // user "ann"
+            "0200" "7077");                                // password "pw"
+}
+
+TEST(VersionTest, CredentialsInAVersionOneHelloAreMalformed) {
+  std::string frame;
+  AppendFrame(&frame, 1, Hello{.min_version = 1, .max_version = 1, .client = "c", .user = "ann", .password = "pw"});
+  EXPECT_FALSE(DecodeBodyAs<Hello>(AsSpan(frame).subspan(kFrameHeaderSize)));
+}
+
+TEST(VersionTest, AnOversizedOrEmptyHelloUserIsMalformed) {
+  const std::string long_user(kMaxHelloUserBytes + 1, 'u');
+  const std::string long_password(kMaxHelloPasswordBytes + 1, 'p');
+  for (auto [user, password] : {std::pair<std::string_view, std::string_view>{long_user, "pw"},
+                                {"ann", long_password}}) {
+    std::string frame;
+    AppendFrame(&frame, 1, Hello{.client = "c", .user = user, .password = password});
+    EXPECT_FALSE(DecodeBodyAs<Hello>(AsSpan(frame).subspan(kFrameHeaderSize))) << user.size();
+  }
+  // An empty user with trailing strings: a user field present but empty.
+  std::string body;
+  Encoder e(&body);
+  e.U32(kHelloMagic);
+  e.U16(1);
+  e.U16(2);
+  e.String("c");
+  e.String("");
+  e.String("pw");
+  EXPECT_FALSE(DecodeBodyAs<Hello>(AsSpan(body)));
 }
 
 TEST(VersionTest, HelloOkAnswersTheHighestVersionByDefault) {
   EXPECT_EQ(ToHex(BodyOf(HelloOk{.max_frame_bytes = 0, .max_message_bytes = 0, .node = ""})),
-            "0100" "00000000" "00000000" "0000");
+            "0200" "00000000" "00000000" "0000");
 }
 
 // Every version a node or client speaks is named in wire::Version (the one
 // enum docs/protocol.md refers to), and version 1 is this document.
 TEST(VersionTest, TheVersionsSpokenAreTheNamedOnes) {
   EXPECT_EQ(kMinVersion, static_cast<uint16_t>(Version::kV1));
-  EXPECT_EQ(kMaxVersion, static_cast<uint16_t>(Version::kV1));  // a kV2 moves this
+  EXPECT_EQ(kMaxVersion, static_cast<uint16_t>(Version::kV2));  // a kV3 moves this
   EXPECT_EQ(static_cast<uint16_t>(Version::kV1), 1);
+  EXPECT_EQ(static_cast<uint16_t>(Version::kV2), 2);
 }
 
 // --- Round trips, one per message type -------------------------------------------
@@ -516,6 +559,7 @@ TEST(RoundTripTest, Hello) {
   ExpectRoundTrip(Hello{});
   ExpectRoundTrip(Hello{.min_version = 1, .max_version = 7, .client = "floe-cli/1.0"});
   ExpectRoundTrip(Hello{.min_version = 0, .max_version = kU16Max, .client = kOddBytes}, kU64Max);
+  ExpectRoundTrip(Hello{.min_version = 2, .max_version = 2, .client = "c", .user = "ann", .password = kOddBytes});
 }
 
 TEST(RoundTripTest, HelloOk) {
@@ -1072,9 +1116,11 @@ TEST(DecodeErrorTest, TrailingBytesAreRejected) {
       ASSERT_FALSE(s.ok()) << c.name << " + " << extra.size() << " bytes";
       EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << c.name;
       // STREAM_CREATE and STREAM_INFO_OK may end with the MQTT topic filters
-      // (docs/protocol.md): there extra bytes begin that list, cut short.
-      const bool topics_follow = c.name == "STREAM_CREATE" || c.name == "STREAM_INFO_OK";
-      if (!topics_follow)
+      // (docs/protocol.md): there extra bytes begin that list, cut short. A
+      // version 2 HELLO reads what follows the client name as credentials:
+      // these few bytes are a truncated user name there.
+      const bool more_follow = c.name == "STREAM_CREATE" || c.name == "STREAM_INFO_OK" || c.name == "HELLO";
+      if (!more_follow)
         EXPECT_NE(s.message().find("trailing"), std::string_view::npos) << c.name << ": " << s.ToString();
     }
   }
@@ -1424,6 +1470,8 @@ const CodeRow kCodes[] = {
     {22, WireError::kOutOfRange, "OUT_OF_RANGE", false},
     {23, WireError::kDuplicateTooOld, "DUPLICATE_TOO_OLD", false},
     {24, WireError::kDiskFull, "DISK_FULL", true},
+    {25, WireError::kNotAuthorized, "NOT_AUTHORIZED", false},
+    {26, WireError::kAuthFailed, "AUTH_FAILED", false},
 };
 
 TEST(WireErrorTest, NumbersNamesAndRetriabilityMatchTheDocument) {
@@ -1441,7 +1489,7 @@ TEST(WireErrorTest, NamesAreDistinct) {
 }
 
 TEST(WireErrorTest, UnknownCodesHaveAFallbackNameAndAreNotRetriable) {
-  for (uint16_t n : {uint16_t{25}, uint16_t{100}, uint16_t{1000}, kU16Max}) {
+  for (uint16_t n : {uint16_t{27}, uint16_t{100}, uint16_t{1000}, kU16Max}) {
     EXPECT_EQ(WireErrorName(static_cast<WireError>(n)), "UNKNOWN_ERROR") << n;
     EXPECT_FALSE(IsRetriable(static_cast<WireError>(n))) << n;
   }

@@ -30,6 +30,9 @@ Connection::Connection(broker::Broker* broker, const ListenerLimits* limits, tcp
       watchdog_(strand_),
       accepted_at_(std::chrono::steady_clock::now()),
       quiet_since_(accepted_at_) {
+  asio::error_code ec;
+  const auto peer = socket_.remote_endpoint(ec);
+  peer_address_ = ec ? std::string("?") : peer.address().to_string();
   inflight_signal_.expires_at(asio::steady_timer::time_point::max());
 }
 
@@ -273,7 +276,7 @@ awaitable<void> Connection::Dispatch(const wire::FrameHeader& h, std::span<const
   }
   switch (h.type) {
     case FrameType::kHello:
-      OnHello(h.request_id, body);
+      co_await OnHello(h.request_id, body);
       break;
     case FrameType::kPing: {
       if (auto p = wire::DecodeBodyAs<wire::Ping>(body); !p)

@@ -39,6 +39,8 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 
+#include "auth/auth.h"
+#include "auth/directory.h"
 #include "broker/broker.h"
 #include "frontend/await_core.h"
 #include "wire/protocol.h"
@@ -54,6 +56,11 @@ struct ListenerLimits {
   uint32_t handshake_timeout_ms = 5000;  // from the accept to a complete HELLO
   uint32_t frame_timeout_ms = 10000;     // longest pause inside one frame
   uint32_t idle_timeout_ms = 60000;      // longest silence between frames (PING at half)
+  // Users (docs/security.md): nullptr = anonymous, every request allowed.
+  // Otherwise HELLO must name a user, and every request is checked against
+  // the user's permissions as the directory has them now. Outlives the
+  // listener.
+  auth::Directory* auth = nullptr;
 };
 
 class Connection final : public broker::Peer, public std::enable_shared_from_this<Connection> {
@@ -107,7 +114,14 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   void TimeOut(std::string reason);
   asio::awaitable<void> Dispatch(const wire::FrameHeader& h, std::span<const char> body);
   // Request handlers (handlers.cc): decode, call the core, answer.
-  void OnHello(uint64_t req, std::span<const char> body);
+  asio::awaitable<void> OnHello(uint64_t req, std::span<const char> body);
+  // With users on: whether this connection's user may do `action` on
+  // `stream` now (the directory's latest view). If not, answers `req` with
+  // NOT_AUTHORIZED (or, for a user removed since HELLO, AUTH_FAILED and a
+  // close) and returns false. Always true without users.
+  bool Permitted(uint64_t req, auth::Action action, std::string_view stream);
+  // The user as the directory has it now (nullptr: removed, or no users).
+  std::shared_ptr<const auth::User> CurrentUser() const;
   asio::awaitable<void> OnSessionOpen(uint64_t req, std::span<const char> body);
   void OnPublish(uint64_t req, std::span<const char> body);
   void OnPublishChunk(uint64_t req, std::span<const char> body);
@@ -143,6 +157,8 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::string sending_;  // the bytes of the write in flight
   bool writing_ = false;
   bool hello_ = false;
+  std::string user_;         // with users on: who HELLO authenticated
+  std::string peer_address_; // the client's IP address (the login rate limit's key)
   bool reading_ = true;
   bool closed_ = false;
   bool close_after_flush_ = false;

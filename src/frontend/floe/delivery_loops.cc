@@ -55,6 +55,8 @@ awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
   const uint32_t max_bytes = std::clamp<uint32_t>(fetch.max_bytes, 1, limits_->max_frame_bytes / 2);
   while (true) {
     if (closed_ || close_after_flush_) co_return;
+    // A permission taken away while the poll waits ends it.
+    if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) co_return;
     auto batch = session_->Deliver(max_messages, max_bytes);
     if (!batch) {
       LeaveStream(batch.error().redirect);  // fencing: the node lost the stream
@@ -76,6 +78,12 @@ awaitable<void> Connection::FetchLoop(uint64_t req, wire::Fetch fetch) {
 
 awaitable<void> Connection::PushLoop(uint64_t req) {
   while (subscribed_ && !closed_ && !close_after_flush_ && !broker_->stopping()) {
+    // Checked before each batch (and at least every second: the wake-up
+    // below), so a permission taken away stops the push within seconds.
+    if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) {
+      subscribed_ = false;
+      co_return;
+    }
     if (credit_ > 0) {
       auto batch = session_->Deliver(static_cast<uint32_t>(std::min<uint64_t>(credit_, 256)), 1 << 20);
       if (!batch) {

@@ -8,33 +8,89 @@
 
 #include "frontend/floe/connection.h"
 #include "frontend/floe/error_map.h"
+#include "frontend/floe/log_limiter.h"
 
 namespace floe::frontend {
 
 using asio::awaitable;
 
+namespace {
+// Refused logins, across the node's connections: at most one line a second.
+LogLimiter login_log(std::chrono::seconds(1));
+}  // namespace
+
 #define FLOE_DECODE_OR_CLOSE(var, Type, req, body)                                 \
   auto var = wire::DecodeBodyAs<Type>(body);                                       \
   if (!var) return Error(req, wire::WireError::kMalformedFrame, var.error().message(), true)
 
-void Connection::OnHello(uint64_t req, std::span<const char> body) {
-  FLOE_DECODE_OR_CLOSE(h, wire::Hello, req, body);
+awaitable<void> Connection::OnHello(uint64_t req, std::span<const char> body) {
+  auto h = wire::DecodeBodyAs<wire::Hello>(body);
+  if (!h) co_return Error(req, wire::WireError::kMalformedFrame, h.error().message(), true);
   const uint16_t lo = std::max(h->min_version, wire::kMinVersion);
   const uint16_t hi = std::min(h->max_version, wire::kMaxVersion);
   if (lo > hi) {
-    return Error(req, wire::WireError::kUnsupportedVersion,
-                 fmt::format("node speaks versions {}-{}, client {}-{}", wire::kMinVersion, wire::kMaxVersion,
-                             h->min_version, h->max_version),
-                 true);
+    co_return Error(req, wire::WireError::kUnsupportedVersion,
+                    fmt::format("node speaks versions {}-{}, client {}-{}", wire::kMinVersion, wire::kMaxVersion,
+                                h->min_version, h->max_version),
+                    true);
+  }
+  if (limits_->auth && !hello_) {
+    // One login per connection: a second HELLO does not change the user.
+    if (h->user.empty()) {
+      login_log.Print("auth.login_refused", [&] {
+        return fmt::format("node {}: refused a login from {}: no credentials", limits_->node_id, peer_address_);
+      });
+      co_return Error(req, wire::WireError::kAuthFailed,
+                      fmt::format("node {} requires a user: HELLO version 2 with a user and password", limits_->node_id),
+                      true);
+    }
+    auto self = shared_from_this();
+    auto login = co_await AwaitCore<auth::LoginResult>([&](auto done) {
+      limits_->auth->Authenticate(std::string(h->user), std::string(h->password), peer_address_, std::move(done));
+    });
+    if (closed_) co_return;
+    if (!login.user) {
+      login_log.Print("auth.login_refused", [&] {
+        return fmt::format("node {}: refused a login from {} as {}: {}", limits_->node_id, peer_address_,
+                           h->user, login.message);
+      });
+      co_return Error(req, wire::WireError::kAuthFailed, login.message, true);
+    }
+    user_ = login.user->name;
   }
   hello_ = true;
   Reply(req, wire::HelloOk{hi, limits_->max_frame_bytes, limits_->max_message_bytes, limits_->node_id});
+}
+
+std::shared_ptr<const auth::User> Connection::CurrentUser() const {
+  return limits_->auth ? limits_->auth->Find(user_) : nullptr;
+}
+
+bool Connection::Permitted(uint64_t req, auth::Action action, std::string_view stream) {
+  if (!limits_->auth) return true;
+  const auto user = limits_->auth->Find(user_);
+  if (!user) {
+    Error(req, wire::WireError::kAuthFailed, fmt::format("user {} no longer exists", user_), true);
+    return false;
+  }
+  if (auth::Allowed(*user, action, stream)) return true;
+  // The same words whether or not the stream exists.
+  Error(req, wire::WireError::kNotAuthorized,
+        fmt::format("user {} may not {} stream {}", user_,
+                    action == auth::Action::kPublish   ? "publish to"
+                    : action == auth::Action::kConsume ? "consume from"
+                                                       : "administer",
+                    stream));
+  return false;
 }
 
 awaitable<void> Connection::OnSessionOpen(uint64_t req, std::span<const char> body) {
   auto so = wire::DecodeBodyAs<wire::SessionOpen>(body);
   if (!so) co_return Error(req, wire::WireError::kMalformedFrame, so.error().message(), true);
   if (session_) co_return Error(req, wire::WireError::kInvalidArgument, "this connection already has a session");
+  // Before the core looks the stream up: a refusal says nothing of whether it exists.
+  if (!Permitted(req, so->role == wire::Role::kProducer ? auth::Action::kPublish : auth::Action::kConsume, so->stream))
+    co_return;
   broker::SessionRequest r{.session_id = SessionId(so->session_id), .role = so->role, .stream = std::string(so->stream),
                            .consumer = std::string(so->consumer), .start_at = so->start_at,
                            .start_value = so->start_value};
@@ -66,6 +122,7 @@ void Connection::OnPublish(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(pub, wire::Publish, req, body);
   if (!session_ || session_->role() != wire::Role::kProducer)
     return Error(req, wire::WireError::kNoSession, "PUBLISH needs a producer session");
+  if (!Permitted(req, auth::Action::kPublish, session_->stream_name())) return;
   std::vector<broker::PublishInput> in;
   in.reserve(pub->messages.size());
   for (const auto& m : pub->messages) in.push_back({ProducerSeq(m.producer_seq), m.key, m.headers, m.payload});
@@ -99,6 +156,7 @@ void Connection::OnPublishChunk(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(c, wire::PublishChunk, req, body);
   if (!session_ || session_->role() != wire::Role::kProducer)
     return Error(req, wire::WireError::kNoSession, "PUBLISH_CHUNK needs a producer session");
+  if (!Permitted(req, auth::Action::kPublish, session_->stream_name())) return;
   broker::ChunkInput in{ProducerSeq(c->producer_seq), ByteOffset(c->total_size), ByteOffset(c->offset), c->key, c->headers,
                         c->data};
   auto self = shared_from_this();
@@ -116,6 +174,7 @@ void Connection::OnFetchChunk(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(fc, wire::FetchChunk, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "FETCH_CHUNK needs a consumer session");
+  if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) return;
   // The core bounds the read (BrokerOptions::max_read_bytes, half a frame).
   auto self = shared_from_this();
   session_->FetchChunk(StreamSeq(fc->seq), ByteOffset(fc->offset), fc->max_bytes, [self, req](broker::Outcome<broker::ChunkData> c) {
@@ -132,6 +191,7 @@ void Connection::OnAnswer(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(a, wire::Answer, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "ANSWER needs a consumer session");
+  if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) return;
   std::vector<broker::AnswerInput> items;
   items.reserve(a->items.size());
   for (const auto& i : a->items) items.push_back({StreamSeq(i.seq), i.kind, i.delay_ms});
@@ -154,6 +214,7 @@ void Connection::OnFetch(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(f, wire::Fetch, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "FETCH needs a consumer session");
+  if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) return;
   auto self = shared_from_this();
   asio::co_spawn(strand_, [self, req, fetch = *f]() -> awaitable<void> { co_await self->FetchLoop(req, fetch); },
                  asio::detached);
@@ -163,6 +224,7 @@ void Connection::OnSubscribe(uint64_t req, std::span<const char> body) {
   FLOE_DECODE_OR_CLOSE(s, wire::Subscribe, req, body);
   if (!session_ || session_->role() != wire::Role::kConsumer)
     return Error(req, wire::WireError::kNoSession, "SUBSCRIBE needs a consumer session");
+  if (!Permitted(req, auth::Action::kConsume, session_->stream_name())) return;
   if (subscribed_) return Error(req, wire::WireError::kInvalidArgument, "already subscribed");
   subscribed_ = true;
   credit_ = s->credit;
@@ -186,6 +248,7 @@ awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const 
     case FrameType::kStreamCreate: {
       auto c = wire::DecodeBodyAs<wire::StreamCreate>(body);
       if (!c) co_return Error(req, wire::WireError::kMalformedFrame, c.error().message(), true);
+      if (!Permitted(req, auth::Action::kAdmin, c->name)) co_return;
       auto r = co_await AwaitCore<broker::Outcome<void>>(
           [&](auto done) { broker_->CreateStream(std::string(c->name), c->config, std::move(done)); });
       co_return r ? Reply(req, wire::Ok{}) : Fail(req, r.error());
@@ -193,6 +256,7 @@ awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const 
     case FrameType::kStreamDelete: {
       auto d = wire::DecodeBodyAs<wire::StreamDelete>(body);
       if (!d) co_return Error(req, wire::WireError::kMalformedFrame, d.error().message(), true);
+      if (!Permitted(req, auth::Action::kAdmin, d->name)) co_return;
       auto r = co_await AwaitCore<broker::Outcome<void>>(
           [&](auto done) { broker_->DeleteStream(std::string(d->name), std::move(done)); });
       co_return r ? Reply(req, wire::Ok{}) : Fail(req, r.error());
@@ -204,12 +268,25 @@ awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const 
           [&](auto done) { broker_->ListStreams(std::move(done)); });
       if (!names) co_return Fail(req, names.error());
       wire::StreamListOk ok;
-      for (const auto& n : *names) ok.names.push_back(n);
+      // With users on: only the streams the user has some permission on.
+      const auto user = CurrentUser();
+      if (limits_->auth && !user)
+        co_return Error(req, wire::WireError::kAuthFailed, fmt::format("user {} no longer exists", user_), true);
+      for (const auto& n : *names)
+        if (!user || auth::MaySee(*user, n)) ok.names.push_back(n);
       co_return Reply(req, ok);
     }
     case FrameType::kStreamInfo: {
       auto i = wire::DecodeBodyAs<wire::StreamInfo>(body);
       if (!i) co_return Error(req, wire::WireError::kMalformedFrame, i.error().message(), true);
+      if (limits_->auth) {
+        const auto user = CurrentUser();
+        if (!user)
+          co_return Error(req, wire::WireError::kAuthFailed, fmt::format("user {} no longer exists", user_), true);
+        if (!auth::MaySee(*user, i->name))
+          co_return Error(req, wire::WireError::kNotAuthorized,
+                          fmt::format("user {} has no permission on stream {}", user_, i->name));
+      }
       auto s = co_await AwaitCore<broker::Outcome<broker::StreamStatus>>(
           [&](auto done) { broker_->DescribeStream(std::string(i->name), std::move(done)); });
       if (!s) co_return Fail(req, s.error());
@@ -226,6 +303,7 @@ awaitable<void> Connection::OnAdmin(const wire::FrameHeader& h, std::span<const 
     case FrameType::kDeadLetter: {
       auto m = wire::DecodeBodyAs<wire::DeadLetter>(body);
       if (!m) co_return Error(req, wire::WireError::kMalformedFrame, m.error().message(), true);
+      if (!Permitted(req, auth::Action::kAdmin, m->stream)) co_return;  // the nodes' own user may
       broker::DeadLetterMove move{.stream = std::string(m->stream), .source_stream = std::string(m->source_stream),
                                   .consumer = std::string(m->consumer), .source_seq = StreamSeq(m->source_seq),
                                   .key = std::string(m->key), .headers = std::string(m->headers),

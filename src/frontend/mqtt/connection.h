@@ -43,6 +43,7 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 
+#include "auth/directory.h"
 #include "broker/broker.h"
 #include "frontend/await_core.h"
 #include "frontend/mqtt/bindings.h"
@@ -72,6 +73,9 @@ struct MqttOptions {
   // CONNACK 0x9C with that node's MQTT address as Server Reference.
   bool redirect = false;
   int relay_connect_timeout_ms = 2000;
+  // Users (docs/mqtt.md "Authentication"): nullptr = anonymous. Outlives
+  // the listener.
+  auth::Directory* auth = nullptr;
 };
 
 
@@ -121,6 +125,12 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   asio::awaitable<void> ReadLoop();
   asio::awaitable<bool> Handle(codec::Packet& packet);
   asio::awaitable<bool> OnConnect(const codec::Connect& c);
+  // Users (authorize.cc). Login: CONNECT's user name and password against
+  // the users; false once it refused (CONNACK sent, closing). MayPublish /
+  // MaySubscribe: the user's permissions now (true without users).
+  asio::awaitable<bool> Login(const codec::Connect& c);
+  bool MayPublish(std::string_view topic);
+  bool MaySubscribe(std::string_view filter);
   // Opens (or resumes) the session's producer and consumer Sessions; on
   // failure answers CONNACK with the reason and closes.
   // CONNACK with a failure `reason` (MQTT 5: `why` as its Reason String), then close.
@@ -261,6 +271,7 @@ class Connection final : public broker::Peer, public std::enable_shared_from_thi
   std::string preamble_;           // a relay preamble still arriving
   bool relayed_ = false;           // came through another node: never relayed again
   std::string relayed_for_;        // the client's address, as the preamble names it
+  std::string user_;               // with users on: who CONNECT logged in as
   std::span<const char>* unread_ = nullptr;  // bytes read after the packet being handled
   bool moving_on_ = false;         // MoveOn runs
 

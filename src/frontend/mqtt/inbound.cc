@@ -82,6 +82,17 @@ awaitable<bool> Connection::OnPublish(codec::Publish& p) {
     Disconnect(ReasonCode::kProtocolError, "PUBLISH without a topic");
     co_return false;
   }
+  if (!MayPublish(topic)) {
+    // Nothing stored. QoS 0 has no answer; 3.1.1 has no failure code (closing says it).
+    if (p.qos == 0) co_return true;
+    if (version_ == Version::kV311) {
+      CloseAfterWrite();
+      co_return false;
+    }
+    if (p.qos == 1) Send(codec::Puback{{p.packet_id, ReasonCode::kNotAuthorized, {}}});
+    else Send(codec::Pubrec{{p.packet_id, ReasonCode::kNotAuthorized, {}}});
+    co_return true;
+  }
   bool resend = false;
   if (p.qos == 2) {
     auto known = inbound_qos2_.find(p.packet_id);

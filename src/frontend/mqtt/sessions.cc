@@ -23,6 +23,7 @@ awaitable<bool> Connection::OnConnect(const codec::Connect& c) {
   keep_alive_s_ = c.keep_alive;
   if (c.properties.receive_maximum) client_receive_maximum_ = *c.properties.receive_maximum;
   if (c.properties.maximum_packet_size) client_max_packet_ = *c.properties.maximum_packet_size;
+  if (!co_await Login(c)) co_return false;
   codec::Connack ack;
   std::string assigned;
   client_id_ = std::string(c.client_id);
@@ -355,6 +356,10 @@ awaitable<bool> Connection::OnSubscribe(const codec::Subscribe& s) {
   std::vector<SessionRecord::Sub> made;  // for the retained messages, once SUBACKed
   std::vector<bool> fresh;
   for (const codec::Subscription& sub : s.subscriptions) {
+    if (!MaySubscribe(sub.filter)) {  // not subscribed; the others go on
+      ack.reasons.push_back(version_ == Version::kV5 ? ReasonCode::kNotAuthorized : ReasonCode::kUnspecifiedError);
+      continue;
+    }
     auto it = std::find_if(record_.subscriptions.begin(), record_.subscriptions.end(),
                            [&](const SessionRecord::Sub& x) { return x.filter == sub.filter; });
     SessionRecord::Sub entry{std::string(sub.filter), sub.options, identifier, now_us};
