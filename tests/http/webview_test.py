@@ -396,6 +396,7 @@ class WebViewBrowserTest(unittest.TestCase):
         self.produce("orders", 30)
         b.wait_for("(document.querySelector('#streams-body tr[data-stream=\"orders\"] td[data-field=\"frontier\"]')"
                    " || {dataset: {}}).dataset.value === '80'", what="the frontier of orders to show 80")
+        b.screenshot(os.path.join(ARTIFACTS, "webview-publishing.png"))  # most likely with its rate
         # Two more polls after the one that showed 80: the rate falls back to 0.
         polls_at_80 = int(b.js("document.body.dataset.polls"))
         b.wait_for("Number(document.body.dataset.polls) >= %d" % (polls_at_80 + 2), what="two more polls")
