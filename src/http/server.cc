@@ -233,10 +233,6 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, brok
   // thread while it waits for the next request, so a browser's idle
   // keep-alive connections (the web view opens several) would hold every
   // thread and starve /metrics and the page's own polls for seconds.
-  // One request per connection: cpp-httplib keeps a connection's pool
-  // thread while it waits for the next request, so a browser's idle
-  // keep-alive connections (the web view opens several) would hold every
-  // thread and starve /metrics and the page's own polls for seconds.
   s.set_keep_alive_max_count(1);
   Routes(out->impl_.get());
   const int bound = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
