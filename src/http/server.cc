@@ -14,6 +14,7 @@
 #include "broker/broker.h"
 #include "broker/observe.h"
 #include "http/views.h"
+#include "http/webview/assets.h"
 #include "model/types.h"
 
 namespace floe::http {
@@ -122,6 +123,17 @@ void SendError(httplib::Response& res, int status, std::string_view code, std::s
   res.set_content(ErrorJson(status, code, message), kJson);
 }
 
+// One of the web view's files (docs/operations.md "The web view"). no-cache:
+// the browser revalidates each time, so a node's new binary shows its new
+// page at the next load. The page may load only from this node ('self'),
+// which it does anyway: the policy keeps it so.
+void SendFile(httplib::Response& res, const webview::EmbeddedFile& file) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+  res.set_content(file.body.data(), file.body.size(), std::string(webview::ContentType(file.name)));
+}
+
 void Routes(Server::Impl* impl) {
   httplib::Server& s = impl->server;
   broker::Broker* b = impl->broker;
@@ -163,6 +175,17 @@ void Routes(Server::Impl* impl) {
     if (!sessions) return SendError(res, 503, "UNAVAILABLE", "the bank did not answer in time");
     if (!*sessions) return SendError(res, 503, "UNAVAILABLE", sessions->error().ToString());
     res.set_content(SessionsJson(v, **sessions), kJson);
+  });
+  // The web view: the page at /, its script and style sheet under /webview/.
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    const webview::EmbeddedFile* page = webview::FindFile("index.html");
+    if (!page) return SendError(res, 404, "NOT_FOUND", "this build has no web view");
+    SendFile(res, *page);
+  });
+  s.Get(R"(/webview/([A-Za-z0-9_.-]+))", [](const httplib::Request& req, httplib::Response& res) {
+    const webview::EmbeddedFile* file = webview::FindFile(req.matches[1].str());
+    if (!file) return SendError(res, 404, "NOT_FOUND", fmt::format("no such path: {}", req.path));
+    SendFile(res, *file);
   });
   // Anything else: 404 for GET/HEAD, 405 for every other method.
   s.Get(".*", [](const httplib::Request& req, httplib::Response& res) {
@@ -206,8 +229,11 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, brok
   s.set_payload_max_length(options.max_request_body_bytes);
   s.set_read_timeout(options.read_timeout_s, 0);
   s.set_write_timeout(options.write_timeout_s, 0);
-  s.set_keep_alive_max_count(100);
-  s.set_keep_alive_timeout(5);
+  // One request per connection: cpp-httplib keeps a connection's pool
+  // thread while it waits for the next request, so a browser's idle
+  // keep-alive connections (the web view opens several) would hold every
+  // thread and starve /metrics and the page's own polls for seconds.
+  s.set_keep_alive_max_count(1);
   Routes(out->impl_.get());
   const int bound = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
   if (bound <= 0)
