@@ -293,7 +293,10 @@ class Cluster {
   // ---- placement groups (cluster/placement_groups.cc)
   // stream -> its leader, for streams whose leader exists (`known`).
   std::map<std::string, std::string> Followers(const std::vector<bank::KeyValue>& streams,
-                                               const std::set<std::string>& known) const;
+                                               const std::set<std::string>& known);
+  // placed_with's answers by stream, with the record version they were for
+  // (worker thread): a record is decoded again only when it changed.
+  std::map<std::string, std::pair<uint64_t, std::string>> placed_cache_;
   // Takes the free followers of leaders this node holds; gives up the
   // followers it holds whose leader another live node holds (`owner_of`:
   // the leader's live owner, if any), and takes a free leader of followers

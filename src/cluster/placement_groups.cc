@@ -14,12 +14,16 @@
 namespace floe::cluster {
 
 std::map<std::string, std::string> Cluster::Followers(const std::vector<bank::KeyValue>& streams,
-                                                      const std::set<std::string>& known) const {
+                                                      const std::set<std::string>& known) {
   std::map<std::string, std::string> leader_of;
   if (!options_.placed_with) return leader_of;
+  for (auto it = placed_cache_.begin(); it != placed_cache_.end();)  // deleted streams
+    it = known.count(it->first) ? std::next(it) : placed_cache_.erase(it);
   for (const auto& kv : streams) {
     std::string name = kv.key.substr(bank::kStreamsPrefix.size());
-    std::string leader = options_.placed_with(name, kv.value);
+    auto& cached = placed_cache_[name];
+    if (cached.first != kv.version || kv.version == 0) cached = {kv.version, options_.placed_with(name, kv.value)};
+    std::string leader = cached.second;
     // A leader that does not exist (yet: the MQTT stream is made on the
     // first CONNECT) leaves its followers placed freely.
     if (!leader.empty() && leader != name && known.count(leader)) leader_of.emplace(std::move(name), std::move(leader));
