@@ -51,6 +51,7 @@ class Node:
             if " MQTT on " in line:
                 self.port = int(line.split(" MQTT on ")[1].split()[0].rsplit(":", 1)[1])
             if " listening on " in line:
+                self.server = line.split(" listening on ")[1].split()[0]  # the floe protocol's, for the CLI
                 threading.Thread(target=self._drain, daemon=True).start()
                 assert self.port, "no MQTT line before the listening line:\n" + "".join(lines)
                 return self

@@ -27,33 +27,13 @@ BINDING_WAIT_S = 3
 
 
 class TopicNode(Node):
-    """A Node that also knows its floe-protocol address (for the CLI)."""
+    """A Node with the floe CLI at hand (Node.start notes the floe-protocol address)."""
 
     def cleanup_keep_dir(self):
         """Stops the process (a peer sharing another node's directory)."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [base.FLOE, "serve", "--data", self.dir, "--listen", "127.0.0.1:0",
-             "--mqtt-listen", f"127.0.0.1:{self.port}", "--http-listen", "127.0.0.1:0"] + self.extra,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        lines = []
-        while time.time() < deadline:
-            line = self.proc.stdout.readline().decode(errors="replace")
-            if not line:
-                break
-            lines.append(line)
-            if " MQTT on " in line:
-                self.port = int(line.split(" MQTT on ")[1].split()[0].rsplit(":", 1)[1])
-            if " listening on " in line:
-                self.server = line.split(" listening on ")[1].split()[0]
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        raise AssertionError("floe serve did not start:\n" + "".join(lines))
 
     def floe(self, *args):
         return run([base.FLOE] + list(args) + ["--server", self.server])
