@@ -142,23 +142,28 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       *exit_code = 1;
       return;
     }
+    // The ports are read before anything is printed: once the listening
+    // line is out, a SIGTERM may close the listeners on the signal thread.
+    const unsigned port = static_cast<unsigned>((*node)->port());
+    const unsigned mqtt_port = static_cast<unsigned>((*node)->mqtt_port());
+    const unsigned http_port = static_cast<unsigned>((*node)->http_port());
     (*node)->HandleSignals();
-    if ((*node)->mqtt_port() != 0)
+    if (mqtt_port != 0)
       fmt::print("floe: node {} MQTT on {}:{} (stream {})\n", o->node_id,
-                 o->mqtt_listen.substr(0, o->mqtt_listen.rfind(':')), (*node)->mqtt_port(), o->mqtt_stream);
+                 o->mqtt_listen.substr(0, o->mqtt_listen.rfind(':')), mqtt_port, o->mqtt_stream);
     // Tests and scripts wait for this line (after the MQTT one).
     fmt::print("floe: node {} listening on {}:{} (data {})\n", o->node_id,
-               o->listen.substr(0, o->listen.rfind(':')), (*node)->port(), o->data_dir);
+               o->listen.substr(0, o->listen.rfind(':')), port, o->data_dir);
     // After it, so a reader of the listening line meets it as before; out
     // before READY=1 like the others.
-    if ((*node)->http_port() != 0)
+    if (http_port != 0)
       fmt::print("floe: node {} HTTP on {}:{} (/metrics, /healthz, /readyz, /api/v1)\n", o->node_id,
-                 o->http_listen.substr(0, o->http_listen.rfind(':')), (*node)->http_port());
+                 o->http_listen.substr(0, o->http_listen.rfind(':')), http_port);
     std::fflush(stdout);
     // Under systemd (Type=notify, packaging/floe.service): ready once the
     // listeners are bound; a no-op without NOTIFY_SOCKET.
-    (void)sd_notifyf(0, "READY=1\nSTATUS=node %s listening on port %u\nMAINPID=%lu", o->node_id.c_str(),
-                     static_cast<unsigned>((*node)->port()), static_cast<unsigned long>(::getpid()));
+    (void)sd_notifyf(0, "READY=1\nSTATUS=node %s listening on port %u\nMAINPID=%lu", o->node_id.c_str(), port,
+                     static_cast<unsigned long>(::getpid()));
     const auto started = std::chrono::steady_clock::now();
     (*node)->Wait();
     const auto st = (*node)->stats();
